@@ -1,0 +1,230 @@
+"""CPU engine (numba): observed MA maps and the permutation pass.
+
+One permutation = draw every experiment's foci from the sampler (counter-based RNG), add
+each experiment's log(1 - MA) into a float32 accumulator over mask voxels, then one linear
+scan of the mask gives the max ALE and the supra-threshold list, and union-find over that
+list gives cluster sizes and masses (faces connectivity). Random foci of one experiment
+rarely have overlapping kernels; when they do not, kernels add straight into the
+accumulator, otherwise the per-experiment minimum of log(1 - k) (= max MA) is formed first
+in a scratch array. Permutations run in parallel chunks, one buffer set per chunk, and each
+permutation depends only on (seed, index), so results do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .rng import compile_rng
+
+_mix64, uniform01, draw_index = compile_rng(njit(cache=True, inline="always"))
+
+
+@njit(cache=True)
+def ma_csr(foci_flat, foci_exp_start, exp_kernel, k_start, k_offsets, k_values, gridmap, n_mask):
+    """Observed MA maps as CSR over mask voxels: per experiment, max over foci of the kernel.
+
+    ``foci_flat`` are padded-grid flat indices; voxels outside the mask are dropped, like
+    NiMARE's ``compute_ale_ma``. Returns (indptr, cols, vals) with cols sorted per row.
+    """
+    n_exp = exp_kernel.shape[0]
+    scratch = np.zeros(n_mask + 1, dtype=np.float32)
+    touched = np.empty(n_mask, dtype=np.int32)
+    indptr = np.zeros(n_exp + 1, dtype=np.int64)
+    cap = 1 << 16
+    cols = np.empty(cap, dtype=np.int32)
+    vals = np.empty(cap, dtype=np.float32)
+    nnz = 0
+    for e in range(n_exp):
+        kid = exp_kernel[e]
+        n_t = 0
+        for f in range(foci_exp_start[e], foci_exp_start[e + 1]):
+            base = foci_flat[f]
+            for t in range(k_start[kid], k_start[kid + 1]):
+                m = gridmap[base + k_offsets[t]]
+                if m < n_mask:
+                    v = k_values[t]
+                    if scratch[m] == 0.0:
+                        touched[n_t] = m
+                        n_t += 1
+                    if v > scratch[m]:
+                        scratch[m] = v
+        order = np.sort(touched[:n_t])
+        if nnz + n_t > cap:
+            while nnz + n_t > cap:
+                cap *= 2
+            cols2 = np.empty(cap, dtype=np.int32)
+            vals2 = np.empty(cap, dtype=np.float32)
+            cols2[:nnz] = cols[:nnz]
+            vals2[:nnz] = vals[:nnz]
+            cols, vals = cols2, vals2
+        for i in range(n_t):
+            m = order[i]
+            cols[nnz] = m
+            vals[nnz] = scratch[m]
+            scratch[m] = 0.0
+            nnz += 1
+        indptr[e + 1] = nnz
+    return indptr, cols[:nnz].copy(), vals[:nnz].copy()
+
+
+@njit(cache=True, inline="always")
+def _find(parent, v):
+    root = v
+    while parent[root] != root:
+        root = parent[root]
+    while parent[v] != root:  # path compression
+        nxt = parent[v]
+        parent[v] = root
+        v = nxt
+    return root
+
+
+@njit(cache=True)
+def draw_foci(key, perm, first_focus, n_foci, cand_flat, cand_ijk, cdf, out_flat, out_ijk):
+    """Fill out_flat/out_ijk[:n_foci] with the null foci of one experiment."""
+    n_cand = cand_flat.shape[0]
+    for f in range(n_foci):
+        u = uniform01(key, perm, first_focus + f)
+        c = draw_index(u, cdf, n_cand)
+        out_flat[f] = cand_flat[c]
+        out_ijk[f, 0] = cand_ijk[c, 0]
+        out_ijk[f, 1] = cand_ijk[c, 1]
+        out_ijk[f, 2] = cand_ijk[c, 2]
+
+
+@njit(cache=True)
+def null_log_sum(perm, key, exp_kernel, exp_focus_start, k_start, k_offsets, k_log, k_width,
+                 cand_flat, cand_ijk, cdf, gridmap, n_mask, acc, scratch, stamp, f_flat, f_ijk):
+    """Accumulate sum over experiments of log(1 - MA) of permutation ``perm`` into ``acc``."""
+    for e in range(exp_kernel.shape[0]):
+        kid = exp_kernel[e]
+        first = exp_focus_start[e]
+        nf = exp_focus_start[e + 1] - first
+        draw_foci(key, perm, first, nf, cand_flat, cand_ijk, cdf, f_flat, f_ijk)
+        w = k_width[kid]
+        overlap = False
+        for a in range(1, nf):
+            for b in range(a):
+                if (abs(f_ijk[a, 0] - f_ijk[b, 0]) < w and abs(f_ijk[a, 1] - f_ijk[b, 1]) < w
+                        and abs(f_ijk[a, 2] - f_ijk[b, 2]) < w):
+                    overlap = True
+                    break
+            if overlap:
+                break
+        t0 = k_start[kid]
+        t1 = k_start[kid + 1]
+        if not overlap:
+            for f in range(nf):
+                base = f_flat[f]
+                for t in range(t0, t1):
+                    acc[gridmap[base + k_offsets[t]]] += k_log[t]
+        else:
+            # One pass keeps the running per-experiment minimum in ``scratch`` (valid where
+            # ``stamp`` equals this experiment's tag) and adds only its decrease to ``acc``.
+            tag = stamp[n_mask] + 1
+            stamp[n_mask] = tag
+            for f in range(nf):
+                base = f_flat[f]
+                for t in range(t0, t1):
+                    m = gridmap[base + k_offsets[t]]
+                    v = k_log[t]
+                    if stamp[m] != tag:
+                        stamp[m] = tag
+                        scratch[m] = v
+                        acc[m] += v
+                    elif v < scratch[m]:
+                        acc[m] += v - scratch[m]
+                        scratch[m] = v
+    acc[n_mask] = 0.0
+
+
+@njit(cache=True)
+def cluster_max(supra, n_supra, ale_of, thresh, fwd, parent, size, mass):
+    """Max cluster size and mass (sum of ALE - thresh) over supra-threshold voxels."""
+    for i in range(n_supra):
+        parent[supra[i]] = supra[i]
+    for i in range(n_supra):
+        v = supra[i]
+        for d in range(3):
+            u = fwd[d, v]
+            if u >= 0 and parent[u] >= 0:
+                ru = _find(parent, u)
+                rv = _find(parent, v)
+                if ru != rv:
+                    if ru < rv:
+                        parent[rv] = ru
+                    else:
+                        parent[ru] = rv
+    max_size = 0
+    max_mass = 0.0
+    for i in range(n_supra):
+        r = _find(parent, supra[i])
+        size[r] += 1
+        mass[r] += ale_of[i] - thresh
+    for i in range(n_supra):
+        v = supra[i]
+        if parent[v] == v:
+            if size[v] > max_size:
+                max_size = size[v]
+            if mass[v] > max_mass:
+                max_mass = mass[v]
+    for i in range(n_supra):
+        v = supra[i]
+        size[v] = 0
+        mass[v] = 0.0
+    for i in range(n_supra):
+        parent[supra[i]] = -1
+    return max_size, max_mass
+
+
+@njit(parallel=True, cache=True)
+def fwe_null_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, k_start,
+                   k_offsets, k_log, k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask, fwd,
+                   log_thresh, ale_thresh, out_max, out_size, out_mass):
+    """ALE Monte Carlo FWE null for permutations [perm_start, perm_start + n_perm)."""
+    max_foci = 1
+    for e in range(exp_kernel.shape[0]):
+        max_foci = max(max_foci, exp_focus_start[e + 1] - exp_focus_start[e])
+    per = (n_perm + n_threads - 1) // n_threads
+    for c in prange(n_threads):
+        acc = np.zeros(n_mask + 1, dtype=np.float32)
+        scratch = np.zeros(n_mask + 1, dtype=np.float32)
+        stamp = np.zeros(n_mask + 1, dtype=np.int64)  # last slot: the current tag
+        f_flat = np.empty(max_foci, dtype=np.int64)
+        f_ijk = np.empty((max_foci, 3), dtype=np.int32)
+        supra = np.empty(n_mask, dtype=np.int32)
+        ale_of = np.empty(n_mask, dtype=np.float64)
+        parent = np.full(n_mask, -1, dtype=np.int32)
+        size = np.zeros(n_mask, dtype=np.int64)
+        mass = np.zeros(n_mask, dtype=np.float64)
+        for i in range(c * per, min(n_perm, (c + 1) * per)):
+            perm = perm_start + i
+            null_log_sum(perm, key, exp_kernel, exp_focus_start, k_start, k_offsets, k_log,
+                         k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask, acc, scratch,
+                         stamp, f_flat, f_ijk)
+            min_log = np.float32(0.0)
+            n_supra = 0
+            for v in range(n_mask):
+                s = acc[v]
+                acc[v] = 0.0
+                if s < min_log:
+                    min_log = s
+                if s < log_thresh:
+                    supra[n_supra] = v
+                    ale_of[n_supra] = 1.0 - math.exp(s)
+                    n_supra += 1
+            out_max[i] = 1.0 - math.exp(min_log)
+            ms, mm = cluster_max(supra, n_supra, ale_of, ale_thresh, fwd, parent, size, mass)
+            out_size[i] = ms
+            out_mass[i] = mm
+
+
+def set_threads(n: int) -> int:
+    """Use ``n`` numba threads (clamped to what numba was started with); returns the count."""
+    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n

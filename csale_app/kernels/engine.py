@@ -1,0 +1,52 @@
+"""Backend-neutral entry points to the permutation engine.
+
+``stats`` builds a :class:`NullPlan` once and asks a backend for chunks of permutations;
+the CPU backend lives in ``kernels.cpu``, the CUDA one in ``kernels.cuda``. Both take the
+same plan and return the same per-permutation arrays for the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import cpu
+from .plan import Grid, KernelTable, NullPlan, Sampler
+from .rng import seed_key
+
+
+def build_null_plan(grid: Grid, kernels: KernelTable, kernel_ids: np.ndarray,
+                    focus_counts: np.ndarray, sampler: Sampler, seed: int) -> NullPlan:
+    starts = np.r_[0, np.cumsum(np.asarray(focus_counts, dtype=np.int64))].astype(np.int64)
+    return NullPlan(grid, kernels, np.asarray(kernel_ids, dtype=np.int32), starts, sampler,
+                    seed_key(seed))
+
+
+def log_threshold(ale_thresh: float) -> np.float32:
+    """The accumulator value below which a voxel's ALE exceeds ``ale_thresh``."""
+    return np.float32(math.log1p(-ale_thresh)) if ale_thresh < 1 else np.float32(-np.inf)
+
+
+class CPUBackend:
+    name = "cpu"
+
+    def __init__(self, n_threads: int = 1):
+        self.n_threads = cpu.set_threads(n_threads)
+
+    def describe(self) -> str:
+        return f"CPU (numba, {self.n_threads} thread{'s' if self.n_threads > 1 else ''})"
+
+    def fwe_chunk(self, plan: NullPlan, start: int, count: int, ale_thresh: float):
+        out_max = np.zeros(count, dtype=np.float64)
+        out_size = np.zeros(count, dtype=np.int64)
+        out_mass = np.zeros(count, dtype=np.float64)
+        g, k, s = plan.grid, plan.kernels, plan.sampler
+        cpu.set_threads(self.n_threads)
+        cpu.fwe_null_chunk(
+            start, count, self.n_threads, plan.key, plan.exp_kernel, plan.exp_focus_start,
+            k.start, k.flat_offsets, k.log_values, k.width, s.padded_flat, s.ijk, s.cdf,
+            g.gridmap, g.n_mask, g.forward_neighbours, log_threshold(ale_thresh),
+            float(ale_thresh), out_max, out_size, out_mass,
+        )
+        return {"max": out_max, "size": out_size, "mass": out_mass}

@@ -1,0 +1,220 @@
+"""Orchestration: find studysets, read them, run the analyses, write outputs. No maths here."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import EmptySelectionError, MissingInputError, OutputError
+from .io.experiments import Experiments, build_experiments
+from .io.readers import find_studysets, read_studyset, study_label
+from .io.templates import SPACE, load_brain_mask
+from .io.workdir import ChunkDir
+from .kernels.device import select_backend
+from .kernels.plan import Grid, build_grid
+from .outputs import bids
+from .settings import Settings
+from .stats.ale_analysis import run_ale
+
+LOG = logging.getLogger("csale_app")
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    paths = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+    for p in paths:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+class Progress:
+    """Permutation progress on stderr (tqdm), silenced by --quiet; rate and ETA in the log."""
+
+    def __init__(self, total: int, desc: str, quiet: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="it", disable=quiet, leave=False,
+                        dynamic_ncols=True)
+        self.t0 = time.perf_counter()
+        self.done = 0
+        self.total = total
+        self.desc = desc
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
+        LOG.debug("%s: %d/%d permutations, %.1f it/s, ETA %.0f s", self.desc, self.done,
+                  self.total, rate, (self.total - self.done) / max(rate, 1e-9))
+
+    def close(self) -> float:
+        self.bar.close()
+        elapsed = time.perf_counter() - self.t0
+        LOG.info("%s: %d permutations in %.1f s (%.1f it/s)", self.desc, self.done, elapsed,
+                 self.done / max(elapsed, 1e-9))
+        return elapsed
+
+
+def common_sidecar(settings: Settings, exps: Experiments, backend, source: Path,
+                   method: str, extra: dict | None = None) -> dict:
+    side = {
+        "Method": method,
+        "Software": bids.software_versions(),
+        "Space": SPACE,
+        "Parameters": settings.result_params(),
+        "RandomSeed": settings.random_seed,
+        "Device": backend.describe(),
+        "NumberOfExperiments": exps.n_experiments,
+        "NumberOfFoci": exps.n_foci,
+        "NumberOfSubjects": (int(np.nansum(exps.sample_size))
+                             if not np.all(np.isnan(exps.sample_size)) else None),
+        "Sources": [str(source)],
+    }
+    if extra:
+        side.update(extra)
+    return side
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, input_dir: Path, output_dir: Path):
+        self.s = settings
+        self.input_dir = Path(input_dir)
+        self.output_dir = Path(output_dir)
+        self.warnings: list[str] = []
+        self.summaries: list[dict] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        LOG.warning(message)
+
+    # ---- inputs -------------------------------------------------------------------------
+    def check_paths(self) -> None:
+        if not self.input_dir.is_dir():
+            raise MissingInputError(f"{self.input_dir}: input folder does not exist or is not a folder")
+        inp = self.input_dir.resolve()
+        out = self.output_dir.resolve()
+        if out == inp or inp in out.parents:
+            raise OutputError(f"{self.output_dir}: the output folder must not be the input folder "
+                              "or inside it (inputs are never written)")
+
+    def select_studysets(self) -> list[tuple[str, Path]]:
+        files = find_studysets(self.input_dir)
+        labelled = [(study_label(f), f) for f in files]
+        if self.s.studyset_labels:
+            wanted = set(self.s.studyset_labels)
+            unknown = wanted - {lab for lab, _ in labelled}
+            if unknown:
+                raise EmptySelectionError(
+                    f"{self.input_dir}: no studyset labelled {', '.join(sorted(unknown))} "
+                    f"(found: {', '.join(lab for lab, _ in labelled) or 'none'})")
+            labelled = [(lab, f) for lab, f in labelled if lab in wanted]
+        if not labelled:
+            raise EmptySelectionError(f"{self.input_dir}: no coordinate tables found "
+                                      "(.txt, .tsv, .csv, .json)")
+        return labelled
+
+    def load_experiments(self, path: Path, affine, shape) -> Experiments:
+        foci = read_studyset(path)
+        for w in foci.attrs.get("warnings", []):
+            self.warn(w)
+        exps = build_experiments(foci, affine, shape, merge_contrasts=self.s.merge_contrasts,
+                                 kernel_fwhm=self.s.kernel_fwhm)
+        for w in exps.warnings:
+            self.warn(f"{path.name}: {w}")
+        return exps
+
+    # ---- run ----------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        self.check_paths()
+        studysets = self.select_studysets()
+        mask_img = load_brain_mask(self.s.brain_mask)
+        affine = mask_img.affine
+        brain = np.asanyarray(mask_img.dataobj) > 0
+        loaded = []
+        for label, path in studysets:
+            exps = self.load_experiments(path, affine, brain.shape)
+            if exps.n_experiments < self.s.min_experiments:
+                self.warn(f"studyset '{label}' skipped: {exps.n_experiments} experiments "
+                          f"< --min-experiments {self.s.min_experiments}")
+                continue
+            if exps.n_experiments < 20:
+                self.warn(f"studyset '{label}': only {exps.n_experiments} experiments; ALE "
+                          "needs about 20 or more to be reliable (Eickhoff et al. 2016)")
+            loaded.append((label, path, exps))
+        if not loaded:
+            raise EmptySelectionError(f"{self.input_dir}: no studyset has at least "
+                                      f"--min-experiments {self.s.min_experiments} experiments")
+        bids.prepare_output_dir(self.output_dir)
+        bids.write_dataset_description(self.output_dir)
+        backend = select_backend(self.s.device, self.s.gpu_id, self.s.nprocs, self.s.batch_size)
+        LOG.info("compute device: %s", backend.describe())
+        grid = build_grid(brain)
+        work_root = Path(self.s.work_dir) if self.s.work_dir else self.output_dir / ".csale_work"
+        for label, path, exps in loaded:
+            self.run_studyset(label, path, exps, grid, affine, backend, work_root)
+        return self.summaries
+
+    def run_studyset(self, label: str, path: Path, exps: Experiments, grid: Grid, affine,
+                     backend, work_root: Path) -> None:
+        digest = self.s.digest(file_digest(path), __version__)
+        final = self.output_dir / f"studyset-{label}"
+        if final.exists():
+            prov = bids.read_provenance(final)
+            if prov and prov.get("digest") == digest:
+                LOG.info("studyset '%s': finished results with the same inputs and settings "
+                         "found; reusing them", label)
+                self.summaries.append(prov.get("summary", {"label": label}))
+                return
+            if not self.s.overwrite:
+                raise OutputError(f"{final}: holds results of other inputs or settings; use "
+                                  "--overwrite to replace them or choose another OUTPUT_DIR")
+        out = bids.StudysetOutput(self.output_dir, label)
+        try:
+            t0 = time.perf_counter()
+            summary = {"label": label, "source": str(path), "n_experiments": exps.n_experiments,
+                       "n_foci": exps.n_foci, "analyses": {}}
+            bids.write_table(out.table_path("desc-input_foci"), exps.foci, {
+                "Description": "Parsed foci with original IDs; x/y/z as given, x_mni/y_mni/"
+                               "z_mni after Talairach to MNI conversion (tal2icbm) where needed",
+                "Source": str(path)})
+            bids.write_table(out.table_path("desc-experiments_table"), exps.table)
+            if "ale" in self.s.analyses:
+                summary["analyses"]["ale"] = self.run_ale(label, path, exps, grid, affine,
+                                                          backend, out, work_root, digest)
+            summary["runtime_s"] = round(time.perf_counter() - t0, 2)
+            out.commit({"digest": digest, "settings": self.s.result_params(),
+                        "summary": summary, "version": __version__})
+        except BaseException:
+            out.discard()
+            raise
+        self.summaries.append(summary)
+
+    def run_ale(self, label, path, exps, grid, affine, backend, out, work_root, digest) -> dict:
+        s = self.s
+        store = ChunkDir(work_root, f"{label}-ale-{digest}")
+        prog = Progress(s.n_iters, f"{label} ALE null", s.quiet)
+        res = run_ale(exps, grid, affine, n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
+                      cluster_alpha=s.cluster_alpha, kernel_fwhm=s.kernel_fwhm,
+                      seed=s.random_seed, backend=backend, chunk_size=s.chunk_size,
+                      store=store, progress=prog)
+        seconds = prog.close()
+        side = common_sidecar(s, exps, backend, path, "ALE with Monte Carlo FWE", {
+            "ClusterFormingThreshold": {"p": s.voxel_thresh, "ale": res.ss_thresh},
+            "Connectivity": "faces (6-connected)",
+            "NullIterations": s.n_iters,
+        })
+        for name, values in res.maps.items():
+            bids.write_map(out.map_path("ale", name), values, grid, affine,
+                           {**side, "Statistic": name})
+        bids.write_table(out.table_path(f"{bids.SPACE_ENT}_meta-ale_clusters"), res.clusters, side)
+        store.remove()
+        return {"n_clusters": int(len(res.clusters)), "ss_thresh": res.ss_thresh,
+                "null_seconds": round(seconds, 2),
+                "vfwe_threshold": float(np.percentile(res.null["max"], 95))}
