@@ -48,3 +48,27 @@ def cluster_max(values, mask, thresh):
     sizes = np.bincount(labels.ravel())[1:]
     masses = ndimage.sum(vol - thresh, labels, index=np.arange(1, n + 1))
     return int(sizes.max()), float(np.max(masses))
+
+
+def csale_cluster_null(null_log, voxel_thresh, mask, grid_mask_ijk):
+    """O(n^2) definition: permutation j's p map against the other n - 1 permutations,
+    p_j(v) = max(#{i != j: null_i(v) >= null_j(v)}, 1) / (n - 1), thresholded at
+    voxel_thresh; the largest faces-connected cluster of each permutation."""
+    n, n_mask = null_log.shape
+    sizes = np.zeros(n, dtype=np.int64)
+    conn = ndimage.generate_binary_structure(3, 1)
+    for j in range(n):
+        others_ge = (null_log <= null_log[j][None, :]).sum(axis=0) - 1  # smaller log = larger ALE
+        p = np.maximum(others_ge, 1) / (n - 1)
+        supra = (p < voxel_thresh) & (null_log[j] < 0)
+        vol = np.zeros(mask.shape, dtype=bool)
+        vol[tuple(grid_mask_ijk[supra].T)] = True
+        labels, k = ndimage.label(vol, conn)
+        sizes[j] = np.bincount(labels.ravel())[1:].max() if k else 0
+    return sizes
+
+
+def exceedance_p(null_log, obs_log):
+    n = null_log.shape[0]
+    counts = (null_log <= obs_log[None, :]).sum(axis=0)
+    return np.clip(counts / n, 1 / n, 1 - 1 / n)

@@ -170,7 +170,10 @@ def test_tsv_canonical(tmp_path):
 
 
 def test_csv_aliases_and_default_contrast(tmp_path):
-    text = '\ufeffPaper,X_mm,Y,Z,Coordinate_Space,N\n"Smith, 2001",1,2,3,MNI,12\nJones,4,5,6,TAL,\nJones,7,8,9,TAL,9\n'
+    text = (
+        "\ufeffPaper,X_mm,Y,Z,Coordinate_Space,N\n"
+        '"Smith, 2001",1,2,3,MNI,12\nJones,4,5,6,TAL,\nJones,7,8,9,TAL,9\n'
+    )
     df = read_studyset(write(tmp_path / "t.csv", text))
     check_schema(df, "csv")
     assert df["study_id"].tolist() == ["Smith, 2001", "Jones", "Jones"]
@@ -215,7 +218,9 @@ def test_tsv_prefers_study_id_over_id(tmp_path):
 
 
 def test_tsv_sidecar_defaults(tmp_path):
-    table = write(tmp_path / "foo.tsv", "study_id\tx\ty\tz\tsample_size\ns1\t1\t2\t3\t\ns2\t4\t5\t6\t8\n")
+    table = write(
+        tmp_path / "foo.tsv", "study_id\tx\ty\tz\tsample_size\ns1\t1\t2\t3\t\ns2\t4\t5\t6\t8\n"
+    )
     side = write(tmp_path / "foo.json", json.dumps({"space": "Talairach", "sample_size": 20,
                                                     "x": {"Description": "mm"}}))
     assert is_sidecar(side)

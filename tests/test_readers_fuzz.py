@@ -123,7 +123,8 @@ def test_valid_examples_parse():
             assert len(df) >= 3
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), suffix=st.sampled_from([".txt", ".tsv", ".csv"]),
        crlf=st.booleans(), bom=st.booleans())
 def test_mutated_sleuth_and_tables(data, suffix, crlf, bom):
@@ -134,13 +135,15 @@ def test_mutated_sleuth_and_tables(data, suffix, crlf, bom):
     _run(suffix, (b"\xef\xbb\xbf" if bom else b"") + raw)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), base=st.sampled_from([NIMARE, NIMADS]))
 def test_mutated_json(data, base):
     _run(".json", data.draw(mutated(base)).encode("utf-8", errors="surrogatepass"))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(suffix=st.sampled_from([".txt", ".tsv", ".csv", ".json"]),
        content=st.one_of(st.binary(max_size=300),
                          st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass"))))
@@ -148,7 +151,8 @@ def test_random_bytes_and_text(suffix, content):
     _run(suffix, content)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_sidecar(data):
     table = b"study_id\tx\ty\tz\ns1\t1\t2\t3\n"

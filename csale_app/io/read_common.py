@@ -184,14 +184,12 @@ def make_frame(records: dict, path, fmt: str, warnings: list[str]) -> pd.DataFra
     n = len(records["x"])
     frame = pd.DataFrame(
         {
-            "study_id": pd.Series(records["study_id"], dtype=str) if n else pd.Series([], dtype=str),
-            "contrast_id": pd.Series(records["contrast_id"], dtype=str)
-            if n
-            else pd.Series([], dtype=str),
+            "study_id": pd.Series(list(records["study_id"]), dtype=str),
+            "contrast_id": pd.Series(list(records["contrast_id"]), dtype=str),
             "x": np.asarray(records["x"], dtype=np.float64),
             "y": np.asarray(records["y"], dtype=np.float64),
             "z": np.asarray(records["z"], dtype=np.float64),
-            "space": pd.Series(records["space"], dtype=str) if n else pd.Series([], dtype=str),
+            "space": pd.Series(list(records["space"]), dtype=str),
             "sample_size": np.asarray(records["sample_size"], dtype=np.float64),
             "source_file": pd.Series([str(path)] * n, dtype=str),
             "source_line": np.asarray(records["source_line"], dtype=np.int64),

@@ -103,7 +103,9 @@ def load_json(path: Path, text: str):
     try:
         return decoder.decode(text)
     except json.JSONDecodeError as err:
-        raise InputError(path, err.lineno, f"not valid JSON: {err.msg} (column {err.colno})") from None
+        raise InputError(
+            path, err.lineno, f"not valid JSON: {err.msg} (column {err.colno})"
+        ) from None
     except _Duplicate as dup:
         raise InputError(
             path,
@@ -233,7 +235,9 @@ def _read_nimare(path: Path, data: dict) -> pd.DataFrame:
                 continue
             if "space" not in coords:
                 raise InputError(
-                    path, _line(con, "coords"), f"{where}.coords: no 'space' (use \"MNI\" or \"TAL\")"
+                    path,
+                    _line(con, "coords"),
+                    f"{where}.coords: no 'space' (use \"MNI\" or \"TAL\")",
                 )
             space = space_or_error(coords["space"], path, _line(coords, "space"), f"{where}: ")
             size = _sample_size(path, con.get("metadata"), _line(con), where)
@@ -242,7 +246,9 @@ def _read_nimare(path: Path, data: dict) -> pd.DataFrame:
             for i in range(len(axes[0])):
                 line = _line(axes[0], i)
                 xyz = tuple(
-                    coordinate(axes[a][i], path, _line(axes[a], i), axis, f"{where}.coords.{axis}[{i}]: ")
+                    coordinate(
+                        axes[a][i], path, _line(axes[a], i), axis, f"{where}.coords.{axis}[{i}]: "
+                    )
                     for a, axis in enumerate("xyz")
                 )
                 add_focus(records, sid, cid, xyz, space, size, line)

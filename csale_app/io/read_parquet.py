@@ -40,7 +40,9 @@ def _table(folder: Path, tables: dict, name: str, columns=None, required=True):
     if not file.is_file():
         if not required:
             return None, file
-        raise InputError(folder / "studyset.json", 1, f"table {file.name} is missing from the folder")
+        raise InputError(
+            folder / "studyset.json", 1, f"table {file.name} is missing from the folder"
+        )
     try:
         if columns is not None:
             import pyarrow.parquet as pq

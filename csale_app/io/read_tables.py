@@ -223,8 +223,8 @@ def read_table(path: Path) -> pd.DataFrame:
                 raise InputError(
                     path,
                     line,
-                    f"experiment {short(study_id)}/{short(contrast_id)} has sample size {size:g} here "
-                    f"but {exp['size']:g} on line {exp['size_line']}",
+                    f"experiment {short(study_id)}/{short(contrast_id)} has sample size "
+                    f"{size:g} here but {exp['size']:g} on line {exp['size_line']}",
                 )
         exp["rows"].append(len(records["x"]))
         add_focus(records, study_id, contrast_id, xyz, space, size, line)

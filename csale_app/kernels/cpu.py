@@ -228,3 +228,38 @@ def set_threads(n: int) -> int:
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
     return n
+
+
+@njit(cache=True)
+def kernel_sum(foci_flat, focus_kernel, k_start, k_offsets, k_values, gridmap, n_mask):
+    """Sum (not max) of every focus's kernel over mask voxels: the base-rate numerator."""
+    out = np.zeros(n_mask + 1, dtype=np.float64)
+    for f in range(foci_flat.shape[0]):
+        kid = focus_kernel[f]
+        base = foci_flat[f]
+        for t in range(k_start[kid], k_start[kid + 1]):
+            out[gridmap[base + k_offsets[t]]] += k_values[t]
+    return out[:n_mask]
+
+
+@njit(cache=True)
+def null_log_maps(perm_start, n_perm, key, exp_kernel, exp_focus_start, k_start, k_offsets,
+                  k_log, k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask):
+    """Full accumulator maps of permutations (n_perm, n_mask): for tests and small problems."""
+    out = np.zeros((n_perm, n_mask), dtype=np.float32)
+    acc = np.zeros(n_mask + 1, dtype=np.float32)
+    scratch = np.zeros(n_mask + 1, dtype=np.float32)
+    stamp = np.zeros(n_mask + 1, dtype=np.int64)
+    max_foci = 1
+    for e in range(exp_kernel.shape[0]):
+        max_foci = max(max_foci, exp_focus_start[e + 1] - exp_focus_start[e])
+    f_flat = np.empty(max_foci, dtype=np.int64)
+    f_ijk = np.empty((max_foci, 3), dtype=np.int32)
+    for i in range(n_perm):
+        null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, k_start, k_offsets,
+                     k_log, k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask, acc, scratch,
+                     stamp, f_flat, f_ijk)
+        for v in range(n_mask):
+            out[i, v] = acc[v]
+            acc[v] = 0.0
+    return out

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import cpu
+from . import cpu, cpu_csale
 from .plan import Grid, KernelTable, NullPlan, Sampler
 from .rng import seed_key
 
@@ -50,3 +50,31 @@ class CPUBackend:
             float(ale_thresh), out_max, out_size, out_mass,
         )
         return {"max": out_max, "size": out_size, "mass": out_mass}
+
+    def csale_pass1_chunk(self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray,
+                          K: int):
+        """Exceedance counts, per-voxel K smallest null log values, and max null ALE."""
+        g, k, s = plan.grid, plan.kernels, plan.sampler
+        top = np.zeros((self.n_threads, g.n_mask, K), dtype=np.float32)
+        counts = np.zeros((self.n_threads, g.n_mask), dtype=np.int64)
+        out_max = np.zeros(count, dtype=np.float64)
+        cpu.set_threads(self.n_threads)
+        cpu_csale.pass1_chunk(
+            start, count, self.n_threads, plan.key, plan.exp_kernel, plan.exp_focus_start,
+            k.start, k.flat_offsets, k.log_values, k.width, s.padded_flat, s.ijk, s.cdf,
+            g.gridmap, g.n_mask, np.asarray(obs_log, dtype=np.float32), top, counts, out_max)
+        merged = np.sort(np.concatenate(list(top), axis=1), axis=1)[:, :K]
+        return {"counts": counts.sum(axis=0), "top": merged, "max": out_max}
+
+    def csale_pass2_chunk(self, plan: NullPlan, start: int, count: int, top: np.ndarray,
+                          count_limit: float):
+        """Max cluster size of each permutation's p map against the other permutations."""
+        g, k, s = plan.grid, plan.kernels, plan.sampler
+        out = np.zeros(count, dtype=np.int64)
+        cpu.set_threads(self.n_threads)
+        cpu_csale.pass2_chunk(
+            start, count, self.n_threads, plan.key, plan.exp_kernel, plan.exp_focus_start,
+            k.start, k.flat_offsets, k.log_values, k.width, s.padded_flat, s.ijk, s.cdf,
+            g.gridmap, g.n_mask, g.forward_neighbours, np.ascontiguousarray(top, np.float32),
+            float(count_limit), out)
+        return {"size": out}

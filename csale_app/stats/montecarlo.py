@@ -39,3 +39,34 @@ def run_chunked(n_iters: int, chunk_size: int,
         if progress is not None:
             progress(count)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+def run_chunked_reduce(n_iters: int, chunk_size: int,
+                       compute: Callable[[int, int], dict[str, np.ndarray]],
+                       reduce: Callable[[dict | None, dict], dict],
+                       store: ChunkStore | None = None,
+                       progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Like :func:`run_chunked`, but folds each chunk into a running state (``reduce``).
+
+    The store keeps the state after each finished chunk (the previous one is superseded),
+    so per-voxel accumulators are checkpointed without growing with n_iters.
+    """
+    bounds = chunk_bounds(n_iters, chunk_size)
+    state, first = None, 0
+    if store is not None:
+        for index in range(len(bounds) - 1, -1, -1):
+            saved = store.get(index)
+            if saved is not None:
+                state, first = saved, index + 1
+                break
+    for index, (start, count) in enumerate(bounds):
+        if index < first:
+            if progress is not None:
+                progress(count)
+            continue
+        state = reduce(state, compute(start, count))
+        if store is not None:
+            store.put(index, state)
+        if progress is not None:
+            progress(count)
+    return state or {}
