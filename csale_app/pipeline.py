@@ -12,15 +12,15 @@ import numpy as np
 
 from . import __version__
 from .errors import EmptySelectionError, MissingInputError, OutputError
-from .io.experiments import Experiments, build_experiments
+from .io.experiments import Experiments, build_experiments, restrict_to_mask, select_by_seed
 from .io.readers import find_studysets, read_studyset, study_label
+from .io.roi import ROI, dilate, load_roi
 from .io.templates import SPACE, load_brain_mask
 from .io.workdir import ChunkDir
 from .kernels.device import select_backend
 from .kernels.plan import Grid, build_grid
 from .outputs import bids
 from .settings import Settings
-from .stats.ale_analysis import run_ale
 
 LOG = logging.getLogger("csale_app")
 
@@ -130,18 +130,55 @@ class Pipeline:
             self.warn(f"{path.name}: {w}")
         return exps
 
+    def load_database(self, studysets, affine, shape) -> tuple[Experiments, list[str]]:
+        """Reference database: --database, else INPUT_DIR/database/, else the union."""
+        import pandas as pd
+
+        if self.s.database:
+            src = Path(self.s.database)
+            if not src.exists():
+                raise MissingInputError(f"{src}: --database does not exist")
+            files = find_studysets(src) if src.is_dir() else [src]
+        elif (self.input_dir / "database").is_dir():
+            files = find_studysets(self.input_dir / "database")
+        else:
+            files = [f for _, f in studysets]
+        frames = [read_studyset(f) for f in files]
+        foci = pd.concat(frames, ignore_index=True)
+        foci = foci.drop_duplicates(subset=["study_id", "contrast_id", "x", "y", "z", "space"])
+        db = build_experiments(foci, affine, shape, merge_contrasts=self.s.merge_contrasts,
+                               kernel_fwhm=self.s.kernel_fwhm)
+        LOG.info("reference database: %d experiments, %d foci from %d file(s)",
+                 db.n_experiments, db.n_foci, len(files))
+        return db, [str(f) for f in files]
+
     # ---- run ----------------------------------------------------------------------------
     def run(self) -> list[dict]:
         self.check_paths()
+        for stale in self.output_dir.glob(".staging-studyset-*"):
+            import shutil
+
+            shutil.rmtree(stale, ignore_errors=True)
         studysets = self.select_studysets()
         mask_img = load_brain_mask(self.s.brain_mask)
         affine = mask_img.affine
         brain = np.asanyarray(mask_img.dataobj) > 0
+        roi = load_roi(self.s.roi, self.s.roi_coords, self.s.roi_radius, mask_img, brain,
+                       self.input_dir)
+        if roi is not None:
+            for w in roi.warnings:
+                self.warn(w)
+            analysis_mask = dilate(roi.mask, self.s.roi_dilation_mm, 2.0, brain)
+        else:
+            analysis_mask = brain
         loaded = []
         for label, path in studysets:
             exps = self.load_experiments(path, affine, brain.shape)
+            if roi is not None:
+                exps = restrict_to_mask(exps, analysis_mask)
             if exps.n_experiments < self.s.min_experiments:
                 self.warn(f"studyset '{label}' skipped: {exps.n_experiments} experiments "
+                          f"{'with foci in the analysis mask ' if roi is not None else ''}"
                           f"< --min-experiments {self.s.min_experiments}")
                 continue
             if exps.n_experiments < 20:
@@ -151,19 +188,28 @@ class Pipeline:
         if not loaded:
             raise EmptySelectionError(f"{self.input_dir}: no studyset has at least "
                                       f"--min-experiments {self.s.min_experiments} experiments")
+        db, db_files = (None, [])
+        if {"csale", "macm"} & set(self.s.analyses):
+            db, db_files = self.load_database(studysets, affine, brain.shape)
         bids.prepare_output_dir(self.output_dir)
         bids.write_dataset_description(self.output_dir)
         backend = select_backend(self.s.device, self.s.gpu_id, self.s.nprocs, self.s.batch_size)
         LOG.info("compute device: %s", backend.describe())
-        grid = build_grid(brain)
-        work_root = Path(self.s.work_dir) if self.s.work_dir else self.output_dir / ".csale_work"
+        self.backend = backend
+        ctx = {"affine": affine, "brain": brain, "roi": roi, "grid": build_grid(analysis_mask),
+               "brain_grid": build_grid(brain) if roi is not None else None, "db": db,
+               "db_files": db_files, "backend": backend,
+               "work_root": Path(self.s.work_dir) if self.s.work_dir
+               else self.output_dir / ".csale_work"}
+        if ctx["brain_grid"] is None:
+            ctx["brain_grid"] = ctx["grid"]
         for label, path, exps in loaded:
-            self.run_studyset(label, path, exps, grid, affine, backend, work_root)
+            self.run_studyset(label, path, exps, ctx)
         return self.summaries
 
-    def run_studyset(self, label: str, path: Path, exps: Experiments, grid: Grid, affine,
-                     backend, work_root: Path) -> None:
-        digest = self.s.digest(file_digest(path), __version__)
+    def run_studyset(self, label: str, path: Path, exps: Experiments, ctx: dict) -> None:
+        digest = self.s.digest(file_digest(path), *ctx["db_files"], __version__,
+                               *[file_digest(Path(f)) for f in ctx["db_files"]])
         final = self.output_dir / f"studyset-{label}"
         if final.exists():
             prov = bids.read_provenance(final)
@@ -179,15 +225,28 @@ class Pipeline:
         try:
             t0 = time.perf_counter()
             summary = {"label": label, "source": str(path), "n_experiments": exps.n_experiments,
-                       "n_foci": exps.n_foci, "analyses": {}}
+                       "n_foci": exps.n_foci, "analyses": {}, "skipped": {}}
             bids.write_table(out.table_path("desc-input_foci"), exps.foci, {
                 "Description": "Parsed foci with original IDs; x/y/z as given, x_mni/y_mni/"
                                "z_mni after Talairach to MNI conversion (tal2icbm) where needed",
                 "Source": str(path)})
             bids.write_table(out.table_path("desc-experiments_table"), exps.table)
+            roi: ROI | None = ctx["roi"]
+            if roi is not None:
+                bids.write_mask(out.folder() / f"{out.prefix()}_roi-{roi.label}_mask.nii.gz",
+                                roi.mask, ctx["affine"], {"Description": roi.description,
+                                                          "Source": roi.source})
+            from .stages import run_ale_stage, run_csale_stage, run_macm_stage
+
             if "ale" in self.s.analyses:
-                summary["analyses"]["ale"] = self.run_ale(label, path, exps, grid, affine,
-                                                          backend, out, work_root, digest)
+                summary["analyses"]["ale"] = run_ale_stage(self, label, path, exps, ctx, out, digest)
+            csale_res = None
+            if "csale" in self.s.analyses:
+                summary["analyses"]["csale"], csale_res = run_csale_stage(
+                    self, label, path, exps, ctx, out, digest)
+            if "macm" in self.s.analyses:
+                summary["analyses"]["macm"] = run_macm_stage(self, label, exps, ctx, out, digest,
+                                                             csale_res, summary["skipped"])
             summary["runtime_s"] = round(time.perf_counter() - t0, 2)
             out.commit({"digest": digest, "settings": self.s.result_params(),
                         "summary": summary, "version": __version__})
@@ -195,26 +254,3 @@ class Pipeline:
             out.discard()
             raise
         self.summaries.append(summary)
-
-    def run_ale(self, label, path, exps, grid, affine, backend, out, work_root, digest) -> dict:
-        s = self.s
-        store = ChunkDir(work_root, f"{label}-ale-{digest}")
-        prog = Progress(s.n_iters, f"{label} ALE null", s.quiet)
-        res = run_ale(exps, grid, affine, n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
-                      cluster_alpha=s.cluster_alpha, kernel_fwhm=s.kernel_fwhm,
-                      seed=s.random_seed, backend=backend, chunk_size=s.chunk_size,
-                      store=store, progress=prog)
-        seconds = prog.close()
-        side = common_sidecar(s, exps, backend, path, "ALE with Monte Carlo FWE", {
-            "ClusterFormingThreshold": {"p": s.voxel_thresh, "ale": res.ss_thresh},
-            "Connectivity": "faces (6-connected)",
-            "NullIterations": s.n_iters,
-        })
-        for name, values in res.maps.items():
-            bids.write_map(out.map_path("ale", name), values, grid, affine,
-                           {**side, "Statistic": name})
-        bids.write_table(out.table_path(f"{bids.SPACE_ENT}_meta-ale_clusters"), res.clusters, side)
-        store.remove()
-        return {"n_clusters": int(len(res.clusters)), "ss_thresh": res.ss_thresh,
-                "null_seconds": round(seconds, 2),
-                "vfwe_threshold": float(np.percentile(res.null["max"], 95))}

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 .venv/bin/python -m csale_app.io.demo_data demo_input
 exec .venv/bin/csale-app demo_input demo_output group --roi cerebellum \
-  --n-iters "${DEMO_ITERS:-1000}" --overwrite "$@"
+  --n-iters "${DEMO_ITERS:-2000}" --overwrite "$@"

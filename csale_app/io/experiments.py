@@ -174,3 +174,50 @@ def build_experiments(
         foci=foci,
         warnings=warnings,
     )
+
+
+def restrict_to_mask(exps: Experiments, mask: np.ndarray) -> Experiments:
+    """Keep only foci inside ``mask`` (template grid); experiments left without foci go."""
+    inside = mask[tuple(exps.ijk.T)] if exps.n_foci else np.zeros(0, bool)
+    counts = np.add.reduceat(inside.astype(np.int64), exps.focus_start[:-1]) if exps.n_foci else np.zeros(0, np.int64)
+    counts = np.where(np.diff(exps.focus_start) > 0, counts, 0)
+    keep_exp = counts > 0
+    table = exps.table.copy()
+    n_in = dict(zip(exps.ids, counts))
+    table["n_foci_in_analysis_mask"] = [int(n_in.get(e, 0)) for e in table["experiment_id"]]
+    ids = [e for e, k in zip(exps.ids, keep_exp) if k]
+    idx = np.flatnonzero(keep_exp)
+    return Experiments(
+        ids=ids,
+        study_ids=[exps.study_ids[i] for i in idx],
+        contrast_ids=[exps.contrast_ids[i] for i in idx],
+        sample_size=exps.sample_size[idx],
+        focus_start=np.r_[0, np.cumsum(counts[idx])].astype(np.int64),
+        ijk=exps.ijk[inside],
+        xyz_mni=exps.xyz_mni[inside],
+        table=table,
+        foci=exps.foci,
+        warnings=list(exps.warnings),
+    )
+
+
+def select_by_seed(db: Experiments, seed: np.ndarray, coverage: float | None = None,
+                   radius_vox: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """MACM selection: experiments with >= 1 focus in ``seed`` (template-grid mask), or,
+    with ``coverage``, whose foci spheres (radius in voxels) cover >= that share of the
+    seed (Neurosynth-style). Returns (selected bool per experiment, foci-in-seed counts)."""
+    in_seed = seed[tuple(db.ijk.T)] if db.n_foci else np.zeros(0, bool)
+    counts = np.array([int(in_seed[a:b].sum()) for a, b in zip(db.focus_start[:-1], db.focus_start[1:])],
+                      dtype=np.int64)
+    if coverage is None:
+        return counts > 0, counts
+    seed_ijk = np.argwhere(seed)
+    selected = np.zeros(db.n_experiments, dtype=bool)
+    r2 = radius_vox ** 2
+    for e in range(db.n_experiments):
+        foci = db.ijk[db.focus_start[e]:db.focus_start[e + 1]]
+        covered = np.zeros(len(seed_ijk), dtype=bool)
+        for f in foci:
+            covered |= ((seed_ijk - f) ** 2).sum(axis=1) <= r2
+        selected[e] = covered.mean() >= coverage
+    return selected, counts

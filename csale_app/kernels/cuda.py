@@ -18,7 +18,8 @@ runs as three kernels, then a short host step:
    depends neither on the batch size nor on the thread schedule.
 3. **reduce** - one block per permutation: min of the accumulator (tree reduction in shared
    memory) and the list of supra-threshold voxels (``acc < log_thresh``), compacted with an
-   atomic counter into a capped per-permutation list.
+   atomic counter into a capped per-permutation list (stored as columns of a (cap, batch)
+   array, so the host copies only the rows in use).
 
 The host then sorts each (short) supra-threshold list, turns the minimum into the max ALE and
 labels clusters with the CPU's union-find (:func:`.cpu.cluster_max`), with the very same
@@ -195,7 +196,7 @@ def _kernels(tpb: int):
         tid = cuda.threadIdx.x
         red = cuda.shared.array(tpb, dtype=np.float32)
         n_mask = acc.shape[1]
-        cap = sidx.shape[1]
+        cap = sidx.shape[0]
         m = np.float32(0.0)
         for v in range(tid, n_mask, tpb):
             x = acc[p, v]
@@ -204,8 +205,8 @@ def _kernels(tpb: int):
             if x < log_thresh:
                 pos = cuda.atomic.add(counts, p, 1)
                 if pos < cap:
-                    sidx[p, pos] = v
-                    sval[p, pos] = x
+                    sidx[pos, p] = v
+                    sval[pos, p] = x
         red[tid] = m
         cuda.syncthreads()
         step = tpb // 2
@@ -231,21 +232,25 @@ def _finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, ma
                   out_max, out_size, out_mass, o0):
     """Max ALE, max cluster size and mass of each permutation from the device reductions.
 
-    Permutations whose supra-threshold list overflowed (count > cap) are left for
-    :func:`_finish_row`.
+    ``sidx``/``sval`` are (rows, n_perm): column p holds permutation p's supra-threshold
+    voxels (unordered) in its first ``counts[p]`` rows. Permutations whose list is longer
+    than the rows given (overflow) are left for :func:`_finish_row`.
     """
-    cap = sidx.shape[1]
+    rows = sidx.shape[0]
     for p in range(min_log.shape[0]):
         out_max[o0 + p] = 1.0 - math.exp(min_log[p])
         n = counts[p]
-        if n > cap:
+        if n > rows:
             continue
-        order = np.argsort(sidx[p, :n])
+        idx = np.empty(n, dtype=np.int32)
+        for i in range(n):
+            idx[i] = sidx[i, p]
+        order = np.argsort(idx)
         supra = np.empty(n, dtype=np.int32)
         ale_of = np.empty(n, dtype=np.float64)
         for i in range(n):
-            supra[i] = sidx[p, order[i]]
-            s = sval[p, order[i]]
+            supra[i] = idx[order[i]]
+            s = sval[order[i], p]
             ale_of[i] = 1.0 - math.exp(s)
         ms, mm = cpu.cluster_max(supra, n, ale_of, ale_thresh, fwd, parent, size, mass)
         out_size[o0 + p] = ms
@@ -500,8 +505,8 @@ class CUDABackend:
         acc = cuda.device_array((batch, n_mask), np.float32)
         out_min_d = cuda.device_array(batch, np.float32)
         counts_d = cuda.device_array(batch, np.int32)
-        sidx_d = cuda.device_array((batch, cap), np.int32)
-        sval_d = cuda.device_array((batch, cap), np.float32)
+        sidx_d = cuda.device_array((cap, batch), np.int32)  # column p: permutation p
+        sval_d = cuda.device_array((cap, batch), np.float32)
         zeros = np.zeros(batch, dtype=np.int32)
         for b0 in range(0, count, batch):
             nb = min(batch, count - b0)
@@ -512,17 +517,16 @@ class CUDABackend:
             reduce[nb, self.tpb](a_b, log_thresh, out_min_d, counts_d, sidx_d, sval_d)
             min_log = out_min_d.copy_to_host()[:nb]
             counts = counts_d.copy_to_host()[:nb]
-            n_copy = int(min(counts.max(), cap))
-            if n_copy > 0:
-                sidx = sidx_d.copy_to_host()[:nb, :n_copy]
-                sval = sval_d.copy_to_host()[:nb, :n_copy]
+            # copy only the rows in use (contiguous); n_rows < cap means no list overflowed,
+            # n_rows == cap means exactly the lists with count > cap did
+            n_rows = int(min(counts.max(), cap))
+            if n_rows > 0:
+                sidx = sidx_d[:n_rows].copy_to_host()[:, :nb]
+                sval = sval_d[:n_rows].copy_to_host()[:, :nb]
             else:
-                sidx = np.zeros((nb, 0), np.int32)
-                sval = np.zeros((nb, 0), np.float32)
-            # lists longer than what was copied are exactly the overflowed ones (count > cap)
-            # when n_copy == cap; otherwise every list fits
-            _finish_batch(min_log, counts, np.ascontiguousarray(sidx),
-                          np.ascontiguousarray(sval), ale_thresh, fwd, parent, size, mass,
+                sidx = np.zeros((0, nb), np.int32)
+                sval = np.zeros((0, nb), np.float32)
+            _finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, mass,
                           out_max, out_size, out_mass, b0)
             for p in np.flatnonzero(counts > cap):
                 row = acc[int(p)].copy_to_host()

@@ -1,0 +1,115 @@
+"""Find what the pipeline wrote in OUTPUT_DIR (glob patterns; absent families are skipped).
+
+Layout (SPEC section 5)::
+
+    studyset-<S>/studyset-<S>_desc-experiments_table.tsv
+    studyset-<S>/studyset-<S>_roi-<R>_mask.nii.gz
+    studyset-<S>/studyset-<S>_space-..._meta-<m>_<stat...>_statmap.nii.gz (+ .json)
+    studyset-<S>/studyset-<S>_[space-..._]meta-<m>_{clusters,peaks,contributions}.tsv
+    studyset-<S>/studyset-<S>_[space-..._]meta-<m>_desc-null_values.tsv
+    studyset-<S>/macm-<M>/studyset-<S>_macm-<M>_... (same families)
+    studyset-<S>/macm-<M>/studyset-<S>_macm-<M>_[...]experiments.tsv, ..._mask.nii.gz
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+META_ORDER = {"ale": 0, "csale": 1}
+_MAP_RE = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<part>.+)_statmap\.nii\.gz$")
+_TABLE_RE = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<kind>clusters|peaks|contributions|"
+                       r"desc-null_values)\.tsv$")
+
+
+@dataclass
+class Analysis:
+    meta: str  # "ale", "csale", ...
+    prefix: str  # "studyset-S" or "studyset-S_macm-M"
+    maps: dict[str, Path] = field(default_factory=dict)  # "stat-z_desc-thresholded" -> path
+    tables: dict[str, Path] = field(default_factory=dict)  # clusters/peaks/contributions/null
+
+    def map(self, part: str) -> Path | None:
+        return self.maps.get(part)
+
+    def sidecar(self) -> dict:
+        """The JSON sidecar of the thresholded map (else of any map), or {}."""
+        paths = [self.maps.get("stat-z_desc-thresholded")] + sorted(self.maps.values())
+        for p in paths:
+            if p is None:
+                continue
+            side = p.with_name(p.name[: -len(".nii.gz")] + ".json")
+            try:
+                data = json.loads(side.read_text(encoding="utf-8"))
+                if isinstance(data, dict):
+                    return data
+            except (OSError, ValueError):
+                continue
+        return {}
+
+
+@dataclass
+class Macm:
+    name: str
+    folder: Path
+    seed_mask: Path | None
+    experiments: Path | None
+    analyses: list[Analysis]
+
+
+@dataclass
+class Studyset:
+    label: str
+    folder: Path
+    experiments_table: Path | None
+    roi_masks: list[Path]
+    analyses: list[Analysis]
+    macms: list[Macm]
+
+
+def _one(folder: Path, pattern: str) -> Path | None:
+    hits = sorted(folder.glob(pattern))
+    return hits[0] if hits else None
+
+
+def find_analyses(folder: Path, prefix: str) -> list[Analysis]:
+    found: dict[str, Analysis] = {}
+    for p in sorted(folder.glob(f"{prefix}_*_statmap.nii.gz")):
+        m = _MAP_RE.search(p.name)
+        if m:
+            found.setdefault(m["meta"], Analysis(m["meta"], prefix)).maps[m["part"]] = p
+    for p in sorted(folder.glob(f"{prefix}_*.tsv")):
+        m = _TABLE_RE.search(p.name)
+        if m:
+            kind = "null" if m["kind"] == "desc-null_values" else m["kind"]
+            found.setdefault(m["meta"], Analysis(m["meta"], prefix)).tables[kind] = p
+    return sorted(found.values(), key=lambda a: (META_ORDER.get(a.meta, 9), a.meta))
+
+
+def find_studysets(output_dir: Path) -> list[Studyset]:
+    out = []
+    for folder in sorted(Path(output_dir).glob("studyset-*")):
+        if not folder.is_dir():
+            continue
+        label = folder.name[len("studyset-"):]
+        prefix = f"studyset-{label}"
+        macms = []
+        for mf in sorted(folder.glob("macm-*")):
+            if not mf.is_dir():
+                continue
+            name = mf.name[len("macm-"):]
+            mp = f"{prefix}_macm-{name}"
+            seed = _one(mf, f"{mp}_mask.nii.gz") or _one(mf, f"{mp}_*mask.nii.gz")
+            exps = _one(mf, f"{mp}_experiments.tsv") or _one(mf, f"{mp}_*experiments.tsv")
+            macms.append(Macm(name, mf, seed, exps, find_analyses(mf, mp)))
+        out.append(Studyset(
+            label=label,
+            folder=folder,
+            experiments_table=_one(folder, f"{prefix}_desc-experiments_table.tsv"),
+            roi_masks=sorted(folder.glob(f"{prefix}_roi-*_mask.nii.gz")),
+            analyses=find_analyses(folder, prefix),
+            macms=macms,
+        ))
+    return out

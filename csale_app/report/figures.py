@@ -1,0 +1,233 @@
+"""Report figures: nilearn/matplotlib (Agg) rendered to base64 PNG data URIs.
+
+Every public ``*_figure`` function returns a :class:`Figure`; a figure that fails is logged
+on the ``csale_app`` logger and comes back with ``error`` set (the page shows a notice),
+never raised.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+LOG = logging.getLogger("csale_app")
+DPI = 80
+
+
+@dataclass
+class Figure:
+    title: str
+    uri: str = ""  # data:image/png;base64,...
+    error: str = ""
+    caption: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.uri)
+
+
+def to_data_uri(fig) -> str:
+    buf = io.BytesIO()
+    # No "Software" metadata: matplotlib would otherwise embed its web address in the PNG.
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None},
+                facecolor=fig.get_facecolor())
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _render(title: str, draw, caption: str = "") -> Figure:
+    """Call ``draw(fig)`` on a new figure and encode it; failures become a notice."""
+    fig = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig = plt.figure()
+            draw(fig)
+            return Figure(title, uri=to_data_uri(fig), caption=caption)
+    except Exception as exc:  # a figure must never break the report
+        LOG.warning("report: figure '%s' failed: %s: %s", title, type(exc).__name__, exc)
+        return Figure(title, error=f"figure could not be drawn ({type(exc).__name__}: {exc})",
+                      caption=caption)
+    finally:
+        if fig is not None:
+            plt.close(fig)
+
+
+def _background():
+    try:
+        from ..io.templates import load_t1
+
+        return load_t1()
+    except Exception:  # fall back to nilearn's own (offline) template
+        from nilearn.datasets import load_mni152_template
+
+        return load_mni152_template(resolution=2)
+
+
+def _finite(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    data = np.nan_to_num(np.asanyarray(img.dataobj).astype(np.float32))
+    return nib.Nifti1Image(data, img.affine)
+
+
+def is_empty(img: nib.Nifti1Image) -> bool:
+    return not np.any(np.nan_to_num(np.asanyarray(img.dataobj)) != 0)
+
+
+def mm_of(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    return np.atleast_2d(ijk) @ affine[:3, :3].T + affine[:3, 3]
+
+
+def peak_mm(img: nib.Nifti1Image) -> tuple[float, float, float] | None:
+    data = np.abs(np.nan_to_num(np.asanyarray(img.dataobj)))
+    if not data.any():
+        return None
+    ijk = np.array(np.unravel_index(int(np.argmax(data)), data.shape))
+    return tuple(float(v) for v in mm_of(ijk, img.affine)[0])
+
+
+def centre_mm(mask_img: nib.Nifti1Image) -> tuple[float, float, float] | None:
+    data = np.asanyarray(mask_img.dataobj) != 0
+    if not data.any():
+        return None
+    return tuple(float(v) for v in mm_of(np.argwhere(data).mean(axis=0), mask_img.affine)[0])
+
+
+def z_cuts_within(mask_img: nib.Nifti1Image, n: int = 7) -> list[float]:
+    """``n`` axial cuts spread over the z extent of a mask (e.g. the cerebellum ROI)."""
+    data = np.asanyarray(mask_img.dataobj) != 0
+    zs = mm_of(np.argwhere(data), mask_img.affine)[:, 2]
+    lo, hi = np.percentile(zs, [8, 92])
+    return [float(round(z)) for z in np.linspace(lo, hi, n)]
+
+
+def z_cuts_for(img: nib.Nifti1Image, n: int = 7) -> list[float]:
+    """Axial cuts through the non-zero part of a map (whole brain)."""
+    from nilearn.plotting import find_cut_slices
+
+    data = np.nan_to_num(np.asanyarray(img.dataobj))
+    if not data.any():
+        return [float(z) for z in np.linspace(-40, 60, n)]
+    nz = nib.Nifti1Image((data != 0).astype(np.float32), img.affine)
+    zs = mm_of(np.argwhere(data != 0), img.affine)[:, 2]
+    if np.ptp(zs) < 2 * n:  # small extent: spread around it
+        return [float(round(z)) for z in np.linspace(zs.min() - 6, zs.max() + 6, n)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sorted(float(round(z)) for z in find_cut_slices(nz, direction="z", n_cuts=n))
+
+
+def glass_brain_figure(img: nib.Nifti1Image, title: str, threshold: float = 1e-6,
+                       cmap: str = "autumn", caption: str = "") -> Figure:
+    from nilearn.plotting import plot_glass_brain
+
+    def draw(fig):
+        fig.set_size_inches(10, 3)
+        data = _finite(img)
+        vmax = float(np.max(np.abs(np.asanyarray(data.dataobj)))) or 1.0
+        plot_glass_brain(data, display_mode="lyrz", colorbar=True, figure=fig,
+                         threshold=threshold, plot_abs=False, cmap=cmap, vmin=0, vmax=vmax,
+                         symmetric_cbar=False, annotate=True, title=None)
+
+    return _render(title, draw, caption)
+
+
+def slices_figure(img: nib.Nifti1Image, title: str, cut_coords=None, display_mode: str = "z",
+                  threshold: float = 1e-6, cmap: str = "autumn", caption: str = "",
+                  symmetric: bool = False) -> Figure:
+    from nilearn.plotting import plot_stat_map
+
+    def draw(fig):
+        fig.set_size_inches(10, 2.6 if display_mode == "z" else 3.4)
+        data = _finite(img)
+        kw = {} if symmetric else {"vmin": 0, "symmetric_cbar": False}
+        plot_stat_map(data, bg_img=_background(), display_mode=display_mode,
+                      cut_coords=cut_coords, figure=fig, threshold=threshold, cmap=cmap,
+                      colorbar=True, annotate=True, draw_cross=False, black_bg=True, dim=0,
+                      **kw)
+        fig.set_facecolor("black")
+
+    return _render(title, draw, caption)
+
+
+def roi_figure(mask_img: nib.Nifti1Image, title: str, caption: str = "") -> Figure:
+    """A mask (ROI, MACM seed) on the template: ortho at its centre + axial cuts through it."""
+    from nilearn.plotting import plot_roi
+
+    def draw(fig):
+        fig.set_size_inches(10, 4.6)
+        data = (np.asanyarray(mask_img.dataobj) != 0).astype(np.float32)
+        roi = nib.Nifti1Image(data, mask_img.affine)
+        if not data.any():
+            raise ValueError("the mask is empty")
+        bg = _background()
+        ax1 = fig.add_axes([0, 0.5, 1, 0.5])
+        ax2 = fig.add_axes([0, 0, 1, 0.5])
+        plot_roi(roi, bg_img=bg, display_mode="ortho", cut_coords=centre_mm(roi), axes=ax1,
+                 figure=fig, colorbar=False, cmap="autumn", black_bg=True, dim=0,
+                 draw_cross=False)
+        plot_roi(roi, bg_img=bg, display_mode="z", cut_coords=z_cuts_within(roi), axes=ax2,
+                 figure=fig, colorbar=False, cmap="autumn", black_bg=True, dim=0)
+        fig.set_facecolor("black")
+
+    return _render(title, draw, caption)
+
+
+def comparison_figure(maps: list[tuple[str, nib.Nifti1Image]], title: str, cut_coords,
+                      caption: str = "") -> Figure:
+    """Thresholded maps in rows, same axial cuts and colour scale (ALE vs C-SALE)."""
+    from nilearn.plotting import plot_stat_map
+
+    def draw(fig):
+        n = len(maps)
+        fig.set_size_inches(10, 2.4 * n)
+        datas = [_finite(img) for _, img in maps]
+        vmax = max(float(np.max(np.abs(np.asanyarray(d.dataobj)))) for d in datas) or 1.0
+        bg = _background()
+        for i, ((name, _), data) in enumerate(zip(maps, datas)):
+            ax = fig.add_axes([0, 1 - (i + 1) / n, 1, 1 / n])
+            plot_stat_map(data, bg_img=bg, display_mode="z", cut_coords=cut_coords, axes=ax,
+                          figure=fig, threshold=1e-6, cmap="autumn", vmin=0, vmax=vmax,
+                          symmetric_cbar=False, colorbar=True, title=name, black_bg=True,
+                          dim=0, draw_cross=False)
+        fig.set_facecolor("black")
+
+    return _render(title, draw, caption)
+
+
+def null_figure(null, title: str, caption: str = "", observed: dict | None = None) -> Figure:
+    """Histograms of the null columns (a DataFrame) with the 95th percentile marked."""
+    import pandas as pd
+
+    def draw(fig):
+        cols = [c for c in null.columns if pd.api.types.is_numeric_dtype(null[c])]
+        if not cols:
+            raise ValueError("no numeric columns in the null table")
+        cols = cols[:6]
+        fig.set_size_inches(3.3 * len(cols), 2.6)
+        for i, c in enumerate(cols):
+            ax = fig.add_subplot(1, len(cols), i + 1)
+            v = null[c].to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            ax.hist(v, bins=min(50, max(10, len(v) // 20)), color="#4a7ab7")
+            if len(v):
+                q = float(np.percentile(v, 95))
+                ax.axvline(q, color="#c0392b", lw=1.5, label=f"95th pct {q:.4g}")
+            if observed and c in observed and observed[c] is not None:
+                ax.axvline(observed[c], color="#27ae60", lw=1.5, ls="--",
+                           label=f"observed {observed[c]:.4g}")
+            ax.set_title(str(c), fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+
+    return _render(title, draw, caption)

@@ -1,0 +1,213 @@
+"""The CUDA backend against the CPU engine, on numba's CUDA simulator.
+
+``NUMBA_ENABLE_CUDASIM`` must be set before ``numba.cuda`` is first imported, so the device
+side runs once in a subprocess (module-scoped fixture) that writes its results to an .npz;
+the comparisons run here. Problems are tiny: the simulator runs every GPU thread as a Python
+thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from csale_app.errors import DeviceError
+from csale_app.kernels import rng
+from csale_app.kernels.engine import CPUBackend, build_null_plan
+from csale_app.kernels.plan import (build_grid, build_kernel_table, pool_sampler,
+                                    uniform_sampler, weighted_sampler)
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = (12, 13, 14)
+FWHMS = np.array([12.0, 14.0, 12.0, 14.0])
+COUNTS = np.array([3, 2, 4, 3])
+THRESH = 0.009
+
+# (scenario, start, count, batch size, supra-list cap or None) run on the simulated device
+RUNS = [
+    ("uniform", 0, 5, 1, None),
+    ("uniform", 0, 5, 3, None),
+    ("weighted", 7, 5, 3, 30),  # cap 30: 3 of 5 permutations overflow -> host fallback
+    ("pool", 3, 4, "auto", None),
+]
+
+
+def scenarios():
+    """name -> NullPlan: uniform, weighted (base-rate-like) and pool (foci outside the mask)."""
+    mask = np.zeros(SHAPE, dtype=bool)
+    mask[3:8, 3:9, 4:11] = True  # 5 x 6 x 7 box, not aligned with the 2x2x4 simulator tiles
+    mask[5, 5, 4] = False  # and a hole
+    grid = build_grid(mask)
+    table, kid = build_kernel_table(FWHMS, grid, 8.0)
+    gen = np.random.default_rng(3)
+    weights = gen.random(grid.n_mask) ** 4
+    weights[gen.random(grid.n_mask) < 0.3] = 0.0
+    pool = np.argwhere(np.ones(SHAPE, dtype=bool))[gen.integers(0, np.prod(SHAPE), 40)]
+    samplers = {"uniform": uniform_sampler(grid), "weighted": weighted_sampler(grid, weights),
+                "pool": pool_sampler(grid, pool)}
+    return {name: build_null_plan(grid, table, kid, COUNTS, s, seed=11 + i)
+            for i, (name, s) in enumerate(samplers.items())}
+
+
+_DEVICE_SCRIPT = r"""
+import json, os, sys, time
+import numpy as np
+from numba import cuda
+sys.setswitchinterval(1e-5)  # the simulator's block manager polls threads; hand off fast
+from tests.test_cuda_sim import RUNS, THRESH, scenarios
+from csale_app.errors import DeviceError
+from csale_app.kernels.cuda import CUDABackend
+from csale_app.kernels.device import select_backend
+
+out = {}
+plans = scenarios()
+t0 = time.time()
+for name, plan in plans.items():
+    out[f"foci_{name}"] = CUDABackend(batch_size=2).draw_foci(plan, 2, 3)
+for i, (name, start, count, batch, cap) in enumerate(RUNS):
+    be = CUDABackend(batch_size=batch)
+    if cap is not None:
+        be.supra_cap = cap
+    res = be.fwe_chunk(plans[name], start, count, THRESH)
+    for key, val in res.items():
+        out[f"run{i}_{key}"] = val
+    out[f"run{i}_batch"] = np.array(be.last_batch_size)
+info = {"seconds": time.time() - t0}
+os.environ["CSALE_ALLOW_CUDASIM"] = "1"
+b = select_backend("auto", None, 1, "auto")
+info["auto_allowed"] = b.name
+info["describe"] = b.describe()
+info["cuda_allowed"] = select_backend("cuda", 0, 1, 4).name
+del os.environ["CSALE_ALLOW_CUDASIM"]
+info["auto_not_allowed"] = select_backend("auto", None, 1, "auto").name
+try:
+    select_backend("cuda", 0, 1, "auto")
+    info["cuda_not_allowed"] = "no error"
+except DeviceError as exc:
+    info["cuda_not_allowed"] = exc.one_line()
+out["info"] = np.array(json.dumps(info))
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cudasim") / "device.npz"
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": str(REPO)}
+    env.pop("CSALE_ALLOW_CUDASIM", None)
+    proc = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, str(path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with np.load(path) as data:
+        res = {k: data[k] for k in data.files}
+    res["info"] = json.loads(str(res["info"]))
+    return res
+
+
+def _reference_foci(plan, start, count):
+    """Numpy replay of the counter-based draws: (count, n_foci, 3) template ijk."""
+    _, _, draw_index = rng.compile_rng(lambda f: f)
+    s = plan.sampler
+    out = np.empty((count, plan.n_foci, 3), dtype=np.int32)
+    for p in range(count):
+        u = rng.uniform_array(plan.key, start + p, np.arange(plan.n_foci))
+        idx = [draw_index(x, s.cdf, len(s.padded_flat)) for x in u]
+        out[p] = s.ijk[idx]
+    return out
+
+
+@pytest.mark.parametrize("name", ["uniform", "weighted", "pool"])
+def test_device_draws_the_same_foci(device, name):
+    plan = scenarios()[name]
+    np.testing.assert_array_equal(device[f"foci_{name}"], _reference_foci(plan, 2, 3))
+
+
+@pytest.mark.parametrize("run", range(len(RUNS)))
+def test_fwe_chunk_matches_cpu(device, run):
+    name, start, count, batch, _cap = RUNS[run]
+    cpu = CPUBackend(1).fwe_chunk(scenarios()[name], start, count, THRESH)
+    assert cpu["size"].max() > 0, "scenario has no supra-threshold clusters"
+    got = {k: device[f"run{run}_{k}"] for k in ("max", "size", "mass")}
+    np.testing.assert_allclose(got["max"], cpu["max"], rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(got["size"], cpu["size"])
+    np.testing.assert_allclose(got["mass"], cpu["mass"], rtol=1e-5, atol=1e-12)
+    # by construction the device replays the CPU's float32 operations: bit-identical
+    for k in got:
+        np.testing.assert_array_equal(got[k], cpu[k])
+
+
+def test_results_do_not_depend_on_batch_size(device):
+    assert int(device["run0_batch"]) == 1 and int(device["run1_batch"]) == 3
+    for k in ("max", "size", "mass"):
+        np.testing.assert_array_equal(device[f"run0_{k}"], device[f"run1_{k}"])
+
+
+def test_simulated_device_is_selected_only_when_allowed(device):
+    info = device["info"]
+    assert info["auto_allowed"] == "cuda" and info["cuda_allowed"] == "cuda"
+    assert info["describe"].startswith("CUDA GPU 0")
+    assert info["auto_not_allowed"] == "cpu"
+    assert info["cuda_not_allowed"].startswith("--device cuda: no usable NVIDIA GPU (")
+    assert "CSALE_ALLOW_CUDASIM" in info["cuda_not_allowed"]
+
+
+def test_cuda_without_gpu_is_a_device_error(monkeypatch):
+    from numba import cuda
+
+    from csale_app.kernels.device import describe_device, select_backend
+
+    monkeypatch.delenv("CSALE_ALLOW_CUDASIM", raising=False)
+    if cuda.is_available() and not os.environ.get("NUMBA_ENABLE_CUDASIM"):
+        pytest.skip("a real GPU is present")
+    with pytest.raises(DeviceError) as err:
+        select_backend("cuda", None, 1, "auto")
+    msg = err.value.one_line()
+    assert msg.startswith("--device cuda: no usable NVIDIA GPU (")
+    assert msg.endswith("; use --device cpu or auto") and "\n" not in str(err.value)
+    assert err.value.exit_code == 1
+    auto = select_backend("auto", None, 1, "auto")
+    assert auto.name == "cpu" and auto.fallback_reason.startswith("no usable NVIDIA GPU")
+    assert select_backend("cpu", 3, 1, "auto").name == "cpu"
+    assert describe_device().startswith("no usable NVIDIA GPU (")
+    with pytest.raises(DeviceError):
+        select_backend("tpu", None, 1, "auto")
+    with pytest.raises(ValueError):
+        select_backend("cpu", None, 1, "0")
+
+
+def test_tiles_partition_the_mask():
+    from csale_app.kernels.cuda import TILE_SHAPES, build_tiles
+
+    grid = next(iter(scenarios().values())).grid
+    for tpb in (16, 128):
+        vox, box = build_tiles(grid.mask_ijk, tpb)
+        used = vox[vox >= 0]
+        np.testing.assert_array_equal(np.sort(used), np.arange(grid.n_mask))
+        for t in range(vox.shape[0]):
+            ijk = grid.mask_ijk[vox[t][vox[t] >= 0]]
+            np.testing.assert_array_equal(box[t, :3], ijk.min(axis=0))
+            np.testing.assert_array_equal(box[t, 3:], ijk.max(axis=0))
+            assert np.all(box[t, 3:] - box[t, :3] < np.array(TILE_SHAPES[tpb]))
+
+
+def test_dense_log_boxes_hold_the_kernel_table():
+    from csale_app.kernels.ale_kernel import KERNEL_HALF
+    from csale_app.kernels.cuda import _offsets_ijk, dense_log_boxes
+
+    plan = scenarios()["uniform"]
+    k, ps = plan.kernels, plan.grid.padded_shape
+    d = _offsets_ijk(k.flat_offsets, ps)
+    np.testing.assert_array_equal((d[:, 0] * ps[1] + d[:, 1]) * ps[2] + d[:, 2], k.flat_offsets)
+    boxes, half = dense_log_boxes(plan)
+    np.testing.assert_array_equal(half, (k.width - 1) // 2)
+    for kid in range(len(k.fwhms)):
+        a, b = k.start[kid], k.start[kid + 1]
+        got = boxes[kid][tuple((d[a:b] + KERNEL_HALF).T)]
+        np.testing.assert_array_equal(got, k.log_values[a:b])
+        assert np.count_nonzero(boxes[kid] <= 0) == b - a  # the rest is the 1.0 sentinel
