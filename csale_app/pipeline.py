@@ -89,6 +89,8 @@ class Pipeline:
         self.output_dir = Path(output_dir)
         self.warnings: list[str] = []
         self.summaries: list[dict] = []
+        self.command_line = ""
+        self.t_start = time.perf_counter()
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -205,7 +207,29 @@ class Pipeline:
             ctx["brain_grid"] = ctx["grid"]
         for label, path, exps in loaded:
             self.run_studyset(label, path, exps, ctx)
+        self.write_report(backend)
+        try:
+            ctx["work_root"].rmdir()  # only if empty: checkpoints are removed per analysis
+        except OSError:
+            pass
         return self.summaries
+
+    def write_report(self, backend) -> None:
+        from .report.build import build_report
+
+        context = {
+            "version": __version__,
+            "command_line": self.command_line,
+            "settings": asdict(self.s),
+            "device": backend.describe(),
+            "runtime_s": round(time.perf_counter() - self.t_start, 1),
+            "warnings": self.warnings,
+            "studysets": self.summaries,
+            "input_dir": str(self.input_dir),
+            "output_dir": str(self.output_dir),
+        }
+        path = build_report(self.output_dir, context)
+        LOG.info("report: %s", path)
 
     def run_studyset(self, label: str, path: Path, exps: Experiments, ctx: dict) -> None:
         digest = self.s.digest(file_digest(path), *ctx["db_files"], __version__,

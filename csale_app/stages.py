@@ -11,7 +11,9 @@ from .io.experiments import select_by_seed
 from .io.workdir import ChunkDir
 from .outputs import bids
 from .stats.ale_analysis import run_ale
+from .stats.contributions import contributions, summarize
 from .stats.csale import run_csale
+from .stats.labels import add_labels, peaks_table
 
 LOG = logging.getLogger("csale_app")
 
@@ -28,11 +30,30 @@ def _progress(pipe, total, desc):
     return Progress(total, desc, pipe.s.quiet)
 
 
-def write_ale(out, res, grid, affine, side, macm=None):
+def write_cluster_tables(out, meta, clusters, labels, stat, grid, affine, exps, ma, side,
+                         macm=None):
+    """Cluster table with atlas labels, peaks/sub-peaks and per-experiment contributions."""
+    base = f"{bids.SPACE_ENT}_meta-{meta}"
+    clusters = add_labels(clusters, labels, grid, affine, label_column="cluster_id")
+    peaks = peaks_table(stat, labels, grid, affine, value_name="ale")
+    contrib = contributions(ma, labels, exps.ids, grid, exps.ijk, exps.focus_start, stat=stat)
+    if len(clusters) and len(contrib):
+        clusters["top_contributors"] = summarize(contrib).reindex(
+            clusters["cluster_id"]).to_numpy()
+    bids.write_table(out.table_path(f"{base}_clusters", macm), clusters, side)
+    bids.write_table(out.table_path(f"{base}_peaks", macm), peaks, side)
+    bids.write_table(out.table_path(f"{base}_contributions", macm), contrib, {
+        **side, "Jackknife": "mean over cluster voxels of 1 - ALE without the experiment / "
+                             "ALE (nimare.diagnostics.Jackknife)",
+        "FocusCounter": "foci of the experiment inside the cluster"})
+
+
+def write_ale(out, res, grid, affine, side, exps, macm=None):
     for name, values in res.maps.items():
         bids.write_map(out.map_path("ale", name, macm), values, grid, affine,
                        {**side, "Statistic": name})
-    bids.write_table(out.table_path(f"{bids.SPACE_ENT}_meta-ale_clusters", macm), res.clusters, side)
+    write_cluster_tables(out, "ale", res.clusters, res.significant_labels, res.observed.stat,
+                         grid, affine, exps, res.observed.ma, side, macm)
     null = pd.DataFrame({"max_ale": res.null["max"], "max_cluster_size": res.null["size"],
                          "max_cluster_mass": res.null["mass"]})
     bids.write_table(out.table_path("meta-ale_desc-null_values", macm), null)
@@ -53,7 +74,7 @@ def run_ale_stage(pipe, label, path, exps, ctx, out, digest, macm=None, grid=Non
         "ClusterFormingThreshold": {"p": s.voxel_thresh, "ale": res.ss_thresh},
         "Connectivity": "faces (6-connected)", "NullIterations": s.n_iters,
         "AnalysisMaskVoxels": grid.n_mask})
-    write_ale(out, res, grid, ctx["affine"], side, macm)
+    write_ale(out, res, grid, ctx["affine"], side, exps, macm)
     store.remove()
     return {"n_clusters": int(len(res.clusters)), "ss_thresh": res.ss_thresh,
             "null_seconds": round(seconds, 2), "n_experiments": exps.n_experiments,
@@ -92,7 +113,8 @@ def run_csale_stage(pipe, label, path, exps, ctx, out, digest, macm=None, grid=N
     for name, values in res.maps.items():
         bids.write_map(out.map_path("csale", name, macm), values, grid, ctx["affine"],
                        {**side, "Statistic": name})
-    bids.write_table(out.table_path(f"{bids.SPACE_ENT}_meta-csale_clusters", macm), res.clusters, side)
+    write_cluster_tables(out, "csale", res.clusters, res.significant_labels, res.stat, grid,
+                         ctx["affine"], exps, res.observed.ma, side, macm)
     null = pd.DataFrame({"max_ale": res.null_max, "max_cluster_size": res.null_cluster_size})
     bids.write_table(out.table_path("meta-csale_desc-null_values", macm), null)
     for st in stores:

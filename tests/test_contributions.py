@@ -97,7 +97,6 @@ def test_jackknife_equals_brute_force_leave_one_out(ours):
 
 
 def test_tiny_synthetic_case():
-    from csale_app.kernels.plan import build_grid
 
     mask = np.zeros((4, 4, 4), bool)
     mask[1:3, 1:3, 1:3] = True
@@ -121,7 +120,6 @@ def test_tiny_synthetic_case():
 
 
 def test_no_clusters_gives_empty_table():
-    from csale_app.kernels.plan import build_grid
 
     grid = build_grid(np.ones((2, 2, 2), bool))
     ma = MAMaps(np.array([0, 1]), np.array([0], np.int32), np.array([0.1], np.float32), 8)

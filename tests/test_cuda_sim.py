@@ -60,6 +60,26 @@ import json, os, sys, time
 import numpy as np
 from numba import cuda
 sys.setswitchinterval(1e-5)  # the simulator's block manager polls threads; hand off fast
+
+# numba's simulator allocates each shared array on first use with an unlocked get-then-set,
+# so two simulated threads can get different arrays for one __shared__ declaration (a race
+# that real GPUs do not have). Same logic, under a lock.
+import threading, traceback
+from numba.cuda.simulator import kernelapi
+_shared_lock = threading.Lock()
+def _locked_shared_array(self, shape, dtype):
+    from numba.core import types
+    from numba.np import numpy_support
+    if isinstance(dtype, types.Type):
+        dtype = numpy_support.as_dtype(dtype)
+    caller = traceback.extract_stack(sys._getframe())[-2][0:2]
+    with _shared_lock:
+        res = self._allocations.get(caller)
+        if res is None:
+            res = np.empty(shape, dtype)
+            self._allocations[caller] = res
+    return res
+kernelapi.FakeCUDAShared.array = _locked_shared_array
 from tests.test_cuda_sim import RUNS, THRESH, scenarios
 from csale_app.errors import DeviceError
 from csale_app.kernels.cuda import CUDABackend

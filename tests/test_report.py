@@ -79,16 +79,15 @@ def _analysis(folder, prefix, meta, affine, brain, centres, roi=None, baserate=F
         folder / f"{stem}_desc-null_values.tsv", sep="\t", index=False)
 
 
-def _studyset(out, label, affine, brain, with_roi):
+def _studyset(out, label, affine, brain, with_roi, full=True):
     folder = out / f"studyset-{label}"
     prefix = f"studyset-{label}"
+    folder.mkdir(parents=True)
     pd.DataFrame({"experiment_id": [EVIL, "Smith2010", "Doe2012"],
                   "study_id": [EVIL, "Smith2010", "Doe2012"], "sample_size": [12, 20, 15],
                   "n_foci": [3, 5, 4], "space": ["MNI", "TAL", "MNI"],
                   "status": ["kept", "kept", "dropped: no foci inside the template"]}).to_csv(
-        folder.parent / "tmp.tsv", sep="\t", index=False) if folder.parent.exists() else None
-    folder.mkdir(parents=True)
-    (folder.parent / "tmp.tsv").replace(folder / f"{prefix}_desc-experiments_table.tsv")
+        folder / f"{prefix}_desc-experiments_table.tsv", sep="\t", index=False)
     roi = None
     if with_roi:
         roi = np.zeros(brain.shape, bool)
@@ -98,6 +97,8 @@ def _studyset(out, label, affine, brain, with_roi):
         _save(folder / f"{prefix}_roi-cerebellum_mask.nii.gz", roi, affine)
     cents = [(-30, -60, -30), (28, -64, -40)] if with_roi else [(-40, -20, 50), (38, 4, 2)]
     _analysis(folder, prefix, "ale", affine, brain, cents, roi)
+    if not full:
+        return
     _analysis(folder, prefix, "csale", affine, brain, cents[:1], roi, baserate=True)
     mf = folder / "macm-clusters"
     mp = f"{prefix}_macm-clusters"
@@ -176,7 +177,7 @@ def test_size_and_content(report):
 
 def test_failing_figure_is_a_notice(tmp_path, caplog):
     affine, brain = _template()
-    _studyset(tmp_path, "one", affine, brain, with_roi=False)
+    _studyset(tmp_path, "one", affine, brain, with_roi=False, full=False)
     bad = next((tmp_path / "studyset-one").glob("*meta-ale_stat-z_desc-thresholded*.nii.gz"))
     bad.write_bytes(b"not a nifti")
     for p in (tmp_path / "studyset-one").glob("*_desc-null_values.tsv"):
@@ -186,6 +187,27 @@ def test_failing_figure_is_a_notice(tmp_path, caplog):
     html = path.read_text()
     assert "could not be shown" in html or "could not be drawn" in html
     assert any("report:" in r.getMessage() for r in caplog.records)
+
+
+def test_absent_families_are_skipped(tmp_path):
+    folder = tmp_path / "studyset-onlytables"
+    folder.mkdir()
+    pd.DataFrame({"cluster_id": [], "size_voxels": []}).to_csv(
+        folder / f"studyset-onlytables_{SPACE}_meta-ale_clusters.tsv", sep="\t", index=False)
+    html = build_report(tmp_path, {}).read_text()
+    assert "Studyset onlytables" in html
+    assert "No thresholded map was written" in html and "No significant cluster" in html
+
+
+def test_cerebellum_cuts_stay_in_the_cerebellum():
+    from csale_app.io.roi import builtin_roi
+    from csale_app.report.figures import z_cuts_within
+
+    affine, brain = _template()
+    tpl = nib.Nifti1Image(brain.astype(np.uint8), affine)
+    roi = builtin_roi("cerebellum", tpl, brain)
+    cuts = z_cuts_within(nib.Nifti1Image(roi.mask.astype(np.uint8), affine))
+    assert len(cuts) == 7 and all(-60 <= z <= -10 for z in cuts)
 
 
 def test_empty_output_dir(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from .. import __version__
@@ -53,7 +54,12 @@ def _positive_float(text: str) -> float:
 
 
 def _nonneg_float(text: str) -> float:
-    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 
@@ -79,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="csale-app",
         description="ALE, C-SALE and MACM coordinate-based meta-analysis (BIDS App).",
     )
+    # "-40,20,30" (an --roi-coords value) is a number, not an option; no option starts
+    # with a digit, so any "-<digit>" token can be treated as a value.
+    p._negative_number_matcher = re.compile(r"^-\.?\d")
     p.add_argument("input_dir", type=Path, help="folder of coordinate tables (one studyset each)")
     p.add_argument("output_dir", type=Path, help="folder for the BIDS derivatives")
     p.add_argument("analysis_level", choices=["group"], help="'group': every studyset found")
@@ -148,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_batch_size, default="auto",
                    help="permutations per GPU batch: auto or N [auto]")
     g.add_argument("-w", "--work-dir", type=Path, default=None,
-                   help="folder for checkpoints (resume a killed run) [OUTPUT_DIR/../work]")
+                   help="folder for checkpoints (resume a killed run) [OUTPUT_DIR/.csale_work]")
 
     g = p.add_argument_group("output")
     g.add_argument("--overwrite", action="store_true",

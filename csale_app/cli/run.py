@@ -107,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         return _die(EXIT_USAGE, "--roi and --roi-coords are mutually exclusive")
     from ..pipeline import Pipeline  # heavy imports after argument checks
 
+    import nimare  # noqa: F401  (its import calls logging.basicConfig(INFO) on the root)
+
+    logging.getLogger().handlers.clear()
+    logging.getLogger().setLevel(logging.WARNING)
+
     pipe = Pipeline(settings, args.input_dir, args.output_dir)
+    pipe.command_line = "csale-app " + " ".join(argv if argv is not None else sys.argv[1:])
     log_file = None
     try:
         pipe.check_paths()

@@ -22,7 +22,7 @@ import pandas as pd
 from .. import __version__
 from ..errors import OutputError
 from ..kernels.plan import Grid
-from .atomic import write_atomic, write_json, write_text
+from .atomic import public_mode, write_atomic, write_json, write_text
 
 SPACE_ENT = "space-MNI152NLin6Asym_res-2"
 PROVENANCE = ".csale_provenance.json"
@@ -94,6 +94,7 @@ class StudysetOutput:
         self.label = label
         self.staging = Path(tempfile.mkdtemp(prefix=f".staging-studyset-{label}-",
                                              dir=output_dir))
+        public_mode(self.staging, directory=True)
 
     def prefix(self, macm: str | None = None) -> str:
         return f"studyset-{self.label}" + (f"_macm-{macm}" if macm else "")

@@ -8,6 +8,7 @@ autoescape; figures are base64 PNGs; the page has no script and no external addr
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     note: str = ""
+    kv: bool = False  # key/value table: no header row
 
 
 @dataclass
@@ -92,7 +94,7 @@ def df_table(df: pd.DataFrame, title: str, max_rows: int = MAX_ROWS, note: str =
 
 
 def kv_table(title: str, items) -> Table:
-    return Table(title, ["", ""], [[str(k), fmt(v)] for k, v in items])
+    return Table(title, ["", ""], [[str(k), fmt(v)] for k, v in items], kv=True)
 
 
 def _safe(section: Section, what: str, fn):
@@ -157,8 +159,9 @@ def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info) -
             thr_img, f"{title}: thresholded z map (glass brain)"))
         cuts = _safe(sec, "slice positions", lambda: _cuts(thr_img, roi_img))
         sec.figures.append(figures.slices_figure(thr_img, f"{title}: axial slices", cuts, "z"))
-        sec.figures.append(figures.slices_figure(
-            thr_img, f"{title}: at the peak", figures.peak_mm(thr_img), "ortho"))
+        peak = _safe(sec, "the peak position", lambda: figures.peak_mm(thr_img))
+        sec.figures.append(figures.slices_figure(thr_img, f"{title}: at the peak", peak,
+                                                 "ortho"))
 
     if an.map(BASERATE) is not None:
         def _base():
@@ -430,7 +433,15 @@ def render_report(output_dir: Path, context: dict | None = None) -> str:
 def build_report(output_dir: Path, context: dict | None = None) -> Path:
     """Write OUTPUT_DIR/report.html (atomically) and OUTPUT_DIR/references.bib."""
     output_dir = Path(output_dir)
-    html = render_report(output_dir, context)
+    # nilearn calls gc.collect() for every image it reads (dozens per figure); with a large
+    # heap (NiMARE, pandas) that dominates the run time. Freezing the objects that exist now
+    # keeps those collections short; objects made while building are still collected.
+    gc.collect()
+    gc.freeze()
+    try:
+        html = render_report(output_dir, context)
+    finally:
+        gc.unfreeze()
     write_text(output_dir / "references.bib", methods.bibtex())
     path = write_text(output_dir / "report.html", html)
     LOG.info("report written: %s (%.1f MB)", path, path.stat().st_size / 1e6)

@@ -155,21 +155,26 @@ def methods_paragraphs(version: str, settings: dict, analyses: set[str],
     seed = s.get("random_seed")
     mask = s.get("brain_mask", "brain")
     out = []
-    kernel = (f"a fixed Gaussian kernel of {_fmt(fwhm)} mm FWHM" if fwhm else
-              "Gaussian kernels whose width was derived from each experiment's sample size "
-              + _c("eickhoff2009"))
+    kernel = (f"Gaussian kernels of a fixed {_fmt(fwhm)} mm FWHM centred on its foci" if fwhm
+              else "Gaussian kernels centred on its foci, with a width derived from the "
+              "experiment's sample size " + _c("eickhoff2009"))
     p = (f"Coordinate-based meta-analyses were performed with csale_app {version}, which "
          "re-implements the activation likelihood estimation (ALE) algorithm "
          + _c("turkeltaub2002", "eickhoff2009", "eickhoff2012", "turkeltaub2012")
          + " as in NiMARE 0.22 " + _c("salo2023") + ". All maps are on the MNI152NLin6Asym "
          f"2 mm template within the {mask} mask. ")
+    if s.get("roi"):
+        p += (f"With a region of interest ({s['roi']}), ALE and C-SALE were run in the same "
+              f"analysis mask, the region of interest dilated by "
+              f"{_fmt(s.get('roi_dilation_mm', 6.0))} mm (within the brain mask), and results "
+              "are reported within the region of interest. ")
     if talairach:
         p += ("Talairach coordinates were converted to MNI space with the tal2icbm "
               "transform " + _c("lancaster2007") + ". ")
     p += ("Contrasts of the same study were " + ("merged into one experiment (foci pooled) "
           "to limit within-group effects " + _c("turkeltaub2012") if merge else
           "treated as separate experiments") + ". Each experiment's modelled activation map "
-          f"was the voxel-wise maximum of {kernel} centred on its foci, and ALE was computed "
+          f"was the voxel-wise maximum of {kernel}, and ALE was computed "
           "as the voxel-wise union of these maps.")
     out.append(p)
     if "ale" in analyses:
@@ -197,20 +202,20 @@ def methods_paragraphs(version: str, settings: dict, analyses: set[str],
         k = s.get("min_cluster_size")
         p += (f" with a minimum cluster extent of {k} voxels" if k else "") + \
             f", and cluster-level FWE p < {_fmt(alpha)} was computed from the permutations."
-        if s.get("roi"):
-            p += (f" The analysis mask was the region of interest ({s['roi']}) dilated by "
-                  f"{_fmt(s.get('roi_dilation_mm', 6.0))} mm; results are reported within "
-                  "the region of interest.")
         if sub:
             p += (f" Stability was assessed with {sub} subsamples of "
                   f"{100 * float(s.get('subsample_fraction', 0.8)):g}% of the experiments.")
         out.append(p)
     if "macm" in analyses:
-        seed_kind = s.get("macm_seed") or "default"
+        seeds = {"roi": "the region of interest", "clusters": "the significant C-SALE "
+                 "clusters (together)", "each-cluster": "each significant C-SALE cluster"}
+        seed_kind = s.get("macm_seed")
+        seed_text = seeds.get(seed_kind, str(seed_kind)) if seed_kind else \
+            "the significant C-SALE clusters (the region of interest when C-SALE did not run)"
         cov = s.get("macm_coverage")
         out.append(
             "Meta-analytic connectivity modelling (MACM) " + _c("laird2009", "robinson2010")
-            + f" used seed '{seed_kind}': experiments of the reference database "
+            + f" used as seed {seed_text}: experiments of the reference database "
             + (f"whose foci covered at least {100 * float(cov):g}% of the seed voxels"
                if cov else "with at least one focus in the seed")
             + " were selected, and whole-brain ALE and specific ALE (base rate from the whole "

