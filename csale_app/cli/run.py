@@ -54,7 +54,6 @@ def setup_logging(settings: Settings, output_dir: Path | None) -> Path | None:
     root = logging.getLogger("csale_app")
     root.handlers.clear()
     root.setLevel(logging.DEBUG)
-    root.propagate = False
     console = logging.StreamHandler(sys.stderr)
     level = logging.WARNING if settings.quiet else (
         logging.INFO if settings.verbose == 1 else
