@@ -8,7 +8,7 @@ from csale_app.io.experiments import Experiments
 from csale_app.kernels import cpu
 from csale_app.kernels import rng as crng
 from csale_app.kernels.ale_kernel import ale_kernel
-from csale_app.kernels.engine import CPUBackend, build_null_plan
+from csale_app.kernels.engine import CPUBackend, build_null_plan, plan_args
 from csale_app.kernels.plan import build_grid, build_kernel_table, weighted_sampler
 from csale_app.stats.csale import base_rate_map, observed_log, top_k_size
 
@@ -74,10 +74,7 @@ def test_streaming_cluster_null_equals_quadratic_definition(mask, rng, voxel_thr
     table, kid = build_kernel_table(np.array([8.0, 10.0, 9.0]), grid, 8.0)
     sampler = weighted_sampler(grid, rng.random(grid.n_mask) ** 2)
     plan = build_null_plan(grid, table, kid, np.array([3, 2, 4]), sampler, seed=4)
-    g, k, s = plan.grid, plan.kernels, plan.sampler
-    null_log = cpu.null_log_maps(0, n_iters, plan.key, plan.exp_kernel, plan.exp_focus_start,
-                                 k.start, k.flat_offsets, k.log_values, k.width,
-                                 s.padded_flat, s.ijk, s.cdf, g.gridmap, g.n_mask)
+    null_log = cpu.null_log_maps(0, n_iters, *plan_args(plan))
     obs = (1 - np.exp(null_log[:5].astype(np.float64).sum(axis=0) / 5)).astype(np.float32)
     K = top_k_size(voxel_thresh, n_iters)
     backend = CPUBackend(2)

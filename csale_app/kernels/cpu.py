@@ -18,6 +18,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .plan import PAD
 from .rng import compile_rng
 
 _mix64, uniform01, draw_index = compile_rng(njit(cache=True, inline="always"))
@@ -83,29 +84,69 @@ def _find(parent, v):
     return root
 
 
-@njit(cache=True)
-def draw_foci(key, perm, first_focus, n_foci, cand_flat, cand_ijk, cdf, out_flat, out_ijk):
-    """Fill out_flat/out_ijk[:n_foci] with the null foci of one experiment."""
-    n_cand = cand_flat.shape[0]
-    for f in range(n_foci):
-        u = uniform01(key, perm, first_focus + f)
-        c = draw_index(u, cdf, n_cand)
-        out_flat[f] = cand_flat[c]
-        out_ijk[f, 0] = cand_ijk[c, 0]
-        out_ijk[f, 1] = cand_ijk[c, 1]
-        out_ijk[f, 2] = cand_ijk[c, 2]
+@njit(cache=True, inline="always", fastmath=True)
+def _scatter(fi, fj, fk, cs, w, cube, row_lookup, row_zlo, row_zhi, row_off, buf, mode):
+    """One focus's kernel into the row hull: mode 0 adds, mode 1 takes the minimum."""
+    h = w // 2
+    for a in range(w):
+        pi = fi + a - h + PAD
+        for b in range(w):
+            r = row_lookup[pi, fj + b - h + PAD]
+            if r < 0:
+                continue
+            zlo = row_zlo[r]
+            z0 = max(fk - h, zlo)
+            z1 = min(fk + h, row_zhi[r])
+            base_buf = row_off[r] - zlo
+            base_k = cs + (a * w + b) * w - (fk - h)
+            if mode == 0:
+                for z in range(z0, z1 + 1):
+                    buf[base_buf + z] += cube[base_k + z]
+            else:
+                for z in range(z0, z1 + 1):
+                    buf[base_buf + z] = min(buf[base_buf + z], cube[base_k + z])
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _flush(fi, fj, fk, w, row_lookup, row_zlo, row_zhi, row_off, scratch, acc):
+    """acc += scratch over one focus's kernel box, zeroing scratch (idempotent on overlaps)."""
+    h = w // 2
+    for a in range(w):
+        pi = fi + a - h + PAD
+        for b in range(w):
+            r = row_lookup[pi, fj + b - h + PAD]
+            if r < 0:
+                continue
+            zlo = row_zlo[r]
+            z0 = max(fk - h, zlo)
+            z1 = min(fk + h, row_zhi[r])
+            base = row_off[r] - zlo
+            for z in range(z0, z1 + 1):
+                acc[base + z] += scratch[base + z]
+                scratch[base + z] = 0.0
 
 
 @njit(cache=True)
-def null_log_sum(perm, key, exp_kernel, exp_focus_start, k_start, k_offsets, k_log, k_width,
-                 cand_flat, cand_ijk, cdf, gridmap, n_mask, acc, scratch, stamp, f_flat, f_ijk):
-    """Accumulate sum over experiments of log(1 - MA) of permutation ``perm`` into ``acc``."""
+def null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width, cube,
+                 cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch, f_ijk):
+    """acc (row hull) += sum over experiments of min over foci of log(1 - k), permutation perm.
+
+    Per experiment the minimum is formed first (in ``scratch``) only when two of its foci
+    have overlapping kernel boxes; otherwise kernels add straight into ``acc``. Either way
+    acc receives exactly one float32 addition per experiment and voxel, in experiment order.
+    """
+    n_cand = cand_ijk.shape[0]
     for e in range(exp_kernel.shape[0]):
         kid = exp_kernel[e]
         first = exp_focus_start[e]
         nf = exp_focus_start[e + 1] - first
-        draw_foci(key, perm, first, nf, cand_flat, cand_ijk, cdf, f_flat, f_ijk)
+        for f in range(nf):
+            c = draw_index(uniform01(key, perm, first + f), cdf, n_cand)
+            f_ijk[f, 0] = cand_ijk[c, 0]
+            f_ijk[f, 1] = cand_ijk[c, 1]
+            f_ijk[f, 2] = cand_ijk[c, 2]
         w = k_width[kid]
+        cs = cube_start[kid]
         overlap = False
         for a in range(1, nf):
             for b in range(a):
@@ -115,31 +156,17 @@ def null_log_sum(perm, key, exp_kernel, exp_focus_start, k_start, k_offsets, k_l
                     break
             if overlap:
                 break
-        t0 = k_start[kid]
-        t1 = k_start[kid + 1]
         if not overlap:
             for f in range(nf):
-                base = f_flat[f]
-                for t in range(t0, t1):
-                    acc[gridmap[base + k_offsets[t]]] += k_log[t]
+                _scatter(f_ijk[f, 0], f_ijk[f, 1], f_ijk[f, 2], cs, w, cube, row_lookup,
+                         row_zlo, row_zhi, row_off, acc, 0)
         else:
-            # One pass keeps the running per-experiment minimum in ``scratch`` (valid where
-            # ``stamp`` equals this experiment's tag) and adds only its decrease to ``acc``.
-            tag = stamp[n_mask] + 1
-            stamp[n_mask] = tag
             for f in range(nf):
-                base = f_flat[f]
-                for t in range(t0, t1):
-                    m = gridmap[base + k_offsets[t]]
-                    v = k_log[t]
-                    if stamp[m] != tag:
-                        stamp[m] = tag
-                        scratch[m] = v
-                        acc[m] += v
-                    elif v < scratch[m]:
-                        acc[m] += v - scratch[m]
-                        scratch[m] = v
-    acc[n_mask] = 0.0
+                _scatter(f_ijk[f, 0], f_ijk[f, 1], f_ijk[f, 2], cs, w, cube, row_lookup,
+                         row_zlo, row_zhi, row_off, scratch, 1)
+            for f in range(nf):
+                _flush(f_ijk[f, 0], f_ijk[f, 1], f_ijk[f, 2], w, row_lookup, row_zlo,
+                       row_zhi, row_off, scratch, acc)
 
 
 @njit(cache=True)
@@ -182,19 +209,19 @@ def cluster_max(supra, n_supra, ale_of, thresh, fwd, parent, size, mass):
 
 
 @njit(parallel=True, cache=True)
-def fwe_null_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, k_start,
-                   k_offsets, k_log, k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask, fwd,
-                   log_thresh, ale_thresh, out_max, out_size, out_mass):
+def fwe_null_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
+                   k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
+                   hull_to_mask, n_mask, fwd, log_thresh, ale_thresh, out_max, out_size,
+                   out_mass):
     """ALE Monte Carlo FWE null for permutations [perm_start, perm_start + n_perm)."""
     max_foci = 1
     for e in range(exp_kernel.shape[0]):
         max_foci = max(max_foci, exp_focus_start[e + 1] - exp_focus_start[e])
     per = (n_perm + n_threads - 1) // n_threads
+    n_hull = hull_to_mask.shape[0]
     for c in prange(n_threads):
-        acc = np.zeros(n_mask + 1, dtype=np.float32)
-        scratch = np.zeros(n_mask + 1, dtype=np.float32)
-        stamp = np.zeros(n_mask + 1, dtype=np.int64)  # last slot: the current tag
-        f_flat = np.empty(max_foci, dtype=np.int64)
+        acc = np.zeros(n_hull, dtype=np.float32)
+        scratch = np.zeros(n_hull, dtype=np.float32)
         f_ijk = np.empty((max_foci, 3), dtype=np.int32)
         supra = np.empty(n_mask, dtype=np.int32)
         ale_of = np.empty(n_mask, dtype=np.float64)
@@ -203,14 +230,17 @@ def fwe_null_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_sta
         mass = np.zeros(n_mask, dtype=np.float64)
         for i in range(c * per, min(n_perm, (c + 1) * per)):
             perm = perm_start + i
-            null_log_sum(perm, key, exp_kernel, exp_focus_start, k_start, k_offsets, k_log,
-                         k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask, acc, scratch,
-                         stamp, f_flat, f_ijk)
+            null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width, cube,
+                         cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch,
+                         f_ijk)
             min_log = np.float32(0.0)
             n_supra = 0
-            for v in range(n_mask):
-                s = acc[v]
-                acc[v] = 0.0
+            for hx in range(n_hull):
+                s = acc[hx]
+                acc[hx] = 0.0
+                v = hull_to_mask[hx]
+                if v < 0:
+                    continue
                 if s < min_log:
                     min_log = s
                 if s < log_thresh:
@@ -243,23 +273,25 @@ def kernel_sum(foci_flat, focus_kernel, k_start, k_offsets, k_values, gridmap, n
 
 
 @njit(cache=True)
-def null_log_maps(perm_start, n_perm, key, exp_kernel, exp_focus_start, k_start, k_offsets,
-                  k_log, k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask):
+def null_log_maps(perm_start, n_perm, key, exp_kernel, exp_focus_start, cube_start, k_width,
+                  cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, hull_to_mask,
+                  n_mask):
     """Full accumulator maps of permutations (n_perm, n_mask): for tests and small problems."""
     out = np.zeros((n_perm, n_mask), dtype=np.float32)
-    acc = np.zeros(n_mask + 1, dtype=np.float32)
-    scratch = np.zeros(n_mask + 1, dtype=np.float32)
-    stamp = np.zeros(n_mask + 1, dtype=np.int64)
+    n_hull = hull_to_mask.shape[0]
+    acc = np.zeros(n_hull, dtype=np.float32)
+    scratch = np.zeros(n_hull, dtype=np.float32)
     max_foci = 1
     for e in range(exp_kernel.shape[0]):
         max_foci = max(max_foci, exp_focus_start[e + 1] - exp_focus_start[e])
-    f_flat = np.empty(max_foci, dtype=np.int64)
     f_ijk = np.empty((max_foci, 3), dtype=np.int32)
     for i in range(n_perm):
-        null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, k_start, k_offsets,
-                     k_log, k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask, acc, scratch,
-                     stamp, f_flat, f_ijk)
-        for v in range(n_mask):
-            out[i, v] = acc[v]
-            acc[v] = 0.0
+        null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, cube_start, k_width,
+                     cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch,
+                     f_ijk)
+        for hx in range(n_hull):
+            v = hull_to_mask[hx]
+            if v >= 0:
+                out[i, v] = acc[hx]
+            acc[hx] = 0.0
     return out

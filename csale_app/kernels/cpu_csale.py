@@ -30,27 +30,28 @@ def _max_foci(exp_focus_start):
 
 
 @njit(parallel=True, cache=True)
-def pass1_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, k_start,
-                k_offsets, k_log, k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask,
-                obs_log, top, counts, out_max):
+def pass1_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
+                k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
+                hull_to_mask, n_mask, obs_log, top, counts, out_max):
     """``top`` (n_threads, n_mask, K) and ``counts`` (n_threads, n_mask) are per thread."""
     K = top.shape[2]
     max_foci = _max_foci(exp_focus_start)
     per = (n_perm + n_threads - 1) // n_threads
     for c in prange(n_threads):
-        acc = np.zeros(n_mask + 1, dtype=np.float32)
-        scratch = np.zeros(n_mask + 1, dtype=np.float32)
-        stamp = np.zeros(n_mask + 1, dtype=np.int64)
-        f_flat = np.empty(max_foci, dtype=np.int64)
+        acc = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
+        scratch = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
         f_ijk = np.empty((max_foci, 3), dtype=np.int32)
         for i in range(c * per, min(n_perm, (c + 1) * per)):
-            null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, k_start, k_offsets,
-                         k_log, k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask, acc,
-                         scratch, stamp, f_flat, f_ijk)
+            null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, cube_start, k_width,
+                         cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc,
+                         scratch, f_ijk)
             min_log = np.float32(0.0)
-            for v in range(n_mask):
-                s = acc[v]
-                acc[v] = 0.0
+            for hx in range(hull_to_mask.shape[0]):
+                s = acc[hx]
+                acc[hx] = 0.0
+                v = hull_to_mask[hx]
+                if v < 0:
+                    continue
                 if s < min_log:
                     min_log = s
                 if s <= obs_log[v]:
@@ -65,9 +66,9 @@ def pass1_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start,
 
 
 @njit(parallel=True, cache=True)
-def pass2_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, k_start,
-                k_offsets, k_log, k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask, fwd,
-                top, count_limit, out_size):
+def pass2_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
+                k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
+                hull_to_mask, n_mask, fwd, top, count_limit, out_size):
     """Max cluster size of each permutation's p map against the other permutations.
 
     A voxel is supra-threshold when max(#others >= it, 1) < ``count_limit``
@@ -77,10 +78,8 @@ def pass2_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start,
     max_foci = _max_foci(exp_focus_start)
     per = (n_perm + n_threads - 1) // n_threads
     for c in prange(n_threads):
-        acc = np.zeros(n_mask + 1, dtype=np.float32)
-        scratch = np.zeros(n_mask + 1, dtype=np.float32)
-        stamp = np.zeros(n_mask + 1, dtype=np.int64)
-        f_flat = np.empty(max_foci, dtype=np.int64)
+        acc = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
+        scratch = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
         f_ijk = np.empty((max_foci, 3), dtype=np.int32)
         supra = np.empty(n_mask, dtype=np.int32)
         dummy = np.zeros(n_mask, dtype=np.float64)
@@ -88,14 +87,15 @@ def pass2_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start,
         size = np.zeros(n_mask, dtype=np.int64)
         mass = np.zeros(n_mask, dtype=np.float64)
         for i in range(c * per, min(n_perm, (c + 1) * per)):
-            null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, k_start, k_offsets,
-                         k_log, k_width, cand_flat, cand_ijk, cdf, gridmap, n_mask, acc,
-                         scratch, stamp, f_flat, f_ijk)
+            null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, cube_start, k_width,
+                         cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc,
+                         scratch, f_ijk)
             n_supra = 0
-            for v in range(n_mask):
-                s = acc[v]
-                acc[v] = 0.0
-                if s < 0.0 and s < top[v, K - 1]:
+            for hx in range(hull_to_mask.shape[0]):
+                s = acc[hx]
+                acc[hx] = 0.0
+                v = hull_to_mask[hx]
+                if v >= 0 and s < 0.0 and s < top[v, K - 1]:
                     cnt = 0
                     for k in range(K):
                         if top[v, k] <= s:

@@ -28,6 +28,14 @@ def log_threshold(ale_thresh: float) -> np.float32:
     return np.float32(math.log1p(-ale_thresh)) if ale_thresh < 1 else np.float32(-np.inf)
 
 
+def plan_args(plan: NullPlan) -> tuple:
+    """The arrays every CPU pass takes, in order (see cpu.null_log_sum)."""
+    g, k, s = plan.grid, plan.kernels, plan.sampler
+    return (plan.key, plan.exp_kernel, plan.exp_focus_start, k.cube_start, k.width,
+            k.cube_log, s.ijk, s.cdf, g.row_lookup, g.row_zlo, g.row_zhi, g.row_off,
+            g.hull_to_mask, g.n_mask)
+
+
 class CPUBackend:
     name = "cpu"
 
@@ -41,40 +49,33 @@ class CPUBackend:
         out_max = np.zeros(count, dtype=np.float64)
         out_size = np.zeros(count, dtype=np.int64)
         out_mass = np.zeros(count, dtype=np.float64)
-        g, k, s = plan.grid, plan.kernels, plan.sampler
+        g = plan.grid
         cpu.set_threads(self.n_threads)
-        cpu.fwe_null_chunk(
-            start, count, self.n_threads, plan.key, plan.exp_kernel, plan.exp_focus_start,
-            k.start, k.flat_offsets, k.log_values, k.width, s.padded_flat, s.ijk, s.cdf,
-            g.gridmap, g.n_mask, g.forward_neighbours, log_threshold(ale_thresh),
-            float(ale_thresh), out_max, out_size, out_mass,
-        )
+        cpu.fwe_null_chunk(start, count, self.n_threads, *plan_args(plan), g.forward_neighbours,
+                           log_threshold(ale_thresh), float(ale_thresh), out_max, out_size,
+                           out_mass)
         return {"max": out_max, "size": out_size, "mass": out_mass}
 
     def csale_pass1_chunk(self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray,
                           K: int):
         """Exceedance counts, per-voxel K smallest null log values, and max null ALE."""
-        g, k, s = plan.grid, plan.kernels, plan.sampler
+        g = plan.grid
         top = np.zeros((self.n_threads, g.n_mask, K), dtype=np.float32)
         counts = np.zeros((self.n_threads, g.n_mask), dtype=np.int64)
         out_max = np.zeros(count, dtype=np.float64)
         cpu.set_threads(self.n_threads)
-        cpu_csale.pass1_chunk(
-            start, count, self.n_threads, plan.key, plan.exp_kernel, plan.exp_focus_start,
-            k.start, k.flat_offsets, k.log_values, k.width, s.padded_flat, s.ijk, s.cdf,
-            g.gridmap, g.n_mask, np.asarray(obs_log, dtype=np.float32), top, counts, out_max)
+        cpu_csale.pass1_chunk(start, count, self.n_threads, *plan_args(plan),
+                              np.asarray(obs_log, dtype=np.float32), top, counts, out_max)
         merged = np.sort(np.concatenate(list(top), axis=1), axis=1)[:, :K]
         return {"counts": counts.sum(axis=0), "top": merged, "max": out_max}
 
     def csale_pass2_chunk(self, plan: NullPlan, start: int, count: int, top: np.ndarray,
                           count_limit: float):
         """Max cluster size of each permutation's p map against the other permutations."""
-        g, k, s = plan.grid, plan.kernels, plan.sampler
+        g = plan.grid
         out = np.zeros(count, dtype=np.int64)
         cpu.set_threads(self.n_threads)
-        cpu_csale.pass2_chunk(
-            start, count, self.n_threads, plan.key, plan.exp_kernel, plan.exp_focus_start,
-            k.start, k.flat_offsets, k.log_values, k.width, s.padded_flat, s.ijk, s.cdf,
-            g.gridmap, g.n_mask, g.forward_neighbours, np.ascontiguousarray(top, np.float32),
-            float(count_limit), out)
+        cpu_csale.pass2_chunk(start, count, self.n_threads, *plan_args(plan),
+                              g.forward_neighbours, np.ascontiguousarray(top, np.float32),
+                              float(count_limit), out)
         return {"size": out}

@@ -30,6 +30,14 @@ class Grid:
     mask_padded_flat: np.ndarray  # int64, padded flat index of each mask voxel
     mask_ijk: np.ndarray  # int32 (n_mask, 3), template ijk of each mask voxel
     forward_neighbours: np.ndarray  # int32 (3, n_mask): +i, +j, +k neighbour or -1
+    # Row hull: for each (i, j) row holding mask voxels, the k span from its first to its
+    # last mask voxel, stored contiguously. Kernels scatter into it one contiguous k run per
+    # row (vectorisable, no per-voxel lookup); ``hull_to_mask`` maps back to mask indices.
+    row_lookup: np.ndarray  # int32 (padded i, padded j) -> row or -1
+    row_zlo: np.ndarray  # int32 (n_rows,)
+    row_zhi: np.ndarray  # int32 (n_rows,)
+    row_off: np.ndarray  # int64 (n_rows,): hull index of (row, row_zlo)
+    hull_to_mask: np.ndarray  # int32 (n_hull,): mask index or -1
 
     @property
     def n_mask(self) -> int:
@@ -68,7 +76,19 @@ def build_grid(mask: np.ndarray) -> Grid:
         nb[:, axis] += 1
         ok = nb[:, axis] < shape[axis]
         fwd[axis, ok] = index_vol[nb[ok, 0], nb[ok, 1], nb[ok, 2]]
-    return Grid(shape, mask, padded_shape, gridmap, flat, mask_ijk, fwd)
+    rows_i, rows_j = np.nonzero(mask.any(axis=2))
+    n_rows = len(rows_i)
+    row_lookup = np.full(padded_shape[:2], -1, dtype=np.int32)
+    row_lookup[rows_i + PAD, rows_j + PAD] = np.arange(n_rows, dtype=np.int32)
+    zlo = np.argmax(mask[rows_i, rows_j, :], axis=1).astype(np.int32)
+    zhi = (shape[2] - 1 - np.argmax(mask[rows_i, rows_j, ::-1], axis=1)).astype(np.int32)
+    lengths = (zhi - zlo + 1).astype(np.int64)
+    row_off = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
+    hull_to_mask = np.full(int(lengths.sum()), -1, dtype=np.int32)
+    r_of = row_lookup[mask_ijk[:, 0] + PAD, mask_ijk[:, 1] + PAD]
+    hull_to_mask[row_off[r_of] + mask_ijk[:, 2] - zlo[r_of]] = np.arange(n_mask, dtype=np.int32)
+    return Grid(shape, mask, padded_shape, gridmap, flat, mask_ijk, fwd, row_lookup, zlo, zhi,
+                row_off, hull_to_mask)
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,8 @@ class KernelTable:
     values: np.ndarray  # float32 kernel values (NiMARE's dtype)
     log_values: np.ndarray  # float32 log1p(-k)
     width: np.ndarray  # int32 side of the kernel box (voxels)
+    cube_start: np.ndarray  # int64 (n_kernels,): start of each dense cube in ``cube_log``
+    cube_log: np.ndarray  # float32: dense log1p(-k) cubes, C order (i, j, k)
 
 
 def build_kernel_table(fwhms: np.ndarray, grid: Grid, voxel_volume: float) -> tuple[KernelTable, np.ndarray]:
@@ -88,8 +110,11 @@ def build_kernel_table(fwhms: np.ndarray, grid: Grid, voxel_volume: float) -> tu
     distinct, kernel_ids = np.unique(np.asarray(fwhms, dtype=np.float64), return_inverse=True)
     ps = grid.padded_shape
     offs, vals, widths, start = [], [], [], [0]
+    cubes, cube_start = [], [0]
     for fwhm in distinct:
         dense = ale_kernel(float(fwhm), float(voxel_volume))
+        cubes.append(np.log1p(-dense.astype(np.float32)).astype(np.float32).ravel())
+        cube_start.append(cube_start[-1] + dense.size)
         off, val = kernel_support(dense)
         off = off.astype(np.int64)
         offs.append((off[:, 0] * ps[1] + off[:, 1]) * ps[2] + off[:, 2])
@@ -104,6 +129,8 @@ def build_kernel_table(fwhms: np.ndarray, grid: Grid, voxel_volume: float) -> tu
         values=values,
         log_values=np.log1p(-values).astype(np.float32),
         width=np.array(widths, dtype=np.int32),
+        cube_start=np.array(cube_start[:-1], dtype=np.int64),
+        cube_log=np.concatenate(cubes).astype(np.float32),
     )
     return table, kernel_ids.astype(np.int32)
 
