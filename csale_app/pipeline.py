@@ -145,9 +145,20 @@ class Pipeline:
             files = find_studysets(self.input_dir / "database")
         else:
             files = [f for _, f in studysets]
-        frames = [read_studyset(f) for f in files]
+        frames, seen = [], set()
+        for f in files:
+            frame = read_studyset(f)
+            keep = []
+            # an experiment listed in several files (same IDs and foci) counts once; repeated
+            # foci within one experiment are kept, as NiMARE keeps them
+            for key, grp in frame.groupby(["study_id", "contrast_id"], sort=False):
+                sig = (key, tuple(sorted(map(tuple, grp[["x", "y", "z"]].to_numpy().round(3)))))
+                if sig not in seen:
+                    seen.add(sig)
+                    keep.append(grp)
+            if keep:
+                frames.append(pd.concat(keep))
         foci = pd.concat(frames, ignore_index=True)
-        foci = foci.drop_duplicates(subset=["study_id", "contrast_id", "x", "y", "z", "space"])
         db = build_experiments(foci, affine, shape, merge_contrasts=self.s.merge_contrasts,
                                kernel_fwhm=self.s.kernel_fwhm)
         LOG.info("reference database: %d experiments, %d foci from %d file(s)",

@@ -12,7 +12,7 @@ from .io.workdir import ChunkDir
 from .outputs import bids
 from .stats.ale_analysis import run_ale
 from .stats.contributions import contributions, summarize
-from .stats.csale import run_csale
+from .stats.csale import run_csale, subsample_share
 from .stats.labels import add_labels, peaks_table
 
 LOG = logging.getLogger("csale_app")
@@ -119,6 +119,21 @@ def run_csale_stage(pipe, label, path, exps, ctx, out, digest, macm=None, grid=N
     bids.write_table(out.table_path("meta-csale_desc-null_values", macm), null)
     for st in stores:
         st.remove()
+    if s.subsamples > 0 and macm is None:
+        prog = _progress(pipe, 2 * s.n_iters * s.subsamples,
+                         f"{tag} C-SALE subsamples ({s.subsamples} x {s.subsample_fraction:g})")
+        share = subsample_share(
+            exps, db, grid, ctx["affine"], report_mask, n_subsamples=s.subsamples,
+            fraction=s.subsample_fraction, seed=s.random_seed, progress=prog,
+            n_iters=s.n_iters, voxel_thresh=s.voxel_thresh, cluster_alpha=s.cluster_alpha,
+            min_cluster_size=s.min_cluster_size, kernel_fwhm=s.kernel_fwhm,
+            null_kind=s.csale_null, backend=ctx["backend"], chunk_size=s.chunk_size)
+        prog.close()
+        bids.write_map(out.map_path("csale", "stat-prob_desc-subsamples", macm), share, grid,
+                       ctx["affine"], {**side, "Statistic": "share of subsamples in which the "
+                                       "voxel lies in a significant cluster (cluster-FWE)",
+                                       "Subsamples": s.subsamples,
+                                       "SubsampleFraction": s.subsample_fraction})
     return ({"n_clusters": int(len(res.clusters)), "null_seconds": round(seconds, 2),
              "n_extent_clusters": int(res.extent_labels.max()),
              "n_experiments": exps.n_experiments}, res)

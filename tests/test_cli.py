@@ -125,3 +125,27 @@ def test_nprocs_does_not_change_results(pain_input, tmp_path):
     t1 = (outs[0] / "studyset-pain" / "studyset-pain_meta-ale_desc-null_values.tsv").read_text()
     t2 = (outs[1] / "studyset-pain" / "studyset-pain_meta-ale_desc-null_values.tsv").read_text()
     assert t1 == t2
+
+
+def test_csale_with_roi_spheres_and_subsamples(pain_input, tmp_path):
+    from bids import BIDSLayout
+
+    out = tmp_path / "out"
+    code = main([str(pain_input), str(out), "group", "--analyses", "ale", "csale",
+                 "--roi-coords", "38,4,2", "2,4,52", "--roi-radius", "20", "--n-iters", "40",
+                 "--voxel-thresh", "0.05", "--subsamples", "2", "--min-experiments", "5",
+                 "--quiet"])
+    assert code == 0
+    layout = BIDSLayout(out, validate=False, config=[str(out / "csale_app_pybids_config.json")])
+    for meta in ("ale", "csale"):
+        assert layout.get(studyset="pain", meta=meta, desc="thresholded", extension=".nii.gz")
+    rate = layout.get(studyset="pain", meta="csale", stat="prob", desc="baserate",
+                      extension=".nii.gz")[0]
+    data = np.asanyarray(nib.load(rate.path).dataobj)
+    assert data.sum() == pytest.approx(1.0, rel=1e-4)
+    share = layout.get(studyset="pain", meta="csale", desc="subsamples", extension=".nii.gz")[0]
+    vals = np.asanyarray(nib.load(share.path).dataobj)
+    assert vals.min() >= 0 and vals.max() <= 1
+    roi = list((out / "studyset-pain").glob("studyset-pain_roi-*_mask.nii.gz"))
+    assert len(roi) == 1
+    assert (out / "report.html").exists()

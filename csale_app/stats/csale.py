@@ -140,3 +140,19 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
     }
     return CSALEResult(obs.stat, p, rate, pass1["max"], null_sizes, maps,
                        table_df.drop(columns="label"), significant, extent_lab, obs)
+
+
+def subsample_share(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray,
+                    report_mask: np.ndarray | None, *, n_subsamples: int, fraction: float,
+                    seed: int, progress=None, **kwargs) -> np.ndarray:
+    """Share of subsamples (round(fraction * n) experiments, drawn without replacement) in
+    which each voxel lies in a significant C-SALE cluster (cluster-FWE p < alpha)."""
+    n_keep = max(2, int(round(fraction * exps.n_experiments)))
+    hits = np.zeros(grid.n_mask, dtype=np.float64)
+    for s in range(n_subsamples):
+        gen = np.random.default_rng([seed, s])
+        keep = np.sort(gen.choice(exps.n_experiments, size=n_keep, replace=False))
+        res = run_csale(exps.subset(keep), db, grid, affine, report_mask,
+                        seed=seed + 7919 * (s + 1), progress=progress, **kwargs)
+        hits += res.significant_labels > 0
+    return (hits / n_subsamples).astype(np.float32)
