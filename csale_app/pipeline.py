@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, interrupt
 from .errors import EmptySelectionError, MissingInputError, OutputError
 from .io.experiments import Experiments, build_experiments, restrict_to_mask, select_by_seed
 from .io.readers import find_studysets, read_studyset, study_label
@@ -48,6 +48,7 @@ class Progress:
         self.desc = desc
 
     def __call__(self, n: int) -> None:
+        interrupt.checkpoint()  # a SIGTERM stops between chunks, never inside compiled code
         self.done += n
         self.bar.update(n)
         rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
@@ -90,6 +91,7 @@ class Pipeline:
         self.warnings: list[str] = []
         self.summaries: list[dict] = []
         self.command_line = ""
+        self.on_output_ready = lambda: None
         self.t_start = time.perf_counter()
 
     def warn(self, message: str) -> None:
@@ -168,10 +170,6 @@ class Pipeline:
     # ---- run ----------------------------------------------------------------------------
     def run(self) -> list[dict]:
         self.check_paths()
-        for stale in self.output_dir.glob(".staging-studyset-*"):
-            import shutil
-
-            shutil.rmtree(stale, ignore_errors=True)
         studysets = self.select_studysets()
         mask_img = load_brain_mask(self.s.brain_mask)
         affine = mask_img.affine
@@ -205,6 +203,7 @@ class Pipeline:
         if {"csale", "macm"} & set(self.s.analyses):
             db, db_files = self.load_database(studysets, affine, brain.shape)
         bids.prepare_output_dir(self.output_dir)
+        self.on_output_ready()
         bids.write_dataset_description(self.output_dir)
         backend = select_backend(self.s.device, self.s.gpu_id, self.s.nprocs, self.s.batch_size)
         LOG.info("compute device: %s", backend.describe())
@@ -217,6 +216,7 @@ class Pipeline:
         if ctx["brain_grid"] is None:
             ctx["brain_grid"] = ctx["grid"]
         for label, path, exps in loaded:
+            interrupt.checkpoint()
             self.run_studyset(label, path, exps, ctx)
         self.write_report(backend)
         try:

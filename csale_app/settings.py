@@ -41,7 +41,7 @@ class Settings:
     subsample_fraction: float = 0.8
     macm_seed: str | None = None
     macm_coverage: float | None = None
-    chunk_size: int = 500
+    chunk_size: int = 250  # permutations per checkpoint (and between stop checks)
     extra: dict = field(default_factory=dict, compare=False)
 
     # Settings that change results (not nprocs, device, batch size, verbosity, paths).

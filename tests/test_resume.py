@@ -41,7 +41,7 @@ def test_sigkill_then_resume_gives_identical_maps(tmp_path, pain_json):
     proc.wait()
     assert not (killed / "studyset-pain").exists()
     done_before = len(list(work.glob("*/chunk-*.npz")))
-    assert 2 <= done_before < 5
+    assert 2 <= done_before < 10  # killed mid-run: some chunks done, not all
     resumed = subprocess.run(_cmd(inp, killed), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     fresh = tmp_path / "fresh"

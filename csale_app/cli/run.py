@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
 import time
 from pathlib import Path
 
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CsaleError
+from .. import interrupt
 from ..settings import Settings
 from .parser import build_parser
 
@@ -50,9 +52,22 @@ def settings_from_args(args) -> Settings:
     )
 
 
+def close_handlers(logger: logging.Logger) -> None:
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+
+
 def setup_logging(settings: Settings, output_dir: Path | None) -> Path | None:
+    """Console handler now; with ``output_dir``, also OUTPUT_DIR/logs/<time>.log, which
+    receives the records buffered since the start of the run."""
     root = logging.getLogger("csale_app")
-    root.handlers.clear()
+    buffered = [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]
+    close_handlers_except = buffered[0] if buffered else None
+    for h in list(root.handlers):
+        if h is not close_handlers_except:
+            root.removeHandler(h)
+            h.close()
     root.setLevel(logging.DEBUG)
     console = logging.StreamHandler(sys.stderr)
     level = logging.WARNING if settings.quiet else (
@@ -62,6 +77,8 @@ def setup_logging(settings: Settings, output_dir: Path | None) -> Path | None:
     console.setFormatter(logging.Formatter("csale-app: %(levelname)s: %(message)s"))
     root.addHandler(console)
     if output_dir is None:
+        if close_handlers_except is None:
+            root.addHandler(logging.handlers.MemoryHandler(100000, flushLevel=logging.CRITICAL + 1))
         return None
     try:
         logs = output_dir / "logs"
@@ -72,14 +89,13 @@ def setup_logging(settings: Settings, output_dir: Path | None) -> Path | None:
         return None
     fh.setLevel(logging.DEBUG)
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if close_handlers_except is not None:
+        close_handlers_except.setTarget(fh)
+        close_handlers_except.flush()
+        root.removeHandler(close_handlers_except)
+        close_handlers_except.close()
     root.addHandler(fh)
     return log_file
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _die(code: int, message: str) -> int:
@@ -87,15 +103,8 @@ def _die(code: int, message: str) -> int:
     return code
 
 
-def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C: staging is discarded
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    import signal
-
-    if threading_main():
-        signal.signal(signal.SIGTERM, _terminate)
+    interrupt.install()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -117,24 +126,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipe.check_paths()
         setup_logging(settings, None)
-        from ..outputs.bids import prepare_output_dir
-
-        pipe.select_studysets()  # fail fast on an empty selection, before creating outputs
-        prepare_output_dir(Path(args.output_dir))
-        log_file = setup_logging(settings, Path(args.output_dir))
         LOG.info("csale-app %s", " ".join(argv if argv is not None else sys.argv[1:]))
+
+        def on_output_ready():
+            nonlocal log_file
+            log_file = setup_logging(settings, Path(args.output_dir))
+
+        pipe.on_output_ready = on_output_ready
         pipe.run()
     except CsaleError as exc:
         LOG.debug("error", exc_info=True)
-        if log_file:
-            logging.getLogger("csale_app").handlers[-1].flush()
         return _die(exc.exit_code, exc.one_line())
     except KeyboardInterrupt:
-        return _die(130, "interrupted; no partial file was left under a final name")  # noqa
+        return _die(130, "interrupted; no partial file was left under a final name")
     except MemoryError:
         return _die(EXIT_FAILURE, "out of memory; lower --batch-size or --nprocs")
     except Exception as exc:  # noqa: BLE001 - last resort: one line, details in the log
         LOG.debug("unexpected error", exc_info=True)
+        if interrupt.requested():
+            return _die(130, "interrupted; no partial file was left under a final name")
         where = f" (details in {log_file})" if log_file else ""
         return _die(EXIT_FAILURE, f"unexpected {type(exc).__name__}: {exc}{where}")
+    finally:
+        close_handlers(logging.getLogger("csale_app"))
     return EXIT_OK

@@ -70,6 +70,8 @@ def nifti_roi(path: Path, template: nib.Nifti1Image, brain: np.ndarray) -> ROI:
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
+    except PermissionError as exc:  # unreadable input: 66, not malformed data (65)
+        raise MissingInputError(f"{path}: cannot read the ROI ({exc.strerror})") from None
     except Exception as exc:  # nibabel raises many kinds for a broken file
         raise InputError(path, None, f"cannot read the ROI as NIfTI ({type(exc).__name__}: {exc})") from None
     if data.ndim == 4 and data.shape[3] == 1:

@@ -24,8 +24,11 @@ def write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` then rename onto ``path`` (same filesystem, atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    suffix = "".join(path.suffixes)[-16:]  # keeps .nii.gz / .tsv so writers pick the format
+    # Hidden, with a bounded length: a BIDS name near the 255-byte limit must not make the
+    # temporary name (name + random part + suffix) too long for the filesystem.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:96]}.", suffix=f".part{suffix}",
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -26,6 +26,11 @@ from .atomic import public_mode, write_atomic, write_json, write_text
 
 SPACE_ENT = "space-MNI152NLin6Asym_res-2"
 PROVENANCE = ".csale_provenance.json"
+#: Staging folders are ``OUTPUT_DIR/.csale_staging-studyset-<S>-XXXX``; they are hidden and
+#: deliberately not ``.staging-studyset-*``, so a run started for other studysets of a job
+#: array (``--studyset-label``) never removes the staging folder of a sibling run.
+STAGING_PREFIX = ".csale_staging-"
+STAGING_MARKER = ".csale_staging"
 
 
 def pybids_config_path() -> Path:
@@ -92,9 +97,14 @@ class StudysetOutput:
     def __init__(self, output_dir: Path, label: str):
         self.final = Path(output_dir) / f"studyset-{label}"
         self.label = label
-        self.staging = Path(tempfile.mkdtemp(prefix=f".staging-studyset-{label}-",
+        remove_stale_staging(output_dir, label)
+        self.staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}studyset-{label}-",
                                              dir=output_dir))
         public_mode(self.staging, directory=True)
+        # write_atomic re-creates missing parent folders, so a staging folder removed by
+        # another run would silently refill with only the files written after that; the
+        # marker tells ``commit`` the folder is the one made here.
+        (self.staging / STAGING_MARKER).write_text(f"{os.getpid()}\n")
 
     def prefix(self, macm: str | None = None) -> str:
         return f"studyset-{self.label}" + (f"_macm-{macm}" if macm else "")
@@ -111,7 +121,14 @@ class StudysetOutput:
         return self.folder(macm) / f"{self.prefix(macm)}_{name}.tsv"
 
     def commit(self, provenance: dict) -> None:
+        marker = self.staging / STAGING_MARKER
+        if not marker.is_file():
+            raise OutputError(f"{self.staging}: the staging folder was removed while this run "
+                              "wrote to it (another csale-app run on the same OUTPUT_DIR and "
+                              "studyset?); nothing was moved to "
+                              f"{self.final.name}; run again")
         write_json(self.staging / PROVENANCE, provenance)
+        marker.unlink()
         old = None
         if self.final.exists():
             old = self.final.with_name(f".old-{self.final.name}-{os.getpid()}")
@@ -122,6 +139,18 @@ class StudysetOutput:
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def remove_stale_staging(output_dir: Path, label: str) -> None:
+    """Remove leftovers of killed runs for this studyset only (staging, half-swapped old).
+
+    Labels are alphanumeric, so ``<label>-*`` never matches another studyset's folders.
+    """
+    output_dir = Path(output_dir)
+    for pattern in (f"{STAGING_PREFIX}studyset-{label}-*", f".old-studyset-{label}-*"):
+        for stale in output_dir.glob(pattern):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def read_provenance(studyset_dir: Path) -> dict | None:
