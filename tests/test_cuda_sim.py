@@ -37,6 +37,22 @@ RUNS = [
     ("pool", 3, 4, "auto", None),
 ]
 
+# C-SALE passes on the simulated device: (scenario, start, count, batch size, supra cap)
+CSALE_K = 5  # pass 2 top size (pass 1 also runs with K_WIDE > count: zero padding)
+CSALE_K_WIDE = 8
+CSALE_LIMIT = 2.5  # < K - 1, so the count test of pass 2 matters too
+CSALE_RUNS = [
+    ("uniform", 2, 4, 2, None),
+    ("uniform", 2, 4, 4, None),
+    ("weighted", 4, 4, 2, None),
+    ("weighted", 4, 4, 3, 4),  # cap 4: long supra lists overflow -> host fallback
+]
+
+
+def csale_ks(run):
+    """Pass-1 top sizes of a C-SALE run (the wide one, with zero padding, in run 0 only)."""
+    return (CSALE_K, CSALE_K_WIDE) if run == 0 else (CSALE_K,)
+
 
 def scenarios():
     """name -> NullPlan: uniform, weighted (base-rate-like) and pool (foci outside the mask)."""
@@ -55,11 +71,22 @@ def scenarios():
             for i, (name, s) in enumerate(samplers.items())}
 
 
-_DEVICE_SCRIPT = r"""
-import json, os, sys, time
+def csale_inputs(plan):
+    """(obs_log, top) for the C-SALE pass tests, from the CPU engine: an "observed" map
+    between null maps (so exceedance counts vary), and pass 1's top-K over 30 permutations
+    (the reference pass 2 compares against)."""
+    smallest = CPUBackend(1).csale_pass1_chunk(plan, 200, 10, np.zeros(plan.grid.n_mask,
+                                                                        np.float32), 10)
+    obs_log = np.ascontiguousarray(smallest["top"][:, 6])  # 7th smallest of 10 null values
+    top = CPUBackend(1).csale_pass1_chunk(plan, 0, 30, obs_log, CSALE_K)["top"]
+    return obs_log, np.ascontiguousarray(top)
+
+
+#: Prepended to every script run on the simulated device (also by test_cuda_e2e.py).
+SIM_PREAMBLE = r"""
+import sys
 import numpy as np
 from numba import cuda
-sys.setswitchinterval(1e-5)  # the simulator's block manager polls threads; hand off fast
 
 # numba's simulator allocates each shared array on first use with an unlocked get-then-set,
 # so two simulated threads can get different arrays for one __shared__ declaration (a race
@@ -80,7 +107,78 @@ def _locked_shared_array(self, shape, dtype):
             self._allocations[caller] = res
     return res
 kernelapi.FakeCUDAShared.array = _locked_shared_array
-from tests.test_cuda_sim import RUNS, THRESH, scenarios
+
+# The simulator starts a new Python thread per simulated GPU thread and busy-polls them to
+# emulate syncthreads(); thread start-up dominates its run time. Same semantics with a
+# persistent pool of worker threads and a threading.Barrier per block (a thread that fails
+# breaks the barrier, so the others stop too, and the first error is raised).
+from numba.cuda.simulator import kernel as _simkernel
+class _PoolThread(_simkernel.BlockThread):
+    def __init__(self):
+        threading.Thread.__init__(self, daemon=True)
+        self.go = threading.Semaphore(0)
+        self.job = None
+        self.debug = False
+        self.abort = False
+        self.exception = None
+        self.syncthreads_blocked = False
+        self.syncthreads_event = threading.Event()
+    def run(self):
+        while True:
+            self.go.acquire()
+            f, args, barrier, done = self.job
+            try:
+                f(*args)
+            except BaseException as e:
+                msg = f"tid={list(self.threadIdx)} ctaid={list(self.blockIdx)}: {e}"
+                try:
+                    err = type(e)(msg)
+                except Exception:
+                    err = e
+                self.exception = (err, e.__traceback__)
+                barrier.abort()
+            done.release()
+    def syncthreads(self):
+        if self.abort:
+            raise RuntimeError("abort flag set on syncthreads call")
+        self._barrier.wait(timeout=300)
+_pool = []
+def _pooled_block_run(self, grid_point, *args):
+    points = list(np.ndindex(*self._block_dim))
+    n = len(points)
+    while len(_pool) < n:
+        t = _PoolThread()
+        t.start()
+        _pool.append(t)
+    barrier = threading.Barrier(n)
+    done = threading.Semaphore(0)
+    bdim = _simkernel.Dim3(*self._block_dim)
+    workers = _pool[:n]
+    for t, point in zip(workers, points):
+        t.blockIdx = _simkernel.Dim3(*grid_point)
+        t.threadIdx = _simkernel.Dim3(*point)
+        t.thread_id = point[0] + bdim.x * (point[1] + bdim.y * point[2])
+        t._manager = self
+        t._barrier = barrier
+        t.abort = False
+        t.exception = None
+        t.job = (self._f, args, barrier, done)
+    for t in workers:
+        t.go.release()
+    for _ in range(n):
+        done.acquire()
+    failed = [t for t in workers if t.exception]
+    first = [t for t in failed
+             if not isinstance(t.exception[0], threading.BrokenBarrierError)] or failed
+    if first:
+        raise first[0].exception[0].with_traceback(first[0].exception[1])
+_simkernel.BlockManager.run = _pooled_block_run
+"""
+
+_DEVICE_SCRIPT = SIM_PREAMBLE + r"""
+import json, os, time
+from tests.test_cuda_sim import (CSALE_LIMIT, CSALE_RUNS, RUNS, THRESH, csale_inputs,
+                                  csale_ks, scenarios)
 from csale_app.errors import DeviceError
 from csale_app.kernels.cuda import CUDABackend
 from csale_app.kernels.device import select_backend
@@ -98,7 +196,21 @@ for i, (name, start, count, batch, cap) in enumerate(RUNS):
     for key, val in res.items():
         out[f"run{i}_{key}"] = val
     out[f"run{i}_batch"] = np.array(be.last_batch_size)
-info = {"seconds": time.time() - t0}
+t1 = time.time()
+for i, (name, start, count, batch, cap) in enumerate(CSALE_RUNS):
+    plan = plans[name]
+    obs_log, top = csale_inputs(plan)
+    be = CUDABackend(batch_size=batch)
+    if cap is not None:
+        be.supra_cap = cap
+    for K in csale_ks(i):
+        res = be.csale_pass1_chunk(plan, start, count, obs_log, K)
+        for key, val in res.items():
+            out[f"csale{i}_p1k{K}_{key}"] = val
+    out[f"csale{i}_p2_size"] = be.csale_pass2_chunk(plan, start, count, top,
+                                                    CSALE_LIMIT)["size"]
+    out[f"csale{i}_batch"] = np.array(be.last_batch_size)
+info = {"seconds": time.time() - t0, "csale_seconds": time.time() - t1}
 os.environ["CSALE_ALLOW_CUDASIM"] = "1"
 b = select_backend("auto", None, 1, "auto")
 info["auto_allowed"] = b.name
@@ -166,6 +278,45 @@ def test_results_do_not_depend_on_batch_size(device):
     assert int(device["run0_batch"]) == 1 and int(device["run1_batch"]) == 3
     for k in ("max", "size", "mass"):
         np.testing.assert_array_equal(device[f"run0_{k}"], device[f"run1_{k}"])
+
+
+@pytest.mark.parametrize("run", range(len(CSALE_RUNS)))
+def test_csale_pass1_matches_cpu(device, run):
+    name, start, count, batch, _cap = CSALE_RUNS[run]
+    plan = scenarios()[name]
+    obs_log, _top = csale_inputs(plan)
+    assert int(device[f"csale{run}_batch"]) == batch
+    for K in csale_ks(run):
+        cpu = CPUBackend(1).csale_pass1_chunk(plan, start, count, obs_log, K)
+        assert 0 < cpu["counts"].sum() < count * plan.grid.n_mask
+        assert (cpu["top"] < 0).any()
+        if K > count:
+            assert (cpu["top"][:, count:] == 0).all()  # padding
+        for key in ("counts", "top", "max"):
+            got = device[f"csale{run}_p1k{K}_{key}"]
+            assert got.dtype == cpu[key].dtype and got.shape == cpu[key].shape, key
+            np.testing.assert_array_equal(got, cpu[key])
+
+
+@pytest.mark.parametrize("run", range(len(CSALE_RUNS)))
+def test_csale_pass2_matches_cpu(device, run):
+    name, start, count, batch, cap = CSALE_RUNS[run]
+    plan = scenarios()[name]
+    _obs, top = csale_inputs(plan)
+    cpu = CPUBackend(1).csale_pass2_chunk(plan, start, count, top, CSALE_LIMIT)["size"]
+    assert cpu.max() > 0, "scenario has no supra-threshold clusters in pass 2"
+    if cap is not None:
+        assert cpu.max() > cap, "the cap should make some supra lists overflow"
+    got = device[f"csale{run}_p2_size"]
+    assert got.dtype == cpu.dtype
+    np.testing.assert_array_equal(got, cpu)
+
+
+def test_csale_results_do_not_depend_on_batch_size(device):
+    for a, b in ((0, 1), (2, 3)):
+        for key in [f"p1k{CSALE_K}_counts", f"p1k{CSALE_K}_top", f"p1k{CSALE_K}_max",
+                    "p2_size"]:
+            np.testing.assert_array_equal(device[f"csale{a}_{key}"], device[f"csale{b}_{key}"])
 
 
 def test_simulated_device_is_selected_only_when_allowed(device):

@@ -11,11 +11,12 @@ runs as three kernels, then a short host step:
    ``acc[batch, n_mask]`` (float32). Threads are grouped by *tiles* (small spatial bricks of
    mask voxels, one tile per block); per chunk of foci the block keeps, in order, only those
    whose kernel box reaches the tile's bounding box (a shared-memory prefix sum), and each
-   thread walks that short list. Walking the foci in their global order replays, for each
-   voxel, exactly the float32 operations the CPU scatter performs on it (first touch of an
-   experiment adds ``v``; a later, smaller value of the same experiment adds ``v - s``), so
-   the accumulator is bit-identical to the CPU's and no atomics are needed: the result
-   depends neither on the batch size nor on the thread schedule.
+   thread walks that short list. Walking the foci in their global order (experiments are
+   contiguous), each voxel forms the minimum of every experiment that reaches it and adds it
+   with one float32 addition, in experiment order - exactly the additions the CPU scatter
+   makes (:func:`.cpu.null_log_sum`) - so the accumulator is bit-identical to the CPU's and
+   no atomics are needed: the result depends neither on the batch size nor on the thread
+   schedule.
 3. **reduce** - one block per permutation: min of the accumulator (tree reduction in shared
    memory) and the list of supra-threshold voxels (``acc < log_thresh``), compacted with an
    atomic counter into a capped per-permutation list (stored as columns of a (cap, batch)
@@ -24,8 +25,20 @@ runs as three kernels, then a short host step:
 The host then sorts each (short) supra-threshold list, turns the minimum into the max ALE and
 labels clusters with the CPU's union-find (:func:`.cpu.cluster_max`), with the very same
 expressions as the CPU pass; a permutation whose list overflowed the cap is finished from its
-full accumulator row. Other passes (e.g. C-SALE's per-voxel exceedance counts) can reuse
-stages 1-2 (:meth:`CUDABackend.log_sum_batch`) and add their own reduction kernel.
+full accumulator row.
+
+C-SALE's two passes (:mod:`.cpu_csale`) reuse stages 1-2 and add their own reductions:
+
+* **pass 1** - one thread per mask voxel walks the batch's permutations *in order*, counts
+  exceedances (``acc <= obs_log``) and keeps the K smallest values in a device array
+  ``top[K, n_mask]`` (voxel-fastest, so the loads are coalesced) by the same insertion as
+  the CPU; the per-permutation minimum (max null ALE) comes from the FWE reduce kernel.
+* **pass 2** - one thread per (permutation, voxel) evaluates the CPU's supra-threshold test
+  against ``top`` and appends the voxel to its permutation's capped list; the host sorts the
+  lists and takes the largest cluster with :func:`.cpu.cluster_max` (overflowing lists are
+  finished from the full accumulator row, as in the FWE pass).
+
+Counts, top values, max ALE and cluster sizes equal the CPU's exactly, for any batch size.
 
 Everything runs under ``NUMBA_ENABLE_CUDASIM=1`` (slowly: keep problems tiny there).
 """
@@ -47,9 +60,10 @@ from .plan import NullPlan
 from .rng import compile_rng
 
 #: threads per block on a real GPU and under the simulator (each simulated thread is a
-#: Python thread, so small blocks are much faster there)
+#: Python thread, so small blocks - fewer idle slots in the spatial tiles, cheaper
+#: syncthreads - are much faster there)
 TPB_GPU = 128
-TPB_SIM = 32
+TPB_SIM = 16
 #: brick shape (i, j, k) of a tile for each block size; k (the fastest axis) is the longest
 TILE_SHAPES = {8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8), 256: (4, 8, 8)}
 #: largest batch the launch geometry allows (grid y dimension) and a practical cap
@@ -179,15 +193,14 @@ def _kernels(tpb: int):
                         if val <= 0:
                             e = kept_exp[j]
                             if e != cur_exp:
+                                total += cur_min  # the previous experiment's minimum
                                 cur_exp = e
                                 cur_min = val
-                                total += val
                             elif val < cur_min:
-                                total += val - cur_min
                                 cur_min = val
             cuda.syncthreads()
         if v >= 0:
-            acc[p, v] = total
+            acc[p, v] = total + cur_min
 
     @cuda.jit
     def reduce_kernel(acc, log_thresh, out_min, counts, sidx, sval):
@@ -220,6 +233,63 @@ def _kernels(tpb: int):
             out_min[p] = red[0]
 
     return draw_kernel, gather_kernel, reduce_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _csale_kernels(tpb: int):
+    """(pass1_update, pass2_flags) kernels of C-SALE for ``tpb`` threads per block."""
+
+    @cuda.jit
+    def pass1_kernel(acc, obs_log, top, counts):
+        """Per voxel (one thread each): exceedance count and K smallest null values.
+
+        ``acc`` (n_perm, n_mask) is walked in permutation order, so the insertion into
+        ``top`` (K, n_mask, ascending along K) replays the CPU's exactly.
+        """
+        v = cuda.grid(1)
+        n_mask = acc.shape[1]
+        K = top.shape[0]
+        if v < n_mask:
+            o = obs_log[v]
+            c = 0
+            last = top[K - 1, v]
+            for p in range(acc.shape[0]):
+                s = acc[p, v]
+                if s <= o:
+                    c += 1
+                if s < last:
+                    pos = K - 1
+                    while pos > 0 and top[pos - 1, v] > s:
+                        top[pos, v] = top[pos - 1, v]
+                        pos -= 1
+                    top[pos, v] = s
+                    last = top[K - 1, v]
+            counts[v] += c
+
+    @cuda.jit
+    def pass2_kernel(acc, top, count_limit, counts, sidx):
+        """Per (voxel, permutation): the CPU's supra-threshold test of pass 2; supra voxels
+        go, unordered, into column p of ``sidx`` (capped; ``counts[p]`` counts them all)."""
+        v = cuda.blockIdx.x * tpb + cuda.threadIdx.x
+        p = cuda.blockIdx.y
+        n_mask = acc.shape[1]
+        K = top.shape[0]
+        if v < n_mask:
+            s = acc[p, v]
+            if s < 0.0 and s < top[K - 1, v]:
+                cnt = 0
+                for k in range(K):
+                    if top[k, v] <= s:
+                        cnt += 1
+                    else:
+                        break
+                others = max(cnt - 1, 1)
+                if others < count_limit:
+                    pos = cuda.atomic.add(counts, p, 1)
+                    if pos < sidx.shape[0]:
+                        sidx[pos, p] = v
+
+    return pass1_kernel, pass2_kernel
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,6 +341,58 @@ def _finish_row(row, log_thresh, ale_thresh, fwd, parent, size, mass):
             ale_of[n_supra] = 1.0 - math.exp(s)
             n_supra += 1
     return cpu.cluster_max(supra, n_supra, ale_of, ale_thresh, fwd, parent, size, mass)
+
+
+@njit(cache=True)
+def _max_ale(min_log, out_max, o0):
+    """Max null ALE from each permutation's accumulator minimum (the CPU's expression)."""
+    for p in range(min_log.shape[0]):
+        out_max[o0 + p] = 1.0 - math.exp(min_log[p])
+
+
+@njit(cache=True)
+def _finish_sizes(counts, sidx, fwd, parent, size, mass, out_size, o0):
+    """Max cluster size of each permutation from its supra-threshold list (column p of
+    ``sidx``, first ``counts[p]`` rows); overflowed lists are left for :func:`_pass2_row`."""
+    rows = sidx.shape[0]
+    n_mask = parent.shape[0]
+    dummy = np.zeros(n_mask, dtype=np.float64)
+    for p in range(counts.shape[0]):
+        n = counts[p]
+        if n > rows:
+            continue
+        idx = np.empty(n, dtype=np.int32)
+        for i in range(n):
+            idx[i] = sidx[i, p]
+        supra = np.sort(idx)
+        ms, _ = cpu.cluster_max(supra, n, dummy, 0.0, fwd, parent, size, mass)
+        out_size[o0 + p] = ms
+
+
+@njit(cache=True)
+def _pass2_row(row, top, count_limit, fwd, parent, size, mass):
+    """Pass 2 of one permutation from its full accumulator row (overflow fallback); ``top``
+    is (n_mask, K) as in :func:`.cpu_csale.pass2_chunk`."""
+    n_mask = row.shape[0]
+    K = top.shape[1]
+    supra = np.empty(n_mask, dtype=np.int32)
+    dummy = np.zeros(n_mask, dtype=np.float64)
+    n_supra = 0
+    for v in range(n_mask):
+        s = row[v]
+        if s < 0.0 and s < top[v, K - 1]:
+            cnt = 0
+            for k in range(K):
+                if top[v, k] <= s:
+                    cnt += 1
+                else:
+                    break
+            others = max(cnt - 1, 1)
+            if others < count_limit:
+                supra[n_supra] = v
+                n_supra += 1
+    ms, _ = cpu.cluster_max(supra, n_supra, dummy, 0.0, fwd, parent, size, mass)
+    return ms
 
 
 def _offsets_ijk(flat_offsets: np.ndarray, padded_shape) -> np.ndarray:
@@ -535,3 +657,100 @@ class CUDABackend:
                 out_mass[b0 + p] = mm
         return {"max": out_max, "size": out_size, "mass": out_mass}
 
+    def _acc_batches(self, plan: NullPlan, start: int, count: int):
+        """Yield (offset, n, acc) per batch: acc is the (n, n_mask) device accumulator of
+        permutations start + offset ...; buffers are reused, so use each before the next."""
+        dp = self._device_plan(plan)
+        batch = self.batch_size_for(plan, count)
+        self.last_batch_size = batch
+        fijk = cuda.device_array((batch, dp.n_foci, 3), np.int32)
+        acc = cuda.device_array((batch, dp.n_mask), np.float32)
+        for b0 in range(0, count, batch):
+            nb = min(batch, count - b0)
+            f_b, a_b = fijk[:nb], acc[:nb]
+            self.draw_batch(plan, start + b0, nb, out=f_b)
+            self.log_sum_batch(plan, start + b0, nb, fijk=f_b, acc=a_b)
+            yield b0, nb, a_b
+
+    def csale_pass1_chunk(self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray,
+                          K: int):
+        """Exceedance counts, per-voxel K smallest null log values (ascending, padded with
+        0.0) and max null ALE of permutations [start, start + count), exactly as
+        ``CPUBackend.csale_pass1_chunk``."""
+        count = int(count)
+        K = int(K)
+        if K < 1:
+            raise ValueError(f"K must be >= 1, not {K}")
+        n_mask = plan.grid.n_mask
+        out_max = np.zeros(count, dtype=np.float64)
+        if count == 0 or n_mask == 0:
+            return {"counts": np.zeros(n_mask, np.int64),
+                    "top": np.zeros((n_mask, K), np.float32), "max": out_max}
+        self._device_plan(plan)
+        _, _, reduce = _kernels(self.tpb)
+        pass1, _ = _csale_kernels(self.tpb)
+        obs_d = cuda.to_device(np.ascontiguousarray(obs_log, dtype=np.float32).reshape(-1))
+        if obs_d.shape[0] != n_mask:
+            raise ValueError(f"obs_log has {obs_d.shape[0]} values, the mask {n_mask} voxels")
+        top_d = cuda.to_device(np.zeros((K, n_mask), np.float32))  # before sizing batches
+        counts_d = cuda.to_device(np.zeros(n_mask, np.int64))
+        out_min_d = None
+        no_thresh = np.float32(-np.inf)  # the reduce kernel then only takes the minimum
+        vox_blocks = (n_mask + self.tpb - 1) // self.tpb
+        for b0, nb, a_b in self._acc_batches(plan, start, count):
+            if out_min_d is None:
+                batch = self.last_batch_size
+                out_min_d = cuda.device_array(batch, np.float32)
+                n_supra_d = cuda.device_array(batch, np.int32)
+                sidx_d = cuda.device_array((1, batch), np.int32)
+                sval_d = cuda.device_array((1, batch), np.float32)
+            pass1[vox_blocks, self.tpb](a_b, obs_d, top_d, counts_d)
+            reduce[nb, self.tpb](a_b, no_thresh, out_min_d, n_supra_d, sidx_d, sval_d)
+            _max_ale(out_min_d.copy_to_host()[:nb], out_max, b0)
+        top = np.ascontiguousarray(top_d.copy_to_host().T)
+        return {"counts": counts_d.copy_to_host(), "top": top, "max": out_max}
+
+    def csale_pass2_chunk(self, plan: NullPlan, start: int, count: int, top: np.ndarray,
+                          count_limit: float):
+        """Max cluster size of each permutation's p map against the other permutations,
+        exactly as ``CPUBackend.csale_pass2_chunk`` (``top`` is (n_mask, K))."""
+        count = int(count)
+        out_size = np.zeros(count, dtype=np.int64)
+        g = plan.grid
+        n_mask = g.n_mask
+        if count == 0 or n_mask == 0:
+            return {"size": out_size}
+        top = np.ascontiguousarray(top, dtype=np.float32)
+        if top.ndim != 2 or top.shape[0] != n_mask or top.shape[1] < 1:
+            raise ValueError(f"top must be (n_mask={n_mask}, K >= 1), not {top.shape}")
+        count_limit = float(count_limit)
+        self._device_plan(plan)
+        _, pass2 = _csale_kernels(self.tpb)
+        top_d = cuda.to_device(np.ascontiguousarray(top.T))  # (K, n_mask): coalesced loads
+        cap = min(self.supra_cap, n_mask)
+        fwd = g.forward_neighbours
+        parent = np.full(n_mask, -1, dtype=np.int32)
+        size = np.zeros(n_mask, dtype=np.int64)
+        mass = np.zeros(n_mask, dtype=np.float64)
+        vox_blocks = (n_mask + self.tpb - 1) // self.tpb
+        counts_d = sidx_d = None
+        for b0, nb, a_b in self._acc_batches(plan, start, count):
+            if counts_d is None:
+                batch = self.last_batch_size
+                counts_d = cuda.device_array(batch, np.int32)
+                sidx_d = cuda.device_array((cap, batch), np.int32)  # column p: permutation p
+                zeros = np.zeros(batch, dtype=np.int32)
+            counts_d.copy_to_device(zeros)
+            pass2[(vox_blocks, nb), self.tpb](a_b, top_d, np.float64(count_limit), counts_d,
+                                              sidx_d)
+            counts = counts_d.copy_to_host()[:nb]
+            n_rows = int(min(counts.max(), cap))
+            if n_rows > 0:
+                sidx = sidx_d[:n_rows].copy_to_host()[:, :nb]
+            else:
+                sidx = np.zeros((0, nb), np.int32)
+            _finish_sizes(counts, sidx, fwd, parent, size, mass, out_size, b0)
+            for p in np.flatnonzero(counts > n_rows):
+                row = a_b[int(p)].copy_to_host()
+                out_size[b0 + p] = _pass2_row(row, top, count_limit, fwd, parent, size, mass)
+        return {"size": out_size}
