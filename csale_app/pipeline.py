@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +207,13 @@ class Pipeline:
         bids.write_dataset_description(self.output_dir)
         backend = select_backend(self.s.device, self.s.gpu_id, self.s.nprocs, self.s.batch_size)
         LOG.info("compute device: %s", backend.describe())
+        if getattr(backend, "fallback_reason", None):
+            LOG.info("no GPU used: %s", backend.fallback_reason)
+        if backend.name == "cuda":
+            if self.s.mem_gb:
+                backend.mem_limit_bytes = self.s.mem_gb * 2**30
+            # GPU batches are large; checkpoints every 4,096 permutations are frequent enough
+            self.s = replace(self.s, chunk_size=max(self.s.chunk_size, 4096))
         self.backend = backend
         ctx = {"affine": affine, "brain": brain, "roi": roi, "grid": build_grid(analysis_mask),
                "brain_grid": build_grid(brain) if roi is not None else None, "db": db,

@@ -63,7 +63,7 @@ def run_ale_stage(pipe, label, path, exps, ctx, out, digest, macm=None, grid=Non
     s = pipe.s
     grid = grid or ctx["grid"]
     tag = f"{label}{'-' + macm if macm else ''}"
-    store = ChunkDir(ctx["work_root"], f"{tag}-ale-{digest}")
+    store = ChunkDir(ctx["work_root"], f"{tag}-ale-{digest}-c{s.chunk_size}")
     prog = _progress(pipe, s.n_iters, f"{tag} ALE null")
     res = run_ale(exps, grid, ctx["affine"], n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
                   cluster_alpha=s.cluster_alpha, kernel_fwhm=s.kernel_fwhm,
@@ -90,8 +90,8 @@ def run_csale_stage(pipe, label, path, exps, ctx, out, digest, macm=None, grid=N
     if report_mask is None and roi is not None and macm is None:
         report_mask = roi.mask[grid.mask]
     tag = f"{label}{'-' + macm if macm else ''}"
-    stores = (ChunkDir(ctx["work_root"], f"{tag}-csale1-{digest}"),
-              ChunkDir(ctx["work_root"], f"{tag}-csale2-{digest}"))
+    stores = (ChunkDir(ctx["work_root"], f"{tag}-csale1-{digest}-c{s.chunk_size}"),
+              ChunkDir(ctx["work_root"], f"{tag}-csale2-{digest}-c{s.chunk_size}"))
     prog = _progress(pipe, 2 * s.n_iters, f"{tag} C-SALE null (2 passes)")
     res = run_csale(exps, db, grid, ctx["affine"], report_mask, n_iters=s.n_iters,
                     voxel_thresh=s.voxel_thresh, cluster_alpha=s.cluster_alpha,

@@ -525,8 +525,12 @@ class CUDABackend:
         batch = "auto" if self._batch is None else str(self._batch)
         return f"CUDA GPU {self.gpu_id}: {self.device_name} (numba.cuda{sim}, batch {batch})"
 
+    mem_limit_bytes: float | None = None  # --mem: cap on the device memory a batch may use
+
     def free_memory(self) -> float:
         free, _total = cuda.current_context().get_memory_info()
+        if self.mem_limit_bytes is not None:
+            return float(min(free, self.mem_limit_bytes))
         return float(free)
 
     def bytes_per_permutation(self, plan: NullPlan) -> int:
