@@ -84,6 +84,14 @@ def _find(parent, v):
     return root
 
 
+@njit(cache=True)
+def max_foci_per_experiment(exp_focus_start):
+    m = 1
+    for e in range(exp_focus_start.shape[0] - 1):
+        m = max(m, exp_focus_start[e + 1] - exp_focus_start[e])
+    return m
+
+
 @njit(cache=True, inline="always", fastmath=True)
 def _scatter(fi, fj, fk, cs, w, cube, row_lookup, row_zlo, row_zhi, row_off, buf, mode):
     """One focus's kernel into the row hull: mode 0 adds, mode 1 takes the minimum."""
@@ -214,9 +222,7 @@ def fwe_null_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_sta
                    hull_to_mask, n_mask, fwd, log_thresh, ale_thresh, out_max, out_size,
                    out_mass):
     """ALE Monte Carlo FWE null for permutations [perm_start, perm_start + n_perm)."""
-    max_foci = 1
-    for e in range(exp_kernel.shape[0]):
-        max_foci = max(max_foci, exp_focus_start[e + 1] - exp_focus_start[e])
+    max_foci = max_foci_per_experiment(exp_focus_start)
     per = (n_perm + n_threads - 1) // n_threads
     n_hull = hull_to_mask.shape[0]
     for c in prange(n_threads):
@@ -281,9 +287,7 @@ def null_log_maps(perm_start, n_perm, key, exp_kernel, exp_focus_start, cube_sta
     n_hull = hull_to_mask.shape[0]
     acc = np.zeros(n_hull, dtype=np.float32)
     scratch = np.zeros(n_hull, dtype=np.float32)
-    max_foci = 1
-    for e in range(exp_kernel.shape[0]):
-        max_foci = max(max_foci, exp_focus_start[e + 1] - exp_focus_start[e])
+    max_foci = max_foci_per_experiment(exp_focus_start)
     f_ijk = np.empty((max_foci, 3), dtype=np.int32)
     for i in range(n_perm):
         null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, cube_start, k_width,

@@ -18,15 +18,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .cpu import cluster_max, null_log_sum
-
-
-@njit(cache=True)
-def _max_foci(exp_focus_start):
-    m = 1
-    for e in range(exp_focus_start.shape[0] - 1):
-        m = max(m, exp_focus_start[e + 1] - exp_focus_start[e])
-    return m
+from .cpu import cluster_max, max_foci_per_experiment, null_log_sum
 
 
 @njit(parallel=True, cache=True)
@@ -35,7 +27,7 @@ def pass1_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start,
                 hull_to_mask, n_mask, obs_log, top, counts, out_max):
     """``top`` (n_threads, n_mask, K) and ``counts`` (n_threads, n_mask) are per thread."""
     K = top.shape[2]
-    max_foci = _max_foci(exp_focus_start)
+    max_foci = max_foci_per_experiment(exp_focus_start)
     per = (n_perm + n_threads - 1) // n_threads
     for c in prange(n_threads):
         acc = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
@@ -75,7 +67,7 @@ def pass2_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start,
     (= voxel_thresh * (n_iters - 1)).
     """
     K = top.shape[1]
-    max_foci = _max_foci(exp_focus_start)
+    max_foci = max_foci_per_experiment(exp_focus_start)
     per = (n_perm + n_threads - 1) // n_threads
     for c in prange(n_threads):
         acc = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
