@@ -5,9 +5,9 @@
 
 Cases (500 n-back contrasts of NiMARE's nback_vs_flanker studyset, sample size > 0, no
 merging): (1) ALE: Monte Carlo FWE null (``fwe_chunk``: max ALE, max cluster size and mass)
-over the whole-brain mask; (2) C-SALE: both passes of the cluster-level FWE null
-(``csale_pass1_chunk`` + ``csale_pass2_chunk``) in the built-in cerebellum ROI dilated by
-6 mm, base-rate null from all n-back experiments. The passes run in chunks of permutations
+over the whole-brain mask; (2) C-SALE: the permutation pass (``csale_pass1_chunk``:
+counts, top-K values and permutations) and the cluster-level FWE null read off it, in the
+built-in cerebellum ROI dilated by 6 mm, base-rate null from all n-back experiments. The passes run in chunks of permutations
 as in the pipeline (``Settings.chunk_size``; the GPU batch is at most one chunk), and also
 as one chunk, so that the cost of the pipeline's chunking shows. Kernel compilation is
 excluded (a short warm-up first). Before timing, the first ``--check`` permutations are
@@ -90,7 +90,9 @@ def run_ale(backend, plan, thresh, n, chunk):
 
 
 def run_csale(backend, plan, obs_log, n, chunk):
-    """Both passes as the pipeline runs them (stats.csale.run_csale)."""
+    """The permutation pass and the cluster null as the pipeline runs them
+    (stats.csale.run_csale)."""
+    from csale_app.kernels.cpu_csale import cluster_null_sizes, merge_top
     from csale_app.stats.csale import top_k_size
 
     K = top_k_size(VOXEL_THRESH, n)
@@ -100,12 +102,12 @@ def run_csale(backend, plan, obs_log, n, chunk):
         if state is None:
             state = part
         else:
-            top = np.sort(np.concatenate([state["top"], part["top"]], axis=1), axis=1)[:, :K]
-            state = {"counts": state["counts"] + part["counts"], "top": top,
+            top, top_id = merge_top([state["top"], part["top"]],
+                                    [state["top_id"], part["top_id"]], K)
+            state = {"counts": state["counts"] + part["counts"], "top": top, "top_id": top_id,
                      "max": np.concatenate([state["max"], part["max"]])}
-    limit = VOXEL_THRESH * (n - 1)
-    sizes = np.concatenate([backend.csale_pass2_chunk(plan, s, c, state["top"], limit)["size"]
-                            for s, c in chunks(n, chunk)])
+    sizes = cluster_null_sizes(state["top"], state["top_id"], VOXEL_THRESH * (n - 1), n,
+                               plan.grid.forward_neighbours, 2)
     return {**state, "size": sizes}
 
 

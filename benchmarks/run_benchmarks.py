@@ -5,8 +5,8 @@
 
 Cases: (1) pain: ALE + Monte Carlo FWE, whole brain, 21 experiments; (2) nback: the same on
 the n-back studyset (500 contrasts, no merging, 6,228 foci); (3) csale: C-SALE with
-cluster-level FWE (both passes) in the cerebellum vs NiMARE's deterministic SCALE on the same
-experiments. Each tool runs at least --min-seconds (default 20 s) unless --iters/--nimare-iters
+cluster-level FWE (permutation pass + cluster null) in the cerebellum vs NiMARE's
+deterministic SCALE on the same experiments. Each tool runs at least --min-seconds (default 20 s) unless --iters/--nimare-iters
 fix the counts; rates are iterations per second of the permutation phase (JIT warm-up
 excluded). Peak memory is measured in a fresh subprocess per tool and case (ru_maxrss).
 Not a test: timings vary with the machine; run it side by side, on an idle machine.
@@ -58,6 +58,7 @@ def load_case(case: str):
 def time_ours(case: str, nprocs: int, min_seconds: float, iters: int | None) -> dict:
     """Time the permutation phase only (as NiMARE's FWECorrector / SCALE loop is timed):
     the observed map, approximate null and plan are built once, before the clock starts."""
+    from csale_app.kernels.cpu_csale import cluster_null_sizes
     from csale_app.kernels.engine import CPUBackend, build_null_plan
     from csale_app.kernels.plan import build_grid, pool_sampler, uniform_sampler
     from csale_app.stats.ale import kernels_for, observed_ale
@@ -76,7 +77,8 @@ def time_ours(case: str, nprocs: int, min_seconds: float, iters: int | None) -> 
         def run(n):
             K = top_k_size(0.001, max(n, 2))
             p1 = backend.csale_pass1_chunk(plan, 0, n, obs_log, K)
-            backend.csale_pass2_chunk(plan, 0, n, p1["top"], 0.001 * (n - 1))
+            cluster_null_sizes(p1["top"], p1["top_id"], 0.001 * (n - 1), n,
+                               grid.forward_neighbours, nprocs)
     else:
         plan = build_null_plan(grid, table, kid, exps.foci_counts(), uniform_sampler(grid), 1)
         thresh = obs.threshold_for_p(0.001)

@@ -90,14 +90,13 @@ def run_csale_stage(pipe, label, path, exps, ctx, out, digest, macm=None, grid=N
     if report_mask is None and roi is not None and macm is None:
         report_mask = roi.mask[grid.mask]
     tag = f"{label}{'-' + macm if macm else ''}"
-    stores = (ChunkDir(ctx["work_root"], f"{tag}-csale1-{digest}-c{s.chunk_size}"),
-              ChunkDir(ctx["work_root"], f"{tag}-csale2-{digest}-c{s.chunk_size}"))
-    prog = _progress(pipe, 2 * s.n_iters, f"{tag} C-SALE null (2 passes)")
+    store = ChunkDir(ctx["work_root"], f"{tag}-csale-{digest}-c{s.chunk_size}")
+    prog = _progress(pipe, s.n_iters, f"{tag} C-SALE null")
     res = run_csale(exps, db, grid, ctx["affine"], report_mask, n_iters=s.n_iters,
                     voxel_thresh=s.voxel_thresh, cluster_alpha=s.cluster_alpha,
                     min_cluster_size=s.min_cluster_size, kernel_fwhm=s.kernel_fwhm,
                     seed=s.random_seed, null_kind=s.csale_null, backend=ctx["backend"],
-                    chunk_size=s.chunk_size, stores=stores, progress=prog)
+                    chunk_size=s.chunk_size, store=store, progress=prog)
     seconds = prog.close()
     side = _sidecar(pipe, exps, path, "C-SALE: specific ALE against a base-rate null "
                     "(Magielse 2025; SCALE, Langner 2014)", {
@@ -107,7 +106,7 @@ def run_csale_stage(pipe, label, path, exps, ctx, out, digest, macm=None, grid=N
                                               "foci": db.n_foci},
                         "VoxelP": "#(null >= observed) / n, clipped to [1/n, 1 - 1/n]",
                         "ClusterFWE": "each permutation's p map against the other n - 1, "
-                                      "max cluster size (faces), streaming two-pass",
+                                      "max cluster size (faces), one streaming pass",
                         "ExtentThreshold": {"p": s.voxel_thresh, "min_voxels": s.min_cluster_size},
                         "AnalysisMaskVoxels": grid.n_mask})
     for name, values in res.maps.items():
@@ -117,10 +116,9 @@ def run_csale_stage(pipe, label, path, exps, ctx, out, digest, macm=None, grid=N
                          ctx["affine"], exps, res.observed.ma, side, macm)
     null = pd.DataFrame({"max_ale": res.null_max, "max_cluster_size": res.null_cluster_size})
     bids.write_table(out.table_path("meta-csale_desc-null_values", macm), null)
-    for st in stores:
-        st.remove()
+    store.remove()
     if s.subsamples > 0 and macm is None:
-        prog = _progress(pipe, 2 * s.n_iters * s.subsamples,
+        prog = _progress(pipe, s.n_iters * s.subsamples,
                          f"{tag} C-SALE subsamples ({s.subsamples} x {s.subsample_fraction:g})")
         share = subsample_share(
             exps, db, grid, ctx["affine"], report_mask, n_subsamples=s.subsamples,

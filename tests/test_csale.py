@@ -9,7 +9,8 @@ from csale_app.kernels import cpu
 from csale_app.kernels import rng as crng
 from csale_app.kernels.ale_kernel import ale_kernel
 from csale_app.kernels.engine import CPUBackend, build_null_plan, plan_args
-from csale_app.kernels.plan import build_grid, build_kernel_table, weighted_sampler
+from csale_app.kernels.cpu_csale import cluster_null_sizes, merge_top
+from csale_app.kernels.plan import build_grid, build_kernel_table, pool_sampler, weighted_sampler
 from csale_app.stats.csale import base_rate_map, observed_log, top_k_size
 
 from . import naive
@@ -68,11 +69,19 @@ def test_sampled_foci_follow_the_base_rate(mask):
     assert pval > 1e-3, (chi2, pval)
 
 
-@pytest.mark.parametrize("voxel_thresh,n_iters", [(0.1, 40), (0.05, 61)])
-def test_streaming_cluster_null_equals_quadratic_definition(mask, rng, voxel_thresh, n_iters):
+@pytest.mark.parametrize("voxel_thresh,n_iters,pool", [(0.1, 40, False), (0.05, 61, False),
+                                                       (0.1, 50, True)])
+def test_streaming_cluster_null_equals_quadratic_definition(mask, rng, voxel_thresh, n_iters,
+                                                            pool):
+    """Counts and the cluster-FWE null from one pass (kept top-K values and permutations,
+    merged across threads and chunks) equal the O(n^2) definition. ``pool``: foci drawn
+    from 6 fixed voxels, so many permutations tie at a voxel."""
     grid = build_grid(mask)
     table, kid = build_kernel_table(np.array([8.0, 10.0, 9.0]), grid, 8.0)
-    sampler = weighted_sampler(grid, rng.random(grid.n_mask) ** 2)
+    if pool:
+        sampler = pool_sampler(grid, grid.mask_ijk[rng.choice(grid.n_mask, 6, replace=False)])
+    else:
+        sampler = weighted_sampler(grid, rng.random(grid.n_mask) ** 2)
     plan = build_null_plan(grid, table, kid, np.array([3, 2, 4]), sampler, seed=4)
     null_log = cpu.null_log_maps(0, n_iters, *plan_args(plan))
     obs = (1 - np.exp(null_log[:5].astype(np.float64).sum(axis=0) / 5)).astype(np.float32)
@@ -80,14 +89,14 @@ def test_streaming_cluster_null_equals_quadratic_definition(mask, rng, voxel_thr
     backend = CPUBackend(2)
     parts = [backend.csale_pass1_chunk(plan, a, b, observed_log(obs), K)
              for a, b in ((0, 17), (17, n_iters - 17))]
-    top = np.sort(np.concatenate([p["top"] for p in parts], axis=1), axis=1)[:, :K]
+    top, top_id = merge_top([p["top"] for p in parts], [p["top_id"] for p in parts], K)
+    np.testing.assert_array_equal(top, np.sort(null_log.T, axis=1)[:, :K])
     counts = parts[0]["counts"] + parts[1]["counts"]
     np.testing.assert_array_equal(
         np.clip(counts / n_iters, 1 / n_iters, 1 - 1 / n_iters),
         naive.exceedance_p(null_log, observed_log(obs)))
-    sizes = np.concatenate([
-        backend.csale_pass2_chunk(plan, a, b, top, voxel_thresh * (n_iters - 1))["size"]
-        for a, b in ((0, 9), (9, n_iters - 9))])
+    sizes = cluster_null_sizes(top, top_id, voxel_thresh * (n_iters - 1), n_iters,
+                               grid.forward_neighbours, 2)
     expected = naive.csale_cluster_null(null_log, voxel_thresh, mask, grid.mask_ijk)
     assert expected.max() > 0
     np.testing.assert_array_equal(sizes, expected)

@@ -19,6 +19,7 @@ import pytest
 
 from csale_app.errors import DeviceError
 from csale_app.kernels import rng
+from csale_app.kernels.cpu_csale import cluster_null_sizes
 from csale_app.kernels.engine import CPUBackend, build_null_plan
 from csale_app.kernels.plan import (build_grid, build_kernel_table, pool_sampler,
                                     uniform_sampler, weighted_sampler)
@@ -37,15 +38,15 @@ RUNS = [
     ("pool", 3, 4, "auto", None),
 ]
 
-# C-SALE passes on the simulated device: (scenario, start, count, batch size, supra cap)
-CSALE_K = 5  # pass 2 top size (pass 1 also runs with K_WIDE > count: zero padding)
+# C-SALE pass on the simulated device: (scenario, start, count, batch size)
+CSALE_K = 3  # top size < count, so insertions shift values and ids (also K_WIDE > count)
 CSALE_K_WIDE = 8
-CSALE_LIMIT = 2.5  # < K - 1, so the count test of pass 2 matters too
 CSALE_RUNS = [
-    ("uniform", 2, 4, 2, None),
-    ("uniform", 2, 4, 4, None),
-    ("weighted", 4, 4, 2, None),
-    ("weighted", 4, 4, 3, 4),  # cap 4: long supra lists overflow -> host fallback
+    ("uniform", 2, 4, 2),
+    ("uniform", 2, 4, 4),
+    ("weighted", 4, 4, 2),
+    ("weighted", 4, 4, 3),
+    ("pool", 1, 5, 2),
 ]
 
 
@@ -72,14 +73,11 @@ def scenarios():
 
 
 def csale_inputs(plan):
-    """(obs_log, top) for the C-SALE pass tests, from the CPU engine: an "observed" map
-    between null maps (so exceedance counts vary), and pass 1's top-K over 30 permutations
-    (the reference pass 2 compares against)."""
+    """obs_log for the C-SALE pass tests, from the CPU engine: an "observed" map between
+    null maps (so exceedance counts vary)."""
     smallest = CPUBackend(1).csale_pass1_chunk(plan, 200, 10, np.zeros(plan.grid.n_mask,
                                                                         np.float32), 10)
-    obs_log = np.ascontiguousarray(smallest["top"][:, 6])  # 7th smallest of 10 null values
-    top = CPUBackend(1).csale_pass1_chunk(plan, 0, 30, obs_log, CSALE_K)["top"]
-    return obs_log, np.ascontiguousarray(top)
+    return np.ascontiguousarray(smallest["top"][:, 6])  # 7th smallest of 10 null values
 
 
 #: Prepended to every script run on the simulated device (also by test_cuda_e2e.py).
@@ -177,8 +175,7 @@ _simkernel.BlockManager.run = _pooled_block_run
 
 _DEVICE_SCRIPT = SIM_PREAMBLE + r"""
 import json, os, time
-from tests.test_cuda_sim import (CSALE_LIMIT, CSALE_RUNS, RUNS, THRESH, csale_inputs,
-                                  csale_ks, scenarios)
+from tests.test_cuda_sim import CSALE_RUNS, RUNS, THRESH, csale_inputs, csale_ks, scenarios
 from csale_app.errors import DeviceError
 from csale_app.kernels.cuda import CUDABackend
 from csale_app.kernels.device import select_backend
@@ -197,18 +194,14 @@ for i, (name, start, count, batch, cap) in enumerate(RUNS):
         out[f"run{i}_{key}"] = val
     out[f"run{i}_batch"] = np.array(be.last_batch_size)
 t1 = time.time()
-for i, (name, start, count, batch, cap) in enumerate(CSALE_RUNS):
+for i, (name, start, count, batch) in enumerate(CSALE_RUNS):
     plan = plans[name]
-    obs_log, top = csale_inputs(plan)
+    obs_log = csale_inputs(plan)
     be = CUDABackend(batch_size=batch)
-    if cap is not None:
-        be.supra_cap = cap
     for K in csale_ks(i):
         res = be.csale_pass1_chunk(plan, start, count, obs_log, K)
         for key, val in res.items():
             out[f"csale{i}_p1k{K}_{key}"] = val
-    out[f"csale{i}_p2_size"] = be.csale_pass2_chunk(plan, start, count, top,
-                                                    CSALE_LIMIT)["size"]
     out[f"csale{i}_batch"] = np.array(be.last_batch_size)
 info = {"seconds": time.time() - t0, "csale_seconds": time.time() - t1}
 os.environ["CSALE_ALLOW_CUDASIM"] = "1"
@@ -281,10 +274,10 @@ def test_results_do_not_depend_on_batch_size(device):
 
 
 @pytest.mark.parametrize("run", range(len(CSALE_RUNS)))
-def test_csale_pass1_matches_cpu(device, run):
-    name, start, count, batch, _cap = CSALE_RUNS[run]
+def test_csale_pass_matches_cpu(device, run):
+    name, start, count, batch = CSALE_RUNS[run]
     plan = scenarios()[name]
-    obs_log, _top = csale_inputs(plan)
+    obs_log = csale_inputs(plan)
     assert int(device[f"csale{run}_batch"]) == batch
     for K in csale_ks(run):
         cpu = CPUBackend(1).csale_pass1_chunk(plan, start, count, obs_log, K)
@@ -292,31 +285,26 @@ def test_csale_pass1_matches_cpu(device, run):
         assert (cpu["top"] < 0).any()
         if K > count:
             assert (cpu["top"][:, count:] == 0).all()  # padding
-        for key in ("counts", "top", "max"):
+            assert (cpu["top_id"][:, count:] == -1).all()
+        else:
+            assert set(np.unique(cpu["top_id"])) <= set(range(start, start + count)) | {-1}
+        for key in ("counts", "top", "top_id", "max"):
             got = device[f"csale{run}_p1k{K}_{key}"]
             assert got.dtype == cpu[key].dtype and got.shape == cpu[key].shape, key
             np.testing.assert_array_equal(got, cpu[key])
-
-
-@pytest.mark.parametrize("run", range(len(CSALE_RUNS)))
-def test_csale_pass2_matches_cpu(device, run):
-    name, start, count, batch, cap = CSALE_RUNS[run]
-    plan = scenarios()[name]
-    _obs, top = csale_inputs(plan)
-    cpu = CPUBackend(1).csale_pass2_chunk(plan, start, count, top, CSALE_LIMIT)["size"]
-    assert cpu.max() > 0, "scenario has no supra-threshold clusters in pass 2"
-    if cap is not None:
-        assert cpu.max() > cap, "the cap should make some supra lists overflow"
-    got = device[f"csale{run}_p2_size"]
-    assert got.dtype == cpu.dtype
-    np.testing.assert_array_equal(got, cpu)
+        # the cluster-FWE null read off the kept lists is then the CPU's too
+        limit = 1.5
+        sizes = [cluster_null_sizes(r["top"], r["top_id"] - start, limit, count,
+                                    plan.grid.forward_neighbours, 1)
+                 for r in (cpu, {k: device[f"csale{run}_p1k{K}_{k}"] for k in ("top", "top_id")})]
+        np.testing.assert_array_equal(sizes[0], sizes[1])
 
 
 def test_csale_results_do_not_depend_on_batch_size(device):
     for a, b in ((0, 1), (2, 3)):
-        for key in [f"p1k{CSALE_K}_counts", f"p1k{CSALE_K}_top", f"p1k{CSALE_K}_max",
-                    "p2_size"]:
-            np.testing.assert_array_equal(device[f"csale{a}_{key}"], device[f"csale{b}_{key}"])
+        for key in ("counts", "top", "top_id", "max"):
+            np.testing.assert_array_equal(device[f"csale{a}_p1k{CSALE_K}_{key}"],
+                                          device[f"csale{b}_p1k{CSALE_K}_{key}"])
 
 
 def test_simulated_device_is_selected_only_when_allowed(device):

@@ -1,20 +1,24 @@
-"""CPU passes of C-SALE: exceedance counts, top-K null values, and the cluster-FWE null.
+"""C-SALE on the CPU: one permutation pass, then the cluster-FWE null from what it kept.
 
 Values stay in the accumulator's log space (acc = log(1 - ALE)), where a *smaller* value
 means a *larger* ALE, so "null >= observed" is ``acc <= obs_log`` and the top-K null
-values per voxel are the K smallest accumulator values, kept sorted ascending.
+values per voxel are the K smallest accumulator values, kept sorted ascending together
+with the index of the permutation each came from.
 
-Pass 1 (per permutation): count exceedances against the observed map, keep per voxel the
-K smallest null values, record the max null ALE. Pass 2 regenerates the same permutations
-from their counter-based seeds and, for each, takes its map against the *other*
-permutations: p_j(v) = max(#{i != j: null_i(v) >= null_j(v)}, 1) / (n - 1). Only the top K
-values are needed to decide p_j(v) < voxel_thresh, which keeps memory at K per voxel.
+The pass (per permutation): count exceedances against the observed map, keep per voxel the
+K smallest null values and their permutations, record the max null ALE. The cluster-FWE
+null takes each permutation's map against the *other* permutations:
+p_j(v) = max(#{i != j: null_i(v) >= null_j(v)}, 1) / (n - 1). With K = ceil(p (n - 1)) + 1,
+only values among a voxel's K smallest can give p_j(v) < voxel_thresh, and every value
+strictly below the K-th smallest is kept with its permutation, so each permutation's
+supra-threshold voxels are read off the kept lists without generating any map again.
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -24,17 +28,20 @@ from .cpu import cluster_max, max_foci_per_experiment, null_log_sum
 @njit(parallel=True, cache=True)
 def pass1_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
                 k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
-                hull_to_mask, n_mask, obs_log, top, counts, out_max):
-    """``top`` (n_threads, n_mask, K) and ``counts`` (n_threads, n_mask) are per thread."""
+                hull_to_mask, n_mask, obs_log, top, top_id, counts, out_max):
+    """``top``, ``top_id`` (n_threads, n_mask, K) and ``counts`` (n_threads, n_mask) are per
+    thread; a thread's permutations are consecutive, so equal values stay in permutation
+    order within and (after :func:`merge_top`) across threads."""
     K = top.shape[2]
     max_foci = max_foci_per_experiment(exp_focus_start)
     per = (n_perm + n_threads - 1) // n_threads
     for c in prange(n_threads):
         acc = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
         scratch = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
-        f_ijk = np.empty((max_foci, 3), dtype=np.int32)
+        f_ijk = np.empty((max_foci, 4), dtype=np.int32)
         for i in range(c * per, min(n_perm, (c + 1) * per)):
-            null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, cube_start, k_width,
+            perm = perm_start + i
+            null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width,
                          cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc,
                          scratch, f_ijk)
             min_log = np.float32(0.0)
@@ -52,51 +59,88 @@ def pass1_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start,
                     pos = K - 1
                     while pos > 0 and top[c, v, pos - 1] > s:
                         top[c, v, pos] = top[c, v, pos - 1]
+                        top_id[c, v, pos] = top_id[c, v, pos - 1]
                         pos -= 1
                     top[c, v, pos] = s
+                    top_id[c, v, pos] = perm
             out_max[i] = 1.0 - math.exp(min_log)
 
 
-@njit(parallel=True, cache=True)
-def pass2_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
-                k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
-                hull_to_mask, n_mask, fwd, top, count_limit, out_size):
-    """Max cluster size of each permutation's p map against the other permutations.
+def merge_top(values: list, ids: list, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """The K smallest of several (n_mask, K_i) sorted lists per voxel, with their ids.
 
-    A voxel is supra-threshold when max(#others >= it, 1) < ``count_limit``
-    (= voxel_thresh * (n_iters - 1)).
+    Lists are given in permutation order; the stable sort keeps equal values in that
+    order, so the result does not depend on how permutations were split up.
     """
-    K = top.shape[1]
-    max_foci = max_foci_per_experiment(exp_focus_start)
+    vals = np.concatenate(values, axis=1)
+    order = np.argsort(vals, axis=1, kind="stable")[:, :K]
+    return (np.take_along_axis(vals, order, axis=1),
+            np.take_along_axis(np.concatenate(ids, axis=1), order, axis=1))
+
+
+@njit(cache=True)
+def supra_lists(top, top_id, count_limit, n_perm):
+    """Each permutation's supra-threshold voxels as CSR (indptr over permutations, voxels).
+
+    Voxel v is supra in permutation j when null_j(v) < 0 (covered), is among v's kept values
+    strictly below the K-th smallest, and max(#{i != j: null_i(v) <= null_j(v)}, 1) <
+    ``count_limit`` (= voxel_thresh * (n_iters - 1)).
+    """
+    n_mask, K = top.shape
+    indptr = np.zeros(n_perm + 1, dtype=np.int64)
+    for sweep in range(2):
+        if sweep == 1:
+            for j in range(n_perm):
+                indptr[j + 1] += indptr[j]
+            fill = indptr[:-1].copy()
+            vox = np.empty(indptr[n_perm], dtype=np.int32)
+        for v in range(n_mask):
+            last = top[v, K - 1]
+            for k in range(K):
+                s = top[v, k]
+                if not (s < 0.0 and s < last):
+                    break
+                cnt = k + 1
+                while cnt < K and top[v, cnt] <= s:
+                    cnt += 1
+                if max(cnt - 1, 1) >= count_limit:
+                    break
+                j = top_id[v, k]
+                if sweep == 0:
+                    indptr[j + 1] += 1
+                else:
+                    vox[fill[j]] = v
+                    fill[j] += 1
+    return indptr, vox
+
+
+@njit(parallel=True, cache=True)
+def cluster_sizes(indptr, vox, fwd, n_mask, n_threads, out_size):
+    """Max cluster size (faces) of each permutation's supra-threshold voxel list."""
+    n_perm = indptr.shape[0] - 1
     per = (n_perm + n_threads - 1) // n_threads
     for c in prange(n_threads):
-        acc = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
-        scratch = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
-        f_ijk = np.empty((max_foci, 3), dtype=np.int32)
-        supra = np.empty(n_mask, dtype=np.int32)
         dummy = np.zeros(n_mask, dtype=np.float64)
         parent = np.full(n_mask, -1, dtype=np.int32)
         size = np.zeros(n_mask, dtype=np.int64)
         mass = np.zeros(n_mask, dtype=np.float64)
-        for i in range(c * per, min(n_perm, (c + 1) * per)):
-            null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, cube_start, k_width,
-                         cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc,
-                         scratch, f_ijk)
-            n_supra = 0
-            for hx in range(hull_to_mask.shape[0]):
-                s = acc[hx]
-                acc[hx] = 0.0
-                v = hull_to_mask[hx]
-                if v >= 0 and s < 0.0 and s < top[v, K - 1]:
-                    cnt = 0
-                    for k in range(K):
-                        if top[v, k] <= s:
-                            cnt += 1
-                        else:
-                            break
-                    others = max(cnt - 1, 1)
-                    if others < count_limit:
-                        supra[n_supra] = v
-                        n_supra += 1
-            ms, _ = cluster_max(supra, n_supra, dummy, 0.0, fwd, parent, size, mass)
-            out_size[i] = ms
+        for j in range(c * per, min(n_perm, (c + 1) * per)):
+            n = indptr[j + 1] - indptr[j]
+            supra = vox[indptr[j]:indptr[j + 1]]
+            ms, _ = cluster_max(supra, n, dummy, 0.0, fwd, parent, size, mass)
+            out_size[j] = ms
+
+
+def cluster_null_sizes(top: np.ndarray, top_id: np.ndarray, count_limit: float, n_perm: int,
+                       fwd: np.ndarray, n_threads: int) -> np.ndarray:
+    """Cluster-FWE null: the max cluster size of every permutation's thresholded p map."""
+    n_mask = top.shape[0]
+    out = np.zeros(n_perm, dtype=np.int64)
+    if n_perm == 0 or n_mask == 0:
+        return out
+    indptr, vox = supra_lists(np.ascontiguousarray(top, np.float32),
+                              np.ascontiguousarray(top_id, np.int32), float(count_limit),
+                              int(n_perm))
+    n_threads = max(1, min(int(n_threads), numba.get_num_threads()))
+    cluster_sizes(indptr, vox, fwd, n_mask, n_threads, out)
+    return out

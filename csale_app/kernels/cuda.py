@@ -27,18 +27,16 @@ labels clusters with the CPU's union-find (:func:`.cpu.cluster_max`), with the v
 expressions as the CPU pass; a permutation whose list overflowed the cap is finished from its
 full accumulator row.
 
-C-SALE's two passes (:mod:`.cpu_csale`) reuse stages 1-2 and add their own reductions:
+C-SALE's pass (:mod:`.cpu_csale`) reuses stages 1-2 and adds its own reduction: one thread
+per mask voxel walks the batch's permutations *in order*, counts exceedances
+(``acc <= obs_log``) and keeps the K smallest values and their permutation indices in
+device arrays ``top[K, n_mask]``/``top_id[K, n_mask]`` (voxel-fastest, so the loads are
+coalesced) by the same insertion as the CPU; the per-permutation minimum (max null ALE)
+comes from the FWE reduce kernel. The cluster-FWE null is then read off the kept lists on
+the host (:func:`.cpu_csale.cluster_null_sizes`), as for the CPU engine.
 
-* **pass 1** - one thread per mask voxel walks the batch's permutations *in order*, counts
-  exceedances (``acc <= obs_log``) and keeps the K smallest values in a device array
-  ``top[K, n_mask]`` (voxel-fastest, so the loads are coalesced) by the same insertion as
-  the CPU; the per-permutation minimum (max null ALE) comes from the FWE reduce kernel.
-* **pass 2** - one thread per (permutation, voxel) evaluates the CPU's supra-threshold test
-  against ``top`` and appends the voxel to its permutation's capped list; the host sorts the
-  lists and takes the largest cluster with :func:`.cpu.cluster_max` (overflowing lists are
-  finished from the full accumulator row, as in the FWE pass).
-
-Counts, top values, max ALE and cluster sizes equal the CPU's exactly, for any batch size.
+Counts, top values and ids, max ALE and cluster sizes equal the CPU's exactly, for any
+batch size.
 
 Everything runs under ``NUMBA_ENABLE_CUDASIM=1`` (slowly: keep problems tiny there).
 """
@@ -237,11 +235,12 @@ def _kernels(tpb: int):
 
 @functools.lru_cache(maxsize=None)
 def _csale_kernels(tpb: int):
-    """(pass1_update, pass2_flags) kernels of C-SALE for ``tpb`` threads per block."""
+    """The C-SALE pass kernel for ``tpb`` threads per block."""
 
     @cuda.jit
-    def pass1_kernel(acc, obs_log, top, counts):
-        """Per voxel (one thread each): exceedance count and K smallest null values.
+    def pass1_kernel(acc, obs_log, perm0, top, top_id, counts):
+        """Per voxel (one thread each): exceedance count and K smallest null values with
+        their permutations (row p of ``acc`` is permutation perm0 + p).
 
         ``acc`` (n_perm, n_mask) is walked in permutation order, so the insertion into
         ``top`` (K, n_mask, ascending along K) replays the CPU's exactly.
@@ -261,35 +260,14 @@ def _csale_kernels(tpb: int):
                     pos = K - 1
                     while pos > 0 and top[pos - 1, v] > s:
                         top[pos, v] = top[pos - 1, v]
+                        top_id[pos, v] = top_id[pos - 1, v]
                         pos -= 1
                     top[pos, v] = s
+                    top_id[pos, v] = perm0 + p
                     last = top[K - 1, v]
             counts[v] += c
 
-    @cuda.jit
-    def pass2_kernel(acc, top, count_limit, counts, sidx):
-        """Per (voxel, permutation): the CPU's supra-threshold test of pass 2; supra voxels
-        go, unordered, into column p of ``sidx`` (capped; ``counts[p]`` counts them all)."""
-        v = cuda.blockIdx.x * tpb + cuda.threadIdx.x
-        p = cuda.blockIdx.y
-        n_mask = acc.shape[1]
-        K = top.shape[0]
-        if v < n_mask:
-            s = acc[p, v]
-            if s < 0.0 and s < top[K - 1, v]:
-                cnt = 0
-                for k in range(K):
-                    if top[k, v] <= s:
-                        cnt += 1
-                    else:
-                        break
-                others = max(cnt - 1, 1)
-                if others < count_limit:
-                    pos = cuda.atomic.add(counts, p, 1)
-                    if pos < sidx.shape[0]:
-                        sidx[pos, p] = v
-
-    return pass1_kernel, pass2_kernel
+    return pass1_kernel
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,51 +326,6 @@ def _max_ale(min_log, out_max, o0):
     """Max null ALE from each permutation's accumulator minimum (the CPU's expression)."""
     for p in range(min_log.shape[0]):
         out_max[o0 + p] = 1.0 - math.exp(min_log[p])
-
-
-@njit(cache=True)
-def _finish_sizes(counts, sidx, fwd, parent, size, mass, out_size, o0):
-    """Max cluster size of each permutation from its supra-threshold list (column p of
-    ``sidx``, first ``counts[p]`` rows); overflowed lists are left for :func:`_pass2_row`."""
-    rows = sidx.shape[0]
-    n_mask = parent.shape[0]
-    dummy = np.zeros(n_mask, dtype=np.float64)
-    for p in range(counts.shape[0]):
-        n = counts[p]
-        if n > rows:
-            continue
-        idx = np.empty(n, dtype=np.int32)
-        for i in range(n):
-            idx[i] = sidx[i, p]
-        supra = np.sort(idx)
-        ms, _ = cpu.cluster_max(supra, n, dummy, 0.0, fwd, parent, size, mass)
-        out_size[o0 + p] = ms
-
-
-@njit(cache=True)
-def _pass2_row(row, top, count_limit, fwd, parent, size, mass):
-    """Pass 2 of one permutation from its full accumulator row (overflow fallback); ``top``
-    is (n_mask, K) as in :func:`.cpu_csale.pass2_chunk`."""
-    n_mask = row.shape[0]
-    K = top.shape[1]
-    supra = np.empty(n_mask, dtype=np.int32)
-    dummy = np.zeros(n_mask, dtype=np.float64)
-    n_supra = 0
-    for v in range(n_mask):
-        s = row[v]
-        if s < 0.0 and s < top[v, K - 1]:
-            cnt = 0
-            for k in range(K):
-                if top[v, k] <= s:
-                    cnt += 1
-                else:
-                    break
-            others = max(cnt - 1, 1)
-            if others < count_limit:
-                supra[n_supra] = v
-                n_supra += 1
-    ms, _ = cpu.cluster_max(supra, n_supra, dummy, 0.0, fwd, parent, size, mass)
-    return ms
 
 
 def _offsets_ijk(flat_offsets: np.ndarray, padded_shape) -> np.ndarray:
@@ -679,8 +612,8 @@ class CUDABackend:
     def csale_pass1_chunk(self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray,
                           K: int):
         """Exceedance counts, per-voxel K smallest null log values (ascending, padded with
-        0.0) and max null ALE of permutations [start, start + count), exactly as
-        ``CPUBackend.csale_pass1_chunk``."""
+        0.0) with their permutations (padded with -1) and max null ALE of permutations
+        [start, start + count), exactly as ``CPUBackend.csale_pass1_chunk``."""
         count = int(count)
         K = int(K)
         if K < 1:
@@ -689,14 +622,16 @@ class CUDABackend:
         out_max = np.zeros(count, dtype=np.float64)
         if count == 0 or n_mask == 0:
             return {"counts": np.zeros(n_mask, np.int64),
-                    "top": np.zeros((n_mask, K), np.float32), "max": out_max}
+                    "top": np.zeros((n_mask, K), np.float32),
+                    "top_id": np.full((n_mask, K), -1, np.int32), "max": out_max}
         self._device_plan(plan)
         _, _, reduce = _kernels(self.tpb)
-        pass1, _ = _csale_kernels(self.tpb)
+        pass1 = _csale_kernels(self.tpb)
         obs_d = cuda.to_device(np.ascontiguousarray(obs_log, dtype=np.float32).reshape(-1))
         if obs_d.shape[0] != n_mask:
             raise ValueError(f"obs_log has {obs_d.shape[0]} values, the mask {n_mask} voxels")
         top_d = cuda.to_device(np.zeros((K, n_mask), np.float32))  # before sizing batches
+        top_id_d = cuda.to_device(np.full((K, n_mask), -1, np.int32))
         counts_d = cuda.to_device(np.zeros(n_mask, np.int64))
         out_min_d = None
         no_thresh = np.float32(-np.inf)  # the reduce kernel then only takes the minimum
@@ -708,53 +643,11 @@ class CUDABackend:
                 n_supra_d = cuda.device_array(batch, np.int32)
                 sidx_d = cuda.device_array((1, batch), np.int32)
                 sval_d = cuda.device_array((1, batch), np.float32)
-            pass1[vox_blocks, self.tpb](a_b, obs_d, top_d, counts_d)
+            pass1[vox_blocks, self.tpb](a_b, obs_d, np.int32(start + b0), top_d, top_id_d,
+                                        counts_d)
             reduce[nb, self.tpb](a_b, no_thresh, out_min_d, n_supra_d, sidx_d, sval_d)
             _max_ale(out_min_d.copy_to_host()[:nb], out_max, b0)
         top = np.ascontiguousarray(top_d.copy_to_host().T)
-        return {"counts": counts_d.copy_to_host(), "top": top, "max": out_max}
-
-    def csale_pass2_chunk(self, plan: NullPlan, start: int, count: int, top: np.ndarray,
-                          count_limit: float):
-        """Max cluster size of each permutation's p map against the other permutations,
-        exactly as ``CPUBackend.csale_pass2_chunk`` (``top`` is (n_mask, K))."""
-        count = int(count)
-        out_size = np.zeros(count, dtype=np.int64)
-        g = plan.grid
-        n_mask = g.n_mask
-        if count == 0 or n_mask == 0:
-            return {"size": out_size}
-        top = np.ascontiguousarray(top, dtype=np.float32)
-        if top.ndim != 2 or top.shape[0] != n_mask or top.shape[1] < 1:
-            raise ValueError(f"top must be (n_mask={n_mask}, K >= 1), not {top.shape}")
-        count_limit = float(count_limit)
-        self._device_plan(plan)
-        _, pass2 = _csale_kernels(self.tpb)
-        top_d = cuda.to_device(np.ascontiguousarray(top.T))  # (K, n_mask): coalesced loads
-        cap = min(self.supra_cap, n_mask)
-        fwd = g.forward_neighbours
-        parent = np.full(n_mask, -1, dtype=np.int32)
-        size = np.zeros(n_mask, dtype=np.int64)
-        mass = np.zeros(n_mask, dtype=np.float64)
-        vox_blocks = (n_mask + self.tpb - 1) // self.tpb
-        counts_d = sidx_d = None
-        for b0, nb, a_b in self._acc_batches(plan, start, count):
-            if counts_d is None:
-                batch = self.last_batch_size
-                counts_d = cuda.device_array(batch, np.int32)
-                sidx_d = cuda.device_array((cap, batch), np.int32)  # column p: permutation p
-                zeros = np.zeros(batch, dtype=np.int32)
-            counts_d.copy_to_device(zeros)
-            pass2[(vox_blocks, nb), self.tpb](a_b, top_d, np.float64(count_limit), counts_d,
-                                              sidx_d)
-            counts = counts_d.copy_to_host()[:nb]
-            n_rows = int(min(counts.max(), cap))
-            if n_rows > 0:
-                sidx = sidx_d[:n_rows].copy_to_host()[:, :nb]
-            else:
-                sidx = np.zeros((0, nb), np.int32)
-            _finish_sizes(counts, sidx, fwd, parent, size, mass, out_size, b0)
-            for p in np.flatnonzero(counts > n_rows):
-                row = a_b[int(p)].copy_to_host()
-                out_size[b0 + p] = _pass2_row(row, top, count_limit, fwd, parent, size, mass)
-        return {"size": out_size}
+        top_id = np.ascontiguousarray(top_id_d.copy_to_host().T)
+        return {"counts": counts_d.copy_to_host(), "top": top, "top_id": top_id,
+                "max": out_max}

@@ -58,24 +58,17 @@ class CPUBackend:
 
     def csale_pass1_chunk(self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray,
                           K: int):
-        """Exceedance counts, per-voxel K smallest null log values, and max null ALE."""
+        """Exceedance counts, per-voxel K smallest null log values with the permutations
+        they came from (``top_id``, -1 where fewer than K), and max null ALE."""
         g = plan.grid
         top = np.zeros((self.n_threads, g.n_mask, K), dtype=np.float32)
+        top_id = np.full((self.n_threads, g.n_mask, K), -1, dtype=np.int32)
         counts = np.zeros((self.n_threads, g.n_mask), dtype=np.int64)
         out_max = np.zeros(count, dtype=np.float64)
         cpu.set_threads(self.n_threads)
         cpu_csale.pass1_chunk(start, count, self.n_threads, *plan_args(plan),
-                              np.asarray(obs_log, dtype=np.float32), top, counts, out_max)
-        merged = np.sort(np.concatenate(list(top), axis=1), axis=1)[:, :K]
-        return {"counts": counts.sum(axis=0), "top": merged, "max": out_max}
-
-    def csale_pass2_chunk(self, plan: NullPlan, start: int, count: int, top: np.ndarray,
-                          count_limit: float):
-        """Max cluster size of each permutation's p map against the other permutations."""
-        g = plan.grid
-        out = np.zeros(count, dtype=np.int64)
-        cpu.set_threads(self.n_threads)
-        cpu_csale.pass2_chunk(start, count, self.n_threads, *plan_args(plan),
-                              g.forward_neighbours, np.ascontiguousarray(top, np.float32),
-                              float(count_limit), out)
-        return {"size": out}
+                              np.asarray(obs_log, dtype=np.float32), top, top_id, counts,
+                              out_max)
+        merged, merged_id = cpu_csale.merge_top(list(top), list(top_id), K)
+        return {"counts": counts.sum(axis=0), "top": merged, "top_id": merged_id,
+                "max": out_max}

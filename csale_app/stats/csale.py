@@ -5,7 +5,8 @@ base-rate map of a reference database (sum of all its foci's kernels, restricted
 analysis mask, normalised to 1: "probabilistic") or from the reference foci themselves
 ("deterministic", NiMARE SCALE). Voxel p = #(null >= observed) / n, clipped to
 [1/n, 1 - 1/n]. Inference: cluster-extent (p < voxel_thresh, more than K voxels) and
-cluster-level FWE from a two-pass streaming null (see kernels/cpu_csale.py).
+cluster-level FWE from one streaming pass that keeps each voxel's K smallest null values and
+their permutations (see kernels/cpu_csale.py).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import pandas as pd
 from ..io.experiments import Experiments
 from ..kernels.ale_kernel import experiment_fwhm
 from ..kernels.cpu import kernel_sum
+from ..kernels.cpu_csale import cluster_null_sizes, merge_top
 from ..kernels.engine import build_null_plan
 from ..kernels.plan import Grid, build_kernel_table, pool_sampler, weighted_sampler
 from .ale import kernels_for, observed_ale
 from .inference import label_clusters
-from .montecarlo import run_chunked, run_chunked_reduce
+from .montecarlo import run_chunked_reduce
 from .pvalues import null_to_p, p_to_logp, p_to_z
 from .tables import cluster_table
 
@@ -67,7 +69,7 @@ class CSALEResult:
 def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray,
               report_mask: np.ndarray | None, *, n_iters: int, voxel_thresh: float,
               cluster_alpha: float, min_cluster_size: int, kernel_fwhm: float | None,
-              seed: int, null_kind: str, backend, chunk_size: int = 500, stores=(None, None),
+              seed: int, null_kind: str, backend, chunk_size: int = 500, store=None,
               progress=None) -> CSALEResult:
     voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
     table, kernel_ids = kernels_for(exps, grid, kernel_fwhm, voxel_volume)
@@ -85,21 +87,18 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
     def reduce(state, part):
         if state is None:
             return part
-        top = np.sort(np.concatenate([state["top"], part["top"]], axis=1), axis=1)[:, :K]
-        return {"counts": state["counts"] + part["counts"], "top": top,
+        top, top_id = merge_top([state["top"], part["top"]], [state["top_id"], part["top_id"]], K)
+        return {"counts": state["counts"] + part["counts"], "top": top, "top_id": top_id,
                 "max": np.concatenate([state["max"], part["max"]])}
 
     pass1 = run_chunked_reduce(
         n_iters, chunk_size,
         lambda start, count: backend.csale_pass1_chunk(plan, start, count, obs_log, K),
-        reduce, store=stores[0], progress=progress)
-    limit = voxel_thresh * (n_iters - 1)
-    pass2 = run_chunked(
-        n_iters, chunk_size,
-        lambda start, count: backend.csale_pass2_chunk(plan, start, count, pass1["top"], limit),
-        store=stores[1], progress=progress)
+        reduce, store=store, progress=progress)
+    null_sizes = cluster_null_sizes(pass1["top"], pass1["top_id"], voxel_thresh * (n_iters - 1),
+                                    n_iters, grid.forward_neighbours,
+                                    getattr(backend, "n_threads", 1)).astype(np.float64)
     p = np.clip(pass1["counts"] / n_iters, 1.0 / n_iters, 1.0 - 1.0 / n_iters)
-    null_sizes = pass2["size"].astype(np.float64)
 
     supra_values = np.where(p < voxel_thresh, 1.0, 0.0)
     clusters = label_clusters(supra_values, grid, 0.5)
