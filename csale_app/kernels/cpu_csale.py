@@ -66,16 +66,44 @@ def pass1_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start,
             out_max[i] = 1.0 - math.exp(min_log)
 
 
-def merge_top(values: list, ids: list, K: int) -> tuple[np.ndarray, np.ndarray]:
-    """The K smallest of several (n_mask, K_i) sorted lists per voxel, with their ids.
+@njit(cache=True)
+def _merge_two(a, a_id, b, b_id, K):
+    """Per voxel, the K smallest of two ascending lists; on ties ``a`` comes first."""
+    n_mask = a.shape[0]
+    out = np.empty((n_mask, K), dtype=np.float32)
+    out_id = np.empty((n_mask, K), dtype=np.int32)
+    na, nb = a.shape[1], b.shape[1]
+    for v in range(n_mask):
+        i = 0
+        j = 0
+        for k in range(K):
+            if j >= nb or (i < na and a[v, i] <= b[v, j]):
+                out[v, k] = a[v, i]
+                out_id[v, k] = a_id[v, i]
+                i += 1
+            else:
+                out[v, k] = b[v, j]
+                out_id[v, k] = b_id[v, j]
+                j += 1
+    return out, out_id
 
-    Lists are given in permutation order; the stable sort keeps equal values in that
-    order, so the result does not depend on how permutations were split up.
+
+def merge_top(values: list, ids: list, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """The K smallest of several (n_mask, K_i) ascending lists per voxel, with their ids.
+
+    Lists are given in permutation order and equal values keep that order, so the result
+    does not depend on how permutations were split into threads and chunks. Memory stays
+    at two (n_mask, K) arrays (no sort over the concatenation).
     """
-    vals = np.concatenate(values, axis=1)
-    order = np.argsort(vals, axis=1, kind="stable")[:, :K]
-    return (np.take_along_axis(vals, order, axis=1),
-            np.take_along_axis(np.concatenate(ids, axis=1), order, axis=1))
+    top = np.ascontiguousarray(values[0], dtype=np.float32)
+    top_id = np.ascontiguousarray(ids[0], dtype=np.int32)
+    if sum(v.shape[1] for v in values) < K:
+        raise ValueError(f"fewer than K={K} values per voxel in the lists to merge")
+    for vals, idx in zip(values[1:], ids[1:]):
+        k = min(K, top.shape[1] + vals.shape[1])
+        top, top_id = _merge_two(top, top_id, np.ascontiguousarray(vals, np.float32),
+                                 np.ascontiguousarray(idx, np.int32), k)
+    return top[:, :K], top_id[:, :K]
 
 
 @njit(cache=True)
