@@ -55,6 +55,17 @@ def load_case(case: str):
     return img, mask, exps, None
 
 
+def _time_until(run, n: int, min_seconds: float, fixed: int | None) -> dict:
+    """Time ``run(n)``, growing n until one call lasts ``min_seconds`` (unless n is fixed)."""
+    while True:
+        t0 = time.perf_counter()
+        run(n)
+        dt = time.perf_counter() - t0
+        if fixed or dt >= min_seconds:
+            return {"iters": n, "seconds": dt, "it_per_s": n / dt}
+        n = int(n * max(2.0, 1.2 * min_seconds / max(dt, 1e-3)))
+
+
 def time_ours(case: str, nprocs: int, min_seconds: float, iters: int | None) -> dict:
     """Time the permutation phase only (as NiMARE's FWECorrector / SCALE loop is timed):
     the observed map, approximate null and plan are built once, before the clock starts."""
@@ -88,15 +99,7 @@ def time_ours(case: str, nprocs: int, min_seconds: float, iters: int | None) -> 
                 backend.fwe_chunk(plan, start, min(500, n - start), thresh)
 
     run(4)  # JIT warm-up
-    n = iters or 50
-    while True:
-        t0 = time.perf_counter()
-        run(n)
-        dt = time.perf_counter() - t0
-        if iters or dt >= min_seconds:
-            break
-        n = int(n * max(2.0, 1.2 * min_seconds / max(dt, 1e-3)))
-    return {"iters": n, "seconds": dt, "it_per_s": n / dt,
+    return {**_time_until(run, iters or 50, min_seconds, iters),
             "experiments": exps.n_experiments, "foci": exps.n_foci}
 
 
@@ -137,15 +140,7 @@ def time_nimare(case: str, nprocs: int, min_seconds: float, iters: int | None) -
                          n_cores=nprocs).transform(result)
 
     run(5)
-    n = iters or 20
-    while True:
-        t0 = time.perf_counter()
-        run(n)
-        dt = time.perf_counter() - t0
-        if iters or dt >= min_seconds:
-            break
-        n = int(n * max(2.0, 1.2 * min_seconds / max(dt, 1e-3)))
-    return {"iters": n, "seconds": dt, "it_per_s": n / dt}
+    return _time_until(run, iters or 20, min_seconds, iters)
 
 
 def child(args) -> None:
