@@ -24,6 +24,8 @@ from csale_app.io.readers import (
     study_label,
 )
 
+from .formats import nimare_json
+
 nimare = pytest.importorskip("nimare")
 RESOURCES = Path(os.path.dirname(nimare.__file__)) / "resources"
 PARQUET = RESOURCES / "nback_vs_flanker_studyset_2026-07"
@@ -366,17 +368,6 @@ def _as_tsv(exps) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _as_nimare(exps) -> str:
-    data: dict = {}
-    for study, contrast, n, space, foci in exps:
-        xs, ys, zs = (list(v) for v in zip(*foci))
-        data.setdefault(study, {"contrasts": {}})["contrasts"][contrast] = {
-            "coords": {"space": space, "x": xs, "y": ys, "z": zs},
-            "metadata": {"sample_sizes": [n]},
-        }
-    return json.dumps(data, indent=4)
-
-
 def _as_nimads(exps) -> str:
     studies: dict = {}
     for study, contrast, n, space, foci in exps:
@@ -393,7 +384,7 @@ def test_round_trip_all_formats(tmp_path):
         "sleuth": read_studyset(write(tmp_path / "a.txt", _as_sleuth(EXPERIMENTS))),
         "tsv": read_studyset(write(tmp_path / "a.tsv", _as_tsv(EXPERIMENTS))),
         "csv": read_studyset(write(tmp_path / "b.csv", _as_tsv(EXPERIMENTS).replace("\t", ","))),
-        "nimare": read_studyset(write(tmp_path / "c.json", _as_nimare(EXPERIMENTS))),
+        "nimare": read_studyset(write(tmp_path / "c.json", nimare_json(EXPERIMENTS))),
         "nimads": read_studyset(write(tmp_path / "d.json", _as_nimads(EXPERIMENTS))),
     }
     cols = COLUMNS[:7]

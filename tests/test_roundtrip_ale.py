@@ -15,6 +15,8 @@ from csale_app.io.readers import read_studyset
 from csale_app.kernels.plan import build_grid
 from csale_app.stats.ale import kernels_for, observed_ale
 
+from .formats import nimare_json
+
 N_STUDIES = 9
 TWO_CONTRASTS = {0, 3, 6}  # 9 studies, 3 of them with two contrasts: 12 experiments
 
@@ -59,17 +61,6 @@ def _table(exps, sep: str, rng) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _nimare(exps) -> str:
-    data: dict = {}
-    for study, contrast, n, space, foci in exps:
-        xs, ys, zs = (list(v) for v in zip(*foci))
-        data.setdefault(study, {"contrasts": {}})["contrasts"][contrast] = {
-            "coords": {"space": space, "x": xs, "y": ys, "z": zs},
-            "metadata": {"sample_sizes": [n]},
-        }
-    return json.dumps(data, indent=2)
-
-
 def _nimads(exps) -> str:
     studies: dict = {}
     for study, contrast, n, space, foci in exps:
@@ -102,7 +93,7 @@ def studyset_files(tmp_path_factory, template):
         "sleuth": ("foci.txt", _sleuth(exps)),
         "tsv": ("foci.tsv", _table(exps, "\t", rng)),
         "csv": ("foci.csv", _table(exps, ",", rng)),
-        "nimare-json": ("foci_nimare.json", _nimare(exps)),
+        "nimare-json": ("foci_nimare.json", nimare_json(exps)),
         "nimads-json": ("foci_nimads.json", _nimads(exps)),
     }
     files = {}
