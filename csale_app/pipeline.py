@@ -1,4 +1,15 @@
-"""Orchestration: find studysets, read them, run the analyses, write outputs. No maths here."""
+"""Orchestration: find studysets, read them, run the analyses, write outputs. No maths here.
+
+Rules that decide what a result means (stated in README "Methods" and the report):
+
+- Database: the reference database is ``--database`` if given, else ``INPUT_DIR/database/``,
+  else every studyset in INPUT_DIR, whatever ``--studyset-label`` selects, so it is the same
+  for every studyset of a run and a job array gives the same maps as one full run.
+- ROI: with an ROI, nulls run in the ROI dilated by ``--roi-dilation-mm`` within the brain
+  mask; thresholded maps, cluster/peak/contribution tables are restricted to the ROI.
+- Reuse: finished results are reused only when a digest of the bytes of every input file
+  (studyset, database, ROI), the package version and every result-changing setting matches.
+"""
 
 from __future__ import annotations
 
@@ -11,76 +22,44 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, interrupt
-from .errors import EmptySelectionError, MissingInputError, OutputError
-from .io.experiments import Experiments, build_experiments, restrict_to_mask, select_by_seed
+from .context import Database, RunContext, StageResult, StudysetJob
+from .errors import EmptySelectionError, MissingInputError, OutputError, UsageError
+from .io.experiments import Experiments, build_experiments, restrict_to_mask
 from .io.readers import find_studysets, read_studyset, study_label
 from .io.roi import ROI, dilate, load_roi
-from .io.templates import SPACE, load_brain_mask
-from .io.workdir import ChunkDir
+from .io.templates import load_brain_mask
 from .kernels.device import select_backend
-from .kernels.plan import Grid, build_grid
+from .kernels.plan import build_grid
 from .outputs import bids
 from .settings import Settings
+from . import stages
+from .validate import memory_problem
 
 LOG = logging.getLogger("csale_app")
+#: Fewer experiments than this give unreliable ALE (Eickhoff et al. 2016): warn.
+RELIABLE_EXPERIMENTS = 20
+#: GPU batches are large; checkpoints every 4,096 permutations are frequent enough.
+GPU_CHUNK = 4096
 
 
 def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, or of every file (relative name and bytes) in a folder."""
+    path = Path(path)
     h = hashlib.sha256()
-    paths = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
-    for p in paths:
-        h.update(p.name.encode())
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        h.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
         h.update(p.read_bytes())
     return h.hexdigest()
 
 
-class Progress:
-    """Permutation progress on stderr (tqdm), silenced by --quiet; rate and ETA in the log."""
-
-    def __init__(self, total: int, desc: str, quiet: bool):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=desc, unit="it", disable=quiet, leave=False,
-                        dynamic_ncols=True)
-        self.t0 = time.perf_counter()
-        self.done = 0
-        self.total = total
-        self.desc = desc
-
-    def __call__(self, n: int) -> None:
-        interrupt.checkpoint()  # a SIGTERM stops between chunks, never inside compiled code
-        self.done += n
-        self.bar.update(n)
-        rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
-        LOG.debug("%s: %d/%d permutations, %.1f it/s, ETA %.0f s", self.desc, self.done,
-                  self.total, rate, (self.total - self.done) / max(rate, 1e-9))
-
-    def close(self) -> float:
-        self.bar.close()
-        elapsed = time.perf_counter() - self.t0
-        LOG.info("%s: %d permutations in %.1f s (%.1f it/s)", self.desc, self.done, elapsed,
-                 self.done / max(elapsed, 1e-9))
-        return elapsed
-
-
-def common_sidecar(settings: Settings, exps: Experiments, backend, source: Path,
-                   method: str, extra: dict | None = None) -> dict:
-    side = {
-        "Method": method,
-        "Software": bids.software_versions(),
-        "Space": SPACE,
-        "Parameters": settings.result_params(),
-        "RandomSeed": settings.random_seed,
-        "Device": backend.describe(),
-        "NumberOfExperiments": exps.n_experiments,
-        "NumberOfFoci": exps.n_foci,
-        "NumberOfSubjects": (int(np.nansum(exps.sample_size))
-                             if not np.all(np.isnan(exps.sample_size)) else None),
-        "Sources": [str(source)],
-    }
-    if extra:
-        side.update(extra)
-    return side
+def array_digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 class Pipeline:
@@ -90,12 +69,16 @@ class Pipeline:
         self.output_dir = Path(output_dir)
         self.warnings: list[str] = []
         self.summaries: list[dict] = []
+        self.reused: list[str] = []
+        self.database: Database | None = None
+        self.roi: ROI | None = None
         self.command_line = ""
         self.on_output_ready = lambda: None
         self.t_start = time.perf_counter()
 
     def warn(self, message: str) -> None:
-        self.warnings.append(message)
+        if message not in self.warnings:
+            self.warnings.append(message)
         LOG.warning(message)
 
     # ---- inputs -------------------------------------------------------------------------
@@ -107,22 +90,29 @@ class Pipeline:
         if out == inp or inp in out.parents:
             raise OutputError(f"{self.output_dir}: the output folder must not be the input folder "
                               "or inside it (inputs are never written)")
+        if self.s.work_dir:
+            work = Path(self.s.work_dir).resolve()
+            if work == inp or inp in work.parents:
+                raise UsageError(f"{self.s.work_dir}: the work folder (-w/--work-dir) must not "
+                                 "be the input folder or inside it (inputs are never written)")
 
-    def select_studysets(self) -> list[tuple[str, Path]]:
+    def all_studysets(self) -> list[tuple[str, Path]]:
         files = find_studysets(self.input_dir)
-        labelled = [(study_label(f), f) for f in files]
-        if self.s.studyset_labels:
-            wanted = set(self.s.studyset_labels)
-            unknown = wanted - {lab for lab, _ in labelled}
-            if unknown:
-                raise EmptySelectionError(
-                    f"{self.input_dir}: no studyset labelled {', '.join(sorted(unknown))} "
-                    f"(found: {', '.join(lab for lab, _ in labelled) or 'none'})")
-            labelled = [(lab, f) for lab, f in labelled if lab in wanted]
-        if not labelled:
+        if not files:
             raise EmptySelectionError(f"{self.input_dir}: no coordinate tables found "
                                       "(.txt, .tsv, .csv, .json)")
-        return labelled
+        return [(study_label(f), f) for f in files]
+
+    def select_studysets(self, labelled: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+        if not self.s.studyset_labels:
+            return labelled
+        wanted = set(self.s.studyset_labels)
+        unknown = wanted - {lab for lab, _ in labelled}
+        if unknown:
+            raise EmptySelectionError(
+                f"{self.input_dir}: no studyset labelled {', '.join(sorted(unknown))} "
+                f"(found: {', '.join(lab for lab, _ in labelled) or 'none'})")
+        return [(lab, f) for lab, f in labelled if lab in wanted]
 
     def load_experiments(self, path: Path, affine, shape) -> Experiments:
         foci = read_studyset(path)
@@ -134,8 +124,8 @@ class Pipeline:
             self.warn(f"{path.name}: {w}")
         return exps
 
-    def load_database(self, studysets, affine, shape) -> tuple[Experiments, list[str]]:
-        """Reference database: --database, else INPUT_DIR/database/, else the union."""
+    def load_database(self, every_studyset: list[tuple[str, Path]], affine, shape) -> Database:
+        """The reference database (see the module docstring): never the run's selection."""
         import pandas as pd
 
         if self.s.database:
@@ -143,10 +133,17 @@ class Pipeline:
             if not src.exists():
                 raise MissingInputError(f"{src}: --database does not exist")
             files = find_studysets(src) if src.is_dir() else [src]
+            source = f"--database {src}"
         elif (self.input_dir / "database").is_dir():
-            files = find_studysets(self.input_dir / "database")
+            src = self.input_dir / "database"
+            files = find_studysets(src)
+            source = "INPUT_DIR/database/"
         else:
-            files = [f for _, f in studysets]
+            src, files = self.input_dir, [f for _, f in every_studyset]
+            source = "every studyset in INPUT_DIR"
+        if not files:
+            raise MissingInputError(f"{src}: the reference database folder holds no "
+                                    "coordinate tables (.txt, .tsv, .csv, .json)")
         frames, seen = [], set()
         for f in files:
             frame = read_studyset(f)
@@ -163,132 +160,183 @@ class Pipeline:
         foci = pd.concat(frames, ignore_index=True)
         db = build_experiments(foci, affine, shape, merge_contrasts=self.s.merge_contrasts,
                                kernel_fwhm=self.s.kernel_fwhm)
-        LOG.info("reference database: %d experiments, %d foci from %d file(s)",
-                 db.n_experiments, db.n_foci, len(files))
-        return db, [str(f) for f in files]
+        LOG.info("reference database (%s): %d experiments, %d foci from %d file(s)",
+                 source, db.n_experiments, db.n_foci, len(files))
+        digest = hashlib.sha256("".join(file_digest(f) for f in files).encode()).hexdigest()
+        return Database(db, tuple(str(f) for f in files), source, digest)
+
+    def roi_summary(self, analysis_mask: np.ndarray) -> dict | None:
+        roi = self.roi
+        if roi is None:
+            return None
+        return {"label": roi.label, "description": roi.description, "source": roi.source,
+                "n_voxels": roi.n_voxels, "n_dropped_outside_brain": roi.n_outside_brain,
+                "dilation_mm": self.s.roi_dilation_mm,
+                "n_analysis_voxels": int(analysis_mask.sum())}
 
     # ---- run ----------------------------------------------------------------------------
-    def run(self) -> list[dict]:
-        self.check_paths()
-        studysets = self.select_studysets()
-        mask_img = load_brain_mask(self.s.brain_mask)
+    def build_context(self, every: list[tuple[str, Path]]) -> tuple[RunContext, list, dict]:
+        """Masks, ROI, studysets, database and device: everything before OUTPUT_DIR exists."""
+        s = self.s
+        studysets = self.select_studysets(every)
+        mask_img = load_brain_mask(s.brain_mask)
         affine = mask_img.affine
         brain = np.asanyarray(mask_img.dataobj) > 0
-        roi = load_roi(self.s.roi, self.s.roi_coords, self.s.roi_radius, mask_img, brain,
-                       self.input_dir)
+        self.roi = roi = load_roi(s.roi, s.roi_coords, s.roi_radius, mask_img, brain,
+                                  self.input_dir)
         if roi is not None:
             for w in roi.warnings:
                 self.warn(w)
-            analysis_mask = dilate(roi.mask, self.s.roi_dilation_mm, 2.0, brain)
+            analysis_mask = dilate(roi.mask, s.roi_dilation_mm, 2.0, brain)
         else:
             analysis_mask = brain
+        problem = memory_problem(s, int(analysis_mask.sum()) if "macm" not in s.analyses
+                                 else int(brain.sum()))
+        if problem:
+            raise UsageError(problem)
         loaded = []
         for label, path in studysets:
             exps = self.load_experiments(path, affine, brain.shape)
             if roi is not None:
                 exps = restrict_to_mask(exps, analysis_mask)
-            if exps.n_experiments < self.s.min_experiments:
+            if exps.n_experiments < s.min_experiments:
                 self.warn(f"studyset '{label}' skipped: {exps.n_experiments} experiments "
                           f"{'with foci in the analysis mask ' if roi is not None else ''}"
-                          f"< --min-experiments {self.s.min_experiments}")
+                          f"< --min-experiments {s.min_experiments}")
                 continue
-            if exps.n_experiments < 20:
+            if exps.n_experiments < RELIABLE_EXPERIMENTS:
                 self.warn(f"studyset '{label}': only {exps.n_experiments} experiments; ALE "
                           "needs about 20 or more to be reliable (Eickhoff et al. 2016)")
             loaded.append((label, path, exps))
         if not loaded:
             raise EmptySelectionError(f"{self.input_dir}: no studyset has at least "
-                                      f"--min-experiments {self.s.min_experiments} experiments")
-        db, db_files = (None, [])
-        if {"csale", "macm"} & set(self.s.analyses):
-            db, db_files = self.load_database(studysets, affine, brain.shape)
+                                      f"--min-experiments {s.min_experiments} experiments")
+        if {"csale", "macm"} & set(s.analyses):
+            self.database = self.load_database(every, affine, brain.shape)
+            self.check_self_reference(loaded)
+        backend = select_backend(s.device, s.gpu_id, s.nprocs, s.batch_size)
+        if backend.name == "cuda":
+            if s.mem_gb:
+                backend.mem_limit_bytes = s.mem_gb * 2**30
+            self.s = s = replace(s, chunk_size=max(s.chunk_size, GPU_CHUNK))
+        roi_part = ("none" if roi is None else
+                    array_digest(roi.mask) + "".join(file_digest(Path(f)) for f in roi.files))
+        ctx = RunContext(
+            settings=s, affine=affine, grid=build_grid(analysis_mask),
+            brain_grid=build_grid(brain) if roi is not None else None, roi=roi,
+            database=self.database, backend=backend,
+            work_root=Path(s.work_dir) if s.work_dir else self.output_dir / ".csale_work",
+            inputs_digest=array_digest(brain) + roi_part, warn=self.warn)
+        if ctx.brain_grid is None:
+            ctx = replace(ctx, brain_grid=ctx.grid)
+        return ctx, loaded, {"roi": self.roi_summary(analysis_mask)}
+
+    def check_self_reference(self, loaded) -> None:
+        """Warn when C-SALE would test a studyset against a base rate made of itself."""
+        if "csale" not in self.s.analyses or self.database is None:
+            return
+        db_files = {file_digest(Path(f)) for f in self.database.files}
+        for label, path, _ in loaded:
+            if db_files == {file_digest(path)}:
+                self.warn(f"studyset '{label}': the reference database is this studyset "
+                          "alone, so C-SALE tests it against its own base rate and can "
+                          "hardly find anything specific; give a reference database with "
+                          "--database PATH or INPUT_DIR/database/")
+
+    def run(self) -> list[dict]:
+        self.check_paths()
+        every = self.all_studysets()
+        ctx, loaded, extra = self.build_context(every)
         bids.prepare_output_dir(self.output_dir)
         self.on_output_ready()
         bids.write_dataset_description(self.output_dir)
-        backend = select_backend(self.s.device, self.s.gpu_id, self.s.nprocs, self.s.batch_size)
-        LOG.info("compute device: %s", backend.describe())
-        if getattr(backend, "fallback_reason", None):
-            LOG.info("no GPU used: %s", backend.fallback_reason)
-        if backend.name == "cuda":
-            if self.s.mem_gb:
-                backend.mem_limit_bytes = self.s.mem_gb * 2**30
-            # GPU batches are large; checkpoints every 4,096 permutations are frequent enough
-            self.s = replace(self.s, chunk_size=max(self.s.chunk_size, 4096))
-        self.backend = backend
-        ctx = {"affine": affine, "brain": brain, "roi": roi, "grid": build_grid(analysis_mask),
-               "brain_grid": build_grid(brain) if roi is not None else None, "db": db,
-               "db_files": db_files, "backend": backend,
-               "work_root": Path(self.s.work_dir) if self.s.work_dir
-               else self.output_dir / ".csale_work"}
-        if ctx["brain_grid"] is None:
-            ctx["brain_grid"] = ctx["grid"]
+        LOG.info("compute device: %s", ctx.backend.describe())
+        if getattr(ctx.backend, "fallback_reason", None):
+            LOG.info("no GPU used: %s", ctx.backend.fallback_reason)
         for label, path, exps in loaded:
             interrupt.checkpoint()
-            self.run_studyset(label, path, exps, ctx)
-        self.write_report(backend)
+            self.run_studyset(ctx, label, path, exps, extra)
+        self.write_report(ctx)
         try:
-            ctx["work_root"].rmdir()  # only if empty: checkpoints are removed per analysis
+            ctx.work_root.rmdir()  # only if empty: checkpoints are removed per analysis
         except OSError:
             pass
         return self.summaries
 
-    def write_report(self, backend) -> None:
+    def write_report(self, ctx: RunContext) -> None:
         from .report.build import build_report
 
         context = {
             "version": __version__,
             "command_line": self.command_line,
             "settings": asdict(self.s),
-            "device": backend.describe(),
+            "device": ctx.backend.describe(),
             "runtime_s": round(time.perf_counter() - self.t_start, 1),
             "warnings": self.warnings,
             "studysets": self.summaries,
             "input_dir": str(self.input_dir),
             "output_dir": str(self.output_dir),
+            "database": self.database.describe() if self.database else None,
+            "roi": self.roi_summary(ctx.grid.to_volume(np.ones(ctx.grid.n_mask, bool)))
+            if self.roi is not None else None,
+            "reused": self.reused,
         }
         path = build_report(self.output_dir, context)
         LOG.info("report: %s", path)
 
-    def run_studyset(self, label: str, path: Path, exps: Experiments, ctx: dict) -> None:
-        digest = self.s.digest(file_digest(path), *ctx["db_files"], __version__,
-                               *[file_digest(Path(f)) for f in ctx["db_files"]])
+    def studyset_digest(self, ctx: RunContext, path: Path) -> str:
+        db = ctx.database.digest if ctx.database is not None else "no database"
+        return self.s.digest(__version__, file_digest(path), db, ctx.inputs_digest)
+
+    def run_studyset(self, ctx: RunContext, label: str, path: Path, exps: Experiments,
+                     extra: dict) -> None:
+        digest = self.studyset_digest(ctx, path)
         final = self.output_dir / f"studyset-{label}"
         if final.exists():
             prov = bids.read_provenance(final)
             if prov and prov.get("digest") == digest:
                 LOG.info("studyset '%s': finished results with the same inputs and settings "
                          "found; reusing them", label)
+                self.reused.append(label)
                 self.summaries.append(prov.get("summary", {"label": label}))
                 return
             if not self.s.overwrite:
                 raise OutputError(f"{final}: holds results of other inputs or settings; use "
                                   "--overwrite to replace them or choose another OUTPUT_DIR")
         out = bids.StudysetOutput(self.output_dir, label)
+        job = StudysetJob(label, path, exps, out, digest)
         try:
             t0 = time.perf_counter()
             summary = {"label": label, "source": str(path), "n_experiments": exps.n_experiments,
-                       "n_foci": exps.n_foci, "analyses": {}, "skipped": {}}
+                       "n_foci": exps.n_foci, "analyses": {}, "skipped": {},
+                       "database": ({**ctx.database.describe(), "same_as_studyset":
+                                     {file_digest(Path(f)) for f in ctx.database.files}
+                                     == {file_digest(path)}}
+                                    if ctx.database is not None else None),
+                       **extra}
             bids.write_table(out.table_path("desc-input_foci"), exps.foci, {
                 "Description": "Parsed foci with original IDs; x/y/z as given, x_mni/y_mni/"
                                "z_mni after Talairach to MNI conversion (tal2icbm) where needed",
                 "Source": str(path)})
             bids.write_table(out.table_path("desc-experiments_table"), exps.table)
-            roi: ROI | None = ctx["roi"]
+            roi = ctx.roi
             if roi is not None:
                 bids.write_mask(out.folder() / f"{out.prefix()}_roi-{roi.label}_mask.nii.gz",
-                                roi.mask, ctx["affine"], {"Description": roi.description,
-                                                          "Source": roi.source})
-            from .stages import run_ale_stage, run_csale_stage, run_macm_stage
-
+                                roi.mask, ctx.affine, {
+                                    "Description": roi.description, "Source": roi.source,
+                                    "Voxels": roi.n_voxels,
+                                    "VoxelsDroppedOutsideBrainMask": roi.n_outside_brain})
+            results: dict[str, StageResult] = {}
             if "ale" in self.s.analyses:
-                summary["analyses"]["ale"] = run_ale_stage(self, label, path, exps, ctx, out, digest)
-            csale_res = None
+                results["ale"] = stages.run_ale_stage(ctx, job)
             if "csale" in self.s.analyses:
-                summary["analyses"]["csale"], csale_res = run_csale_stage(
-                    self, label, path, exps, ctx, out, digest)
+                results["csale"] = stages.run_csale_stage(ctx, job)
             if "macm" in self.s.analyses:
-                summary["analyses"]["macm"] = run_macm_stage(self, label, exps, ctx, out, digest,
-                                                             csale_res, summary["skipped"])
+                csale = results["csale"].csale if "csale" in results else None
+                results["macm"] = stages.run_macm_stage(ctx, job, csale)
+            for name, res in results.items():
+                summary["analyses"][name] = res.summary
+                summary["skipped"].update(res.skipped)
             summary["runtime_s"] = round(time.perf_counter() - t0, 2)
             out.commit({"digest": digest, "settings": self.s.result_params(),
                         "summary": summary, "version": __version__})

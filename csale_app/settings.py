@@ -1,61 +1,233 @@
-"""Run settings: one immutable record built from the command line, passed everywhere."""
+"""Run settings: every option defined once, as a field of one immutable record.
+
+Each field's metadata says how the option reaches the user (flags, help, group, how a
+command-line token is parsed) and what it does to results (``role``):
+
+- ``result``: changes what is computed; goes into the reuse digest and every sidecar.
+- ``input``: a path whose *file bytes* feed results (the digest hashes the content, not the
+  path, so a replaced ROI file is never mistaken for the old one).
+- ``runtime``: where or how fast the run goes (threads, device, verbosity); never changes a
+  number in the outputs.
+
+The parser (:mod:`csale_app.cli.parser`), the digest and the Boutiques test are all derived
+from :func:`options`; a test fails when a field has no role.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 DEFAULT_SEED = 20260101
+MAX_SEED = 2**64 - 1  # the counter-based RNG keys on an unsigned 64-bit integer
+ANALYSES = ("ale", "csale", "macm")
+ROLES = ("result", "input", "runtime")
+
+
+class OptionValueError(ValueError):
+    """A command-line token that is not a valid value (the parser turns it into exit 64)."""
+
+
+# ---- value parsers (one per kind of option value) ------------------------------------------
+def _int(text: str, lo: int, hi: int | None, what: str) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise OptionValueError(f"expected {what}, got {text!r}") from None
+    if value < lo or (hi is not None and value > hi):
+        raise OptionValueError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _int(text, 1, None, "a positive integer")
+
+
+def nonneg_int(text: str) -> int:
+    return _int(text, 0, None, "a non-negative integer")
+
+
+def seed_value(text: str) -> int:
+    return _int(text, 0, MAX_SEED, f"an integer from 0 to 2**64 - 1 ({MAX_SEED})")
+
+
+def _float(text: str, ok, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise OptionValueError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value) or not ok(value):
+        raise OptionValueError(f"expected {what}, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    return _float(text, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+def positive_float(text: str) -> float:
+    return _float(text, lambda v: v > 0, "a positive number")
+
+
+def nonneg_float(text: str) -> float:
+    return _float(text, lambda v: v >= 0, "a number >= 0")
+
+
+def coords(text: str) -> tuple[float, float, float]:
+    try:
+        xyz = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise OptionValueError(f"expected X,Y,Z in mm, got {text!r}") from None
+    if len(xyz) != 3 or not all(math.isfinite(v) for v in xyz):
+        raise OptionValueError(f"expected X,Y,Z in mm, got {text!r}")
+    return xyz  # type: ignore[return-value]
+
+
+def batch_size(text: str) -> str:
+    return text if text == "auto" else str(positive_int(text))
+
+
+def option(default, *, role: str, help: str, group: str, flags: tuple[str, ...] = (),
+           parse=None, choices=None, nargs=None, metavar=None, action=None, cli: bool = True):
+    """A settings field with everything the parser and the digest need to know about it."""
+    assert role in ROLES, role
+    meta = dict(role=role, help=help, group=group, flags=flags, parse=parse, choices=choices,
+                nargs=nargs, metavar=metavar, action=action, cli=cli)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for defaults (settings are immutable)")
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class Settings:
-    analyses: tuple[str, ...] = ("ale", "csale", "macm")
-    studyset_labels: tuple[str, ...] = ()
-    roi: str | None = None
-    roi_coords: tuple[tuple[float, float, float], ...] = ()
-    roi_radius: float = 10.0
-    roi_dilation_mm: float = 6.0
-    database: str | None = None
-    n_iters: int = 10000
-    voxel_thresh: float = 0.001
-    cluster_alpha: float = 0.05
-    min_cluster_size: int = 50
-    merge_contrasts: bool = True
-    min_experiments: int = 15
-    kernel_fwhm: float | None = None
-    brain_mask: str = "brain"
-    device: str = "auto"
-    gpu_id: int | None = None
-    nprocs: int = 1
-    mem_gb: float | None = None
-    batch_size: str = "auto"
-    random_seed: int = DEFAULT_SEED
-    work_dir: str | None = None
-    overwrite: bool = False
-    verbose: int = 0
-    quiet: bool = False
-    csale_null: str = "probabilistic"
-    subsamples: int = 0
-    subsample_fraction: float = 0.8
-    macm_seed: str | None = None
-    macm_coverage: float | None = None
-    chunk_size: int = 250  # permutations per checkpoint (and between stop checks)
-    extra: dict = field(default_factory=dict, compare=False)
-
-    # Settings that change results (not nprocs, device, batch size, verbosity, paths).
-    RESULT_KEYS = (
-        "analyses", "roi", "roi_coords", "roi_radius", "roi_dilation_mm", "database",
-        "n_iters", "voxel_thresh", "cluster_alpha", "min_cluster_size", "merge_contrasts",
-        "min_experiments", "kernel_fwhm", "brain_mask", "random_seed", "csale_null",
-        "subsamples", "subsample_fraction", "macm_seed", "macm_coverage",
-    )
+    # selection
+    analyses: tuple[str, ...] = option(
+        ANALYSES, role="result", group="selection", nargs="+", choices=ANALYSES,
+        help="analyses to run [all three]")
+    studyset_labels: tuple[str, ...] = option(
+        (), role="runtime", group="selection", flags=("--studyset-label",), nargs="+",
+        metavar="L", help="run only these studysets (labels = BIDS-safe file stems); the "
+        "reference database stays every studyset in INPUT_DIR")
+    database: str | None = option(
+        None, role="input", group="selection", metavar="PATH",
+        help="file or folder of tables used as the reference database "
+             "[INPUT_DIR/database/, else every table in INPUT_DIR]")
+    merge_contrasts: bool = option(
+        True, role="result", group="selection", action="boolean",
+        help="merge contrasts of one study into one experiment [merge]")
+    min_experiments: int = option(
+        15, role="result", group="selection", parse=positive_int, metavar="N",
+        help="skip studysets/MACM seeds with fewer experiments [15]")
+    # region of interest
+    roi: str | None = option(
+        None, role="input", group="region of interest", metavar="PATH|cerebellum",
+        help="NIfTI mask or a built-in name (cerebellum) [INPUT_DIR/roi.nii.gz if present]")
+    roi_coords: tuple[tuple[float, float, float], ...] = option(
+        (), role="result", group="region of interest", parse=coords, nargs="+",
+        metavar="X,Y,Z", help="ROI as spheres around MNI coordinates")
+    roi_radius: float = option(
+        10.0, role="result", group="region of interest", parse=positive_float, metavar="MM",
+        help="sphere radius for --roi-coords [10]")
+    roi_dilation_mm: float = option(
+        6.0, role="result", group="region of interest", parse=nonneg_float, metavar="MM",
+        help="dilation of the ROI for the analysis mask [6]")
+    brain_mask: str = option(
+        "brain", role="result", group="region of interest", choices=("brain", "gm"),
+        help="whole-brain mask [brain]")
+    # statistics
+    n_iters: int = option(
+        10000, role="result", group="statistics", parse=positive_int, metavar="N",
+        help="permutations of the null [10000]; must allow p below --voxel-thresh and "
+             "--cluster-alpha")
+    voxel_thresh: float = option(
+        0.001, role="result", group="statistics", parse=probability, metavar="P",
+        help="cluster-forming p [0.001]")
+    cluster_alpha: float = option(
+        0.05, role="result", group="statistics", parse=probability, metavar="A",
+        help="cluster-level FWE alpha for thresholded maps [0.05]")
+    min_cluster_size: int = option(
+        50, role="result", group="statistics", parse=nonneg_int, metavar="K",
+        help="extent threshold in voxels (C-SALE cluster-extent maps) [50]")
+    kernel_fwhm: float | None = option(
+        None, role="result", group="statistics", parse=positive_float, metavar="MM",
+        help="fixed kernel FWHM instead of sample-size kernels")
+    random_seed: int = option(
+        DEFAULT_SEED, role="result", group="statistics", parse=seed_value, metavar="S",
+        help=f"seed of the permutation nulls, 0 to 2**64 - 1 [{DEFAULT_SEED}]")
+    # C-SALE
+    csale_null: str = option(
+        "probabilistic", role="result", group="C-SALE",
+        choices=("probabilistic", "deterministic"),
+        help="null foci from the base-rate map or the reference foci [probabilistic]")
+    subsamples: int = option(
+        0, role="result", group="C-SALE", parse=nonneg_int, metavar="N",
+        help="repeat C-SALE on N random subsamples [0]")
+    subsample_fraction: float = option(
+        0.8, role="result", group="C-SALE", parse=probability, metavar="F",
+        help="fraction of experiments per subsample [0.8]")
+    # MACM
+    macm_seed: str | None = option(
+        None, role="result", group="MACM", choices=("roi", "clusters", "each-cluster"),
+        help="seed of the MACM [clusters when C-SALE ran, else roi]")
+    macm_coverage: float | None = option(
+        None, role="result", group="MACM", parse=probability, metavar="F",
+        help="select experiments whose foci spheres cover >= F of the seed")
+    # compute
+    device: str = option(
+        "auto", role="runtime", group="compute", choices=("auto", "cpu", "cuda"),
+        help="compute device [auto]")
+    gpu_id: int | None = option(
+        None, role="runtime", group="compute", parse=nonneg_int, metavar="ID",
+        help="CUDA device index")
+    nprocs: int | None = option(
+        None, role="runtime", group="compute", parse=positive_int, metavar="N",
+        flags=("--nprocs", "--n-cpus", "--nthreads"),
+        help="CPU threads [all cores]; results do not depend on it")
+    mem_gb: float | None = option(
+        None, role="runtime", group="compute", parse=positive_float, metavar="GB",
+        flags=("--mem",), help="memory limit in GB (caps GPU batch size)")
+    batch_size: str = option(
+        "auto", role="runtime", group="compute", parse=batch_size, metavar="auto|N",
+        help="permutations per GPU batch: auto or N [auto]")
+    work_dir: str | None = option(
+        None, role="runtime", group="compute", flags=("-w", "--work-dir"), metavar="PATH",
+        help="folder for checkpoints (resume a killed run) [OUTPUT_DIR/.csale_work]")
+    # output
+    overwrite: bool = option(
+        False, role="runtime", group="output", action="store_true",
+        help="replace results of other inputs or settings in OUTPUT_DIR")
+    verbose: int = option(
+        0, role="runtime", group="output", flags=("-v", "--verbose"), action="count",
+        help="more log output (-v info, -vv debug)")
+    quiet: bool = option(
+        False, role="runtime", group="output", action="store_true",
+        help="no progress output")
+    # not on the command line
+    chunk_size: int = option(
+        250, role="runtime", group="internal", cli=False,
+        help="permutations per checkpoint (and between stop checks)")
 
     def result_params(self) -> dict:
+        """Every result-changing setting and input path (as given), for sidecars."""
         d = asdict(self)
-        return {k: d[k] for k in self.RESULT_KEYS}
+        return {f.name: d[f.name] for f in fields(self) if f.metadata["role"] != "runtime"}
 
     def digest(self, *parts: str) -> str:
-        payload = json.dumps([self.result_params(), *parts], sort_keys=True, default=str)
+        """Digest of the result-changing settings and ``parts`` (content hashes of every
+        input file, the package version). Input *paths* are left out on purpose: their
+        bytes are in ``parts``."""
+        d = asdict(self)
+        params = {f.name: d[f.name] for f in fields(self) if f.metadata["role"] == "result"}
+        payload = json.dumps([params, *parts], sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def options() -> tuple:
+    """The settings fields, in definition order (parser groups follow this order)."""
+    return fields(Settings)
+
+
+def default_of(f) -> object:
+    return None if f.default is MISSING else f.default

@@ -1,4 +1,8 @@
-"""One function per analysis: run it through ``stats`` and write its outputs. No maths."""
+"""One function per analysis: run it through ``stats`` and write its outputs. No maths.
+
+Each stage takes the run's :class:`~csale_app.context.RunContext` and the studyset's
+:class:`~csale_app.context.StudysetJob` and returns a :class:`~csale_app.context.StageResult`.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .io.experiments import select_by_seed
+from .context import Progress, RunContext, StageResult, StudysetJob, common_sidecar
+from .io.experiments import Experiments, select_by_seed
 from .io.workdir import ChunkDir
+from .kernels.plan import Grid
 from .outputs import bids
 from .stats.ale_analysis import run_ale
 from .stats.contributions import contributions, summarize
@@ -16,18 +22,6 @@ from .stats.csale import run_csale, subsample_share
 from .stats.labels import add_labels, peaks_table
 
 LOG = logging.getLogger("csale_app")
-
-
-def _sidecar(pipe, exps, path, method, extra):
-    from .pipeline import common_sidecar
-
-    return common_sidecar(pipe.s, exps, pipe.backend, path, method, extra)
-
-
-def _progress(pipe, total, desc):
-    from .pipeline import Progress
-
-    return Progress(total, desc, pipe.s.quiet)
 
 
 def write_cluster_tables(out, meta, clusters, labels, stat, grid, affine, exps, ma, side,
@@ -48,98 +42,106 @@ def write_cluster_tables(out, meta, clusters, labels, stat, grid, affine, exps, 
         "FocusCounter": "foci of the experiment inside the cluster"})
 
 
-def write_ale(out, res, grid, affine, side, exps, macm=None):
+def _tag(job: StudysetJob, macm: str | None) -> str:
+    return f"{job.label}{'-' + macm if macm else ''}"
+
+
+def run_ale_stage(ctx: RunContext, job: StudysetJob, macm: str | None = None,
+                  exps: Experiments | None = None, grid: Grid | None = None,
+                  source: str | None = None) -> StageResult:
+    """ALE of the studyset (or, for a MACM, of the selected experiments on ``grid``)."""
+    s = ctx.settings
+    exps = exps or job.experiments
+    grid = grid or ctx.grid
+    report_mask = None if macm else ctx.report_mask
+    store = ChunkDir(ctx.work_root, f"{_tag(job, macm)}-ale-{job.digest}-c{s.chunk_size}")
+    prog = Progress(s.n_iters, f"{_tag(job, macm)} ALE null", s.quiet)
+    res = run_ale(exps, grid, ctx.affine, n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
+                  cluster_alpha=s.cluster_alpha, kernel_fwhm=s.kernel_fwhm,
+                  seed=s.random_seed, backend=ctx.backend, chunk_size=s.chunk_size,
+                  store=store, progress=prog, report_mask=report_mask)
+    seconds = prog.close()
+    extra = {"ClusterFormingThreshold": {"p": s.voxel_thresh, "ale": res.ss_thresh},
+             "Connectivity": "faces (6-connected)", "NullIterations": s.n_iters,
+             "AnalysisMaskVoxels": grid.n_mask, **ctx.extent_note(macm is not None)}
+    if macm:
+        extra["ReferenceDatabase"] = ctx.database.describe()
+    side = common_sidecar(ctx, exps, source or job.path,
+                          "ALE with Monte Carlo FWE (Eickhoff 2012, 2016)", extra)
     for name, values in res.maps.items():
-        bids.write_map(out.map_path("ale", name, macm), values, grid, affine,
+        bids.write_map(job.out.map_path("ale", name, macm), values, grid, ctx.affine,
                        {**side, "Statistic": name})
-    write_cluster_tables(out, "ale", res.clusters, res.significant_labels, res.observed.stat,
-                         grid, affine, exps, res.observed.ma, side, macm)
+    write_cluster_tables(job.out, "ale", res.clusters, res.significant_labels,
+                         res.observed.stat, grid, ctx.affine, exps, res.observed.ma, side, macm)
     null = pd.DataFrame({"max_ale": res.null["max"], "max_cluster_size": res.null["size"],
                          "max_cluster_mass": res.null["mass"]})
-    bids.write_table(out.table_path("meta-ale_desc-null_values", macm), null)
-
-
-def run_ale_stage(pipe, label, path, exps, ctx, out, digest, macm=None, grid=None):
-    s = pipe.s
-    grid = grid or ctx["grid"]
-    tag = f"{label}{'-' + macm if macm else ''}"
-    store = ChunkDir(ctx["work_root"], f"{tag}-ale-{digest}-c{s.chunk_size}")
-    prog = _progress(pipe, s.n_iters, f"{tag} ALE null")
-    res = run_ale(exps, grid, ctx["affine"], n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
-                  cluster_alpha=s.cluster_alpha, kernel_fwhm=s.kernel_fwhm,
-                  seed=s.random_seed, backend=ctx["backend"], chunk_size=s.chunk_size,
-                  store=store, progress=prog)
-    seconds = prog.close()
-    side = _sidecar(pipe, exps, path, "ALE with Monte Carlo FWE (Eickhoff 2012, 2016)", {
-        "ClusterFormingThreshold": {"p": s.voxel_thresh, "ale": res.ss_thresh},
-        "Connectivity": "faces (6-connected)", "NullIterations": s.n_iters,
-        "AnalysisMaskVoxels": grid.n_mask})
-    write_ale(out, res, grid, ctx["affine"], side, exps, macm)
+    bids.write_table(job.out.table_path("meta-ale_desc-null_values", macm), null)
     store.remove()
-    return {"n_clusters": int(len(res.clusters)), "ss_thresh": res.ss_thresh,
-            "null_seconds": round(seconds, 2), "n_experiments": exps.n_experiments,
-            "vfwe_threshold": float(np.percentile(res.null["max"], 95))}
+    return StageResult({"n_clusters": int(len(res.clusters)), "ss_thresh": res.ss_thresh,
+                        "null_seconds": round(seconds, 2), "n_experiments": exps.n_experiments,
+                        "vfwe_threshold": float(np.percentile(res.null["max"], 95))})
 
 
-def run_csale_stage(pipe, label, path, exps, ctx, out, digest, macm=None, grid=None,
-                    report_mask=None, db=None):
-    s = pipe.s
-    grid = grid or ctx["grid"]
-    db = db or ctx["db"]
-    roi = ctx["roi"]
-    if report_mask is None and roi is not None and macm is None:
-        report_mask = roi.mask[grid.mask]
-    tag = f"{label}{'-' + macm if macm else ''}"
-    store = ChunkDir(ctx["work_root"], f"{tag}-csale-{digest}-c{s.chunk_size}")
-    prog = _progress(pipe, s.n_iters, f"{tag} C-SALE null")
-    res = run_csale(exps, db, grid, ctx["affine"], report_mask, n_iters=s.n_iters,
-                    voxel_thresh=s.voxel_thresh, cluster_alpha=s.cluster_alpha,
-                    min_cluster_size=s.min_cluster_size, kernel_fwhm=s.kernel_fwhm,
-                    seed=s.random_seed, null_kind=s.csale_null, backend=ctx["backend"],
-                    chunk_size=s.chunk_size, store=store, progress=prog)
+def run_csale_stage(ctx: RunContext, job: StudysetJob, macm: str | None = None,
+                    exps: Experiments | None = None, grid: Grid | None = None,
+                    source: str | None = None) -> StageResult:
+    """C-SALE of the studyset against the run's reference database."""
+    s = ctx.settings
+    exps = exps or job.experiments
+    grid = grid or ctx.grid
+    db = ctx.database
+    report_mask = None if macm else ctx.report_mask
+    store = ChunkDir(ctx.work_root, f"{_tag(job, macm)}-csale-{job.digest}-c{s.chunk_size}")
+    prog = Progress(s.n_iters, f"{_tag(job, macm)} C-SALE null", s.quiet)
+    options = dict(n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
+                   cluster_alpha=s.cluster_alpha, min_cluster_size=s.min_cluster_size,
+                   kernel_fwhm=s.kernel_fwhm, null_kind=s.csale_null, backend=ctx.backend,
+                   chunk_size=s.chunk_size)
+    res = run_csale(exps, db.experiments, grid, ctx.affine, report_mask, seed=s.random_seed,
+                    store=store, progress=prog, **options)
     seconds = prog.close()
-    side = _sidecar(pipe, exps, path, "C-SALE: specific ALE against a base-rate null "
-                    "(Magielse 2025; SCALE, Langner 2014)", {
-                        "NullApproach": s.csale_null, "NullIterations": s.n_iters,
-                        "ReferenceDatabase": {"files": ctx["db_files"],
-                                              "experiments": db.n_experiments,
-                                              "foci": db.n_foci},
-                        "VoxelP": "#(null >= observed) / n, clipped to [1/n, 1 - 1/n]",
-                        "ClusterFWE": "each permutation's p map against the other n - 1, "
-                                      "max cluster size (faces), one streaming pass",
-                        "ExtentThreshold": {"p": s.voxel_thresh, "min_voxels": s.min_cluster_size},
-                        "AnalysisMaskVoxels": grid.n_mask})
+    side = common_sidecar(ctx, exps, source or job.path, "C-SALE: specific ALE against a "
+                          "base-rate null (Magielse 2025; SCALE, Langner 2014)", {
+                              "NullApproach": s.csale_null, "NullIterations": s.n_iters,
+                              "ReferenceDatabase": db.describe(),
+                              "VoxelP": "#(null >= observed) / n, clipped to [1/n, 1 - 1/n]",
+                              "SmallestPossibleP": 1.0 / s.n_iters,
+                              "ClusterFWE": "each permutation's p map against the other "
+                                            "n - 1, max cluster size (faces), one streaming "
+                                            "pass",
+                              "ExtentThreshold": {"p": s.voxel_thresh,
+                                                  "min_voxels": s.min_cluster_size},
+                              "AnalysisMaskVoxels": grid.n_mask,
+                              **ctx.extent_note(macm is not None)})
     for name, values in res.maps.items():
-        bids.write_map(out.map_path("csale", name, macm), values, grid, ctx["affine"],
+        bids.write_map(job.out.map_path("csale", name, macm), values, grid, ctx.affine,
                        {**side, "Statistic": name})
-    write_cluster_tables(out, "csale", res.clusters, res.significant_labels, res.stat, grid,
-                         ctx["affine"], exps, res.observed.ma, side, macm)
+    write_cluster_tables(job.out, "csale", res.clusters, res.significant_labels, res.stat,
+                         grid, ctx.affine, exps, res.observed.ma, side, macm)
     null = pd.DataFrame({"max_ale": res.null_max, "max_cluster_size": res.null_cluster_size})
-    bids.write_table(out.table_path("meta-csale_desc-null_values", macm), null)
+    bids.write_table(job.out.table_path("meta-csale_desc-null_values", macm), null)
     store.remove()
     if s.subsamples > 0 and macm is None:
-        prog = _progress(pipe, s.n_iters * s.subsamples,
-                         f"{tag} C-SALE subsamples ({s.subsamples} x {s.subsample_fraction:g})")
-        share = subsample_share(
-            exps, db, grid, ctx["affine"], report_mask, n_subsamples=s.subsamples,
-            fraction=s.subsample_fraction, seed=s.random_seed, progress=prog,
-            n_iters=s.n_iters, voxel_thresh=s.voxel_thresh, cluster_alpha=s.cluster_alpha,
-            min_cluster_size=s.min_cluster_size, kernel_fwhm=s.kernel_fwhm,
-            null_kind=s.csale_null, backend=ctx["backend"], chunk_size=s.chunk_size)
+        prog = Progress(s.n_iters * s.subsamples, f"{_tag(job, macm)} C-SALE subsamples "
+                        f"({s.subsamples} x {s.subsample_fraction:g})", s.quiet)
+        share = subsample_share(exps, db.experiments, grid, ctx.affine, report_mask,
+                                n_subsamples=s.subsamples, fraction=s.subsample_fraction,
+                                seed=s.random_seed, progress=prog, **options)
         prog.close()
-        bids.write_map(out.map_path("csale", "stat-prob_desc-subsamples", macm), share, grid,
-                       ctx["affine"], {**side, "Statistic": "share of subsamples in which the "
-                                       "voxel lies in a significant cluster (cluster-FWE)",
-                                       "Subsamples": s.subsamples,
-                                       "SubsampleFraction": s.subsample_fraction})
-    return ({"n_clusters": int(len(res.clusters)), "null_seconds": round(seconds, 2),
-             "n_extent_clusters": int(res.extent_labels.max()),
-             "n_experiments": exps.n_experiments}, res)
+        bids.write_map(job.out.map_path("csale", "stat-prob_desc-subsamples", macm), share,
+                       grid, ctx.affine, {
+                           **side, "Statistic": "share of subsamples in which the voxel lies "
+                                                "in a significant cluster (cluster-FWE)",
+                           "Subsamples": s.subsamples,
+                           "SubsampleFraction": s.subsample_fraction})
+    return StageResult({"n_clusters": int(len(res.clusters)), "null_seconds": round(seconds, 2),
+                        "n_extent_clusters": int(res.extent_labels.max()),
+                        "n_experiments": exps.n_experiments}, res)
 
 
-def macm_seeds(pipe, ctx, csale_res):
-    """(label, seed mask on the template grid) pairs for --macm-seed."""
-    s, roi, grid = pipe.s, ctx["roi"], ctx["grid"]
+def macm_seeds(ctx: RunContext, csale_res):
+    """(kind, [(label, seed mask on the template grid)], reason-if-none) for --macm-seed."""
+    s, roi, grid = ctx.settings, ctx.roi, ctx.grid
     kind = s.macm_seed or ("clusters" if csale_res is not None else "roi")
     if kind == "roi":
         if roi is None:
@@ -152,38 +154,38 @@ def macm_seeds(pipe, ctx, csale_res):
         return kind, [], "C-SALE found no significant cluster to seed the MACM"
     if kind == "clusters":
         return kind, [("clusters", grid.to_volume(labels > 0))], None
-    return kind, [(f"cluster{k}", grid.to_volume(labels == k)) for k in range(1, labels.max() + 1)], None
+    return kind, [(f"cluster{k}", grid.to_volume(labels == k))
+                  for k in range(1, labels.max() + 1)], None
 
 
-def run_macm_stage(pipe, label, exps, ctx, out, digest, csale_res, skipped):
-    s, db = pipe.s, ctx["db"]
-    kind, seeds, reason = macm_seeds(pipe, ctx, csale_res)
-    done = {}
+def run_macm_stage(ctx: RunContext, job: StudysetJob, csale_res) -> StageResult:
+    """MACM: experiments of the reference database in each seed, then whole-brain ALE and
+    C-SALE of that selection."""
+    s, db = ctx.settings, ctx.database.experiments
+    kind, seeds, reason = macm_seeds(ctx, csale_res)
     if reason:
-        skipped["macm"] = reason
-        LOG.warning("studyset '%s': MACM skipped: %s", label, reason)
-        return {"skipped": reason}
+        LOG.warning("studyset '%s': MACM skipped: %s", job.label, reason)
+        return StageResult({"skipped": reason}, skipped={"macm": reason})
+    done, skipped = {}, {}
     for name, seed in seeds:
         selected, in_seed = select_by_seed(db, seed, s.macm_coverage)
         sel = db.subset(selected)
         table = pd.DataFrame({"experiment_id": db.ids, "study_id": db.study_ids,
                               "n_foci": db.foci_counts(), "foci_in_seed": in_seed,
                               "sample_size": db.sample_size, "selected": selected})
-        bids.write_table(out.table_path("experiments", name), table[table["selected"]])
-        bids.write_mask(out.folder(name) / f"{out.prefix(name)}_mask.nii.gz", seed,
-                        ctx["affine"], {"Description": f"MACM seed ({kind})"})
+        bids.write_table(job.out.table_path("experiments", name), table[table["selected"]])
+        bids.write_mask(job.out.folder(name) / f"{job.out.prefix(name)}_mask.nii.gz", seed,
+                        ctx.affine, {"Description": f"MACM seed ({kind})"})
         if sel.n_experiments < s.min_experiments:
             msg = (f"{sel.n_experiments} experiments selected < --min-experiments "
                    f"{s.min_experiments}")
             skipped[f"macm-{name}"] = msg
-            LOG.warning("studyset '%s': MACM %s skipped: %s", label, name, msg)
+            LOG.warning("studyset '%s': MACM %s skipped: %s", job.label, name, msg)
             done[name] = {"skipped": msg}
             continue
-        src = f"reference database ({', '.join(ctx['db_files'])})"
+        src = f"reference database ({', '.join(ctx.database.files)})"
         done[name] = {"n_selected": sel.n_experiments,
-                      "ale": run_ale_stage(pipe, label, src, sel, ctx, out, digest, macm=name,
-                                           grid=ctx["brain_grid"]),
-                      "csale": run_csale_stage(pipe, label, src, sel, ctx, out, digest,
-                                               macm=name, grid=ctx["brain_grid"],
-                                               db=db)[0]}
-    return {"seed": kind, "seeds": done}
+                      "ale": run_ale_stage(ctx, job, name, sel, ctx.brain_grid, src).summary,
+                      "csale": run_csale_stage(ctx, job, name, sel, ctx.brain_grid,
+                                               src).summary}
+    return StageResult({"seed": kind, "seeds": done}, skipped=skipped)

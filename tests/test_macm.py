@@ -173,7 +173,7 @@ def cli_sphere_run(tmp_path_factory, pain_json):
         code = main([str(inp), str(out), "group", "--analyses", "macm", "--macm-seed", "roi",
                      "--roi-coords", ",".join(f"{v:g}" for v in SPHERE), "--roi-radius",
                      f"{RADIUS:g}", "--no-merge-contrasts", "--n-iters", "30",
-                     "--min-experiments", "3", "--quiet"])
+                     "--voxel-thresh", "0.05", "--min-experiments", "3", "--quiet"])
     return code, inp, out
 
 
@@ -384,31 +384,30 @@ def test_macm_seeds_each_cluster_and_clusters(brain):
     labels, masks = cluster_labels(grid, img, mask)
     res = SimpleNamespace(significant_labels=labels)
     roi = SimpleNamespace(label="myroi", mask=masks[1])
-    ctx = {"roi": roi, "grid": grid}
 
-    def pipe(seed):
-        return SimpleNamespace(s=Settings(macm_seed=seed))
+    def pipe(seed, roi=roi):
+        return SimpleNamespace(settings=Settings(macm_seed=seed), roi=roi, grid=grid)
 
-    kind, seeds, reason = macm_seeds(pipe("each-cluster"), ctx, res)
+    kind, seeds, reason = macm_seeds(pipe("each-cluster"), res)
     assert (kind, reason) == ("each-cluster", None)
     assert [n for n, _ in seeds] == ["cluster1", "cluster2"]
     for (_, m), k in zip(seeds, (1, 2)):
         assert m.shape == mask.shape and np.array_equal(m, masks[k])
 
-    kind, seeds, reason = macm_seeds(pipe("clusters"), ctx, res)
+    kind, seeds, reason = macm_seeds(pipe("clusters"), res)
     assert reason is None and [n for n, _ in seeds] == ["clusters"]
     assert np.array_equal(seeds[0][1], masks[1] | masks[2])
     # default: clusters when C-SALE ran, else the ROI
-    assert macm_seeds(pipe(None), ctx, res)[0] == "clusters"
-    kind, seeds, reason = macm_seeds(pipe(None), ctx, None)
+    assert macm_seeds(pipe(None), res)[0] == "clusters"
+    kind, seeds, reason = macm_seeds(pipe(None), None)
     assert kind == "roi" and seeds[0][0] == "myroi" and np.array_equal(seeds[0][1], masks[1])
     # nothing to seed: a reason, no seeds
-    kind, seeds, reason = macm_seeds(pipe("each-cluster"), ctx, None)
+    kind, seeds, reason = macm_seeds(pipe("each-cluster"), None)
     assert seeds == [] and "C-SALE" in reason
     empty = SimpleNamespace(significant_labels=np.zeros(grid.n_mask, np.int32))
-    kind, seeds, reason = macm_seeds(pipe("each-cluster"), ctx, empty)
+    kind, seeds, reason = macm_seeds(pipe("each-cluster"), empty)
     assert seeds == [] and "no significant cluster" in reason
-    kind, seeds, reason = macm_seeds(pipe("roi"), {"roi": None, "grid": grid}, res)
+    kind, seeds, reason = macm_seeds(pipe("roi", None), res)
     assert seeds == [] and "no ROI" in reason
 
 
@@ -420,9 +419,8 @@ def test_macm_seeds_on_an_roi_analysis_grid(brain):
     analysis = sphere([SPHERE, (-36.0, 16.0, 2.0)], 14.0)
     grid = build_grid(analysis)
     labels, masks = cluster_labels(grid, img, mask)
-    ctx = {"roi": None, "grid": grid}
-    _, seeds, _ = macm_seeds(SimpleNamespace(s=Settings(macm_seed="each-cluster")), ctx,
-                             SimpleNamespace(significant_labels=labels))
+    ctx = SimpleNamespace(settings=Settings(macm_seed="each-cluster"), roi=None, grid=grid)
+    _, seeds, _ = macm_seeds(ctx, SimpleNamespace(significant_labels=labels))
     assert [n for n, _ in seeds] == ["cluster1", "cluster2"]
     assert all(np.array_equal(m, masks[k]) for (_, m), k in zip(seeds, (1, 2)))
 
@@ -438,22 +436,22 @@ def test_each_cluster_cli_gives_one_folder_per_cluster(monkeypatch, tmp_path, pa
     real = stages.run_csale_stage
     seen = []
 
-    def fake_csale_stage(pipe, label, path, exps, ctx, out, digest, macm=None, grid=None,
-                         **kw):
+    def fake_csale_stage(ctx, job, macm=None, exps=None, grid=None, source=None):
         seen.append(macm)
         if macm is None:
-            labels, _ = cluster_labels(ctx["grid"], img, mask, which=(1, 2, 3))
-            return ({"n_clusters": 3, "null_seconds": 0.0, "n_extent_clusters": 3,
-                     "n_experiments": exps.n_experiments},
-                    SimpleNamespace(significant_labels=labels))
-        return real(pipe, label, path, exps, ctx, out, digest, macm=macm, grid=grid, **kw)
+            labels, _ = cluster_labels(ctx.grid, img, mask, which=(1, 2, 3))
+            return stages.StageResult({"n_clusters": 3, "null_seconds": 0.0,
+                                       "n_extent_clusters": 3,
+                                       "n_experiments": job.experiments.n_experiments},
+                                      SimpleNamespace(significant_labels=labels))
+        return real(ctx, job, macm, exps, grid, source)
 
     monkeypatch.setattr(stages, "run_csale_stage", fake_csale_stage)
     no_report(monkeypatch)
     inp = pain_input_dir(tmp_path, pain_json)
     out = tmp_path / "out"
     code = main([str(inp), str(out), "group", "--analyses", "csale", "macm", "--macm-seed",
-                 "each-cluster", "--no-merge-contrasts", "--n-iters", "20",
+                 "each-cluster", "--no-merge-contrasts", "--n-iters", "30", "--voxel-thresh", "0.05",
                  "--min-experiments", "3", "--quiet"])
     assert code == 0
     assert seen == [None, "cluster1", "cluster2"]
@@ -493,7 +491,8 @@ def test_too_few_selected_is_skipped_with_reason(tmp_path, pain_json, pain_exper
     code = main([str(inp), str(out), "group", "--analyses", "macm", "--macm-seed", "roi",
                  "--roi-coords", ",".join(f"{v:g}" for v in SPHERE), "--roi-radius",
                  f"{RADIUS:g}", "--macm-coverage", "0.1", "--no-merge-contrasts",
-                 "--n-iters", "30", "--min-experiments", "10", "--quiet"])
+                 "--n-iters", "30", "--voxel-thresh", "0.05", "--min-experiments", "10",
+                 "--quiet"])
     assert code == 0
     folder = out / "studyset-pain" / "macm-spheres1r10"
     prefix = "studyset-pain_macm-spheres1r10"

@@ -34,8 +34,9 @@ from csale_app.errors import (
 )
 
 BAD = Path(__file__).parent / "data" / "bad"
-ALE_FAST = ["--analyses", "ale", "--n-iters", "10", "--quiet", "--min-experiments", "1"]
-CSALE_ROI = ["--analyses", "csale", "--n-iters", "20", "--min-experiments", "3", "--quiet"]
+ALE_FAST = ["--analyses", "ale", "--n-iters", "25", "--quiet", "--min-experiments", "1"]
+CSALE_ROI = ["--analyses", "csale", "--n-iters", "30", "--voxel-thresh", "0.05",
+             "--min-experiments", "3", "--quiet"]
 ERROR_PREFIX = "csale-app: error: "
 
 

@@ -1,90 +1,99 @@
-"""Command-line parser (BIDS-App conventions). ``build_parser`` is separate from ``main``."""
+"""Command-line parser (BIDS-App conventions), derived from the settings definition.
+
+``build_parser`` is separate from ``main``; every option comes from a field of
+:class:`csale_app.settings.Settings` (its flags, help, group, value parser and default), so
+the parser cannot drift from the settings. ``args_to_settings`` is the way back.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
+import difflib
 import re
+import sys
 from pathlib import Path
 
 from .. import __version__
-from ..settings import DEFAULT_SEED
+from ..settings import OptionValueError, Settings, options
 
-ANALYSES = ("ale", "csale", "macm")
+EPILOG = """\
+examples:
+  whole-brain ALE of every table in a folder:
+    csale-app /data/in /data/out group --analyses ale
+  C-SALE in the cerebellum against a reference database:
+    csale-app /data/in /data/out group --analyses csale --roi cerebellum --database /data/brainmap
+  MACM seeded by the significant C-SALE clusters:
+    csale-app /data/in /data/out group --analyses csale macm --roi cerebellum --macm-seed clusters
+  one studyset per job-array task, then one run that reuses them and writes the report:
+    csale-app /data/in /data/out group --studyset-label "$LABEL"   # in each task
+    csale-app /data/in /data/out group                            # after the array
 
+input formats (INPUT_DIR/<label>.<ext>, one studyset each; INPUT_DIR/database/ and
+INPUT_DIR/roi.nii.gz optional):
+  .txt   Sleuth/GingerALE text (// Reference=MNI|Talairach, // Subjects=N)
+  .tsv/.csv  columns study_id, contrast_id, x, y, z, space, sample_size (+ JSON sidecar)
+  .json  NiMARE Dataset JSON or NIMADS/NeuroStore studyset JSON; a folder: NiMARE parquet
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
+exit codes:
+  0 success; 1 failure (also --device cuda without a usable GPU); 18 empty selection;
+  64 usage error; 65 malformed input (file:line named); 66 missing or unreadable input;
+  73 output cannot be created, is in use, or holds results of other settings
+"""
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors and "did you mean" for misspelt options."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        message = " ".join(message.split())
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        hint = ""
+        if unknown:
+            known = [s for a in self._actions for s in a.option_strings]
+            for token in unknown.group(1).split():
+                flag = token.split("=")[0]
+                close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+                if flag.startswith("-") and close:
+                    hint = f"; did you mean {close[0]}?"
+                    break
+        self.exit(2, f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+def _type(parse):
+    """argparse type from a settings value parser (ArgumentTypeError gives one line)."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except OptionValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = parse.__name__
+    return convert
 
 
-def _coords(text: str) -> tuple[float, float, float]:
-    parts = text.split(",")
-    try:
-        xyz = tuple(float(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected X,Y,Z in mm, got {text!r}") from None
-    if len(xyz) != 3:
-        raise argparse.ArgumentTypeError(f"expected X,Y,Z in mm, got {text!r}")
-    return xyz  # type: ignore[return-value]
-
-
-def _batch_size(text: str) -> str:
-    if text == "auto":
-        return text
-    return str(_positive_int(text))
+def _add_option(group, f) -> None:
+    meta = f.metadata
+    flags = meta["flags"] or (f"--{f.name.replace('_', '-')}",)
+    kw: dict = {"dest": f.name, "help": meta["help"]}
+    action = meta["action"]
+    default = f.default
+    if action == "boolean":
+        kw.update(action=argparse.BooleanOptionalAction, default=default)
+    elif action in ("store_true", "count"):
+        kw.update(action=action, default=default)
+    else:
+        kw["default"] = list(default) if isinstance(default, tuple) else default
+        if meta["parse"] is not None:
+            kw["type"] = _type(meta["parse"])
+        for key in ("choices", "nargs", "metavar"):
+            if meta[key] is not None:
+                kw[key] = meta[key]
+    group.add_argument(*flags, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="csale-app",
-        description="ALE, C-SALE and MACM coordinate-based meta-analysis (BIDS App).",
-    )
+    p = Parser(prog="csale-app", allow_abbrev=False,
+               description="ALE, C-SALE and MACM coordinate-based meta-analysis (BIDS App).",
+               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     # "-40,20,30" (an --roi-coords value) is a number, not an option; no option starts
     # with a digit, so any "-<digit>" token can be treated as a value.
     p._negative_number_matcher = re.compile(r"^-\.?\d")
@@ -92,76 +101,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir", type=Path, help="folder for the BIDS derivatives")
     p.add_argument("analysis_level", choices=["group"], help="'group': every studyset found")
     p.add_argument("--version", action="version", version=f"csale-app {__version__}")
-
-    g = p.add_argument_group("selection")
-    g.add_argument("--studyset-label", nargs="+", default=[], metavar="L",
-                   help="run only these studysets (labels = BIDS-safe file stems)")
-    g.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES),
-                   help="analyses to run [all three]")
-    g.add_argument("--database", type=Path, default=None,
-                   help="file or folder of tables used as the reference database "
-                        "[INPUT_DIR/database/, else all tables in INPUT_DIR]")
-    g.add_argument("--merge-contrasts", action=argparse.BooleanOptionalAction, default=True,
-                   help="merge contrasts of one study into one experiment [merge]")
-    g.add_argument("--min-experiments", type=_positive_int, default=15,
-                   help="skip studysets/MACM seeds with fewer experiments [15]")
-
-    g = p.add_argument_group("region of interest")
-    g.add_argument("--roi", default=None, help="NIfTI mask or a built-in name (cerebellum)")
-    g.add_argument("--roi-coords", type=_coords, nargs="+", default=[], metavar="X,Y,Z",
-                   help="ROI as spheres around MNI coordinates")
-    g.add_argument("--roi-radius", type=_positive_float, default=10.0, metavar="MM",
-                   help="sphere radius for --roi-coords [10]")
-    g.add_argument("--roi-dilation-mm", type=_nonneg_float, default=6.0, metavar="MM",
-                   help="dilation of the ROI for the analysis mask [6]")
-    g.add_argument("--brain-mask", choices=["brain", "gm"], default="brain",
-                   help="whole-brain mask [brain]")
-
-    g = p.add_argument_group("statistics")
-    g.add_argument("--n-iters", type=_positive_int, default=10000,
-                   help="permutations of the null [10000]")
-    g.add_argument("--voxel-thresh", type=_probability, default=0.001,
-                   help="cluster-forming p [0.001]")
-    g.add_argument("--cluster-alpha", type=_probability, default=0.05,
-                   help="cluster-level FWE alpha for thresholded maps [0.05]")
-    g.add_argument("--min-cluster-size", type=_nonneg_int, default=50, metavar="K",
-                   help="extent threshold in voxels (C-SALE cluster-extent maps) [50]")
-    g.add_argument("--kernel-fwhm", type=_positive_float, default=None, metavar="MM",
-                   help="fixed kernel FWHM instead of sample-size kernels")
-    g.add_argument("--random-seed", type=_nonneg_int, default=DEFAULT_SEED,
-                   help=f"seed of the permutation nulls [{DEFAULT_SEED}]")
-
-    g = p.add_argument_group("C-SALE")
-    g.add_argument("--csale-null", choices=["probabilistic", "deterministic"],
-                   default="probabilistic", help="null foci from the base-rate map or the "
-                   "reference foci [probabilistic]")
-    g.add_argument("--subsamples", type=_nonneg_int, default=0, metavar="N",
-                   help="repeat C-SALE on N random subsamples [0]")
-    g.add_argument("--subsample-fraction", type=_probability, default=0.8, metavar="F",
-                   help="fraction of experiments per subsample [0.8]")
-
-    g = p.add_argument_group("MACM")
-    g.add_argument("--macm-seed", choices=["roi", "clusters", "each-cluster"], default=None,
-                   help="seed of the MACM [clusters when C-SALE ran, else roi]")
-    g.add_argument("--macm-coverage", type=_probability, default=None, metavar="F",
-                   help="select experiments whose foci spheres cover >= F of the seed")
-
-    g = p.add_argument_group("compute")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="compute device [auto]")
-    g.add_argument("--gpu-id", type=_nonneg_int, default=None, help="CUDA device index")
-    g.add_argument("--nprocs", "--n-cpus", "--nthreads", dest="nprocs", type=_positive_int,
-                   default=os.cpu_count() or 1, help="CPU threads [all cores]")
-    g.add_argument("--mem", dest="mem_gb", type=_positive_float, default=None, metavar="GB",
-                   help="memory limit in GB (caps GPU batch size)")
-    g.add_argument("--batch-size", type=_batch_size, default="auto",
-                   help="permutations per GPU batch: auto or N [auto]")
-    g.add_argument("-w", "--work-dir", type=Path, default=None,
-                   help="folder for checkpoints (resume a killed run) [OUTPUT_DIR/.csale_work]")
-
-    g = p.add_argument_group("output")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace results of other settings in OUTPUT_DIR")
-    g.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    g.add_argument("--quiet", action="store_true", help="no progress output")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in options():
+        if not f.metadata["cli"]:
+            continue
+        group = f.metadata["group"]
+        if group not in groups:
+            groups[group] = p.add_argument_group(group)
+        _add_option(groups[group], f)
     return p
+
+
+def args_to_settings(args: argparse.Namespace) -> Settings:
+    values = {}
+    for f in options():
+        if not f.metadata["cli"]:
+            continue
+        v = getattr(args, f.name)
+        if isinstance(v, list):
+            v = tuple(dict.fromkeys(tuple(x) if isinstance(x, list) else x for x in v))
+        elif isinstance(v, Path):
+            v = str(v)
+        values[f.name] = v
+    return Settings(**values)
+
+
+def parse_settings(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
+    """Parse ``argv`` into (namespace, settings); usage errors exit via ``parser.error``
+    (status 2, mapped to 64 by ``main``), including the cross-option checks."""
+    from ..validate import usage_problems
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = args_to_settings(args)
+    problem = usage_problems(settings)
+    if problem:
+        parser.error(problem)
+    return args, settings
+
+
+def main_usage_error(message: str) -> int:
+    """Print a usage error the way the parser does (for checks made after parsing)."""
+    print(f"csale-app: error: {message} (see csale-app --help)", file=sys.stderr)
+    return 64

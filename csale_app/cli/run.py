@@ -9,47 +9,41 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CsaleError
+from ..errors import (
+    EXIT_CANT_CREATE,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    WRITE_ERRNOS,
+    CsaleError,
+    display_path,
+    output_error,
+    write_cause,
+)
 from .. import interrupt
 from ..settings import Settings
-from .parser import build_parser
+from .parser import parse_settings
 
 LOG = logging.getLogger("csale_app")
 
 
-def settings_from_args(args) -> Settings:
-    return Settings(
-        analyses=tuple(dict.fromkeys(args.analyses)),
-        studyset_labels=tuple(args.studyset_label),
-        roi=args.roi,
-        roi_coords=tuple(tuple(c) for c in args.roi_coords),
-        roi_radius=args.roi_radius,
-        roi_dilation_mm=args.roi_dilation_mm,
-        database=str(args.database) if args.database else None,
-        n_iters=args.n_iters,
-        voxel_thresh=args.voxel_thresh,
-        cluster_alpha=args.cluster_alpha,
-        min_cluster_size=args.min_cluster_size,
-        merge_contrasts=args.merge_contrasts,
-        min_experiments=args.min_experiments,
-        kernel_fwhm=args.kernel_fwhm,
-        brain_mask=args.brain_mask,
-        device=args.device,
-        gpu_id=args.gpu_id,
-        nprocs=args.nprocs,
-        mem_gb=args.mem_gb,
-        batch_size=args.batch_size,
-        random_seed=args.random_seed,
-        work_dir=str(args.work_dir) if args.work_dir else None,
-        overwrite=args.overwrite,
-        verbose=args.verbose,
-        quiet=args.quiet,
-        csale_null=args.csale_null,
-        subsamples=args.subsamples,
-        subsample_fraction=args.subsample_fraction,
-        macm_seed=args.macm_seed,
-        macm_coverage=args.macm_coverage,
-    )
+class LogFileHandler(logging.FileHandler):
+    """The run log: never prints "--- Logging error ---" tracebacks on stderr. A failed
+    write (disk full, file size limit) stops this handler; the run goes on and the
+    output writes themselves report the fault (exit 73)."""
+
+    failed: OSError | None = None
+
+    def handleError(self, record) -> None:  # noqa: N802 - logging API
+        exc = sys.exc_info()[1]
+        self.failed = exc if isinstance(exc, OSError) else OSError(str(exc))
+        self.setLevel(logging.CRITICAL + 1)
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning for a run: library warnings (numpy RuntimeWarnings, numba)
+    go to the log file only, never to stderr."""
+    LOG.debug("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
 
 
 def close_handlers(logger: logging.Logger) -> None:
@@ -84,9 +78,11 @@ def setup_logging(settings: Settings, output_dir: Path | None) -> Path | None:
         logs = output_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_file = logs / f"csale_app_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}.log"
-        fh = logging.FileHandler(log_file, encoding="utf-8")
-    except OSError:
-        return None
+        fh = LogFileHandler(log_file, encoding="utf-8", errors="backslashreplace")
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:  # an unwritable logs/ folder or a full disk: 73
+            raise output_error(output_dir / "logs", exc, "cannot create the run log") from None
+        raise
     fh.setLevel(logging.DEBUG)
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     if close_handlers_except is not None:
@@ -98,6 +94,16 @@ def setup_logging(settings: Settings, output_dir: Path | None) -> Path | None:
     return log_file
 
 
+def lock_output(settings: Settings, input_dir: Path, output_dir: Path) -> None:
+    """Take the locks of the studysets this run writes (released by ``main`` at the end):
+    a second run on the same OUTPUT_DIR and studysets exits 73 at once."""
+    from ..io.readers import find_studysets, study_label
+    from ..outputs import bids
+
+    labels = set(settings.studyset_labels) or {study_label(f) for f in find_studysets(input_dir)}
+    bids.OutputLock(output_dir, labels).acquire()
+
+
 def _die(code: int, message: str) -> int:
     print(f"csale-app: error: {' '.join(message.split())}", file=sys.stderr)
     return code
@@ -105,19 +111,23 @@ def _die(code: int, message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     interrupt.install()
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, settings = parse_settings(argv)
     except SystemExit as exc:  # argparse: 2 on usage errors -> BIDS 64; --help/--version -> 0
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
-    settings = settings_from_args(args)
-    if args.roi_coords and args.roi:
-        return _die(EXIT_USAGE, "--roi and --roi-coords are mutually exclusive")
+    from .. import caches
+
+    caches.setup()  # per-user numba/matplotlib caches, before numba or matplotlib is imported
+    import warnings
+
+    saved_showwarning = warnings.showwarning
+    warnings.showwarning = _log_warning
     from ..pipeline import Pipeline  # heavy imports after argument checks
 
-    import nimare  # noqa: F401  (its import calls logging.basicConfig(INFO) on the root)
-
+    # NiMARE is not imported on the run path (templates and atlases are read as files); where
+    # a feature imports it, its logging.basicConfig(INFO) is a no-op: the root has a handler.
     logging.getLogger().handlers.clear()
+    logging.getLogger().addHandler(logging.NullHandler())
     logging.getLogger().setLevel(logging.WARNING)
 
     pipe = Pipeline(settings, args.input_dir, args.output_dir)
@@ -127,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         pipe.check_paths()
         setup_logging(settings, None)
         LOG.info("csale-app %s", " ".join(argv if argv is not None else sys.argv[1:]))
+        for note in caches.notes():
+            LOG.info("%s", note)
 
         def on_output_ready():
             nonlocal log_file
+            lock_output(settings, Path(args.input_dir), Path(args.output_dir))
             log_file = setup_logging(settings, Path(args.output_dir))
 
         pipe.on_output_ready = on_output_ready
@@ -141,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         return _die(130, "interrupted; no partial file was left under a final name")
     except MemoryError:
         return _die(EXIT_FAILURE, "out of memory; lower --batch-size or --nprocs")
+    except OSError as exc:
+        LOG.debug("error", exc_info=True)
+        if exc.errno in WRITE_ERRNOS:  # a write outside atomic.write_atomic: still 73
+            where = display_path(exc.filename) if exc.filename else display_path(args.output_dir)
+            return _die(EXIT_CANT_CREATE, f"{where}: {write_cause(exc)}")
+        where = f" (details in {log_file})" if log_file else ""
+        return _die(EXIT_FAILURE, f"unexpected {type(exc).__name__}: {exc}{where}")
     except Exception as exc:  # noqa: BLE001 - last resort: one line, details in the log
         LOG.debug("unexpected error", exc_info=True)
         if interrupt.requested():
@@ -148,5 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f" (details in {log_file})" if log_file else ""
         return _die(EXIT_FAILURE, f"unexpected {type(exc).__name__}: {exc}{where}")
     finally:
+        bids = sys.modules.get("csale_app.outputs.bids")
+        if bids is not None:
+            bids.release_all_locks()
+        warnings.showwarning = saved_showwarning
         close_handlers(logging.getLogger("csale_app"))
     return EXIT_OK

@@ -100,14 +100,26 @@ def build_experiments(
     foci = foci.copy()
     warnings: list[str] = []
     if kernel_fwhm is None:
-        bad = foci["sample_size"].isna() | ~(foci["sample_size"] > 0)
-        if bad.any():
-            row = foci[bad].iloc[0]
+        missing = foci["sample_size"].isna() | ~(foci["sample_size"] > 0)
+        if missing.any():
+            row = foci[missing].iloc[0]
             raise InputError(
                 row["source_file"],
                 int(row["source_line"]),
                 f"experiment '{row['study_id']}' has no positive sample size "
                 f"(got {row['sample_size']}); give one or set --kernel-fwhm",
+            )
+        # A sample size counts subjects: below 1 the kernel width (Eickhoff 2009) has no
+        # meaning and overflows; non-integer sizes >= 1 are used as given (as NiMARE does),
+        # merged experiments take the rounded mean (>= 1).
+        tiny = ~(foci["sample_size"] >= 1) | ~np.isfinite(foci["sample_size"])
+        if tiny.any():
+            row = foci[tiny].iloc[0]
+            raise InputError(
+                row["source_file"],
+                int(row["source_line"]),
+                f"experiment '{row['study_id']}' has sample size {row['sample_size']:g}; a "
+                "sample size counts subjects and must be a finite number >= 1",
             )
     tal = (foci["space"] == "TAL").to_numpy()
     xyz = foci[["x", "y", "z"]].to_numpy(dtype=np.float64)
@@ -185,6 +197,9 @@ def restrict_to_mask(exps: Experiments, mask: np.ndarray) -> Experiments:
     table = exps.table.copy()
     n_in = dict(zip(exps.ids, counts))
     table["n_foci_in_analysis_mask"] = [int(n_in.get(e, 0)) for e in table["experiment_id"]]
+    # the table's "kept" rows are the experiments analysed (the summary's count)
+    outside = table["status"].eq("kept") & table["n_foci_in_analysis_mask"].eq(0)
+    table.loc[outside, "status"] = "not analysed: no focus in the analysis mask"
     ids = [e for e, k in zip(exps.ids, keep_exp) if k]
     idx = np.flatnonzero(keep_exp)
     return Experiments(

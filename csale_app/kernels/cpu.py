@@ -272,8 +272,9 @@ def fwe_null_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_sta
             out_mass[i] = mm
 
 
-def set_threads(n: int) -> int:
-    """Use ``n`` numba threads (clamped to what numba was started with); returns the count."""
+def set_threads(n: int | None) -> int:
+    """Use ``n`` numba threads (None: all; clamped to what numba was started with)."""
+    n = numba.config.NUMBA_NUM_THREADS if n is None else n
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
     return n

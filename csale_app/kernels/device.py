@@ -79,7 +79,7 @@ def _cuda_backend(gpu_id, batch_size):
     return CUDABackend(0 if gpu_id is None else int(gpu_id), batch_size)
 
 
-def select_backend(device: str = "auto", gpu_id: int | None = None, n_threads: int = 1,
+def select_backend(device: str = "auto", gpu_id: int | None = None, n_threads: int | None = 1,
                    batch_size="auto"):
     """The backend for ``--device``: a ``CUDABackend`` or a ``CPUBackend``.
 

@@ -13,7 +13,7 @@ from ..kernels.plan import Grid, uniform_sampler
 from .ale import ObservedALE, kernels_for, observed_ale
 from .inference import FWEMaps, montecarlo_fwe_maps
 from .montecarlo import run_chunked
-from .tables import cluster_table
+from .tables import reported_clusters
 
 
 @dataclass
@@ -29,7 +29,13 @@ class ALEResult:
 
 def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, *, n_iters: int,
             voxel_thresh: float, cluster_alpha: float, kernel_fwhm: float | None, seed: int,
-            backend, chunk_size: int = 500, store=None, progress=None) -> ALEResult:
+            backend, chunk_size: int = 500, store=None, progress=None,
+            report_mask: np.ndarray | None = None) -> ALEResult:
+    """ALE, its approximate-null p and Monte Carlo FWE over ``grid`` (the analysis mask).
+
+    ``report_mask`` (per mask voxel, the ROI) restricts what is reported: the thresholded
+    map, the cluster table and the cluster ids (see :func:`.tables.reported_clusters`);
+    the unthresholded maps cover the whole analysis mask."""
     voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
     table, kernel_ids = kernels_for(exps, grid, kernel_fwhm, voxel_volume)
     obs = observed_ale(exps, grid, table, kernel_ids)
@@ -40,15 +46,11 @@ def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, *, n_iters: int,
                        store=store, progress=progress)
     fwe = montecarlo_fwe_maps(obs.stat, grid, ss_thresh, null["max"], null["size"], null["mass"])
     sig = fwe.cluster_p_size < cluster_alpha
-    z_thr = np.where(np.isin(fwe.clusters.labels, np.flatnonzero(sig) + 1), obs.z, 0.0)
-    clusters = cluster_table(fwe.clusters.labels, obs.stat, grid, affine,
-                             cluster_p=fwe.cluster_p_size, p_name="p_fwe_size",
-                             value_name="peak_ale", keep=sig)
-    if len(clusters):
-        clusters["p_fwe_mass"] = fwe.cluster_p_mass[clusters["label"].to_numpy() - 1]
-    remap = np.zeros(int(fwe.clusters.labels.max()) + 1, dtype=np.int32)
-    remap[clusters["label"].to_numpy(dtype=int)] = clusters["cluster_id"].to_numpy(dtype=int)
-    significant = remap[fwe.clusters.labels]
+    clusters, significant = reported_clusters(
+        fwe.clusters.labels, sig, obs.stat, grid, affine, report_mask,
+        {"p_fwe_size": fwe.cluster_p_size, "p_fwe_mass": fwe.cluster_p_mass},
+        "peak_ale", fwe.clusters.sizes)
+    z_thr = np.where(significant > 0, obs.z, 0.0)
     maps = {
         "stat-ale": obs.stat,
         "stat-z": obs.z.astype(np.float32),
@@ -62,4 +64,4 @@ def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, *, n_iters: int,
         "stat-logp_level-cluster_corr-FWE_desc-mass": fwe.maps["logp_desc-mass_level-cluster"],
         "stat-z_desc-thresholded": z_thr.astype(np.float32),
     }
-    return ALEResult(obs, fwe, ss_thresh, null, maps, clusters.drop(columns="label"), significant)
+    return ALEResult(obs, fwe, ss_thresh, null, maps, clusters, significant)

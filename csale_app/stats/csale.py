@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..errors import EmptySelectionError
 from ..io.experiments import Experiments
 from ..kernels.ale_kernel import experiment_fwhm
 from ..kernels.cpu import kernel_sum
@@ -27,7 +28,7 @@ from .ale import kernels_for, observed_ale
 from .inference import label_clusters
 from .montecarlo import run_chunked_reduce
 from .pvalues import null_to_p, p_to_logp, p_to_z
-from .tables import cluster_table
+from .tables import reported_clusters
 
 
 def base_rate_map(db: Experiments, grid: Grid, kernel_fwhm: float | None,
@@ -39,8 +40,13 @@ def base_rate_map(db: Experiments, grid: Grid, kernel_fwhm: float | None,
     total = kernel_sum(grid.padded_flat(db.ijk), focus_kernel, table.start,
                        table.flat_offsets, table.values, grid.gridmap, grid.n_mask)
     if total.sum() <= 0:
-        raise ValueError("the reference database has no foci near the analysis mask")
+        raise EmptySelectionError("the reference database has no foci within kernel reach of "
+                                  "the analysis mask, so it gives no base rate there")
     return total / total.sum()
+
+
+#: Seed offset between subsamples: a prime, so subsample seeds of nearby user seeds differ.
+SUBSAMPLE_SEED_STEP = 7919
 
 
 def top_k_size(voxel_thresh: float, n_iters: int) -> int:
@@ -104,41 +110,32 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
     clusters = label_clusters(supra_values, grid, 0.5)
     p_cluster = null_to_p(clusters.sizes.astype(np.float64), null_sizes) if len(clusters.sizes) else np.zeros(0)
     extent = label_clusters(supra_values, grid, 0.5, min_size=min_cluster_size)
-    in_report = np.ones(grid.n_mask, bool) if report_mask is None else report_mask
-    touches = np.array([in_report[clusters.labels == k + 1].any()
-                        for k in range(len(clusters.sizes))], dtype=bool)
-    sig = (p_cluster < cluster_alpha) & touches
+    sig = p_cluster < cluster_alpha
     z = p_to_z(p).astype(np.float32)
     p_vfwe = null_to_p(obs.stat, pass1["max"])
     p_cmap = np.r_[1.0, p_cluster][clusters.labels]
-    table_df = cluster_table(clusters.labels, obs.stat, grid, affine, cluster_p=p_cluster,
-                             p_name="p_fwe_size", value_name="peak_ale", keep=sig)
-    if len(table_df):
-        labels = table_df["label"].to_numpy()
-        table_df["size_in_roi_voxels"] = [int((in_report & (clusters.labels == k)).sum()) for k in labels]
-    remap = np.zeros(len(clusters.sizes) + 1, dtype=np.int32)
-    remap[table_df["label"].to_numpy(dtype=int)] = table_df["cluster_id"].to_numpy(dtype=int)
-    significant = remap[clusters.labels] * in_report
+    table_df, significant = reported_clusters(
+        clusters.labels, sig, obs.stat, grid, affine, report_mask,
+        {"p_fwe_size": p_cluster}, "peak_ale", clusters.sizes)
+    in_report = np.ones(grid.n_mask, bool) if report_mask is None else report_mask
     extent_lab = extent.labels * in_report
-
-    def roi(values):
-        return np.where(in_report, values, 0).astype(np.float32)
-
+    # Unthresholded maps cover the analysis mask (as ALE's); what is thresholded or
+    # tabulated is restricted to the report mask (the ROI).
     maps = {
-        "stat-ale": roi(obs.stat),
-        "stat-z": roi(z),
-        "stat-p": np.where(in_report, p, 1).astype(np.float32),
-        "stat-logp": roi(p_to_logp(p)),
-        "stat-z_level-voxel_corr-FWE": roi(p_to_z(p_vfwe)),
-        "stat-logp_level-voxel_corr-FWE": roi(p_to_logp(p_vfwe)),
-        "stat-z_level-cluster_corr-FWE_desc-size": roi(p_to_z(p_cmap)),
-        "stat-logp_level-cluster_corr-FWE_desc-size": roi(p_to_logp(p_cmap)),
-        "stat-z_desc-thresholded": roi(np.where(significant > 0, z, 0)),
-        "stat-z_desc-extentthresholded": roi(np.where(extent_lab > 0, z, 0)),
+        "stat-ale": obs.stat.astype(np.float32),
+        "stat-z": z,
+        "stat-p": p.astype(np.float32),
+        "stat-logp": p_to_logp(p),
+        "stat-z_level-voxel_corr-FWE": p_to_z(p_vfwe).astype(np.float32),
+        "stat-logp_level-voxel_corr-FWE": p_to_logp(p_vfwe),
+        "stat-z_level-cluster_corr-FWE_desc-size": p_to_z(p_cmap).astype(np.float32),
+        "stat-logp_level-cluster_corr-FWE_desc-size": p_to_logp(p_cmap),
+        "stat-z_desc-thresholded": np.where(significant > 0, z, 0).astype(np.float32),
+        "stat-z_desc-extentthresholded": np.where(extent_lab > 0, z, 0).astype(np.float32),
         "stat-prob_desc-baserate": rate.astype(np.float32),
     }
     return CSALEResult(obs.stat, p, rate, pass1["max"], null_sizes, maps,
-                       table_df.drop(columns="label"), significant, extent_lab, obs)
+                       table_df, significant, extent_lab, obs)
 
 
 def subsample_share(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray,
@@ -152,6 +149,6 @@ def subsample_share(exps: Experiments, db: Experiments, grid: Grid, affine: np.n
         gen = np.random.default_rng([seed, s])
         keep = np.sort(gen.choice(exps.n_experiments, size=n_keep, replace=False))
         res = run_csale(exps.subset(keep), db, grid, affine, report_mask,
-                        seed=seed + 7919 * (s + 1), progress=progress, **kwargs)
+                        seed=(seed + SUBSAMPLE_SEED_STEP * (s + 1)) % 2**64, progress=progress, **kwargs)
         hits += res.significant_labels > 0
     return (hits / n_subsamples).astype(np.float32)

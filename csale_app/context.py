@@ -1,0 +1,138 @@
+"""What a run and one studyset's job need, as frozen records passed explicitly to stages.
+
+The pipeline builds one :class:`RunContext` (masks, grids, the reference database, the
+compute backend, the work folder) and one :class:`StudysetJob` per studyset; stages take
+both and return a :class:`StageResult`. Nothing here touches the disk or does maths.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import interrupt
+from .io.experiments import Experiments
+from .io.roi import ROI
+from .io.templates import SPACE
+from .kernels.plan import Grid
+from .settings import Settings
+
+LOG = logging.getLogger("csale_app")
+
+
+@dataclass(frozen=True)
+class Database:
+    """The reference database of a run (the same for every studyset of the run)."""
+
+    experiments: Experiments
+    files: tuple[str, ...]
+    source: str  # "--database <path>", "INPUT_DIR/database/" or "every studyset in INPUT_DIR"
+    digest: str  # of the bytes of every file
+
+    def describe(self) -> dict:
+        return {"source": self.source, "files": [Path(f).name for f in self.files],
+                "paths": list(self.files), "n_experiments": self.experiments.n_experiments,
+                "n_foci": self.experiments.n_foci}
+
+
+@dataclass(frozen=True)
+class RunContext:
+    settings: Settings
+    affine: np.ndarray
+    grid: Grid  # analysis mask: the dilated ROI, or the brain
+    brain_grid: Grid  # whole brain (MACM)
+    roi: ROI | None
+    database: Database | None
+    backend: object
+    work_root: Path
+    inputs_digest: str  # brain mask and ROI content
+    warn: Callable[[str], None] = field(default=lambda message: LOG.warning(message))
+
+    @property
+    def report_mask(self) -> np.ndarray | None:
+        """Per analysis-mask voxel: inside the ROI (None without an ROI)."""
+        return None if self.roi is None else self.roi.mask[self.grid.mask]
+
+    def extent_note(self, macm: bool) -> dict:
+        """Sidecar entries saying which voxels each kind of map covers."""
+        if macm or self.roi is None:
+            return {"MapExtent": "whole brain mask"}
+        return {"MapExtent": {
+            "unthresholded maps": f"analysis mask: ROI '{self.roi.label}' dilated by "
+                                  f"{self.settings.roi_dilation_mm:g} mm within the brain "
+                                  f"mask ({self.grid.n_mask} voxels)",
+            "thresholded maps, cluster/peak/contribution tables":
+                f"ROI '{self.roi.label}' ({self.roi.n_voxels} voxels)"}}
+
+
+@dataclass(frozen=True)
+class StudysetJob:
+    label: str
+    path: Path
+    experiments: Experiments
+    out: object  # outputs.bids.StudysetOutput
+    digest: str
+
+
+@dataclass(frozen=True)
+class StageResult:
+    summary: dict
+    csale: object | None = None  # stats.csale.CSALEResult, for MACM seeds
+    skipped: dict = field(default_factory=dict)
+
+
+class Progress:
+    """Permutation progress on stderr (tqdm), silenced by --quiet; rate and ETA in the log."""
+
+    def __init__(self, total: int, desc: str, quiet: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="it", disable=quiet, leave=False,
+                        dynamic_ncols=True)
+        self.t0 = time.perf_counter()
+        self.done = 0
+        self.total = total
+        self.desc = desc
+
+    def __call__(self, n: int) -> None:
+        interrupt.checkpoint()  # a SIGTERM stops between chunks, never inside compiled code
+        self.done += n
+        self.bar.update(n)
+        rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
+        LOG.debug("%s: %d/%d permutations, %.1f it/s, ETA %.0f s", self.desc, self.done,
+                  self.total, rate, (self.total - self.done) / max(rate, 1e-9))
+
+    def close(self) -> float:
+        self.bar.close()
+        elapsed = time.perf_counter() - self.t0
+        LOG.info("%s: %d permutations in %.1f s (%.1f it/s)", self.desc, self.done, elapsed,
+                 self.done / max(elapsed, 1e-9))
+        return elapsed
+
+
+def common_sidecar(ctx: RunContext, exps: Experiments, source, method: str,
+                   extra: dict | None = None) -> dict:
+    from .outputs.bids import software_versions
+
+    settings = ctx.settings
+    side = {
+        "Method": method,
+        "Software": software_versions(),
+        "Space": SPACE,
+        "Parameters": settings.result_params(),
+        "RandomSeed": settings.random_seed,
+        "Device": ctx.backend.describe(),
+        "NumberOfExperiments": exps.n_experiments,
+        "NumberOfFoci": exps.n_foci,
+        "NumberOfSubjects": (int(np.nansum(exps.sample_size))
+                             if not np.all(np.isnan(exps.sample_size)) else None),
+        "Sources": [str(source)],
+    }
+    if extra:
+        side.update(extra)
+    return side
