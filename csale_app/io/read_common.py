@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from csale_app.errors import InputError
+from csale_app.errors import InputError, MissingInputError, display_path
 
 #: Columns of the internal foci table, in this order.
 COLUMNS = [
@@ -166,12 +169,98 @@ def decode_text(path: Path, data: bytes) -> str:
         ) from None
 
 
-def read_bytes(path: Path) -> bytes:
-    """File content; an unreadable file is an InputError (the caller checked it exists)."""
+#: Largest input file read into memory, in MiB (env ``CSALE_MAX_INPUT_MB`` overrides).
+MAX_INPUT_MB = 1024
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def max_input_bytes() -> int:
     try:
-        return Path(path).read_bytes()
+        mb = float(os.environ.get("CSALE_MAX_INPUT_MB", MAX_INPUT_MB))
+    except ValueError:
+        mb = MAX_INPUT_MB
+    return int(mb * 2**20)
+
+
+def kind_of(mode: int) -> str:
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _unreadable(path, err: OSError):
+    """The error for an input that cannot be opened: 66 (missing/unreadable) or 65."""
+    if err.errno == errno.ELOOP:
+        return MissingInputError(f"{display_path(path)}: cannot be read: symbolic link loop "
+                                 "(too many levels of symbolic links)")
+    if err.errno in (errno.ENOENT, errno.ENOTDIR):
+        return MissingInputError(f"{display_path(path)}: cannot be read: no such file "
+                                 "(a broken symbolic link?)")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return MissingInputError(f"{display_path(path)}: cannot be read: permission denied")
+    return InputError(path, None, f"cannot read file: {err.strerror or err}")
+
+
+def check_regular_file(path) -> os.stat_result:
+    """stat of ``path`` (links followed) if it is a regular file within the size cap, else
+    an error naming it: never blocks (a FIFO is not opened), never reads a device."""
+    try:
+        st = os.stat(path)
     except OSError as err:
-        raise InputError(path, None, f"cannot read file: {err.strerror or err}") from None
+        raise _unreadable(path, err) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(path, None, f"is {kind_of(st.st_mode)}, not a regular file; only "
+                         "regular files (or links to them) are read")
+    limit = max_input_bytes()
+    if st.st_size > limit:
+        raise InputError(path, None, f"file is {st.st_size / 2**20:.0f} MiB, larger than the "
+                         f"{limit / 2**20:.0f} MiB limit for one input file (set "
+                         "CSALE_MAX_INPUT_MB to raise it)")
+    return st
+
+
+def read_bytes(path: Path) -> bytes:
+    """Content of a regular input file.
+
+    Opened non-blocking and checked with fstat before reading, so a FIFO, socket or
+    device (also behind a symbolic link) is refused at once instead of blocking or
+    filling memory; a file over the size cap is refused too. Unreadable (permissions) or
+    unresolvable (link loop) files are MissingInputError (exit 66), other failures
+    InputError (exit 65).
+    """
+    check_regular_file(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as err:
+        raise _unreadable(path, err) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # replaced between stat and open
+            raise InputError(path, None, f"is {kind_of(st.st_mode)}, not a regular file")
+        limit = max_input_bytes()
+        chunks, total = [], 0
+        while True:
+            block = os.read(fd, 1 << 20)
+            if not block:
+                break
+            total += len(block)
+            if total > limit:
+                raise InputError(path, None, f"file is larger than the {limit / 2**20:.0f} MiB "
+                                 "limit for one input file (set CSALE_MAX_INPUT_MB to raise it)")
+            chunks.append(block)
+        return b"".join(chunks)
+    except OSError as err:
+        raise _unreadable(path, err) from None
+    finally:
+        os.close(fd)
 
 
 def split_lines(text: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,11 @@ import pandas as pd
 
 from csale_app.errors import InputError
 from csale_app.io.read_common import (
+    check_regular_file,
     decode_text,
     id_list,
     make_frame,
+    max_input_bytes,
     normalize_space,
     parse_number,
     read_bytes,
@@ -30,13 +33,19 @@ def is_parquet_studyset(path: Path) -> bool:
     if not index.is_file():
         return False
     try:
+        if index.stat().st_size > max_input_bytes():
+            return True  # read_parquet_studyset refuses it by name
         return json.loads(index.read_text(encoding="utf-8-sig")).get("format") == PARQUET_FORMAT
+    except RecursionError:  # so deep it cannot be checked: read it, to refuse it by name
+        return True
     except (OSError, ValueError, AttributeError):
         return False
 
 
 def _table(folder: Path, tables: dict, name: str, columns=None, required=True):
     file = folder / str(tables.get(name, f"{name}.parquet"))
+    if os.path.lexists(file):
+        check_regular_file(file)  # a FIFO, device or link loop: refused, never opened
     if not file.is_file():
         if not required:
             return None, file
@@ -93,6 +102,8 @@ def read_parquet_studyset(
         meta = json.loads(decode_text(index, read_bytes(index)))
     except json.JSONDecodeError as err:
         raise InputError(index, err.lineno, f"not valid JSON: {err.msg}") from None
+    except RecursionError:
+        raise InputError(index, 1, "JSON is nested too deeply") from None
     if not isinstance(meta, dict) or meta.get("format") != PARQUET_FORMAT:
         raise InputError(index, 1, f"'format' must be {PARQUET_FORMAT!r}")
     tables = meta.get("tables") if isinstance(meta.get("tables"), dict) else {}

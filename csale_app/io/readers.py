@@ -13,13 +13,22 @@ Malformed input raises :class:`csale_app.errors.InputError` naming the file and 
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import re
+import stat
 from pathlib import Path
 
 import pandas as pd
 
 from csale_app.errors import InputError, MissingInputError
-from csale_app.io.read_common import COLUMNS, normalize_space
+from csale_app.io.read_common import (
+    COLUMNS,
+    _unreadable,
+    check_regular_file,
+    normalize_space,
+)
 from csale_app.io.read_json import read_json_studyset
 from csale_app.io.read_parquet import is_parquet_studyset, read_parquet_studyset
 from csale_app.io.read_sleuth import read_sleuth
@@ -47,6 +56,10 @@ STUDYSET_SUFFIXES = (".txt", ".tsv", ".csv", ".json")
 _SIDECAR_OF = (".tsv", ".csv", ".nii", ".nii.gz", ".tsv.gz")
 _NOT_STUDYSETS = {"dataset_description.json", "readme.txt", "changes.txt", "license.txt"}
 DATABASE_DIR = "database"
+#: Longest studyset label; longer ones are cut and get a hash of the full name, so the
+#: BIDS file names built from them stay far below the 255-byte file-name limit.
+MAX_LABEL = 64
+LOG = logging.getLogger("csale_app")
 
 
 def read_studyset(
@@ -59,6 +72,11 @@ def read_studyset(
     """
     path = Path(path)
     if not path.exists():
+        if os.path.lexists(path):  # a broken link or a link loop
+            try:
+                os.stat(path)
+            except OSError as err:
+                raise _unreadable(path, err) from None
         raise MissingInputError(f"{path}: no such file or folder")
     if path.is_dir():
         if not is_parquet_studyset(path):
@@ -71,6 +89,7 @@ def read_studyset(
         return read_parquet_studyset(path, where, unknown_space=unknown_space)
     if where is not None:
         raise ValueError("where= selects analyses of parquet studyset folders only")
+    check_regular_file(path)
     suffix = path.suffix.lower()
     if suffix == ".txt":
         return read_sleuth(path)
@@ -111,9 +130,22 @@ def study_label(path) -> str:
         raise InputError(
             path,
             None,
-            "the file name has no letters or digits to make a studyset label; rename the file",
+            "the file name has no ASCII letters or digits to make a studyset label; rename "
+            "the file",
         )
+    if len(label) > MAX_LABEL:
+        # cut, plus a hash of the whole name: distinct long names keep distinct labels
+        digest = hashlib.sha1(os.fsencode(stem)).hexdigest()[:8]
+        label = label[: MAX_LABEL - 8] + digest
     return label
+
+
+def _valid_name(entry: Path) -> bool:
+    try:
+        entry.name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes (surrogate escapes)
+        return False
+    return True
 
 
 def find_studysets(input_dir) -> list[Path]:
@@ -127,15 +159,36 @@ def find_studysets(input_dir) -> list[Path]:
     if not input_dir.is_dir():
         raise MissingInputError(f"{input_dir}: input folder does not exist")
     found = []
-    for entry in sorted(input_dir.iterdir()):
+    try:
+        entries = sorted(input_dir.iterdir())
+    except OSError as err:
+        raise _unreadable(input_dir, err) from None
+    for entry in entries:
         name = entry.name
         if name.startswith(".") or name.lower() in _NOT_STUDYSETS:
             continue
-        if entry.is_dir():
+        candidate = entry.suffix.lower() in STUDYSET_SUFFIXES
+        try:
+            mode = entry.stat().st_mode  # links followed; never opens the entry
+        except OSError as err:
+            if candidate:  # a broken link or a link loop named like a table
+                raise _unreadable(entry, err) from None
+            continue
+        if stat.S_ISDIR(mode):
             if name != DATABASE_DIR and is_parquet_studyset(entry):
+                if not _valid_name(entry):
+                    raise InputError(entry, None, "the folder name is not valid UTF-8; "
+                                     "rename the folder")
                 found.append(entry)
-        elif entry.suffix.lower() in STUDYSET_SUFFIXES and not is_sidecar(entry):
-            found.append(entry)
+        elif candidate:
+            if not _valid_name(entry):
+                raise InputError(entry, None, "the file name is not valid UTF-8; rename the "
+                                 "file")
+            # a FIFO, socket or device (also behind a link), or a file over the size
+            # cap: refused here, before any file is read
+            check_regular_file(entry)
+            if not is_sidecar(entry):
+                found.append(entry)
     labels: dict[str, Path] = {}
     for entry in found:
         label = study_label(entry)
@@ -149,4 +202,9 @@ def find_studysets(input_dir) -> list[Path]:
                 "the two files",
             )
         labels[key] = entry
+        if len(re.sub(r"[^A-Za-z0-9]", "", entry.name if entry.is_dir() else entry.stem)) \
+                > MAX_LABEL:
+            LOG.info("%s: studyset label '%s' (the name is cut to %d characters plus a hash; "
+                     "the full name is kept in source_file of the output tables)",
+                     entry, label, MAX_LABEL)
     return found

@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import WRITE_ERRNOS, UsageError, display_path, output_error
 from ..outputs.atomic import write_atomic
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = Path(child).resolve(), Path(parent).resolve()
+    return child == parent or parent in child.parents
+
+
+def check_work_dir(input_dir: Path, work_dir) -> None:
+    """Refuse ``-w/--work-dir`` equal to INPUT_DIR or inside it (exit 64), before anything
+    is written (symbolic links are resolved, so a link into INPUT_DIR is refused too)."""
+    if work_dir is None:
+        return
+    if _inside(Path(work_dir), Path(input_dir)):
+        raise UsageError(
+            f"{display_path(work_dir)}: -w/--work-dir must not be the input folder or inside "
+            f"it (inputs are never written); choose a folder outside "
+            f"{display_path(input_dir)}")
+
+
+def prepare_work_dir(work_dir: Path) -> Path:
+    """Create the work folder and check that it takes a file; an unwritable one is an
+    OutputError (exit 73) naming it, raised before any permutation is run."""
+    work_dir = Path(work_dir)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        probe = work_dir / f".csale_write_test_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise output_error(work_dir, exc, "cannot use the work folder") from None
+        raise
+    return work_dir
 
 
 class ChunkDir:
@@ -15,7 +50,12 @@ class ChunkDir:
 
     def __init__(self, root: Path, name: str):
         self.path = Path(root) / name
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno in WRITE_ERRNOS:
+                raise output_error(self.path, exc, "cannot create the work folder") from None
+            raise
 
     def _file(self, index: int) -> Path:
         return self.path / f"chunk-{index:06d}.npz"

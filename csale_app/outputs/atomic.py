@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ..errors import WRITE_ERRNOS, CsaleError, output_error
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -21,22 +23,43 @@ def public_mode(path: Path, directory: bool = False) -> None:
 
 
 def write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
-    """Call ``writer(tmp_path)`` then rename onto ``path`` (same filesystem, atomic)."""
+    """Call ``writer(tmp_path)`` then rename onto ``path`` (same filesystem, atomic).
+
+    A write that fails for lack of space, a file size limit, permissions or a read-only
+    file system raises :class:`~csale_app.errors.OutputError` (exit 73) naming ``path``;
+    the temporary file is removed, so nothing partial is left under any name.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise output_error(path.parent, exc, "cannot create the folder") from None
+        raise
     suffix = "".join(path.suffixes)[-16:]  # keeps .nii.gz / .tsv so writers pick the format
     # Hidden, with a bounded length: a BIDS name near the 255-byte limit must not make the
     # temporary name (name + random part + suffix) too long for the filesystem.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:96]}.", suffix=f".part{suffix}",
-                               dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:96]}.", suffix=f".part{suffix}",
+                                   dir=path.parent)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise output_error(path, exc) from None
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
         public_mode(tmp_path)
         os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+    except BaseException as exc:
+        try:
+            tmp_path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and not isinstance(exc, CsaleError) \
+                and exc.errno in WRITE_ERRNOS:
+            raise output_error(path, exc) from None
         raise
     return path
 

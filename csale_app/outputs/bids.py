@@ -8,9 +8,13 @@ name.
 
 from __future__ import annotations
 
+import atexit
+import errno
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -20,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..errors import OutputError
+from ..errors import WRITE_ERRNOS, OutputError, display_path, output_error, write_cause
 from ..kernels.plan import Grid
 from .atomic import public_mode, write_atomic, write_json, write_text
 
@@ -31,6 +35,9 @@ PROVENANCE = ".csale_provenance.json"
 #: array (``--studyset-label``) never removes the staging folder of a sibling run.
 STAGING_PREFIX = ".csale_staging-"
 STAGING_MARKER = ".csale_staging"
+#: One lock file per studyset being written: ``OUTPUT_DIR/.csale_lock-studyset-<S>``.
+LOCK_PREFIX = ".csale_lock-studyset-"
+LOG = logging.getLogger("csale_app")
 
 
 def pybids_config_path() -> Path:
@@ -47,12 +54,41 @@ def software_versions() -> dict[str, str]:
             "nilearn": nilearn.__version__, "pandas": pd.__version__}
 
 
+def container_provenance(environ=None, root: Path = Path("/")) -> dict | None:
+    """GeneratedBy.Container: the runtime that runs this process and the image, or None.
+
+    Apptainer/Singularity set APPTAINER_CONTAINER / SINGULARITY_CONTAINER (the image file);
+    Podman writes /run/.containerenv (with the image name when run as root); Docker makes
+    /.dockerenv. The image's tag comes from CSALE_CONTAINER (set by the Dockerfile and
+    Singularity.def), else from Podman's file.
+    """
+    env = os.environ if environ is None else environ
+    tag = env.get("CSALE_CONTAINER") or None
+    for var, kind in (("APPTAINER_CONTAINER", "apptainer"),
+                      ("SINGULARITY_CONTAINER", "singularity")):
+        if env.get(var):
+            out = {"Type": kind, "Tag": tag, "URI": "file://" + env[var]}
+            return {k: v for k, v in out.items() if v}
+    podman = root / "run" / ".containerenv"
+    if podman.is_file():
+        try:
+            fields = dict(line.split("=", 1) for line in podman.read_text().splitlines()
+                          if "=" in line)
+        except OSError:
+            fields = {}
+        image = fields.get("image", "").strip('"')
+        return {k: v for k, v in {"Type": "podman", "Tag": tag or image}.items() if v}
+    if (root / ".dockerenv").exists():
+        return {k: v for k, v in {"Type": "docker", "Tag": tag}.items() if v}
+    return {"Type": "unknown", "Tag": tag} if tag else None
+
+
 def write_dataset_description(output_dir: Path) -> None:
-    container = os.environ.get("CSALE_CONTAINER")
-    generated = {"Name": "csale_app", "Version": __version__,
-                 "CodeURL": "https://pypi.org/project/csale-app/"}
+    # CodeURL is left out: the package has no public code URL yet (BIDS: optional).
+    generated = {"Name": "csale_app", "Version": __version__}
+    container = container_provenance()
     if container:
-        generated["Container"] = {"Type": "docker", "Tag": container}
+        generated["Container"] = container
     write_json(output_dir / "dataset_description.json", {
         "Name": "csale_app coordinate-based meta-analysis",
         "BIDSVersion": "1.9.0",
@@ -85,9 +121,14 @@ def write_mask(path: Path, mask: np.ndarray, affine: np.ndarray, sidecar: dict) 
 
 
 def write_table(path: Path, df: pd.DataFrame, sidecar: dict | None = None) -> Path:
+    """A TSV and its JSON sidecar: ``sidecar`` plus a description of every column not
+    already described in it (every table has a sidecar, also without ``sidecar``)."""
+    from .columns import describe_table
+
     write_atomic(path, lambda p: df.to_csv(p, sep="\t", index=False, na_rep="n/a"))
-    if sidecar is not None:
-        write_json(path.with_name(path.name.replace(".tsv", ".json")), sidecar)
+    side = dict(sidecar or {})
+    side.update({k: v for k, v in describe_table(path.name, df).items() if k not in side})
+    write_json(path.with_name(path.name[: -len(".tsv")] + ".json"), side)
     return path
 
 
@@ -98,13 +139,24 @@ class StudysetOutput:
         self.final = Path(output_dir) / f"studyset-{label}"
         self.label = label
         remove_stale_staging(output_dir, label)
-        self.staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}studyset-{label}-",
-                                             dir=output_dir))
-        public_mode(self.staging, directory=True)
-        # write_atomic re-creates missing parent folders, so a staging folder removed by
-        # another run would silently refill with only the files written after that; the
-        # marker tells ``commit`` the folder is the one made here.
-        (self.staging / STAGING_MARKER).write_text(f"{os.getpid()}\n")
+        try:
+            self.staging = Path(tempfile.mkdtemp(
+                prefix=f"{STAGING_PREFIX}studyset-{label}-", dir=output_dir))
+        except OSError as exc:
+            if exc.errno in WRITE_ERRNOS:
+                raise output_error(output_dir, exc, "cannot create a staging folder") from None
+            raise
+        try:
+            public_mode(self.staging, directory=True)
+            # write_atomic re-creates missing parent folders, so a staging folder removed by
+            # another run would silently refill with only the files written after that; the
+            # marker tells ``commit`` the folder is the one made here.
+            (self.staging / STAGING_MARKER).write_text(f"{os.getpid()}\n")
+        except OSError as exc:
+            self.discard()
+            if exc.errno in WRITE_ERRNOS:
+                raise output_error(self.staging, exc) from None
+            raise
 
     def prefix(self, macm: str | None = None) -> str:
         return f"studyset-{self.label}" + (f"_macm-{macm}" if macm else "")
@@ -128,12 +180,20 @@ class StudysetOutput:
                               "studyset?); nothing was moved to "
                               f"{self.final.name}; run again")
         write_json(self.staging / PROVENANCE, provenance)
-        marker.unlink()
         old = None
-        if self.final.exists():
-            old = self.final.with_name(f".old-{self.final.name}-{os.getpid()}")
-            os.replace(self.final, old)
-        os.replace(self.staging, self.final)
+        try:
+            marker.unlink()
+            if self.final.exists():
+                old = self.final.with_name(f".old-{self.final.name}-{os.getpid()}")
+                os.replace(self.final, old)
+            os.replace(self.staging, self.final)
+        except OSError as exc:
+            if old is not None and not self.final.exists():
+                os.replace(old, self.final)  # put the previous results back
+            if exc.errno in WRITE_ERRNOS:
+                raise output_error(self.final, exc, "cannot move the results into place") \
+                    from None
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -161,11 +221,183 @@ def read_provenance(studyset_dir: Path) -> dict | None:
         return None
 
 
-def prepare_output_dir(output_dir: Path) -> None:
+def prepare_output_dir(output_dir: Path, labels=None) -> "OutputLock | None":
+    """Create OUTPUT_DIR and check that it takes a file (else OutputError, exit 73).
+
+    With ``labels`` (the studysets this run will write), also take their locks and return
+    the held :class:`OutputLock` (release it at the end of the run; ``release_all_locks``
+    is the safety net the CLI calls).
+    """
+    output_dir = Path(output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / f".csale_write_test_{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise OutputError(f"{output_dir}: cannot create the output folder ({exc.strerror})") from None
+        raise OutputError(f"{display_path(output_dir)}: cannot create the output folder "
+                          f"({write_cause(exc)})") from None
+    if labels is None:
+        return None
+    return OutputLock(output_dir, labels).acquire()
+
+
+# ---------------------------------------------------------------------------- the lock
+
+_HELD: list["OutputLock"] = []
+#: Lock files this process holds: path -> [fd, users] (a run may take the same lock from
+#: the CLI and from the pipeline; the second taker shares it).
+_FDS: dict[str, list[int]] = {}
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _read_holder(fd: int) -> tuple[int, str] | None:
+    try:
+        text = os.pread(fd, 512, 0).decode("utf-8", "replace").split()
+        return int(text[0]), text[1]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class OutputLock:
+    """Locks of the studysets a run writes: ``OUTPUT_DIR/.csale_lock-studyset-<S>`` holds
+    ``<pid> <host>`` and an exclusive ``flock`` while the run lives.
+
+    A second run writing one of the same studysets into the same OUTPUT_DIR gets
+    OutputError (exit 73) at once: "OUTPUT_DIR is in use by pid N on HOST". Runs of other
+    studysets (a job array with ``--studyset-label``) do not block each other. A lock left
+    by a killed run (no kernel lock held any more; where ``flock`` is not supported, a
+    dead pid on this host) is taken over with a log line.
+
+    Use as a context manager, or ``acquire()`` / ``release()``.
+    """
+
+    def __init__(self, output_dir: Path, labels):
+        self.output_dir = Path(output_dir)
+        self.labels = sorted(set(labels))
+        self._fds: dict[str, int] = {}
+
+    def path(self, label: str) -> Path:
+        return self.output_dir / f"{LOCK_PREFIX}{label}"
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    @property
+    def held(self) -> bool:
+        return bool(self._fds)
+
+    def acquire(self) -> "OutputLock":
+        try:
+            for label in self.labels:
+                key = str(self.path(label))
+                if key in _FDS:
+                    _FDS[key][1] += 1
+                else:
+                    _FDS[key] = [self._lock_one(label), 1]
+                self._fds[label] = _FDS[key][0]
+        except BaseException:
+            self.release()
+            raise
+        _HELD.append(self)
+        return self
+
+    def release(self) -> None:
+        for label, fd in list(self._fds.items()):
+            path = self.path(label)
+            entry = _FDS.get(str(path))
+            if entry is not None and entry[0] == fd:
+                entry[1] -= 1
+                if entry[1] > 0:
+                    continue
+                del _FDS[str(path)]
+            try:
+                if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+                    os.unlink(path)
+            except OSError:
+                pass
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+        if self in _HELD:
+            _HELD.remove(self)
+
+    def _in_use(self, label: str, holder) -> OutputError:
+        who = f"pid {holder[0]} on {holder[1]}" if holder else "another run"
+        return OutputError(
+            f"{display_path(self.output_dir)}: OUTPUT_DIR is in use by {who} (it writes "
+            f"studyset '{label}'); wait for that run to end, or write other studysets with "
+            f"--studyset-label. If no such run exists, delete {display_path(self.path(label))}")
+
+    def _lock_one(self, label: str) -> int:
+        import fcntl
+
+        path = self.path(label)
+        host = socket.gethostname()
+        for _ in range(50):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise OutputError(f"{display_path(path)}: the lock file is a symbolic "
+                                      "link; remove it") from None
+                raise output_error(path, exc, "cannot create the lock file") from None
+            kernel_lock = True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise self._in_use(label, holder) from None
+            except OSError:  # ENOLCK / EOPNOTSUPP: no kernel locks on this file system
+                kernel_lock = False
+            try:  # the file may have been removed (released) between open and flock
+                same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+            except OSError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            holder = _read_holder(fd)
+            if holder is not None and holder != (os.getpid(), host):
+                pid, where = holder
+                if not kernel_lock and (where != host or _pid_alive(pid)):
+                    os.close(fd)
+                    raise self._in_use(label, holder)
+                LOG.info("%s: taking over the lock of studyset '%s' left by pid %d on %s "
+                         "(that run is gone)", display_path(self.output_dir), label, pid, where)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {host}\n".encode(), 0)
+            except OSError as exc:
+                os.close(fd)
+                raise output_error(path, exc, "cannot write the lock file") from None
+            return fd
+        raise OutputError(f"{display_path(path)}: cannot take the lock (it keeps changing)")
+
+
+def release_all_locks() -> None:
+    """Release every lock this process holds (the CLI calls it when a run ends)."""
+    for lock in list(_HELD):
+        lock.release()
+
+
+atexit.register(release_all_locks)
