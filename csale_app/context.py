@@ -51,6 +51,7 @@ class RunContext:
     backend: object
     work_root: Path
     inputs_digest: str  # brain mask and ROI content
+    executor: object | None = None  # csale_app.distributed executor (--dask-scheduler)
     warn: Callable[[str], None] = field(default=lambda message: LOG.warning(message))
 
     @property

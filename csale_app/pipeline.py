@@ -219,6 +219,11 @@ class Pipeline:
             if s.mem_gb:
                 backend.mem_limit_bytes = s.mem_gb * 2**30
             self.s = s = replace(s, chunk_size=max(s.chunk_size, GPU_CHUNK))
+        executor = None
+        if s.dask_scheduler:
+            from .distributed import connect  # dask is imported only when asked for
+
+            executor = connect(s.dask_scheduler, s)
         roi_part = ("none" if roi is None else
                     array_digest(roi.mask) + "".join(file_digest(Path(f)) for f in roi.files))
         ctx = RunContext(
@@ -226,7 +231,7 @@ class Pipeline:
             brain_grid=build_grid(brain) if roi is not None else None, roi=roi,
             database=self.database, backend=backend,
             work_root=Path(s.work_dir) if s.work_dir else self.output_dir / ".csale_work",
-            inputs_digest=array_digest(brain) + roi_part, warn=self.warn)
+            inputs_digest=array_digest(brain) + roi_part, warn=self.warn, executor=executor)
         if ctx.brain_grid is None:
             ctx = replace(ctx, brain_grid=ctx.grid)
         return ctx, loaded, {"roi": self.roi_summary(analysis_mask)}

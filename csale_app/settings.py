@@ -191,6 +191,10 @@ class Settings:
     batch_size: str = option(
         "auto", role="runtime", group="compute", parse=batch_size, metavar="auto|N",
         help="permutations per GPU batch: auto or N [auto]")
+    dask_scheduler: str | None = option(
+        None, role="runtime", group="compute", metavar="ADDRESS",
+        help="run permutation chunks, studysets and MACM seeds on this Dask cluster "
+             "(tcp://host:8786; needs the 'distributed' extra); results are identical")
     work_dir: str | None = option(
         None, role="runtime", group="compute", flags=("-w", "--work-dir"), metavar="PATH",
         help="folder for checkpoints (resume a killed run) [OUTPUT_DIR/.csale_work]")

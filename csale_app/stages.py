@@ -59,7 +59,8 @@ def run_ale_stage(ctx: RunContext, job: StudysetJob, macm: str | None = None,
     res = run_ale(exps, grid, ctx.affine, n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
                   cluster_alpha=s.cluster_alpha, kernel_fwhm=s.kernel_fwhm,
                   seed=s.random_seed, backend=ctx.backend, chunk_size=s.chunk_size,
-                  store=store, progress=prog, report_mask=report_mask)
+                  store=store, progress=prog, report_mask=report_mask,
+                  executor=ctx.executor)
     seconds = prog.close()
     extra = {"ClusterFormingThreshold": {"p": s.voxel_thresh, "ale": res.ss_thresh},
              "Connectivity": "faces (6-connected)", "NullIterations": s.n_iters,
@@ -96,7 +97,7 @@ def run_csale_stage(ctx: RunContext, job: StudysetJob, macm: str | None = None,
     options = dict(n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
                    cluster_alpha=s.cluster_alpha, min_cluster_size=s.min_cluster_size,
                    kernel_fwhm=s.kernel_fwhm, null_kind=s.csale_null, backend=ctx.backend,
-                   chunk_size=s.chunk_size)
+                   chunk_size=s.chunk_size, executor=ctx.executor)
     res = run_csale(exps, db.experiments, grid, ctx.affine, report_mask, seed=s.random_seed,
                     store=store, progress=prog, **options)
     seconds = prog.close()

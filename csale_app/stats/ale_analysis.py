@@ -30,7 +30,7 @@ class ALEResult:
 def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, *, n_iters: int,
             voxel_thresh: float, cluster_alpha: float, kernel_fwhm: float | None, seed: int,
             backend, chunk_size: int = 500, store=None, progress=None,
-            report_mask: np.ndarray | None = None) -> ALEResult:
+            report_mask: np.ndarray | None = None, executor=None) -> ALEResult:
     """ALE, its approximate-null p and Monte Carlo FWE over ``grid`` (the analysis mask).
 
     ``report_mask`` (per mask voxel, the ROI) restricts what is reported: the thresholded

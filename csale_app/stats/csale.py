@@ -76,7 +76,7 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
               report_mask: np.ndarray | None, *, n_iters: int, voxel_thresh: float,
               cluster_alpha: float, min_cluster_size: int, kernel_fwhm: float | None,
               seed: int, null_kind: str, backend, chunk_size: int = 500, store=None,
-              progress=None) -> CSALEResult:
+              progress=None, executor=None) -> CSALEResult:
     voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
     table, kernel_ids = kernels_for(exps, grid, kernel_fwhm, voxel_volume)
     obs = observed_ale(exps, grid, table, kernel_ids)
