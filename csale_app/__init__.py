@@ -1,3 +1,16 @@
-"""csale_app: ALE, C-SALE and MACM coordinate-based meta-analysis as a BIDS App."""
+"""csale_app: ALE, C-SALE and MACM coordinate-based meta-analysis as a BIDS App.
+
+``from csale_app import ALE, CSALE, MACM`` gives the Python API (:mod:`csale_app.api`);
+the estimators are imported on first use, so ``csale-app --version`` stays fast.
+"""
 
 __version__ = "0.1.0"
+__all__ = ["ALE", "CSALE", "MACM", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in ("ALE", "CSALE", "MACM"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'csale_app' has no attribute {name!r}")

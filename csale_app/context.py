@@ -2,7 +2,7 @@
 
 The pipeline builds one :class:`RunContext` (masks, grids, the reference database, the
 compute backend, the work folder) and one :class:`StudysetJob` per studyset; stages take
-both and return a :class:`StageResult`. Nothing here touches the disk or does maths.
+both and return :class:`csale_app.results.AnalysisOutput`. No disk, no maths here.
 """
 
 from __future__ import annotations
@@ -31,8 +31,15 @@ class Database:
 
     experiments: Experiments
     files: tuple[str, ...]
-    source: str  # "--database <path>", "INPUT_DIR/database/" or "every studyset in INPUT_DIR"
+    source: str  # "database given: <path>", "INPUT_DIR/database/", "every studyset in INPUT_DIR"
     digest: str  # of the bytes of every file
+    file_digests: tuple[str, ...] = ()  # one per file
+
+    def is_only(self, path: Path) -> bool:
+        """Whether the database is exactly the studyset at ``path`` (same bytes)."""
+        from .io.digest import file_digest
+
+        return set(self.file_digests) == {file_digest(Path(path))}
 
     def describe(self) -> dict:
         return {"source": self.source, "files": [Path(f).name for f in self.files],
@@ -76,15 +83,7 @@ class StudysetJob:
     label: str
     path: Path
     experiments: Experiments
-    out: object  # outputs.bids.StudysetOutput
-    digest: str
-
-
-@dataclass(frozen=True)
-class StageResult:
-    summary: dict
-    csale: object | None = None  # stats.csale.CSALEResult, for MACM seeds
-    skipped: dict = field(default_factory=dict)
+    digest: str  # of everything its results depend on (names checkpoints, decides reuse)
 
 
 class Progress:

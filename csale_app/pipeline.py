@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, interrupt
-from .context import Database, RunContext, StageResult, StudysetJob
+from .context import Database, RunContext, StudysetJob
 from .errors import EmptySelectionError, MissingInputError, OutputError, UsageError
+from .io.digest import array_digest, file_digest
+from .io.database import load_database
 from .io.experiments import Experiments, build_experiments, restrict_to_mask
 from .io.readers import find_studysets, read_studyset, study_label
 from .io.roi import ROI, dilate, load_roi
@@ -32,7 +34,8 @@ from .kernels.device import select_backend
 from .kernels.plan import build_grid
 from .outputs import bids
 from .settings import Settings
-from . import stages
+from .outputs import names
+from .stages import run_analyses
 from .validate import memory_problem
 
 LOG = logging.getLogger("csale_app")
@@ -42,31 +45,11 @@ RELIABLE_EXPERIMENTS = 20
 GPU_CHUNK = 4096
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, or of every file (relative name and bytes) in a folder."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for p in files:
-        h.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def array_digest(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(str((a.shape, a.dtype.str)).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 class Pipeline:
     def __init__(self, settings: Settings, input_dir: Path, output_dir: Path):
         self.s = settings
-        self.input_dir = Path(input_dir)
-        self.output_dir = Path(output_dir)
+        self.input_dir = None if input_dir is None else Path(input_dir)
+        self.output_dir = None if output_dir is None else Path(output_dir)
         self.warnings: list[str] = []
         self.summaries: list[dict] = []
         self.reused: list[str] = []
@@ -124,16 +107,15 @@ class Pipeline:
             self.warn(f"{path.name}: {w}")
         return exps
 
-    def load_database(self, every_studyset: list[tuple[str, Path]], affine, shape) -> Database:
-        """The reference database (see the module docstring): never the run's selection."""
-        import pandas as pd
-
+    def database_files(self, every_studyset: list[tuple[str, Path]]) -> tuple[list[Path], str]:
+        """The reference database's files and where they came from (see the module
+        docstring): never the run's selection."""
         if self.s.database:
             src = Path(self.s.database)
             if not src.exists():
                 raise MissingInputError(f"{src}: --database does not exist")
             files = find_studysets(src) if src.is_dir() else [src]
-            source = f"--database {src}"
+            source = f"database given: {src}"
         elif (self.input_dir / "database").is_dir():
             src = self.input_dir / "database"
             files = find_studysets(src)
@@ -144,26 +126,19 @@ class Pipeline:
         if not files:
             raise MissingInputError(f"{src}: the reference database folder holds no "
                                     "coordinate tables (.txt, .tsv, .csv, .json)")
-        frames, seen = [], set()
-        for f in files:
-            frame = read_studyset(f)
-            keep = []
-            # an experiment listed in several files (same IDs and foci) counts once; repeated
-            # foci within one experiment are kept, as NiMARE keeps them
-            for key, grp in frame.groupby(["study_id", "contrast_id"], sort=False):
-                sig = (key, tuple(sorted(map(tuple, grp[["x", "y", "z"]].to_numpy().round(3)))))
-                if sig not in seen:
-                    seen.add(sig)
-                    keep.append(grp)
-            if keep:
-                frames.append(pd.concat(keep))
-        foci = pd.concat(frames, ignore_index=True)
-        db = build_experiments(foci, affine, shape, merge_contrasts=self.s.merge_contrasts,
-                               kernel_fwhm=self.s.kernel_fwhm)
+        return files, source
+
+    def load_database(self, files: list[Path], source: str, affine, shape) -> Database:
+        """Read the reference database's files (an experiment listed in several counts once)."""
+        # an experiment listed in several files (same IDs and foci) counts once; repeated
+        # foci within one experiment are kept, as NiMARE keeps them (io/database.py)
+        db = load_database(files, affine, shape, merge_contrasts=self.s.merge_contrasts,
+                           kernel_fwhm=self.s.kernel_fwhm)
         LOG.info("reference database (%s): %d experiments, %d foci from %d file(s)",
                  source, db.n_experiments, db.n_foci, len(files))
-        digest = hashlib.sha256("".join(file_digest(f) for f in files).encode()).hexdigest()
-        return Database(db, tuple(str(f) for f in files), source, digest)
+        per_file = tuple(file_digest(f) for f in files)
+        digest = hashlib.sha256("".join(per_file).encode()).hexdigest()
+        return Database(db, tuple(str(f) for f in files), source, digest, per_file)
 
     def roi_summary(self, analysis_mask: np.ndarray) -> dict | None:
         roi = self.roi
@@ -175,8 +150,12 @@ class Pipeline:
                 "n_analysis_voxels": int(analysis_mask.sum())}
 
     # ---- run ----------------------------------------------------------------------------
-    def build_context(self, every: list[tuple[str, Path]]) -> tuple[RunContext, list, dict]:
-        """Masks, ROI, studysets, database and device: everything before OUTPUT_DIR exists."""
+    def build_context(self, every: list[tuple[str, Path]],
+                      database: tuple[list[Path], str] | None = None
+                      ) -> tuple[RunContext, list, dict]:
+        """Masks, ROI, studysets, database and device: everything before OUTPUT_DIR exists.
+
+        ``database`` (files, source) replaces the CLI's rule (the Python API passes it)."""
         s = self.s
         studysets = self.select_studysets(every)
         mask_img = load_brain_mask(s.brain_mask)
@@ -212,7 +191,8 @@ class Pipeline:
             raise EmptySelectionError(f"{self.input_dir}: no studyset has at least "
                                       f"--min-experiments {s.min_experiments} experiments")
         if {"csale", "macm"} & set(s.analyses):
-            self.database = self.load_database(every, affine, brain.shape)
+            files, source = database or self.database_files(every)
+            self.database = self.load_database(files, source, affine, brain.shape)
             self.check_self_reference(loaded)
         backend = select_backend(s.device, s.gpu_id, s.nprocs, s.batch_size)
         if backend.name == "cuda":
@@ -230,7 +210,7 @@ class Pipeline:
             settings=s, affine=affine, grid=build_grid(analysis_mask),
             brain_grid=build_grid(brain) if roi is not None else None, roi=roi,
             database=self.database, backend=backend,
-            work_root=Path(s.work_dir) if s.work_dir else self.output_dir / ".csale_work",
+            work_root=Path(s.work_dir) if s.work_dir else Path(self.output_dir) / ".csale_work",
             inputs_digest=array_digest(brain) + roi_part, warn=self.warn, executor=executor)
         if ctx.brain_grid is None:
             ctx = replace(ctx, brain_grid=ctx.grid)
@@ -240,13 +220,13 @@ class Pipeline:
         """Warn when C-SALE would test a studyset against a base rate made of itself."""
         if "csale" not in self.s.analyses or self.database is None:
             return
-        db_files = {file_digest(Path(f)) for f in self.database.files}
         for label, path, _ in loaded:
-            if db_files == {file_digest(path)}:
+            if self.database.is_only(path):
                 self.warn(f"studyset '{label}': the reference database is this studyset "
                           "alone, so C-SALE tests it against its own base rate and can "
                           "hardly find anything specific; give a reference database with "
-                          "--database PATH or INPUT_DIR/database/")
+                          "--database PATH or INPUT_DIR/database/ (database= in the "
+                          "Python API)")
 
     def run(self) -> list[dict]:
         self.check_paths()
@@ -268,10 +248,9 @@ class Pipeline:
             pass
         return self.summaries
 
-    def write_report(self, ctx: RunContext) -> None:
-        from .report.build import build_report
-
-        context = {
+    def report_context(self, ctx: RunContext) -> dict:
+        """What the report needs beyond the files (see report/build.py)."""
+        return {
             "version": __version__,
             "command_line": self.command_line,
             "settings": asdict(self.s),
@@ -286,66 +265,76 @@ class Pipeline:
             if self.roi is not None else None,
             "reused": self.reused,
         }
-        path = build_report(self.output_dir, context)
-        LOG.info("report: %s", path)
 
-    def studyset_digest(self, ctx: RunContext, path: Path) -> str:
-        db = ctx.database.digest if ctx.database is not None else "no database"
-        return self.s.digest(__version__, file_digest(path), db, ctx.inputs_digest)
+    def write_report(self, ctx: RunContext) -> None:
+        from .report.build import build_report
+
+        path = build_report(self.output_dir, self.report_context(ctx))
+        LOG.info("report: %s", path)
 
     def run_studyset(self, ctx: RunContext, label: str, path: Path, exps: Experiments,
                      extra: dict) -> None:
-        digest = self.studyset_digest(ctx, path)
-        final = self.output_dir / f"studyset-{label}"
-        if final.exists():
-            prov = bids.read_provenance(final)
-            if prov and prov.get("digest") == digest:
-                LOG.info("studyset '%s': finished results with the same inputs and settings "
-                         "found; reusing them", label)
-                self.reused.append(label)
-                self.summaries.append(prov.get("summary", {"label": label}))
-                return
-            if not self.s.overwrite:
-                raise OutputError(f"{final}: holds results of other inputs or settings; use "
-                                  "--overwrite to replace them or choose another OUTPUT_DIR")
-        out = bids.StudysetOutput(self.output_dir, label)
-        job = StudysetJob(label, path, exps, out, digest)
-        try:
-            t0 = time.perf_counter()
-            summary = {"label": label, "source": str(path), "n_experiments": exps.n_experiments,
-                       "n_foci": exps.n_foci, "analyses": {}, "skipped": {},
-                       "database": ({**ctx.database.describe(), "same_as_studyset":
-                                     {file_digest(Path(f)) for f in ctx.database.files}
-                                     == {file_digest(path)}}
-                                    if ctx.database is not None else None),
-                       **extra}
-            bids.write_table(out.table_path("desc-input_foci"), exps.foci, {
-                "Description": "Parsed foci with original IDs; x/y/z as given, x_mni/y_mni/"
-                               "z_mni after Talairach to MNI conversion (tal2icbm) where needed",
-                "Source": str(path)})
-            bids.write_table(out.table_path("desc-experiments_table"), exps.table)
-            roi = ctx.roi
-            if roi is not None:
-                bids.write_mask(out.folder() / f"{out.prefix()}_roi-{roi.label}_mask.nii.gz",
-                                roi.mask, ctx.affine, {
-                                    "Description": roi.description, "Source": roi.source,
-                                    "Voxels": roi.n_voxels,
-                                    "VoxelsDroppedOutsideBrainMask": roi.n_outside_brain})
-            results: dict[str, StageResult] = {}
-            if "ale" in self.s.analyses:
-                results["ale"] = stages.run_ale_stage(ctx, job)
-            if "csale" in self.s.analyses:
-                results["csale"] = stages.run_csale_stage(ctx, job)
-            if "macm" in self.s.analyses:
-                csale = results["csale"].csale if "csale" in results else None
-                results["macm"] = stages.run_macm_stage(ctx, job, csale)
-            for name, res in results.items():
-                summary["analyses"][name] = res.summary
-                summary["skipped"].update(res.skipped)
-            summary["runtime_s"] = round(time.perf_counter() - t0, 2)
-            out.commit({"digest": digest, "settings": self.s.result_params(),
-                        "summary": summary, "version": __version__})
-        except BaseException:
-            out.discard()
-            raise
+        digest = studyset_digest(ctx, path)
+        if reusable(self.output_dir, label, digest, self.s.overwrite):
+            self.reused.append(label)
+            self.summaries.append(bids.read_provenance(self.output_dir / f"studyset-{label}")
+                                  .get("summary", {"label": label}))
+            return
+        job = StudysetJob(label, path, exps, digest)
+        t0 = time.perf_counter()
+        outputs, summary = run_analyses(ctx, job, extra)
+        summary["runtime_s"] = round(time.perf_counter() - t0, 2)
+        write_studyset(self.output_dir, ctx, job, outputs, summary)
         self.summaries.append(summary)
+
+
+def studyset_digest(ctx: RunContext, path: Path) -> str:
+    """Digest of everything a studyset's results depend on (the reuse rule)."""
+    db = ctx.database.digest if ctx.database is not None else "no database"
+    return ctx.settings.digest(__version__, file_digest(path), db, ctx.inputs_digest)
+
+
+def reusable(output_dir: Path, label: str, digest: str, overwrite: bool) -> bool:
+    """True when OUTPUT_DIR holds this studyset's finished results for ``digest``; other
+    results there are refused (exit 73) unless ``overwrite``."""
+    final = Path(output_dir) / f"studyset-{label}"
+    if not final.exists():
+        return False
+    prov = bids.read_provenance(final)
+    if prov and prov.get("digest") == digest:
+        LOG.info("studyset '%s': finished results with the same inputs and settings found; "
+                 "reusing them", label)
+        return True
+    if not overwrite:
+        raise OutputError(f"{final}: holds results of other inputs or settings; use "
+                          "--overwrite to replace them or choose another OUTPUT_DIR")
+    return False
+
+
+def write_studyset(output_dir: Path, ctx: RunContext, job: StudysetJob, outputs: list,
+                   summary: dict) -> None:
+    """Stage every file of one studyset and publish the folder in one rename."""
+    from .results import write_output
+
+    out = bids.StudysetOutput(output_dir, job.label)
+    try:
+        exps = job.experiments
+        bids.write_table(out.table_path(names.INPUT_FOCI), exps.foci, {
+            "Description": "Parsed foci with original IDs; x/y/z as given, x_mni/y_mni/"
+                           "z_mni after Talairach to MNI conversion (tal2icbm) where needed",
+            "Source": str(job.path)})
+        bids.write_table(out.table_path(names.EXPERIMENTS_TABLE), exps.table)
+        roi = ctx.roi
+        if roi is not None:
+            bids.write_mask(out.folder() / names.roi_mask_filename(job.label, roi.label),
+                            roi.mask, ctx.affine, {
+                                "Description": roi.description, "Source": roi.source,
+                                "Voxels": roi.n_voxels,
+                                "VoxelsDroppedOutsideBrainMask": roi.n_outside_brain})
+        for o in outputs:
+            write_output(out, o)
+        out.commit({"digest": job.digest, "settings": ctx.settings.result_params(),
+                    "summary": summary, "version": __version__})
+    except BaseException:
+        out.discard()
+        raise

@@ -1,7 +1,10 @@
-"""One function per analysis: run it through ``stats`` and write its outputs. No maths.
+"""One function per analysis: run it through ``stats`` into an in-memory result. No maths,
+no disk (checkpoints aside: the work folder's ``ChunkDir``).
 
 Each stage takes the run's :class:`~csale_app.context.RunContext` and the studyset's
-:class:`~csale_app.context.StudysetJob` and returns a :class:`~csale_app.context.StageResult`.
+:class:`~csale_app.context.StudysetJob` and returns :class:`~csale_app.results.AnalysisOutput`
+(written by :func:`csale_app.results.write_output`). The public estimators
+(:mod:`csale_app.api`) call these, and the CLI calls the estimators.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .context import Progress, RunContext, StageResult, StudysetJob, common_sidecar
+from .context import Progress, RunContext, StudysetJob, common_sidecar
 from .io.experiments import Experiments, select_by_seed
 from .io.workdir import ChunkDir
 from .kernels.plan import Grid
-from .outputs import bids
+from .outputs import names
+from .results import AnalysisOutput
 from .stats.ale_analysis import run_ale
 from .stats.contributions import contributions, summarize
 from .stats.csale import run_csale, subsample_share
@@ -24,38 +28,40 @@ from .stats.labels import add_labels, peaks_table
 LOG = logging.getLogger("csale_app")
 
 
-def write_cluster_tables(out, meta, clusters, labels, stat, grid, affine, exps, ma, side,
-                         macm=None):
+def cluster_tables(meta, clusters, labels, stat, grid, affine, exps, ma,
+                   side) -> dict[str, tuple[pd.DataFrame, dict]]:
     """Cluster table with atlas labels, peaks/sub-peaks and per-experiment contributions."""
-    base = f"{bids.SPACE_ENT}_meta-{meta}"
     clusters = add_labels(clusters, labels, grid, affine, label_column="cluster_id")
     peaks = peaks_table(stat, labels, grid, affine, value_name="ale")
     contrib = contributions(ma, labels, exps.ids, grid, exps.ijk, exps.focus_start, stat=stat)
     if len(clusters) and len(contrib):
         clusters["top_contributors"] = summarize(contrib).reindex(
             clusters["cluster_id"]).to_numpy()
-    bids.write_table(out.table_path(f"{base}_clusters", macm), clusters, side)
-    bids.write_table(out.table_path(f"{base}_peaks", macm), peaks, side)
-    bids.write_table(out.table_path(f"{base}_contributions", macm), contrib, {
-        **side, "Jackknife": "mean over cluster voxels of 1 - ALE without the experiment / "
-                             "ALE (nimare.diagnostics.Jackknife)",
-        "FocusCounter": "foci of the experiment inside the cluster"})
+    return {
+        names.analysis_table(meta, "clusters"): (clusters, side),
+        names.analysis_table(meta, "peaks"): (peaks, side),
+        names.analysis_table(meta, "contributions"): (contrib, {
+            **side, "Jackknife": "mean over cluster voxels of 1 - ALE without the experiment "
+                                 "/ ALE (nimare.diagnostics.Jackknife)",
+            "FocusCounter": "foci of the experiment inside the cluster"}),
+    }
 
 
-def _tag(job: StudysetJob, macm: str | None) -> str:
-    return f"{job.label}{'-' + macm if macm else ''}"
+def _tag(label: str, macm: str | None) -> str:
+    return f"{label}{'-' + macm if macm else ''}"
 
 
-def run_ale_stage(ctx: RunContext, job: StudysetJob, macm: str | None = None,
-                  exps: Experiments | None = None, grid: Grid | None = None,
-                  source: str | None = None) -> StageResult:
+def ale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
+               exps: Experiments | None = None, grid: Grid | None = None,
+               source: str | None = None) -> AnalysisOutput:
     """ALE of the studyset (or, for a MACM, of the selected experiments on ``grid``)."""
     s = ctx.settings
     exps = exps or job.experiments
     grid = grid or ctx.grid
     report_mask = None if macm else ctx.report_mask
-    store = ChunkDir(ctx.work_root, f"{_tag(job, macm)}-ale-{job.digest}-c{s.chunk_size}")
-    prog = Progress(s.n_iters, f"{_tag(job, macm)} ALE null", s.quiet)
+    tag = _tag(job.label, macm)
+    store = ChunkDir(ctx.work_root, f"{tag}-ale-{job.digest}-c{s.chunk_size}")
+    prog = Progress(s.n_iters, f"{tag} ALE null", s.quiet)
     res = run_ale(exps, grid, ctx.affine, n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
                   cluster_alpha=s.cluster_alpha, kernel_fwhm=s.kernel_fwhm,
                   seed=s.random_seed, backend=ctx.backend, chunk_size=s.chunk_size,
@@ -69,31 +75,31 @@ def run_ale_stage(ctx: RunContext, job: StudysetJob, macm: str | None = None,
         extra["ReferenceDatabase"] = ctx.database.describe()
     side = common_sidecar(ctx, exps, source or job.path,
                           "ALE with Monte Carlo FWE (Eickhoff 2012, 2016)", extra)
-    for name, values in res.maps.items():
-        bids.write_map(job.out.map_path("ale", name, macm), values, grid, ctx.affine,
-                       {**side, "Statistic": name})
-    write_cluster_tables(job.out, "ale", res.clusters, res.significant_labels,
-                         res.observed.stat, grid, ctx.affine, exps, res.observed.ma, side, macm)
+    tables = cluster_tables("ale", res.clusters, res.significant_labels, res.observed.stat,
+                            grid, ctx.affine, exps, res.observed.ma, side)
     null = pd.DataFrame({"max_ale": res.null["max"], "max_cluster_size": res.null["size"],
                          "max_cluster_mass": res.null["mass"]})
-    bids.write_table(job.out.table_path("meta-ale_desc-null_values", macm), null)
+    tables[names.analysis_table("ale", names.NULL_VALUES)] = (null, None)
     store.remove()
-    return StageResult({"n_clusters": int(len(res.clusters)), "ss_thresh": res.ss_thresh,
-                        "null_seconds": round(seconds, 2), "n_experiments": exps.n_experiments,
-                        "vfwe_threshold": float(np.percentile(res.null["max"], 95))})
+    summary = {"n_clusters": int(len(res.clusters)), "ss_thresh": res.ss_thresh,
+               "null_seconds": round(seconds, 2), "n_experiments": exps.n_experiments,
+               "vfwe_threshold": float(np.percentile(res.null["max"], 95))}
+    return AnalysisOutput("ale", macm, grid, ctx.affine, res.maps, side, {}, tables, {},
+                          summary, res)
 
 
-def run_csale_stage(ctx: RunContext, job: StudysetJob, macm: str | None = None,
-                    exps: Experiments | None = None, grid: Grid | None = None,
-                    source: str | None = None) -> StageResult:
+def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
+                 exps: Experiments | None = None, grid: Grid | None = None,
+                 source: str | None = None) -> AnalysisOutput:
     """C-SALE of the studyset against the run's reference database."""
     s = ctx.settings
     exps = exps or job.experiments
     grid = grid or ctx.grid
     db = ctx.database
     report_mask = None if macm else ctx.report_mask
-    store = ChunkDir(ctx.work_root, f"{_tag(job, macm)}-csale-{job.digest}-c{s.chunk_size}")
-    prog = Progress(s.n_iters, f"{_tag(job, macm)} C-SALE null", s.quiet)
+    tag = _tag(job.label, macm)
+    store = ChunkDir(ctx.work_root, f"{tag}-csale-{job.digest}-c{s.chunk_size}")
+    prog = Progress(s.n_iters, f"{tag} C-SALE null", s.quiet)
     options = dict(n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
                    cluster_alpha=s.cluster_alpha, min_cluster_size=s.min_cluster_size,
                    kernel_fwhm=s.kernel_fwhm, null_kind=s.csale_null, backend=ctx.backend,
@@ -114,30 +120,28 @@ def run_csale_stage(ctx: RunContext, job: StudysetJob, macm: str | None = None,
                                                   "min_voxels": s.min_cluster_size},
                               "AnalysisMaskVoxels": grid.n_mask,
                               **ctx.extent_note(macm is not None)})
-    for name, values in res.maps.items():
-        bids.write_map(job.out.map_path("csale", name, macm), values, grid, ctx.affine,
-                       {**side, "Statistic": name})
-    write_cluster_tables(job.out, "csale", res.clusters, res.significant_labels, res.stat,
-                         grid, ctx.affine, exps, res.observed.ma, side, macm)
+    tables = cluster_tables("csale", res.clusters, res.significant_labels, res.stat, grid,
+                            ctx.affine, exps, res.observed.ma, side)
     null = pd.DataFrame({"max_ale": res.null_max, "max_cluster_size": res.null_cluster_size})
-    bids.write_table(job.out.table_path("meta-csale_desc-null_values", macm), null)
+    tables[names.analysis_table("csale", names.NULL_VALUES)] = (null, None)
     store.remove()
+    maps, map_sidecars = dict(res.maps), {}
     if s.subsamples > 0 and macm is None:
-        prog = Progress(s.n_iters * s.subsamples, f"{_tag(job, macm)} C-SALE subsamples "
+        prog = Progress(s.n_iters * s.subsamples, f"{tag} C-SALE subsamples "
                         f"({s.subsamples} x {s.subsample_fraction:g})", s.quiet)
-        share = subsample_share(exps, db.experiments, grid, ctx.affine, report_mask,
-                                n_subsamples=s.subsamples, fraction=s.subsample_fraction,
-                                seed=s.random_seed, progress=prog, **options)
+        maps[names.SUBSAMPLE_MAP] = subsample_share(
+            exps, db.experiments, grid, ctx.affine, report_mask, n_subsamples=s.subsamples,
+            fraction=s.subsample_fraction, seed=s.random_seed, progress=prog, **options)
         prog.close()
-        bids.write_map(job.out.map_path("csale", "stat-prob_desc-subsamples", macm), share,
-                       grid, ctx.affine, {
-                           **side, "Statistic": "share of subsamples in which the voxel lies "
-                                                "in a significant cluster (cluster-FWE)",
-                           "Subsamples": s.subsamples,
-                           "SubsampleFraction": s.subsample_fraction})
-    return StageResult({"n_clusters": int(len(res.clusters)), "null_seconds": round(seconds, 2),
-                        "n_extent_clusters": int(res.extent_labels.max()),
-                        "n_experiments": exps.n_experiments}, res)
+        map_sidecars[names.SUBSAMPLE_MAP] = {
+            "Statistic": "share of subsamples in which the voxel lies in a significant "
+                         "cluster (cluster-FWE)",
+            "Subsamples": s.subsamples, "SubsampleFraction": s.subsample_fraction}
+    summary = {"n_clusters": int(len(res.clusters)), "null_seconds": round(seconds, 2),
+               "n_extent_clusters": int(res.extent_labels.max()),
+               "n_experiments": exps.n_experiments}
+    return AnalysisOutput("csale", macm, grid, ctx.affine, maps, side, map_sidecars, tables,
+                          {}, summary, res)
 
 
 def macm_seeds(ctx: RunContext, csale_res):
@@ -159,24 +163,28 @@ def macm_seeds(ctx: RunContext, csale_res):
                   for k in range(1, labels.max() + 1)], None
 
 
-def run_macm_stage(ctx: RunContext, job: StudysetJob, csale_res) -> StageResult:
+def macm_outputs(ctx: RunContext, job: StudysetJob,
+                 csale_res) -> tuple[list[AnalysisOutput], dict, dict]:
     """MACM: experiments of the reference database in each seed, then whole-brain ALE and
-    C-SALE of that selection."""
+    C-SALE of that selection. Returns (outputs, summary, skipped)."""
     s, db = ctx.settings, ctx.database.experiments
     kind, seeds, reason = macm_seeds(ctx, csale_res)
     if reason:
         LOG.warning("studyset '%s': MACM skipped: %s", job.label, reason)
-        return StageResult({"skipped": reason}, skipped={"macm": reason})
-    done, skipped = {}, {}
+        return [], {"skipped": reason}, {"macm": reason}
+    outputs, done, skipped = [], {}, {}
     for name, seed in seeds:
         selected, in_seed = select_by_seed(db, seed, s.macm_coverage)
         sel = db.subset(selected)
         table = pd.DataFrame({"experiment_id": db.ids, "study_id": db.study_ids,
                               "n_foci": db.foci_counts(), "foci_in_seed": in_seed,
                               "sample_size": db.sample_size, "selected": selected})
-        bids.write_table(job.out.table_path("experiments", name), table[table["selected"]])
-        bids.write_mask(job.out.folder(name) / f"{job.out.prefix(name)}_mask.nii.gz", seed,
-                        ctx.affine, {"Description": f"MACM seed ({kind})"})
+        outputs.append(AnalysisOutput(
+            "seed", name, ctx.brain_grid, ctx.affine,
+            tables={names.MACM_EXPERIMENTS: (table[table["selected"]].reset_index(drop=True),
+                                             None)},
+            masks={names.seed_mask_filename(job.label, name):
+                   (seed, {"Description": f"MACM seed ({kind})"})}))
         if sel.n_experiments < s.min_experiments:
             msg = (f"{sel.n_experiments} experiments selected < --min-experiments "
                    f"{s.min_experiments}")
@@ -185,8 +193,40 @@ def run_macm_stage(ctx: RunContext, job: StudysetJob, csale_res) -> StageResult:
             done[name] = {"skipped": msg}
             continue
         src = f"reference database ({', '.join(ctx.database.files)})"
-        done[name] = {"n_selected": sel.n_experiments,
-                      "ale": run_ale_stage(ctx, job, name, sel, ctx.brain_grid, src).summary,
-                      "csale": run_csale_stage(ctx, job, name, sel, ctx.brain_grid,
-                                               src).summary}
-    return StageResult({"seed": kind, "seeds": done}, skipped=skipped)
+        ale = ale_output(ctx, job, name, sel, ctx.brain_grid, src)
+        csale = csale_output(ctx, job, name, sel, ctx.brain_grid, src)
+        outputs += [ale, csale]
+        done[name] = {"n_selected": sel.n_experiments, "ale": ale.summary,
+                      "csale": csale.summary}
+    return outputs, {"seed": kind, "seeds": done}, skipped
+
+
+def run_analyses(ctx: RunContext, job: StudysetJob,
+                 extra: dict | None = None) -> tuple[list[AnalysisOutput], dict]:
+    """Every analysis of ``ctx.settings.analyses`` for one studyset: (outputs, summary)."""
+    s = ctx.settings
+    exps = job.experiments
+    summary = {"label": job.label, "source": str(job.path),
+               "n_experiments": exps.n_experiments, "n_foci": exps.n_foci,
+               "analyses": {}, "skipped": {},
+               "database": (None if ctx.database is None else
+                            {**ctx.database.describe(),
+                             "same_as_studyset": ctx.database.is_only(job.path)}),
+               **(extra or {})}
+    outputs: list[AnalysisOutput] = []
+    csale = None
+    if "ale" in s.analyses:
+        ale = ale_output(ctx, job)
+        outputs.append(ale)
+        summary["analyses"]["ale"] = ale.summary
+    if "csale" in s.analyses:
+        csale = csale_output(ctx, job)
+        outputs.append(csale)
+        summary["analyses"]["csale"] = csale.summary
+    if "macm" in s.analyses:
+        macm, macm_summary, skipped = macm_outputs(
+            ctx, job, csale.raw if csale is not None else None)
+        outputs += macm
+        summary["analyses"]["macm"] = macm_summary
+        summary["skipped"].update(skipped)
+    return outputs, summary

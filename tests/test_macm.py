@@ -433,20 +433,21 @@ def test_each_cluster_cli_gives_one_folder_per_cluster(monkeypatch, tmp_path, pa
     import csale_app.stages as stages
 
     img, mask = brain
-    real = stages.run_csale_stage
+    real = stages.csale_output
     seen = []
 
-    def fake_csale_stage(ctx, job, macm=None, exps=None, grid=None, source=None):
+    def fake_csale_output(ctx, job, macm=None, exps=None, grid=None, source=None):
         seen.append(macm)
         if macm is None:
             labels, _ = cluster_labels(ctx.grid, img, mask, which=(1, 2, 3))
-            return stages.StageResult({"n_clusters": 3, "null_seconds": 0.0,
-                                       "n_extent_clusters": 3,
-                                       "n_experiments": job.experiments.n_experiments},
-                                      SimpleNamespace(significant_labels=labels))
+            return stages.AnalysisOutput(
+                "csale", None, ctx.grid, ctx.affine,
+                summary={"n_clusters": 3, "null_seconds": 0.0, "n_extent_clusters": 3,
+                         "n_experiments": job.experiments.n_experiments},
+                raw=SimpleNamespace(significant_labels=labels))
         return real(ctx, job, macm, exps, grid, source)
 
-    monkeypatch.setattr(stages, "run_csale_stage", fake_csale_stage)
+    monkeypatch.setattr(stages, "csale_output", fake_csale_output)
     no_report(monkeypatch)
     inp = pain_input_dir(tmp_path, pain_json)
     out = tmp_path / "out"

@@ -1,9 +1,9 @@
 """The HTML report: self-contained, escaped, small enough, and renders in headless Chromium."""
 
+import html as htmllib
 import json
 import logging
-import shutil
-import subprocess
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 from csale_app.report import build_report
+
+from . import chromium
 
 SPACE = "space-MNI152NLin6Asym_res-2"
 EVIL = "<script>alert(1)</script>"
@@ -54,6 +56,7 @@ def _analysis(folder, prefix, meta, affine, brain, centres, roi=None, baserate=F
     _save(folder / f"{stem}_stat-z_desc-thresholded_statmap.nii.gz", z, affine, side)
     _save(folder / f"{stem}_stat-ale_statmap.nii.gz", z / 200.0, affine, side)
     _save(folder / f"{stem}_stat-z_statmap.nii.gz", z, affine, side)
+    _save(folder / f"{stem}_stat-logp_statmap.nii.gz", np.minimum(z, 2.0), affine, side)
     if baserate:
         br = brain * (1.0 if roi is None else roi) * np.linspace(0, 1, shape[2])[None, None, :]
         _save(folder / f"{stem}_stat-prob_desc-baserate_statmap.nii.gz", br / br.sum(), affine)
@@ -79,7 +82,7 @@ def _analysis(folder, prefix, meta, affine, brain, centres, roi=None, baserate=F
         folder / f"{stem}_desc-null_values.tsv", sep="\t", index=False)
 
 
-def _studyset(out, label, affine, brain, with_roi, full=True):
+def _studyset(out, label, affine, brain, with_roi, full=True, macm=True):
     folder = out / f"studyset-{label}"
     prefix = f"studyset-{label}"
     folder.mkdir(parents=True)
@@ -88,6 +91,12 @@ def _studyset(out, label, affine, brain, with_roi, full=True):
                   "n_foci": [3, 5, 4], "space": ["MNI", "TAL", "MNI"],
                   "status": ["kept", "kept", "dropped: no foci inside the template"]}).to_csv(
         folder / f"{prefix}_desc-experiments_table.tsv", sep="\t", index=False)
+    pd.DataFrame({"study_id": [EVIL, EVIL, "Smith2010", "Doe2012"],
+                  "experiment_id": [EVIL, EVIL, "Smith2010", "Doe2012"],
+                  "x_mni": [-30.0, 40, 28, -40], "y_mni": [-60.0, 10, -64, -20],
+                  "z_mni": [-30.0, 30, -40, 50], "i": [60, 25, 31, 65], "j": [33, 68, 31, 53],
+                  "k": [21, 51, 16, 61], "in_template": [True, True, True, True]}).to_csv(
+        folder / f"{prefix}_desc-input_foci.tsv", sep="\t", index=False)
     roi = None
     if with_roi:
         roi = np.zeros(brain.shape, bool)
@@ -100,6 +109,8 @@ def _studyset(out, label, affine, brain, with_roi, full=True):
     if not full:
         return
     _analysis(folder, prefix, "csale", affine, brain, cents[:1], roi, baserate=True)
+    if not macm:
+        return
     mf = folder / "macm-clusters"
     mp = f"{prefix}_macm-clusters"
     seed = _blob(brain.shape, affine, cents[0], 8, 1.0) > 0
@@ -116,7 +127,7 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     affine, brain = _template()
     _studyset(out, "cerebellum", affine, brain, with_roi=True)
-    _studyset(out, "wholebrain", affine, brain, with_roi=False)
+    _studyset(out, "wholebrain", affine, brain, with_roi=False, macm=False)
     context = {
         "version": "0.1.0", "command_line": ["csale-app", "in", "out", "group", EVIL],
         "settings": {"n_iters": 100, "voxel_thresh": 0.001, "cluster_alpha": 0.05,
@@ -125,13 +136,21 @@ def report(tmp_path_factory):
         "device": "CPU (numba, 2 threads)", "runtime_s": 125.3,
         "warnings": [f"experiment '{EVIL}' has few foci"],
         "studysets": [
-            {"label": "cerebellum", "n_experiments": 3, "n_foci": 12,
-             "analyses": {"ale": {"n_clusters": 2}, "csale": {"n_clusters": 1}, "macm": {}}},
-            {"label": "wholebrain", "n_experiments": 3, "n_foci": 12,
-             "analyses": {"ale": {"n_clusters": 2}}, "skipped": {"macm": f"too few {EVIL}"}},
+            {"label": "cerebellum", "n_experiments": 2, "n_foci": 12,
+             "analyses": {"ale": {"n_clusters": 2}, "csale": {"n_clusters": 1}, "macm": {}},
+             "database": {"source": "INPUT_DIR/database/", "files": ["db1.tsv", "db2.tsv"],
+                          "n_experiments": 321, "n_foci": 4321, "same_as_studyset": False},
+             "roi": {"label": "cerebellum", "n_voxels": 19206, "n_dropped_outside_brain": 20,
+                     "dilation_mm": 6.0, "n_analysis_voxels": 25123}},
+            {"label": "wholebrain", "n_experiments": 2, "n_foci": 12,
+             "analyses": {"ale": {"n_clusters": 2}, "macm": {"skipped": f"too few {EVIL}"}},
+             "skipped": {"macm": f"too few {EVIL}"},
+             "database": {"source": "every studyset in INPUT_DIR", "files": ["wholebrain.tsv"],
+                          "n_experiments": 3, "n_foci": 12, "same_as_studyset": True}},
             {"label": "tiny", "n_experiments": 4, "n_foci": 9, "analyses": {},
              "skipped": {"all": "4 experiments < --min-experiments 15"}},
         ],
+        "reused": ["wholebrain"],
     }
     path = build_report(out, context)
     return out, path
@@ -148,11 +167,21 @@ def test_report_written_with_bib(report):
     assert not list(out.glob(".report.html.*"))  # no temporary file left behind
 
 
+def _frames(html: str) -> list[str]:
+    return [htmllib.unescape(m) for m in re.findall(r'srcdoc="([^"]*)"', html)]
+
+
 def test_no_external_addresses(report):
     html = report[1].read_text()
     assert "http://" not in html and "https://" not in html
-    assert "//cdn" not in html and "<script" not in html.lower()
+    assert "//cdn" not in html and "<script" not in html.lower()  # script only in viewers
     assert "<link" not in html.lower()
+    frames = _frames(html)
+    assert frames, "an interactive viewer per thresholded map"
+    for page in frames:  # nilearn's viewer: its JavaScript inline, nothing fetched
+        assert "<script>" in page and "brainsprite" in page
+        assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)|https?://""", page)
+        assert EVIL not in page
 
 
 def test_inputs_are_escaped(report):
@@ -170,9 +199,107 @@ def test_size_and_content(report):
                  "MACM: seed clusters", "base-rate map", "null distributions",
                  "Region of interest: cerebellum", "Left Cerebellum VI", "Methods",
                  "Magielse", "Lancaster", "tal2icbm", "CPU (numba, 2 threads)", "2 min 05 s",
-                 "4 experiments &lt; --min-experiments 15", 'href="#studyset-wholebrain"'):
+                 "4 experiments &lt; --min-experiments 15", 'href="#studyset-wholebrain"',
+                 "Input foci of cerebellum", "-log10 p", "1/100 = 0.01", "db1.tsv, db2.tsv",
+                 "INPUT_DIR/database/", "19206 voxels", "interactive view"):
         assert text in html, text
-    assert "figure could not be drawn" not in html
+    assert "figure could not be drawn" not in html and "could not be shown" not in html
+
+
+def test_one_copy_of_each_column_and_message(report):
+    html = report[1].read_text()
+    whole = html[html.index('id="studyset-wholebrain"'):html.index('id="methods"')]
+    assert whole.count("Skipped macm: too few") == 1
+    for table in re.findall(r"<table.*?</table>", html, re.S):
+        heads = re.findall(r"<th>(.*?)</th>", table)
+        assert len(heads) == len(set(heads)), heads
+        assert sum("contribut" in h.lower() for h in heads) <= 1
+
+
+def test_contributors_top_few_with_the_rest_in_details(tmp_path):
+    from csale_app.report.tables import TOP_CONTRIBUTORS, cluster_table
+
+    clusters = pd.DataFrame({"cluster_id": [1], "size_voxels": [10], "peak_x": [0.0],
+                             "peak_y": [0.0], "peak_z": [0.0]})
+    contrib = pd.DataFrame({"cluster_id": [1] * 8, "experiment_id": [f"e{i}" for i in range(8)],
+                            "jackknife": np.linspace(0.4, 0.05, 8), "n_foci_in_cluster": 1})
+    t = cluster_table(clusters, contrib, "t")
+    cell = t.rows[0][-1]
+    assert cell.text.count("(") == TOP_CONTRIBUTORS and cell.text.startswith("e0")
+    assert len(cell.more) == 8 - TOP_CONTRIBUTORS and cell.more_label == "5 more"
+
+
+def test_summary_counts_equal_table_rows(report):
+    html = report[1].read_text()
+    for label in ("cerebellum", "wholebrain"):
+        sec = html[html.index(f'id="studyset-{label}"'):]
+        shown = re.search(r"<td>Experiments analysed</td><td>(\d+)", sec).group(1)
+        rows = re.search(r"<summary>Experiments analysed \((\d+) rows\)</summary>", sec)
+        assert shown == rows.group(1) == "2"
+        summary_row = re.search(rf"<td[^>]*>{label}</td><td[^>]*>(\d+)</td>", html).group(1)
+        assert summary_row == shown
+    assert "not analysed" in html or "dropped" in html
+
+
+def test_peak_views_cut_at_a_listed_peak(report):
+    out, path = report
+    html = path.read_text()
+    views = re.findall(r'<figure data-peak="([^"]+)" data-table="([^"]+)"', html)
+    assert len(views) >= 4
+    for peak, table in views:
+        hit = list(out.rglob(table))
+        assert len(hit) == 1, table
+        df = pd.read_csv(hit[0], sep="\t")
+        listed = {",".join(f"{v:g}" for v in r) for r in
+                  df[["peak_x", "peak_y", "peak_z"]].itertuples(index=False)}
+        assert peak in listed, (peak, listed)
+
+
+def test_methods_follow_what_ran(report):
+    html = htmllib.unescape(report[1].read_text())
+    methods = html[html.index('id="methods"'):html.index('id="references"')]
+    assert "same inference as above" not in methods
+    assert ("The reference database is --database if given, else INPUT_DIR/database/, else "
+            "every studyset in INPUT_DIR, whatever --studyset-label selects") in methods
+    assert "321 experiments with 4,321 foci from db1.tsv and db2.tsv" in methods
+    assert "the permutation nulls run in the ROI dilated by 6 mm within the brain mask" in methods
+    assert "unthresholded statistic maps keep the analysis mask" in methods
+    assert "The MACM is whole-brain" in methods
+    macm = methods[methods.index("Meta-analytic connectivity"):]
+    macm = macm[:macm.index("</p>")]
+    assert "restricted to the ROI" not in macm and "analysis mask" not in macm
+    assert "reused only when a digest of the bytes of every input file" in methods
+    assert "1/100" in methods
+
+
+def test_database_is_shown_and_self_database_warned(report):
+    html = report[1].read_text()
+    cer = html[html.index('id="studyset-cerebellum-csale"'):]
+    cer = cer[:cer.index("</section>")]
+    assert "db1.tsv, db2.tsv" in cer and "321" in cer and "4321" in cer
+    assert 'class="alert"' not in cer
+    whole = html[html.index('id="studyset-wholebrain"'):html.index('id="methods"')]
+    assert "Results reused" in whole
+
+
+def test_self_database_alert(report):
+    html = report[1].read_text()
+    csale = html[html.index('id="studyset-wholebrain-csale"'):]
+    assert 'class="alert"' in csale[:csale.index("</section>")]
+    assert "exactly the analysed studyset" in csale
+
+
+def test_write_table_sidecar_describes_columns(tmp_path):
+    from csale_app.outputs.bids import write_table
+
+    df = pd.DataFrame({"cluster_id": [1], "size_voxels": [3], "mystery": [0.5]})
+    write_table(tmp_path / "x_meta-ale_desc-null_values.tsv", df)
+    side = json.loads((tmp_path / "x_meta-ale_desc-null_values.json").read_text())
+    assert set(df.columns) <= set(side) and side["size_voxels"]["Units"] == "voxels"
+    assert "Description" in side
+    write_table(tmp_path / "y_clusters.tsv", df, {"Method": "ALE"})
+    side = json.loads((tmp_path / "y_clusters.json").read_text())
+    assert side["Method"] == "ALE" and "cluster_id" in side
 
 
 def test_failing_figure_is_a_notice(tmp_path, caplog):
@@ -216,31 +343,39 @@ def test_empty_output_dir(tmp_path):
     assert "No studyset results were found" in html and "nothing ran" in html
 
 
-def _chromium():
-    for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
-        if c and Path(c).exists():
-            return c
-    return None
+def test_layout_fits_1280_in_headless_chromium(report, tmp_path):
+    if chromium.executable() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    res, console = chromium.layout(report[1], tmp_path)
+    assert res["page"] <= res["viewport"], "the page scrolls sideways"
+    assert len(res["tables"]) >= 10
+    assert not chromium.overflowing(res), chromium.overflowing(res)
+    assert not console and not res["errors"], (console, res["errors"])
+    assert res["frames"] and all(f.get("canvas") and not f.get("errors") for f in res["frames"])
+
+
+def test_layout_probe_sees_overflow_and_errors(tmp_path):
+    if chromium.executable() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    page = tmp_path / "bad.html"
+    page.write_text("<html><head></head><body><main style='width:400px'><table><tr>"
+                    "<td style='white-space:nowrap'>" + "x" * 400 + "</td></tr></table>"
+                    "</main><script>undefinedFunction()</script></body></html>")
+    res, console = chromium.layout(page, tmp_path)
+    assert chromium.overflowing(res)
+    assert res["errors"] or console
 
 
 def test_renders_in_headless_chromium(report, tmp_path):
-    exe = _chromium()
-    if exe is None:
+    if chromium.executable() is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     from PIL import Image
 
     shot = tmp_path / "shot.png"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
-           "--v=0", f"--screenshot={shot}", "--window-size=1280,2000",
-           report[1].resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    proc = chromium.screenshot(report[1], shot, tmp_path)
     assert shot.exists(), proc.stderr[-3000:]
     img = Image.open(shot).convert("RGB")
     assert img.size == (1280, 2000)
     colours = img.getcolors(maxcolors=1 << 20)
     assert colours is None or len(colours) > 50  # not blank
-    page_errors = [ln for ln in proc.stderr.splitlines()
-                   if "Uncaught" in ln or ("CONSOLE" in ln and "report.html" in ln)]
-    assert not page_errors, page_errors
+    assert not chromium.console_errors(proc.stderr)

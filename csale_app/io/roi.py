@@ -180,6 +180,8 @@ def load_roi(spec: str | None, coords, radius: float, template: nib.Nifti1Image,
     if coords:
         return sphere_roi(coords, radius, template, brain)
     if spec is None:
+        if input_dir is None:
+            return None
         for name in ("roi.nii.gz", "roi.nii"):
             if (input_dir / name).exists():
                 return nifti_roi(input_dir / name, template, brain)

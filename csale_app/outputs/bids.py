@@ -28,7 +28,8 @@ from ..errors import WRITE_ERRNOS, OutputError, display_path, output_error, writ
 from ..kernels.plan import Grid
 from .atomic import public_mode, write_atomic, write_json, write_text
 
-SPACE_ENT = "space-MNI152NLin6Asym_res-2"
+from . import names
+from .names import SPACE_ENT  # noqa: F401  (re-exported: older imports use bids.SPACE_ENT)
 PROVENANCE = ".csale_provenance.json"
 #: Staging folders are ``OUTPUT_DIR/.csale_staging-studyset-<S>-XXXX``; they are hidden and
 #: deliberately not ``.staging-studyset-*``, so a run started for other studysets of a job
@@ -58,9 +59,9 @@ def container_provenance(environ=None, root: Path = Path("/")) -> dict | None:
     """GeneratedBy.Container: the runtime that runs this process and the image, or None.
 
     Apptainer/Singularity set APPTAINER_CONTAINER / SINGULARITY_CONTAINER (the image file);
-    Podman writes /run/.containerenv (with the image name when run as root); Docker makes
-    /.dockerenv. The image's tag comes from CSALE_CONTAINER (set by the Dockerfile and
-    Singularity.def), else from Podman's file.
+    Podman sets ``container=podman`` and writes /run/.containerenv (not with --read-only; the
+    image name in it only in some modes); Docker makes /.dockerenv. The image's tag comes
+    from CSALE_CONTAINER (set by the Dockerfile and Singularity.def), else from Podman's file.
     """
     env = os.environ if environ is None else environ
     tag = env.get("CSALE_CONTAINER") or None
@@ -70,7 +71,7 @@ def container_provenance(environ=None, root: Path = Path("/")) -> dict | None:
             out = {"Type": kind, "Tag": tag, "URI": "file://" + env[var]}
             return {k: v for k, v in out.items() if v}
     podman = root / "run" / ".containerenv"
-    if podman.is_file():
+    if env.get("container") == "podman" or podman.is_file():
         try:
             fields = dict(line.split("=", 1) for line in podman.read_text().splitlines()
                           if "=" in line)
@@ -159,7 +160,7 @@ class StudysetOutput:
             raise
 
     def prefix(self, macm: str | None = None) -> str:
-        return f"studyset-{self.label}" + (f"_macm-{macm}" if macm else "")
+        return names.prefix(self.label, macm)
 
     def folder(self, macm: str | None = None) -> Path:
         d = self.staging / f"macm-{macm}" if macm else self.staging
@@ -167,10 +168,10 @@ class StudysetOutput:
         return d
 
     def map_path(self, meta: str, stat_part: str, macm: str | None = None) -> Path:
-        return self.folder(macm) / f"{self.prefix(macm)}_{SPACE_ENT}_meta-{meta}_{stat_part}_statmap.nii.gz"
+        return self.folder(macm) / names.map_filename(self.label, meta, stat_part, macm)
 
     def table_path(self, name: str, macm: str | None = None) -> Path:
-        return self.folder(macm) / f"{self.prefix(macm)}_{name}.tsv"
+        return self.folder(macm) / names.table_filename(self.label, name, macm)
 
     def commit(self, provenance: dict) -> None:
         marker = self.staging / STAGING_MARKER

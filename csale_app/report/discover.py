@@ -2,7 +2,7 @@
 
 Layout (SPEC section 5)::
 
-    studyset-<S>/studyset-<S>_desc-experiments_table.tsv
+    studyset-<S>/studyset-<S>_desc-experiments_table.tsv, _desc-input_foci.tsv
     studyset-<S>/studyset-<S>_roi-<R>_mask.nii.gz
     studyset-<S>/studyset-<S>_space-..._meta-<m>_<stat...>_statmap.nii.gz (+ .json)
     studyset-<S>/studyset-<S>_[space-..._]meta-<m>_{clusters,peaks,contributions}.tsv
@@ -18,10 +18,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..outputs import names
+
 META_ORDER = {"ale": 0, "csale": 1}
-_MAP_RE = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<part>.+)_statmap\.nii\.gz$")
-_TABLE_RE = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<kind>clusters|peaks|contributions|"
-                       r"desc-null_values)\.tsv$")
+_MAP_RE = names.MAP_PATTERN
+_TABLE_RE = names.TABLE_PATTERN
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Studyset:
     roi_masks: list[Path]
     analyses: list[Analysis]
     macms: list[Macm]
+    input_foci: Path | None = None
 
 
 def _one(folder: Path, pattern: str) -> Path | None:
@@ -111,5 +113,6 @@ def find_studysets(output_dir: Path) -> list[Studyset]:
             roi_masks=sorted(folder.glob(f"{prefix}_roi-*_mask.nii.gz")),
             analyses=find_analyses(folder, prefix),
             macms=macms,
+            input_foci=_one(folder, f"{prefix}_desc-input_foci.tsv"),
         ))
     return out

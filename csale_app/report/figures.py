@@ -8,10 +8,11 @@ never raised.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import matplotlib
 
@@ -31,6 +32,7 @@ class Figure:
     uri: str = ""  # data:image/png;base64,...
     error: str = ""
     caption: str = ""
+    attrs: dict = field(default_factory=dict)  # data-* attributes (e.g. the peak shown)
 
     @property
     def ok(self) -> bool:
@@ -63,6 +65,7 @@ def _render(title: str, draw, caption: str = "") -> Figure:
             plt.close(fig)
 
 
+@functools.lru_cache(maxsize=1)
 def _background():
     try:
         from ..io.templates import load_t1
@@ -184,16 +187,16 @@ def roi_figure(mask_img: nib.Nifti1Image, title: str, caption: str = "") -> Figu
 
 def comparison_figure(maps: list[tuple[str, nib.Nifti1Image]], title: str, cut_coords,
                       caption: str = "") -> Figure:
-    """Thresholded maps in rows, same axial cuts and colour scale (ALE vs C-SALE)."""
+    """Thresholded maps in rows, same axial cuts, each on its own colour scale."""
     from nilearn.plotting import plot_stat_map
 
     def draw(fig):
         n = len(maps)
         fig.set_size_inches(10, 2.4 * n)
         datas = [_finite(img) for _, img in maps]
-        vmax = max(float(np.max(np.abs(np.asanyarray(d.dataobj)))) for d in datas) or 1.0
         bg = _background()
         for i, ((name, _), data) in enumerate(zip(maps, datas)):
+            vmax = float(np.max(np.abs(np.asanyarray(data.dataobj)))) or 1.0
             ax = fig.add_axes([0, 1 - (i + 1) / n, 1, 1 / n])
             plot_stat_map(data, bg_img=bg, display_mode="z", cut_coords=cut_coords, axes=ax,
                           figure=fig, threshold=1e-6, cmap="autumn", vmin=0, vmax=vmax,
@@ -229,5 +232,99 @@ def null_figure(null, title: str, caption: str = "", observed: dict | None = Non
             ax.tick_params(labelsize=7)
             ax.legend(fontsize=7, frameon=False)
         fig.tight_layout()
+
+    return _render(title, draw, caption)
+
+
+def _binary(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    return nib.Nifti1Image((np.nan_to_num(np.asanyarray(img.dataobj)) != 0).astype(np.float32),
+                           img.affine)
+
+
+def logp_figure(logp_img: nib.Nifti1Image, clusters_img: nib.Nifti1Image | None, title: str,
+                cut_coords=None, display_mode: str = "z", vmax: float | None = None,
+                threshold: float = -np.log10(0.05), caption: str = "",
+                outline: str = "#00e5ff") -> Figure:
+    """-log10 p on the template (where p < 10^-threshold), significant clusters outlined in
+    ``outline`` (a colour not in the -log10 p colour map)."""
+    from nilearn.plotting import plot_stat_map
+
+    def draw(fig):
+        fig.set_size_inches(10, 2.6 if display_mode == "z" else 3.4)
+        data = _finite(logp_img)
+        top = vmax or float(np.max(np.asanyarray(data.dataobj))) or 1.0
+        display = plot_stat_map(data, bg_img=_background(), display_mode=display_mode,
+                                cut_coords=cut_coords, figure=fig, threshold=threshold,
+                                cmap="autumn", vmin=0, vmax=top, symmetric_cbar=False,
+                                colorbar=True, annotate=True, draw_cross=False, black_bg=True,
+                                dim=0)
+        if clusters_img is not None and not is_empty(clusters_img):
+            display.add_contours(_binary(clusters_img), levels=[0.5], colors=[outline],
+                                 linewidths=1.6)
+        fig.set_facecolor("black")
+
+    return _render(title, draw, caption)
+
+
+def peak_figure(img: nib.Nifti1Image, title: str, peak: tuple[float, float, float],
+                caption: str = "", clusters_img: nib.Nifti1Image | None = None,
+                vmax: float | None = None, threshold: float = 1e-6, cmap: str = "autumn",
+                attrs: dict | None = None) -> Figure:
+    """Ortho view cut at ``peak`` (mm), a crosshair at the peak; clusters outlined if given."""
+    from nilearn.plotting import plot_stat_map
+
+    def draw(fig):
+        fig.set_size_inches(10, 3.4)
+        data = _finite(img)
+        top = vmax or float(np.max(np.abs(np.asanyarray(data.dataobj)))) or 1.0
+        display = plot_stat_map(data, bg_img=_background(), display_mode="ortho",
+                                cut_coords=peak, figure=fig, threshold=threshold, cmap=cmap,
+                                vmin=0, vmax=top, symmetric_cbar=False, colorbar=True,
+                                annotate=True, draw_cross=True, black_bg=True, dim=0)
+        if clusters_img is not None and not is_empty(clusters_img):
+            display.add_contours(_binary(clusters_img), levels=[0.5], colors=["#00e5ff"],
+                                 linewidths=1.4)
+        fig.set_facecolor("black")
+
+    fig = _render(title, draw, caption)
+    fig.attrs = dict(attrs or {})
+    return fig
+
+
+def foci_figure(foci, title: str, roi_img: nib.Nifti1Image | None = None,
+                caption: str = "") -> Figure:
+    """Glass brain of the input foci (MNI), one colour per experiment; with an ROI, foci
+    outside it are grey and the ROI is outlined."""
+    from nilearn.plotting import plot_glass_brain
+
+    def draw(fig):
+        fig.set_size_inches(10, 3)
+        df = foci
+        if "in_template" in df:
+            df = df[df["in_template"].astype(str).str.lower().isin(("true", "1"))]
+        cols = ["x_mni", "y_mni", "z_mni"] if "x_mni" in df else ["x", "y", "z"]
+        xyz = df[cols].to_numpy(dtype=float)
+        exp = df["experiment_id"].astype(str) if "experiment_id" in df else \
+            df["study_id"].astype(str)
+        codes = exp.astype("category").cat.codes.to_numpy()
+        palette = plt.get_cmap("tab20")(np.arange(20))
+        colours = palette[codes % 20]
+        inside = np.ones(len(df), bool)
+        if roi_img is not None and {"i", "j", "k"} <= set(df.columns):
+            mask = np.asanyarray(roi_img.dataobj) != 0
+            ijk = df[["i", "j", "k"]].to_numpy(dtype=int)
+            ok = np.all((ijk >= 0) & (ijk < mask.shape), axis=1)
+            inside = np.zeros(len(df), bool)
+            inside[ok] = mask[tuple(ijk[ok].T)]
+            colours[~inside] = (0.6, 0.6, 0.6, 0.5)
+        display = plot_glass_brain(None, display_mode="lyrz", figure=fig, annotate=True,
+                                   title=None)
+        order = np.argsort(inside, kind="stable")  # grey first, coloured on top
+        if len(xyz):
+            display.add_markers(xyz[order], marker_color=colours[order], marker_size=7,
+                                linewidths=0)
+        if roi_img is not None:
+            display.add_contours(_binary(roi_img), levels=[0.5], colors=["#2d5fa3"],
+                                 linewidths=1.2)
 
     return _render(title, draw, caption)

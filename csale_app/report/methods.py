@@ -5,7 +5,7 @@ Plain text only (no web addresses): DOIs are given as ``doi:...``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -143,91 +143,197 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def methods_paragraphs(version: str, settings: dict, analyses: set[str],
-                       talairach: bool = False, device: str = "") -> list[str]:
-    """Methods text for the analyses that ran, with the run's parameters."""
-    s = dict(settings or {})
-    n_iters = s.get("n_iters", 10000)
-    vthr = s.get("voxel_thresh", 0.001)
+@dataclass
+class Facts:
+    """What ran, as the report found it (outputs) and the pipeline recorded it (summaries)."""
+
+    version: str
+    settings: dict
+    analyses: set  # "ale", "csale" (studyset level), "macm" (a MACM folder exists)
+    talairach: bool = False
+    device: str = ""
+    studysets: list = field(default_factory=list)  # the pipeline's summary dicts
+
+
+def _n(v) -> str:
+    return f"{int(v):,}" if isinstance(v, (int, float)) and v == v else "an unrecorded number of"
+
+
+def _list(items: list[str]) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+DATABASE_RULE = ("The reference database is --database if given, else INPUT_DIR/database/, "
+                 "else every studyset in INPUT_DIR, whatever --studyset-label selects, so it is "
+                 "the same for every studyset of a run.")
+REUSE_RULE = ("Finished results are reused only when a digest of the bytes of every input "
+              "file (studyset, database, ROI), the csale_app version and every "
+              "result-changing setting matches; otherwise the run recomputes (or refuses "
+              "without --overwrite).")
+
+
+def _database(f: Facts) -> str:
+    db = next((s.get("database") for s in f.studysets
+               if isinstance(s, dict) and isinstance(s.get("database"), dict)), None)
+    if db is None:
+        return DATABASE_RULE
+    files = db.get("files") or []
+    text = (DATABASE_RULE + f" In this run it was chosen by {db.get('source', 'the rule above')}"
+            f" and held {_n(db.get('n_experiments'))} experiments with {_n(db.get('n_foci'))} "
+            f"foci from {_list(files) if files else 'the listed files'}.")
+    same = [s.get("label") for s in f.studysets if isinstance(s, dict)
+            and isinstance(s.get("database"), dict) and s["database"].get("same_as_studyset")]
+    if same:
+        text += (f" For {_list(same)} the database is exactly the analysed studyset, so "
+                 "C-SALE tests the studyset against its own base rate.")
+    return text
+
+
+def _roi_rule(f: Facts) -> str:
+    s = f.settings
+    roi = next((x.get("roi") for x in f.studysets if isinstance(x, dict)
+                and isinstance(x.get("roi"), dict)), None)
+    d = _fmt((roi or {}).get("dilation_mm", s.get("roi_dilation_mm", 6.0)))
+    name = (roi or {}).get("label") or s.get("roi") or "the region of interest"
+    text = (f"With an ROI ({name}"
+            + (f", {_n(roi.get('n_voxels'))} voxels" if roi and roi.get("n_voxels") else "")
+            + f"), the permutation nulls run in the ROI dilated by {d} mm within the brain "
+            "mask" + (f" ({_n(roi.get('n_analysis_voxels'))} voxels)"
+                      if roi and roi.get("n_analysis_voxels") else "")
+            + ", and thresholded maps, cluster tables, peaks and contributions are restricted "
+            "to the ROI itself; unthresholded statistic maps keep the analysis mask.")
+    if roi and roi.get("n_dropped_outside_brain"):
+        text += (f" {_n(roi['n_dropped_outside_brain'])} ROI voxels outside the brain mask "
+                 "were dropped.")
+    return text
+
+
+def _ale_inference(f: Facts) -> str:
+    s = f.settings
     alpha = s.get("cluster_alpha", 0.05)
+    return ("uncorrected p-values came from the analytical null distribution "
+            + _c("eickhoff2012") + "; family-wise error was controlled at the cluster level "
+            f"with a Monte Carlo null of {_n(s.get('n_iters', 10000))} iterations in which "
+            "every experiment's foci were redistributed uniformly in the mask: clusters (faces "
+            f"connectivity) were formed at an uncorrected p < {_fmt(s.get('voxel_thresh', 0.001))}"
+            f" and kept when their size exceeded the {100 * (1 - float(alpha)):g}th percentile "
+            f"of the null distribution of maximum cluster sizes (cluster-level FWE p < "
+            f"{_fmt(alpha)}) " + _c("eickhoff2016"))
+
+
+def _csale_inference(f: Facts, mask: str = "the analysis mask") -> str:
+    s = f.settings
+    n = s.get("n_iters", 10000)
+    null = s.get("csale_null", "probabilistic")
+    k = s.get("min_cluster_size")
+    return ("the null distribution kept each experiment's number of foci and drew their "
+            + ("positions from a base-rate map (the sum of the kernels of all foci in the "
+               f"reference database, restricted to {mask} and normalised to sum 1)"
+               if null == "probabilistic" else "positions from the foci of the reference "
+               "database") + f" ({_n(n)} iterations); the voxel-wise p is the share of "
+            f"permutations with an ALE at least as high, so the smallest p is 1/{_n(n)}; "
+            f"voxels were thresholded at p < {_fmt(s.get('voxel_thresh', 0.001))}"
+            + (f" with a minimum cluster extent of {k} voxels" if k else "")
+            + f", and cluster-level FWE p < {_fmt(s.get('cluster_alpha', 0.05))} was computed "
+            "from the permutations")
+
+
+def _data(f: Facts) -> str:
+    roi = bool(f.settings.get("roi") or f.settings.get("roi_coords"))
+    parts = []
+    for s in f.studysets:
+        if not isinstance(s, dict) or "n_experiments" not in s:
+            continue
+        parts.append(f"{s.get('label')} ({_n(s['n_experiments'])} experiments, "
+                     f"{_n(s.get('n_foci'))} foci)")
+    if not parts:
+        return ""
+    return ("Studysets analysed: " + _list(parts) + (
+        "; with the ROI, only experiments with at least one focus in the analysis mask "
+        "entered, and only their foci in the mask." if roi else "."))
+
+
+def _macm_counts(f: Facts) -> str:
+    parts = []
+    for s in f.studysets:
+        an = s.get("analyses") if isinstance(s, dict) else None
+        m = an.get("macm") if isinstance(an, dict) else None
+        seeds = m.get("seeds") if isinstance(m, dict) else None
+        for name, v in (seeds.items() if isinstance(seeds, dict) else ()):
+            if isinstance(v, dict) and "n_selected" in v:
+                parts.append(f"{_n(v['n_selected'])} for {s.get('label')} (seed {name})")
+    return (" Experiments selected: " + _list(parts) + ".") if parts else ""
+
+
+def methods_paragraphs(facts: Facts | str, settings: dict | None = None,
+                       analyses: set | None = None, talairach: bool = False,
+                       device: str = "") -> list[str]:
+    """Methods text generated from what ran: database, ROI rule, inference, counts."""
+    f = facts if isinstance(facts, Facts) else Facts(
+        str(facts), dict(settings or {}), set(analyses or ()), talairach, device)
+    s = f.settings
     fwhm = s.get("kernel_fwhm")
     merge = s.get("merge_contrasts", True)
-    seed = s.get("random_seed")
-    mask = s.get("brain_mask", "brain")
-    out = []
+    roi = bool(s.get("roi") or s.get("roi_coords"))
     kernel = (f"Gaussian kernels of a fixed {_fmt(fwhm)} mm FWHM centred on its foci" if fwhm
               else "Gaussian kernels centred on its foci, with a width derived from the "
               "experiment's sample size " + _c("eickhoff2009"))
-    p = (f"Coordinate-based meta-analyses were performed with csale_app {version}, which "
+    out = []
+    p = (f"Coordinate-based meta-analyses were performed with csale_app {f.version}, which "
          "re-implements the activation likelihood estimation (ALE) algorithm "
          + _c("turkeltaub2002", "eickhoff2009", "eickhoff2012", "turkeltaub2012")
          + " as in NiMARE 0.22 " + _c("salo2023") + ". All maps are on the MNI152NLin6Asym "
-         f"2 mm template within the {mask} mask. ")
-    if s.get("roi"):
-        p += (f"With a region of interest ({s['roi']}), ALE and C-SALE were run in the same "
-              f"analysis mask, the region of interest dilated by "
-              f"{_fmt(s.get('roi_dilation_mm', 6.0))} mm (within the brain mask), and results "
-              "are reported within the region of interest. ")
-    if talairach:
+         f"2 mm template within the {s.get('brain_mask', 'brain')} mask. ")
+    if f.talairach:
         p += ("Talairach coordinates were converted to MNI space with the tal2icbm "
               "transform " + _c("lancaster2007") + ". ")
     p += ("Contrasts of the same study were " + ("merged into one experiment (foci pooled) "
           "to limit within-group effects " + _c("turkeltaub2012") if merge else
           "treated as separate experiments") + ". Each experiment's modelled activation map "
-          f"was the voxel-wise maximum of {kernel}, and ALE was computed "
-          "as the voxel-wise union of these maps.")
-    out.append(p)
-    if "ale" in analyses:
-        out.append(
-            "ALE: uncorrected p-values came from the analytical null distribution "
-            + _c("eickhoff2012") + ". Family-wise error was controlled at the cluster level "
-            f"with a Monte Carlo null of {n_iters} iterations in which every experiment's "
-            "foci were redistributed uniformly in the mask; clusters (faces connectivity) "
-            f"were formed at an uncorrected voxel-wise threshold of p < {_fmt(vthr)} and kept "
-            f"when their size exceeded the {100 * (1 - float(alpha)):g}th percentile of the "
-            f"null distribution of maximum cluster sizes (cluster-level FWE p < {_fmt(alpha)}) "
-            + _c("eickhoff2016") + ".")
-    if "csale" in analyses:
-        null = s.get("csale_null", "probabilistic")
-        sub = s.get("subsamples", 0)
+          f"was the voxel-wise maximum of {kernel}, and ALE was computed as the voxel-wise "
+          "union of these maps. " + (_data(f) if {"ale", "csale"} & f.analyses else ""))
+    out.append(p.strip())
+    if roi and ({"ale", "csale"} & f.analyses):
+        out.append(_roi_rule(f))
+    if "ale" in f.analyses:
+        out.append("ALE: " + _ale_inference(f) + ".")
+    if "csale" in f.analyses:
         p = ("C-SALE " + _c("magielse2025") + " tests convergence beyond the base rate of "
              "reported activations, following the specific-ALE approach " + _c("langner2014")
-             + ". The null distribution kept each experiment's number of foci and drew their "
-             + ("positions from a base-rate map (the sum of the kernels of all foci in the "
-                "reference database, restricted to the analysis mask and normalised to sum 1)"
-                if null == "probabilistic" else
-                "positions from the foci of the reference database") +
-             f" ({n_iters} iterations); voxel-wise p-values were thresholded at p < "
-             f"{_fmt(vthr)}")
-        k = s.get("min_cluster_size")
-        p += (f" with a minimum cluster extent of {k} voxels" if k else "") + \
-            f", and cluster-level FWE p < {_fmt(alpha)} was computed from the permutations."
+             + ": " + _csale_inference(f) + ".")
+        sub = s.get("subsamples", 0)
         if sub:
             p += (f" Stability was assessed with {sub} subsamples of "
                   f"{100 * float(s.get('subsample_fraction', 0.8)):g}% of the experiments.")
-        out.append(p)
-    if "macm" in analyses:
+        out.append(p + " " + _database(f))
+    if "macm" in f.analyses:
         seeds = {"roi": "the region of interest", "clusters": "the significant C-SALE "
                  "clusters (together)", "each-cluster": "each significant C-SALE cluster"}
-        seed_kind = s.get("macm_seed")
-        seed_text = seeds.get(seed_kind, str(seed_kind)) if seed_kind else \
+        kind = s.get("macm_seed")
+        seed_text = seeds.get(kind, str(kind)) if kind else \
             "the significant C-SALE clusters (the region of interest when C-SALE did not run)"
         cov = s.get("macm_coverage")
-        out.append(
-            "Meta-analytic connectivity modelling (MACM) " + _c("laird2009", "robinson2010")
-            + f" used as seed {seed_text}: experiments of the reference database "
-            + (f"whose foci covered at least {100 * float(cov):g}% of the seed voxels"
-               if cov else "with at least one focus in the seed")
-            + " were selected, and whole-brain ALE and specific ALE (base rate from the whole "
-            "database) " + _c("langner2014") + " were computed on the selection with the "
-            "same inference as above.")
+        p = ("Meta-analytic connectivity modelling (MACM) " + _c("laird2009", "robinson2010")
+             + f" used as seed {seed_text}: experiments of the reference database "
+             + (f"whose foci covered at least {100 * float(cov):g}% of the seed voxels"
+                if cov else "with at least one focus in the seed")
+             + " were selected. The MACM is whole-brain: its ALE and C-SALE run in the whole "
+             "brain mask, and the ROI restricts neither the nulls nor the reported results. "
+             "Its ALE: " + _ale_inference(f) + ". Its C-SALE (specific ALE " + _c("langner2014")
+             + ", base rate from the whole reference database): "
+             + _csale_inference(f, "the brain mask") + "." + _macm_counts(f))
+        if "csale" not in f.analyses:
+            p += " " + _database(f)
+        out.append(p)
+    out.append(REUSE_RULE)
     tail = ("Per-cluster contributions of experiments were quantified with the jackknife "
             "(share of the cluster's ALE lost when an experiment is left out) and by counting "
             "each experiment's foci in the cluster, as in NiMARE. Peaks were labelled with the "
             "Harvard-Oxford cortical " + _c("desikan2006") + ", AAL3 subcortical "
             + _c("rolls2020") + " and SUIT cerebellar " + _c("diedrichsen2009") + " atlases.")
-    if seed is not None:
-        tail += f" The random seed was {seed}"
-        tail += f"; computations ran on {device}." if device else "."
+    if s.get("random_seed") is not None:
+        tail += f" The random seed was {s['random_seed']}"
+        tail += f"; computations ran on {f.device}." if f.device else "."
     out.append(tail)
     return out

@@ -1,0 +1,199 @@
+"""The public Python API: ``from csale_app import ALE, CSALE, MACM``.
+
+Estimators are configured by keyword with the CLI's option names and defaults (``n_iters``,
+``voxel_thresh``, ``cluster_alpha``, ``random_seed``, ...). ``fit(studyset, database=None,
+roi=None)`` takes a path (any input format), a pandas DataFrame of foci (``study_id,
+contrast_id, x, y, z, space, sample_size``) or a NiMARE ``Dataset``/``Studyset``, and returns
+a :class:`~csale_app.results.MetaResult`::
+
+    from csale_app import CSALE
+    res = CSALE(n_iters=2000, voxel_thresh=0.001).fit("nback.tsv", database="brainmap/",
+                                                      roi="cerebellum")
+    img = res.get_map("z_desc-thresholded")          # nibabel image
+    res.get_table("clusters")                        # DataFrame
+    res.to_bids("derivatives/csale"); res.report("derivatives/csale")
+
+The CLI runs every studyset through :func:`csale_app.stages.run_analyses`, the same code
+``fit`` runs, so API
+and CLI results are the same numbers and, written with ``to_bids``, the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+import pandas as pd
+
+from .context import StudysetJob
+from .pipeline import Pipeline, reusable, studyset_digest, write_studyset
+from .results import MetaResult
+from .stages import run_analyses
+from .settings import Settings
+from .validate import usage_problems
+
+LOG = logging.getLogger("csale_app")
+#: Settings an estimator takes as keywords (the rest is per call or CLI-only).
+_NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "work_dir", "overwrite",
+                 "verbose", "dask_scheduler"}
+_ESTIMATOR_ANALYSES = {"ale": "ALE", "csale": "C-SALE", "macm": "MACM"}
+
+
+def _materialise(source, folder: Path, name: str) -> Path:
+    """A path for ``source`` (a path, a DataFrame of foci, or a NiMARE Dataset/Studyset)."""
+    if isinstance(source, (str, Path)):
+        return Path(source)
+    if hasattr(source, "to_dataset") and not hasattr(source, "coordinates"):
+        source = source.to_dataset()  # nimare.nimads.Studyset
+    if hasattr(source, "coordinates") and hasattr(source, "metadata"):  # nimare Dataset
+        source = _dataset_frame(source)
+    if isinstance(source, pd.DataFrame):
+        path = folder / f"{name}.tsv"
+        source.to_csv(path, sep="\t", index=False)
+        return path
+    raise TypeError(f"cannot read a studyset from {type(source).__name__}; give a path, a "
+                    "DataFrame of foci or a NiMARE Dataset/Studyset")
+
+
+def _dataset_frame(dset) -> pd.DataFrame:
+    """A NiMARE Dataset's foci with one sample size per contrast (mean of its list, as
+    NiMARE's ALE kernel uses)."""
+    coords = dset.coordinates.copy()
+    if callable(getattr(coords, "to_pandas", None)):
+        coords = coords.to_pandas()
+    meta = dset.metadata
+    sizes = {}
+    if "sample_sizes" in meta:
+        for ident, value in zip(meta["id"], meta["sample_sizes"]):
+            vals = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])
+                    if v is not None]
+            sizes[ident] = sum(vals) / len(vals) if vals else float("nan")
+    space = str(getattr(dset, "space", "MNI")).lower()
+    return pd.DataFrame({
+        "study_id": coords["study_id"].astype(str),
+        "contrast_id": coords["contrast_id"].astype(str),
+        "x": coords["x"], "y": coords["y"], "z": coords["z"],
+        "space": "TAL" if "tal" in space else "MNI",
+        "sample_size": coords["id"].map(sizes),
+    })
+
+
+def _coerce(name: str, value):
+    """An option value as the CLI would parse it (same types and ranges, ValueError else)."""
+    from .settings import OptionValueError
+
+    meta = next(f.metadata for f in fields(Settings) if f.name == name)
+    try:
+        if name == "roi_coords":
+            return tuple(meta["parse"](",".join(str(v) for v in c)) for c in value)
+        if value is None or meta["parse"] is None:
+            if meta["choices"] and value is not None and value not in meta["choices"]:
+                raise OptionValueError(f"expected one of {', '.join(meta['choices'])}, "
+                                       f"got {value!r}")
+            return value
+        return meta["parse"](str(value))
+    except OptionValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+class _Estimator:
+    analysis = ""
+
+    def __init__(self, **options):
+        allowed = {f.name for f in fields(Settings)} - _NOT_KEYWORDS
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unknown options {unknown}; "
+                            f"options: {', '.join(sorted(allowed))}")
+        options = {k: _coerce(k, v) for k, v in options.items()}
+        analyses = ("csale", "macm") if self.analysis == "macm" and \
+            options.get("macm_seed") in ("clusters", "each-cluster") else (self.analysis,)
+        self.settings = Settings(analyses=analyses, **options)
+        problem = usage_problems(self.settings)
+        if problem:
+            raise ValueError(problem.replace("--", "").replace("-", "_"))
+
+    def get_params(self) -> dict:
+        return {f.name: getattr(self.settings, f.name) for f in fields(Settings)
+                if f.name not in _NOT_KEYWORDS}
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.get_params().items()
+                   if v != getattr(Settings(), k)}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def fit(self, studyset, database=None, roi=None, label: str | None = None) -> MetaResult:
+        """Run the analysis on ``studyset`` (see the module docstring for what it takes).
+
+        ``database``: the reference database (C-SALE, MACM): one source or a list; default
+        the studyset itself (with a warning for C-SALE). ``roi``: a NIfTI path or a built-in
+        name (``"cerebellum"``); ``roi_coords`` is an estimator option."""
+        from .io.readers import find_studysets, study_label
+
+        tmp = Path(tempfile.mkdtemp(prefix="csale_api_"))
+        try:
+            path = _materialise(studyset, tmp, label or "studyset")
+            label = label or study_label(path)
+            s = replace(self.settings, roi=None if roi is None else str(roi),
+                        database=(str(database) if isinstance(database, (str, Path))
+                                  else None if database is None else "given"),
+                        work_dir=self.settings.work_dir or str(tmp / "work"))
+            pipe = Pipeline(s, None, None)
+            if database is None:
+                db_files, source = [path], "the analysed studyset (no database given)"
+            else:
+                items = database if isinstance(database, (list, tuple)) else [database]
+                db_files = []
+                for k, item in enumerate(items):
+                    p = _materialise(item, tmp, f"database{k}")
+                    db_files += find_studysets(p) if p.is_dir() else [p]
+                source = "database given: " + ", ".join(
+                    str(x) if isinstance(x, (str, Path)) else type(x).__name__ for x in items)
+            t0 = time.perf_counter()
+            ctx, loaded, extra = pipe.build_context([(label, path)], (db_files, source))
+            _, _, exps = loaded[0]
+            job = StudysetJob(label, path, exps, studyset_digest(ctx, path))
+            outputs, summary = run_analyses(ctx, job, extra)
+            summary["runtime_s"] = round(time.perf_counter() - t0, 2)
+            report_context = pipe.report_context(ctx)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # results are in memory
+
+        def writer(out_dir: Path, overwrite: bool) -> Path:
+            from .outputs import bids
+
+            lock = bids.prepare_output_dir(out_dir, [label])
+            try:
+                bids.write_dataset_description(out_dir)
+                if not reusable(out_dir, label, job.digest, overwrite):
+                    write_studyset(out_dir, ctx, job, outputs, summary)
+            finally:
+                if lock is not None:
+                    lock.release()
+            return out_dir / f"studyset-{label}"
+
+        report_context["studysets"] = [summary]
+        return MetaResult(label, outputs, writer, pipe.warnings, report_context)
+
+
+class ALE(_Estimator):
+    """ALE with Monte Carlo FWE (NiMARE's ALE + FWECorrector(method="montecarlo"))."""
+
+    analysis = "ale"
+
+
+class CSALE(_Estimator):
+    """C-SALE: specific ALE against the base rate of a reference database."""
+
+    analysis = "csale"
+
+
+class MACM(_Estimator):
+    """MACM: experiments of the reference database in a seed (``roi``/``roi_coords``), then
+    whole-brain ALE and C-SALE of that selection."""
+
+    analysis = "macm"

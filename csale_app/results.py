@@ -1,0 +1,142 @@
+"""Results of an analysis held in memory: maps over a grid, tables, sidecars.
+
+:class:`AnalysisOutput` is what a stage computes (one analysis of one studyset, or one MACM
+seed); :func:`write_output` is the only way it reaches the disk, used by the CLI and by
+:meth:`MetaResult.to_bids` alike, so the two cannot disagree. :class:`MetaResult` is what the
+public estimators (:mod:`csale_app.api`) return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from .kernels.plan import Grid
+from .outputs import names
+
+
+@dataclass(frozen=True)
+class AnalysisOutput:
+    meta: str  # "ale", "csale" or "seed" (a MACM seed: its mask and selected experiments)
+    macm: str | None  # the MACM seed's name, None for the studyset's own analyses
+    grid: Grid
+    affine: np.ndarray
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # "stat-..." -> mask values
+    sidecar: dict = field(default_factory=dict)  # common to every map of the analysis
+    map_sidecars: dict[str, dict] = field(default_factory=dict)  # per-map additions
+    tables: dict[str, tuple[pd.DataFrame, dict | None]] = field(default_factory=dict)
+    masks: dict[str, tuple[np.ndarray, dict]] = field(default_factory=dict)  # file -> vol
+    summary: dict = field(default_factory=dict)
+    raw: object | None = None  # stats.ale_analysis.ALEResult / stats.csale.CSALEResult
+
+    def image(self, name: str) -> nib.Nifti1Image:
+        values = self.maps[names.map_name(name)]
+        vol = np.zeros(self.grid.shape, dtype=np.float32)
+        vol[self.grid.mask] = np.asarray(values, dtype=np.float32)
+        img = nib.Nifti1Image(vol, self.affine)
+        img.header.set_xyzt_units("mm")
+        return img
+
+
+def write_output(out, o: AnalysisOutput) -> None:
+    """Write one analysis output into a studyset's staging folder (``bids.StudysetOutput``)."""
+    from .outputs import bids
+
+    for name, values in o.maps.items():
+        bids.write_map(out.map_path(o.meta, name, o.macm), values, o.grid, o.affine,
+                       {**o.sidecar, "Statistic": name, **o.map_sidecars.get(name, {})})
+    for part, (df, side) in o.tables.items():
+        bids.write_table(out.table_path(part, o.macm), df, side)
+    for filename, (vol, side) in o.masks.items():
+        bids.write_mask(out.folder(o.macm) / filename, vol, o.affine, side)
+
+
+class MetaResult:
+    """What :meth:`csale_app.api.ALE.fit` (and CSALE, MACM) return.
+
+    ``get_map(name)`` gives a nibabel image (our BIDS names, e.g. ``"z_desc-thresholded"``,
+    or NiMARE's, e.g. ``"z_level-voxel_corr-FWE_method-montecarlo"``); ``tables`` holds the
+    cluster, peak and contribution tables; ``to_bids(out_dir)`` writes exactly what the CLI
+    writes for the studyset, and ``report(out_dir)`` the HTML report of that folder.
+    """
+
+    def __init__(self, label: str, outputs: list[AnalysisOutput], writer,
+                 warnings: list[str], report_context: dict):
+        self.label = label
+        self.outputs = outputs
+        self._writer = writer
+        self.warnings = list(warnings)
+        self._report_context = report_context
+
+    def _pick(self, meta: str | None, seed: str | None) -> AnalysisOutput:
+        found = [o for o in self.outputs if o.maps and o.macm == seed
+                 and (meta is None or o.meta == meta)]
+        if not found:
+            have = sorted({(o.meta, o.macm) for o in self.outputs if o.maps}, key=str)
+            raise KeyError(f"no {meta or 'analysis'} result for seed {seed!r} (have {have})")
+        return found[0]
+
+    @property
+    def seeds(self) -> list[str]:
+        return sorted({o.macm for o in self.outputs if o.macm})
+
+    def maps(self, meta: str | None = None, seed: str | None = None) -> list[str]:
+        return list(self._pick(meta, seed).maps)
+
+    def get_map(self, name: str, meta: str | None = None,
+                seed: str | None = None) -> nib.Nifti1Image:
+        """The map ``name`` as a nibabel image on the 2 mm MNI template.
+
+        ``meta`` ("ale" or "csale") picks the analysis where a result holds both (MACM);
+        ``seed`` picks a MACM seed (default: the first)."""
+        if seed is None and self.seeds and not any(o.macm is None and o.maps
+                                                    for o in self.outputs):
+            seed = self.seeds[0]
+        o = self._pick(meta, seed)
+        key = names.map_name(name)
+        if key not in o.maps:
+            raise KeyError(f"no map {name!r}; maps: {', '.join(o.maps)}")
+        return o.image(key)
+
+    def get_table(self, kind: str, meta: str | None = None,
+                  seed: str | None = None) -> pd.DataFrame:
+        """``clusters``, ``peaks``, ``contributions``, ``null_values`` or (MACM)
+        ``experiments`` as a DataFrame."""
+        if kind == "experiments":
+            for o in self.outputs:
+                if o.meta == "seed" and (seed is None or o.macm == seed):
+                    return o.tables[names.MACM_EXPERIMENTS][0].copy()
+            raise KeyError("no MACM experiments table")
+        if seed is None and self.seeds and not any(o.macm is None and o.maps
+                                                    for o in self.outputs):
+            seed = self.seeds[0]
+        o = self._pick(meta, seed)
+        part = names.analysis_table(o.meta, names.NULL_VALUES if kind == "null_values"
+                                    else kind)
+        return o.tables[part][0].copy()
+
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        out = {}
+        for o in self.outputs:
+            for part, (df, _) in o.tables.items():
+                out[names.table_filename(self.label, part, o.macm)] = df
+        return out
+
+    def to_bids(self, out_dir, overwrite: bool = False) -> Path:
+        """Write the BIDS derivatives (the same files as the CLI) into ``out_dir``."""
+        return self._writer(Path(out_dir), overwrite)
+
+    def report(self, out_dir) -> Path:
+        """Write ``out_dir/report.html`` (after :meth:`to_bids` into the same folder)."""
+        from .report.build import build_report
+
+        out_dir = Path(out_dir)
+        if not (out_dir / f"studyset-{self.label}").is_dir():
+            self.to_bids(out_dir)
+        return build_report(out_dir, {**self._report_context, "output_dir": str(out_dir),
+                                      "command_line": "csale_app Python API"})

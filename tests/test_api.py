@@ -1,0 +1,170 @@
+"""The Python API: estimators with the CLI's option names; the same numbers and bytes as the
+CLI; NiMARE Dataset input; map names (ours and NiMARE's)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from csale_app import ALE, CSALE, MACM
+from csale_app.cli.run import main
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".csale_provenance.json"}
+
+
+@pytest.fixture(scope="module")
+def pain_dir(tmp_path_factory, pain_json):
+    d = tmp_path_factory.mktemp("api") / "in"
+    d.mkdir()
+    shutil.copy(pain_json, d / "pain.json")
+    return d
+
+
+@pytest.fixture(scope="module")
+def pain_api_and_cli(pain_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("apiout")
+    opts = dict(n_iters=60, nprocs=1, min_experiments=5, random_seed=11)
+    res = ALE(**opts).fit(pain_dir / "pain.json")
+    res.to_bids(out / "api")
+    code = main([str(pain_dir), str(out / "cli"), "group", "--analyses", "ale", "--n-iters",
+                 "60", "--nprocs", "1", "--min-experiments", "5", "--random-seed", "11",
+                 "--quiet"])
+    assert code == 0
+    return res, out
+
+
+def test_api_to_bids_equals_cli_byte_for_byte_on_pain(pain_api_and_cli):
+    _, out = pain_api_and_cli
+    a, b = digests(out / "api" / "studyset-pain"), digests(out / "cli" / "studyset-pain")
+    assert len(a) > 15 and a == b
+
+
+def test_map_names_ours_and_nimares(pain_api_and_cli):
+    res, out = pain_api_and_cli
+    cli = out / "cli" / "studyset-pain"
+    for ours, nimare in [("stat-ale", "stat"), ("stat-z", "z"),
+                         ("stat-logp_level-voxel_corr-FWE",
+                          "logp_level-voxel_corr-FWE_method-montecarlo"),
+                         ("stat-z_level-cluster_corr-FWE_desc-size",
+                          "z_desc-size_level-cluster_corr-FWE_method-montecarlo")]:
+        img = res.get_map(nimare)
+        assert isinstance(img, nib.Nifti1Image) and img.shape == (91, 109, 91)
+        ref = nib.load(next(cli.glob(f"*_meta-ale_{ours}_statmap.nii.gz")))
+        assert np.array_equal(np.asanyarray(img.dataobj), np.asanyarray(ref.dataobj))
+        assert np.array_equal(img.affine, ref.affine)
+    assert "stat-z_desc-thresholded" in res.maps()
+    with pytest.raises(KeyError, match="no map"):
+        res.get_map("nonsense")
+    clusters = res.get_table("clusters")
+    assert list(clusters["size_voxels"]) == sorted(clusters["size_voxels"], reverse=True)
+    assert len(res.get_table("null_values")) == 60
+
+
+def test_nimare_dataset_input_gives_the_same_numbers(pain_api_and_cli, pain_json):
+    from nimare.dataset import Dataset
+
+    res, _ = pain_api_and_cli
+    dset_res = ALE(n_iters=60, nprocs=1, min_experiments=5,
+                   random_seed=11).fit(Dataset(str(pain_json)), label="pain")
+    for name in ("stat-ale", "stat-z", "stat-z_level-voxel_corr-FWE",
+                 "stat-z_desc-thresholded"):
+        assert np.array_equal(dset_res.get_map(name).get_fdata(), res.get_map(name).get_fdata())
+    a, b = dset_res.get_table("clusters"), res.get_table("clusters")
+    assert a.drop(columns="top_contributors", errors="ignore").equals(
+        b.drop(columns="top_contributors", errors="ignore"))
+
+
+def test_dataframe_input(pain_api_and_cli, pain_dir):
+    from csale_app.io.readers import read_studyset
+
+    res, _ = pain_api_and_cli
+    foci = read_studyset(pain_dir / "pain.json")[["study_id", "contrast_id", "x", "y", "z",
+                                                  "space", "sample_size"]]
+    df_res = ALE(n_iters=60, nprocs=1, min_experiments=5, random_seed=11).fit(foci)
+    assert np.array_equal(df_res.get_map("z").get_fdata(), res.get_map("z").get_fdata())
+
+
+def test_options_are_checked_like_the_cli():
+    with pytest.raises(TypeError, match="unknown options"):
+        ALE(n_iter=100)
+    with pytest.raises(ValueError, match="n_iters 1002 or more"):
+        CSALE(n_iters=500)
+    assert ALE().get_params()["n_iters"] == 10000
+
+
+def test_csale_with_database_equals_cli(tmp_path):
+    from csale_app.io.demo_data import write_demo_input
+
+    inp = tmp_path / "in"
+    write_demo_input(inp)
+    db = tmp_path / "db"
+    db.mkdir()
+    shutil.copy(inp / "flanker.tsv", db / "flanker.tsv")
+    args = ["--n-iters", "120", "--voxel-thresh", "0.01", "--nprocs", "1", "--quiet"]
+    code = main([str(inp), str(tmp_path / "cli"), "group", "--analyses", "csale",
+                 "--studyset-label", "nback", "--database", str(db),
+                 "--roi-coords=-30,-62,-28", "--roi-radius", "12", *args])
+    assert code == 0
+    res = CSALE(n_iters=120, voxel_thresh=0.01, nprocs=1,
+                roi_coords=[(-30, -62, -28)], roi_radius=12).fit(inp / "nback.tsv",
+                                                                 database=db)
+    res.to_bids(tmp_path / "api")
+    a = digests(tmp_path / "api" / "studyset-nback")
+    assert a == digests(tmp_path / "cli" / "studyset-nback")
+    assert any("meta-csale_clusters" in k for k in a)
+    assert res.report(tmp_path / "api").name == "report.html"
+
+
+def test_no_import_cycle_inside_the_package():
+    """Each module imports cleanly on its own, first, in a fresh interpreter, and the
+    module graph (static imports at module level) has no cycle."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "csale_app"
+    graph = {}
+    for path in root.rglob("*.py"):
+        mod = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        mod = mod.removesuffix(".__init__")
+        deps = set()
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = mod.split(".")
+                base = base[: len(base) - node.level + (path.name == "__init__.py")]
+                target = ".".join(base + ([node.module] if node.module else []))
+                deps |= {(target, f"{target}.{alias.name}") for alias in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("csale_app")}
+        graph[mod] = deps
+    def resolve(dep):  # "from pkg import name": the submodule if there is one, else pkg
+        if isinstance(dep, tuple):
+            return dep[1] if dep[1] in graph else dep[0]
+        return dep
+
+    graph = {m: {resolve(d) for d in deps} for m, deps in graph.items()}
+    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for d in graph[m]:
+            assert state.get(d) != 1, f"import cycle: {' -> '.join(stack + [m, d])}"
+            if d not in state:
+                visit(d, stack + [m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+    code = "import csale_app.api, csale_app.pipeline, csale_app.cli.run, csale_app.stages"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
