@@ -28,7 +28,7 @@ from .io.digest import array_digest, file_digest
 from .io.database import load_database
 from .io.experiments import Experiments, build_experiments, restrict_to_mask
 from .io.readers import find_studysets, read_studyset, study_label
-from .io.roi import ROI, dilate, load_roi
+from .io.roi import ROI, dilate, load_roi, voxel_size_mm
 from .io.templates import load_brain_mask
 from .kernels.device import select_backend
 from .kernels.plan import build_grid
@@ -166,7 +166,7 @@ class Pipeline:
         if roi is not None:
             for w in roi.warnings:
                 self.warn(w)
-            analysis_mask = dilate(roi.mask, s.roi_dilation_mm, 2.0, brain)
+            analysis_mask = dilate(roi.mask, s.roi_dilation_mm, voxel_size_mm(affine), brain)
         else:
             analysis_mask = brain
         problem = memory_problem(s, int(analysis_mask.sum()) if "macm" not in s.analyses

@@ -216,8 +216,12 @@ def restrict_to_mask(exps: Experiments, mask: np.ndarray) -> Experiments:
     )
 
 
+#: Neurosynth-style coverage spheres: 6 mm radius, 3 voxels of the 2 mm template.
+COVERAGE_RADIUS_VOX = 3.0
+
+
 def select_by_seed(db: Experiments, seed: np.ndarray, coverage: float | None = None,
-                   radius_vox: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+                   radius_vox: float = COVERAGE_RADIUS_VOX) -> tuple[np.ndarray, np.ndarray]:
     """MACM selection: experiments with >= 1 focus in ``seed`` (template-grid mask), or,
     with ``coverage``, whose foci spheres (radius in voxels) cover >= that share of the
     seed (Neurosynth-style). Returns (selected bool per experiment, foci-in-seed counts)."""

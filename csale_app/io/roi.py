@@ -163,6 +163,11 @@ def sphere_roi(coords, radius_mm: float, template: nib.Nifti1Image, brain: np.nd
                n_out)
 
 
+def voxel_size_mm(affine: np.ndarray) -> float:
+    """Edge of an isotropic voxel (the cube root of its volume) from an affine."""
+    return round(float(np.cbrt(abs(np.linalg.det(np.asarray(affine)[:3, :3])))), 6)
+
+
 def dilate(mask: np.ndarray, mm: float, voxel_mm: float, within: np.ndarray) -> np.ndarray:
     """Dilate by ``mm`` (Euclidean ball), kept inside ``within`` (the brain mask)."""
     if mm <= 0:

@@ -19,8 +19,10 @@ from numba import njit, prange
 
 from .plan import PAD
 from .rng import compile_rng
+from .shared import compile_shared
 
 _mix64, uniform01, draw_index = compile_rng(njit(cache=True, inline="always"))
+_insert_top, log_to_ale = compile_shared(njit(cache=True, inline="always"))
 
 
 @njit(cache=True)
@@ -264,9 +266,9 @@ def fwe_null_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_sta
                     min_log = s
                 if s < log_thresh:
                     supra[n_supra] = v
-                    ale_of[n_supra] = 1.0 - math.exp(s)
+                    ale_of[n_supra] = log_to_ale(s)
                     n_supra += 1
-            out_max[i] = 1.0 - math.exp(min_log)
+            out_max[i] = log_to_ale(min_log)
             ms, mm = cluster_max(supra, n_supra, ale_of, ale_thresh, fwd, parent, size, mass)
             out_size[i] = ms
             out_mass[i] = mm

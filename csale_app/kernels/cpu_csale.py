@@ -16,13 +16,15 @@ supra-threshold voxels are read off the kept lists without generating any map ag
 
 from __future__ import annotations
 
-import math
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 from .cpu import cluster_max, max_foci_per_experiment, null_log_sum
+from .shared import compile_shared
+
+insert_top, log_to_ale = compile_shared(njit(cache=True, inline="always"))
 
 
 @njit(parallel=True, cache=True)
@@ -56,14 +58,8 @@ def pass1_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start,
                 if s <= obs_log[v]:
                     counts[c, v] += 1
                 if s < top[c, v, K - 1]:
-                    pos = K - 1
-                    while pos > 0 and top[c, v, pos - 1] > s:
-                        top[c, v, pos] = top[c, v, pos - 1]
-                        top_id[c, v, pos] = top_id[c, v, pos - 1]
-                        pos -= 1
-                    top[c, v, pos] = s
-                    top_id[c, v, pos] = perm
-            out_max[i] = 1.0 - math.exp(min_log)
+                    insert_top(top[c, v], top_id[c, v], s, perm)
+            out_max[i] = log_to_ale(min_log)
 
 
 @njit(cache=True)

@@ -53,9 +53,10 @@ import numpy as np
 from numba import cuda, njit  # module global: the simulator swaps it inside kernels
 
 from . import cpu
-from .ale_kernel import KERNEL_BOX, KERNEL_HALF
+from .gaussian import KERNEL_BOX, KERNEL_HALF
 from .plan import NullPlan
 from .rng import compile_rng
+from .shared import compile_shared
 
 #: threads per block on a real GPU and under the simulator (each simulated thread is a
 #: Python thread, so small blocks - fewer idle slots in the spatial tiles, cheaper
@@ -236,6 +237,7 @@ def _kernels(tpb: int):
 @functools.lru_cache(maxsize=None)
 def _csale_kernels(tpb: int):
     """The C-SALE pass kernel for ``tpb`` threads per block."""
+    insert_top, _ = compile_shared(cuda.jit(device=True))
 
     @cuda.jit
     def pass1_kernel(acc, obs_log, perm0, top, top_id, counts):
@@ -257,13 +259,7 @@ def _csale_kernels(tpb: int):
                 if s <= o:
                     c += 1
                 if s < last:
-                    pos = K - 1
-                    while pos > 0 and top[pos - 1, v] > s:
-                        top[pos, v] = top[pos - 1, v]
-                        top_id[pos, v] = top_id[pos - 1, v]
-                        pos -= 1
-                    top[pos, v] = s
-                    top_id[pos, v] = perm0 + p
+                    insert_top(top[:, v], top_id[:, v], s, perm0 + p)
                     last = top[K - 1, v]
             counts[v] += c
 
@@ -286,7 +282,7 @@ def _finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, ma
     """
     rows = sidx.shape[0]
     for p in range(min_log.shape[0]):
-        out_max[o0 + p] = 1.0 - math.exp(min_log[p])
+        out_max[o0 + p] = cpu.log_to_ale(min_log[p])
         n = counts[p]
         if n > rows:
             continue
@@ -299,7 +295,7 @@ def _finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, ma
         for i in range(n):
             supra[i] = idx[order[i]]
             s = sval[order[i], p]
-            ale_of[i] = 1.0 - math.exp(s)
+            ale_of[i] = cpu.log_to_ale(s)
         ms, mm = cpu.cluster_max(supra, n, ale_of, ale_thresh, fwd, parent, size, mass)
         out_size[o0 + p] = ms
         out_mass[o0 + p] = mm
@@ -316,7 +312,7 @@ def _finish_row(row, log_thresh, ale_thresh, fwd, parent, size, mass):
         s = row[v]
         if s < log_thresh:
             supra[n_supra] = v
-            ale_of[n_supra] = 1.0 - math.exp(s)
+            ale_of[n_supra] = cpu.log_to_ale(s)
             n_supra += 1
     return cpu.cluster_max(supra, n_supra, ale_of, ale_thresh, fwd, parent, size, mass)
 
@@ -325,7 +321,7 @@ def _finish_row(row, log_thresh, ale_thresh, fwd, parent, size, mass):
 def _max_ale(min_log, out_max, o0):
     """Max null ALE from each permutation's accumulator minimum (the CPU's expression)."""
     for p in range(min_log.shape[0]):
-        out_max[o0 + p] = 1.0 - math.exp(min_log[p])
+        out_max[o0 + p] = cpu.log_to_ale(min_log[p])
 
 
 def _offsets_ijk(flat_offsets: np.ndarray, padded_shape) -> np.ndarray:
@@ -432,8 +428,12 @@ class CUDABackend:
 
     name = "cuda"
 
-    def __init__(self, gpu_id: int = 0, batch_size="auto", threads_per_block: int | None = None):
+    def __init__(self, gpu_id: int = 0, batch_size="auto", threads_per_block: int | None = None,
+                 n_threads: int | None = 1):
         self.simulated = simulator_enabled()
+        # host-side work (the C-SALE cluster null, cpu_csale.cluster_null_sizes) uses
+        # --nprocs CPU threads, as on the CPU backend
+        self.n_threads = cpu.set_threads(n_threads)
         self.gpu_id = int(gpu_id or 0)
         self._batch = parse_batch_size(batch_size)
         n_dev = len(cuda.gpus)
@@ -459,6 +459,7 @@ class CUDABackend:
         return f"CUDA GPU {self.gpu_id}: {self.device_name} (numba.cuda{sim}, batch {batch})"
 
     mem_limit_bytes: float | None = None  # --mem: cap on the device memory a batch may use
+    fallback_reason: str | None = None
 
     def free_memory(self) -> float:
         free, _total = cuda.current_context().get_memory_info()

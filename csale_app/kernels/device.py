@@ -73,10 +73,10 @@ def describe_device() -> str:
     return f"no usable NVIDIA GPU ({text})"
 
 
-def _cuda_backend(gpu_id, batch_size):
+def _cuda_backend(gpu_id, batch_size, n_threads=1):
     from .cuda import CUDABackend
 
-    return CUDABackend(0 if gpu_id is None else int(gpu_id), batch_size)
+    return CUDABackend(0 if gpu_id is None else int(gpu_id), batch_size, n_threads=n_threads)
 
 
 def select_backend(device: str = "auto", gpu_id: int | None = None, n_threads: int | None = 1,
@@ -100,7 +100,7 @@ def select_backend(device: str = "auto", gpu_id: int | None = None, n_threads: i
     ok, text = cuda_status()
     if ok:
         try:
-            return _cuda_backend(gpu_id, batch_size)
+            return _cuda_backend(gpu_id, batch_size, n_threads)
         except Exception as exc:
             ok, text = False, _one_line(exc) or type(exc).__name__
     if dev == "cuda":

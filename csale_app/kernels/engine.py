@@ -8,12 +8,35 @@ same plan and return the same per-permutation arrays for the same seed.
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from . import cpu, cpu_csale
 from .plan import Grid, KernelTable, NullPlan, Sampler
 from .rng import seed_key
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What ``stats`` needs of a compute backend (``CPUBackend`` here, ``CUDABackend`` in
+    kernels/cuda.py). Chunks are pure functions of (plan, start, count): the same arrays on
+    every backend for the same seed."""
+
+    name: str
+    n_threads: int  # CPU threads for host-side work (the C-SALE cluster null, labelling)
+    fallback_reason: str | None  # why --device auto did not use a GPU (None otherwise)
+
+    def describe(self) -> str: ...
+
+    def fwe_chunk(self, plan: NullPlan, start: int, count: int,
+                  ale_thresh: float) -> dict[str, np.ndarray]:
+        """Per permutation: max ALE, max cluster size and mass above ``ale_thresh``."""
+
+    def csale_pass1_chunk(self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray,
+                          K: int) -> dict[str, np.ndarray]:
+        """Exceedance counts, each voxel's K smallest null values with their permutations,
+        and the per-permutation max ALE."""
 
 
 def build_null_plan(grid: Grid, kernels: KernelTable, kernel_ids: np.ndarray,
@@ -38,6 +61,7 @@ def plan_args(plan: NullPlan) -> tuple:
 
 class CPUBackend:
     name = "cpu"
+    fallback_reason: str | None = None
 
     def __init__(self, n_threads: int = 1):
         self.n_threads = cpu.set_threads(n_threads)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ale_kernel import KERNEL_HALF, ale_kernel, kernel_support
+from .gaussian import KERNEL_HALF, ale_kernel, kernel_support
 
 PAD = KERNEL_HALF
 
