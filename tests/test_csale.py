@@ -7,7 +7,7 @@ from scipy import stats
 from csale_app.io.experiments import Experiments
 from csale_app.kernels import cpu
 from csale_app.kernels import rng as crng
-from csale_app.kernels.ale_kernel import ale_kernel
+from csale_app.kernels.gaussian import ale_kernel
 from csale_app.kernels.engine import CPUBackend, build_null_plan, plan_args
 from csale_app.kernels.cpu_csale import cluster_null_sizes, merge_top
 from csale_app.kernels.plan import build_grid, build_kernel_table, pool_sampler, weighted_sampler
@@ -38,7 +38,7 @@ def test_base_rate_is_normalised_kernel_sum(mask, rng):
     ijk = vox[rng.integers(0, len(vox), 9)]
     db = _exps(ijk, [4, 5], [10, 25])
     rate = base_rate_map(db, grid, None, 8.0)
-    from csale_app.kernels.ale_kernel import fwhm_from_sample_size
+    from csale_app.kernels.gaussian import fwhm_from_sample_size
 
     dense = np.zeros(SHAPE)
     for f, (i, j, k) in enumerate(ijk):

@@ -356,7 +356,7 @@ def test_tiles_partition_the_mask():
 
 
 def test_dense_log_boxes_hold_the_kernel_table():
-    from csale_app.kernels.ale_kernel import KERNEL_HALF
+    from csale_app.kernels.gaussian import KERNEL_HALF
     from csale_app.kernels.cuda import _offsets_ijk, dense_log_boxes
 
     plan = scenarios()["uniform"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from csale_app.kernels import rng
-from csale_app.kernels.ale_kernel import ale_kernel
+from csale_app.kernels.gaussian import ale_kernel
 from csale_app.kernels.engine import CPUBackend, build_null_plan, log_threshold
 from csale_app.kernels.plan import build_grid, build_kernel_table, uniform_sampler, weighted_sampler
 from csale_app.kernels.cpu import ma_csr
