@@ -1,4 +1,11 @@
-"""boutiques.json: valid (bosh validate), mirrors the CLI parser, and runs (bosh exec launch)."""
+"""boutiques.json: valid, path inputs typed File, command lines as expected, and it runs.
+
+bosh mounts into a container only the launch folder and the File inputs (at the same absolute
+path), so every path the app reads or writes is a File input; the app's own run is checked
+with ``bosh exec launch --no-container`` writing to an absolute folder outside the launch
+folder (the case that used to lose every output in a container). The container launch itself
+is checked by hand: scripts/container_check.sh.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +15,13 @@ import os
 import shlex
 import shutil
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from csale_app.cli import parser as cli_parser
-from csale_app.cli.parser import build_parser
-
 ROOT = Path(__file__).resolve().parents[1]
 DESCRIPTOR = ROOT / "boutiques.json"
-
-# Parser "type" callables and the Boutiques input they map to: (type, integer).
-INT_TYPES = {cli_parser._positive_int, cli_parser._nonneg_int}
-FLOAT_TYPES = {cli_parser._probability, cli_parser._positive_float, cli_parser._nonneg_float,
-               float}
-STRING_TYPES = {None, str, cli_parser._coords, cli_parser._batch_size}
-PATH_TYPES = {Path}
 
 
 @pytest.fixture(scope="module")
@@ -36,194 +34,168 @@ def inputs(descriptor) -> dict[str, dict]:
     return {inp["id"]: inp for inp in descriptor["inputs"]}
 
 
-def cli_actions() -> list[argparse.Action]:
-    """Every argument of the parser except --help and --version."""
-    return [a for a in build_parser()._actions
-            if not isinstance(a, (argparse._HelpAction, argparse._VersionAction))]
-
-
 def bosh():
     boutiques = pytest.importorskip("boutiques")
     return boutiques.bosh
 
 
-# -- (a) the descriptor is valid ------------------------------------------------------------
+def parser_actions() -> list[argparse.Action]:
+    from csale_app.cli.parser import build_parser
+
+    return [a for a in build_parser()._actions
+            if not isinstance(a, (argparse._HelpAction, argparse._VersionAction))]
+
+
+# -- the descriptor is valid and describes this version ------------------------------------
 
 def test_bosh_validate():
     bosh()(["validate", str(DESCRIPTOR)])  # raises DescriptorValidationError when invalid
 
 
 def test_descriptor_metadata(descriptor):
-    import tomllib
+    from csale_app import __version__, errors
 
-    from csale_app import __version__
-
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert descriptor["schema-version"] == "0.5"
     assert descriptor["name"] == "csale-app"
-    assert descriptor["tool-version"] == project["version"] == __version__
+    assert descriptor["tool-version"] == version == __version__
     assert descriptor["container-image"] == {
-        "type": "docker", "image": f"csale-app:{project['version']}", "entrypoint": True}
+        "type": "docker", "image": f"csale-app:{version}", "entrypoint": True}
     assert descriptor["command-line"].split()[:4] == [
         "csale-app", "[INPUT_DIR]", "[OUTPUT_DIR]", "[ANALYSIS_LEVEL]"]
+    assert "pypi.org" not in json.dumps(descriptor)  # no page that does not exist
     codes = {e["code"] for e in descriptor["error-codes"]}
-    assert codes == {0, 1, 18, 64, 65, 66, 73}
-    from csale_app import errors
-
-    assert {errors.EXIT_OK, errors.EXIT_FAILURE, errors.EXIT_EMPTY_SELECTION, errors.EXIT_USAGE,
-            errors.EXIT_DATA, errors.EXIT_NO_INPUT, errors.EXIT_CANT_CREATE} == codes
-    assert descriptor["suggested-resources"]["cpu-cores"] == 2
-    assert "gpu" in descriptor["custom"]
+    assert codes == {errors.EXIT_OK, errors.EXIT_FAILURE, errors.EXIT_EMPTY_SELECTION,
+                     errors.EXIT_USAGE, errors.EXIT_DATA, errors.EXIT_NO_INPUT,
+                     errors.EXIT_CANT_CREATE} == {0, 1, 18, 64, 65, 66, 73}
     for out in descriptor["output-files"]:
         assert out["path-template"].startswith("[OUTPUT_DIR]/")
+    # The container user: documented (bosh exec launch -u).
+    assert "-u" in descriptor["description"] and "uid 1000" in descriptor["description"]
 
 
-# -- (b) the descriptor mirrors build_parser() ----------------------------------------------
-
-def test_every_cli_argument_is_an_input_and_vice_versa(inputs):
-    dests = {a.dest for a in cli_actions()}
-    assert set(inputs) == dests, (
-        f"only in the parser: {sorted(dests - set(inputs))}; "
-        f"only in boutiques.json: {sorted(set(inputs) - dests)}")
-
-
-def test_every_value_key_is_in_the_command_line(descriptor):
+def test_every_value_key_once_in_the_command_line(descriptor):
     cmd = descriptor["command-line"]
     for inp in descriptor["inputs"]:
         assert inp["value-key"] == f"[{inp['id'].upper()}]"
         assert cmd.count(inp["value-key"]) == 1, inp["id"]
 
 
-def _expected_default(action: argparse.Action):
-    """The parser default as a Boutiques default-value (None = no default-value).
+# -- paths: every path-like input is a File (bosh mounts File inputs only) ------------------
 
-    argparse default None, an empty list (nargs="+" with default []), False (store_true) and
-    0 (the counted -v) all mean "not on the command line", i.e. no default-value.
-    """
-    if action.dest == "nprocs":
-        # --nprocs defaults to os.cpu_count() on the machine that parses the arguments, so the
-        # descriptor must not pin a number (that would force the build machine's core count
-        # onto every run); it documents "[all cores]" and leaves the input out by default.
-        assert action.default == (os.cpu_count() or 1)
-        return None
-    if isinstance(action, argparse.BooleanOptionalAction):
-        return action.option_strings[0] if action.default else action.option_strings[1]
-    if action.default in (None, [], False) or isinstance(action, argparse._CountAction):
-        return None
-    return action.default
+PATH_INPUTS = ("input_dir", "output_dir", "roi", "database", "work_dir")
 
 
-@pytest.mark.parametrize("action", cli_actions(), ids=lambda a: a.dest)
-def test_input_matches_argument(action, inputs):
-    inp = inputs[action.dest]
-    positional = not action.option_strings
+def test_path_inputs_are_files(inputs):
+    for name in PATH_INPUTS:
+        assert inputs[name]["type"] == "File", name
+    # --roi takes a path or a built-in name: the name is its own String input, same flag.
+    assert inputs["roi_builtin"]["type"] == "String"
+    assert inputs["roi_builtin"]["command-line-flag"] == inputs["roi"]["command-line-flag"]
+    from csale_app.io.roi import BUILTIN
 
-    # optional / required
-    assert inp["optional"] is (not positional and not action.required), action.dest
-
-    # flag
-    if positional:
-        assert "command-line-flag" not in inp
-    elif isinstance(action, argparse.BooleanOptionalAction):
-        # --merge-contrasts/--no-merge-contrasts: one String input, the two flags as choices.
-        assert "command-line-flag" not in inp and inp["type"] == "String"
-        assert inp["value-choices"] == action.option_strings
-    elif isinstance(action, argparse._CountAction):
-        # -v/--verbose (counted): one String input whose choices are -v, -vv, -vvv.
-        assert "command-line-flag" not in inp and inp["type"] == "String"
-        assert inp["value-choices"] == ["-v", "-vv", "-vvv"]
-        assert all(build_parser().parse_args(["i", "o", "group", c]).verbose == len(c) - 1
-                   for c in inp["value-choices"])
-    else:
-        assert inp["command-line-flag"] in action.option_strings
-        assert inp["command-line-flag"].startswith("--")  # the long form
-
-    # default
-    expected = _expected_default(action)
-    if expected is None:
-        assert "default-value" not in inp or inp["default-value"] in (False, []), action.dest
-    else:
-        assert inp.get("default-value") == expected, action.dest
-        assert type(inp["default-value"]) is type(expected), action.dest
-
-    # type
-    if isinstance(action, argparse._StoreTrueAction):
-        assert inp["type"] == "Flag"
-    elif isinstance(action, (argparse.BooleanOptionalAction, argparse._CountAction)):
-        pass  # checked above
-    elif action.type in INT_TYPES:
-        assert inp["type"] == "Number" and inp.get("integer") is True, action.dest
-        assert inp["minimum"] == (1 if action.type is cli_parser._positive_int else 0)
-    elif action.type in FLOAT_TYPES:
-        assert inp["type"] == "Number" and not inp.get("integer", False), action.dest
-        if action.type is cli_parser._probability:
-            assert (inp["minimum"], inp["maximum"]) == (0, 1)
-            assert inp["exclusive-minimum"] and inp["exclusive-maximum"]
-    elif action.type in PATH_TYPES:
-        # Existing inputs are File; folders the app creates (output, work dir) are String.
-        assert inp["type"] == ("String" if action.dest in ("output_dir", "work_dir")
-                               else "File"), action.dest
-    else:
-        assert action.type in STRING_TYPES, (action.dest, action.type)
-        assert inp["type"] == "String", action.dest
-
-    # list
-    assert inp.get("list", False) is (action.nargs == "+"), action.dest
-
-    # choices
-    if action.choices is not None:
-        assert inp["value-choices"] == list(action.choices), action.dest
+    assert inputs["roi_builtin"]["value-choices"] == list(BUILTIN)
 
 
-def test_simulated_default_command_parses_to_parser_defaults(tmp_path, inputs, capsys):
-    """bosh's command line with every default filled in parses to the parser's defaults."""
+def test_every_path_argument_of_the_parser_has_a_file_input(inputs):
+    """A parser argument that takes a path (type Path or metavar PATH) maps to a File input."""
+    by_flag: dict[str, list[dict]] = {}
+    for inp in inputs.values():
+        by_flag.setdefault(inp.get("command-line-flag", inp["value-key"]), []).append(inp)
+    path_actions = [a for a in parser_actions()
+                    if a.type is Path or "PATH" in str(a.metavar or "")]
+    assert {a.dest for a in path_actions} >= {"input_dir", "output_dir", "database", "roi",
+                                              "work_dir"}
+    for action in path_actions:
+        if action.option_strings:
+            matches = [i for f in action.option_strings for i in by_flag.get(f, [])]
+        else:
+            matches = [i for i in inputs.values() if i["id"] == action.dest]
+        assert any(i["type"] == "File" for i in matches), action.dest
+
+
+def test_every_descriptor_flag_is_a_parser_option(descriptor):
+    flags = {s for a in parser_actions() for s in a.option_strings}
+    for inp in descriptor["inputs"]:
+        for flag in ([inp["command-line-flag"]] if "command-line-flag" in inp
+                     else [c for c in inp.get("value-choices", []) if str(c).startswith("-")]):
+            if flag.startswith("-v") and set(flag[1:]) == {"v"}:
+                flag = "-v"  # -vv, -vvv: the counted -v
+            assert flag in flags, (inp["id"], flag)
+
+
+# -- bosh exec simulate: three invocations, the exact command lines -------------------------
+
+DEFAULTS = ("--merge-contrasts --min-experiments 15 --roi-radius 10.0 --roi-dilation-mm 6.0 "
+            "--brain-mask brain --n-iters {n} --voxel-thresh 0.001 --cluster-alpha 0.05 "
+            "--min-cluster-size 50 --random-seed 20260101 --csale-null probabilistic "
+            "--subsamples 0 --subsample-fraction 0.8")
+
+SIMULATIONS = [
+    pytest.param(
+        {"input_dir": "/data/in", "output_dir": "/data/out", "analysis_level": "group"},
+        "csale-app /data/in /data/out group --analyses ale csale macm "
+        + DEFAULTS.format(n=10000) + " --device auto --batch-size auto",
+        id="defaults"),
+    pytest.param(
+        {"input_dir": "/data/in", "output_dir": "/data/out", "analysis_level": "group",
+         "analyses": ["csale"], "roi": "/data/roi.nii.gz", "database": "/data/brainmap",
+         "n_iters": 2000, "work_dir": "/scratch/w", "nprocs": 4, "quiet": True},
+        "csale-app /data/in /data/out group --analyses csale --database /data/brainmap "
+        + DEFAULTS.format(n=2000).replace("--roi-radius", "--roi /data/roi.nii.gz --roi-radius")
+        + " --device auto --nprocs 4 --batch-size auto --work-dir /scratch/w --quiet",
+        id="roi-file-database-workdir"),
+    pytest.param(
+        {"input_dir": "in", "output_dir": "out", "analysis_level": "group",
+         "studyset_label": ["nback", "flanker"], "roi_builtin": "cerebellum",
+         "merge_contrasts": "--no-merge-contrasts", "macm_seed": "each-cluster",
+         "device": "cuda", "gpu_id": 1, "batch_size": "64", "verbose": "-vv",
+         "overwrite": True},
+        "csale-app in out group --studyset-label nback flanker --analyses ale csale macm "
+        + DEFAULTS.format(n=10000).replace("--merge-contrasts", "--no-merge-contrasts")
+                                  .replace("--roi-radius", "--roi cerebellum --roi-radius")
+        + " --macm-seed each-cluster --device cuda --gpu-id 1 --batch-size 64 --overwrite -vv",
+        id="builtin-roi-gpu"),
+]
+
+
+@pytest.mark.parametrize("invocation, expected", SIMULATIONS)
+def test_simulate_command_line(invocation, expected, tmp_path):
     inv = tmp_path / "inv.json"
-    inv.write_text(json.dumps({"input_dir": "in", "output_dir": "out",
-                               "analysis_level": "group"}))
+    inv.write_text(json.dumps(invocation))
     out = bosh()(["exec", "simulate", "-i", str(inv), str(DESCRIPTOR)])
-    argv = shlex.split(out.shell_command)
-    assert argv[0] == "csale-app"
-    p = build_parser()
-    simulated = vars(p.parse_args(argv[1:]))
-    plain = vars(p.parse_args(["in", "out", "group"]))
-    assert simulated == plain
+    assert out.shell_command.split() == expected.split()
+    from csale_app.cli.parser import build_parser
+
+    build_parser().parse_args(shlex.split(out.shell_command)[1:])  # no usage error
 
 
-def test_simulated_non_default_command_parses(tmp_path):
+def test_roi_file_and_builtin_are_exclusive(tmp_path):
     inv = tmp_path / "inv.json"
-    inv.write_text(json.dumps({
-        "input_dir": "in", "output_dir": "out", "analysis_level": "group",
-        "studyset_label": ["pain", "nback"], "analyses": ["ale", "csale"],
-        "merge_contrasts": "--no-merge-contrasts", "roi_coords": ["0,52,26", "40,-20,30"],
-        "n_iters": 200, "voxel_thresh": 0.005, "kernel_fwhm": 8.5, "macm_seed": "each-cluster",
-        "device": "cpu", "nprocs": 3, "mem_gb": 4, "batch_size": "64", "work_dir": "w",
-        "overwrite": True, "verbose": "-vv", "quiet": True}))
-    out = bosh()(["exec", "simulate", "-i", str(inv), str(DESCRIPTOR)])
-    args = build_parser().parse_args(shlex.split(out.shell_command)[1:])
-    assert args.studyset_label == ["pain", "nback"]
-    assert args.analyses == ["ale", "csale"]
-    assert args.merge_contrasts is False
-    assert args.roi_coords == [(0.0, 52.0, 26.0), (40.0, -20.0, 30.0)]
-    assert (args.n_iters, args.voxel_thresh, args.kernel_fwhm) == (200, 0.005, 8.5)
-    assert (args.macm_seed, args.device, args.nprocs, args.mem_gb) == ("each-cluster", "cpu",
-                                                                       3, 4.0)
-    assert (args.batch_size, str(args.work_dir)) == ("64", "w")
-    assert (args.overwrite, args.verbose, args.quiet) == (True, 2, True)
+    inv.write_text(json.dumps({"input_dir": "i", "output_dir": "o", "analysis_level": "group",
+                               "roi": "r.nii.gz", "roi_builtin": "cerebellum"}))
+    with pytest.raises(Exception):
+        bosh()(["exec", "simulate", "-i", str(inv), str(DESCRIPTOR)])
 
 
-# -- (c) bosh exec launch --no-container on a small real input ------------------------------
+# -- bosh exec launch --no-container: an absolute output folder outside the launch folder ---
 
-def test_bosh_launch_descriptor_test_case(descriptor, tmp_path, monkeypatch, pain_json):
-    """Run the descriptor's own `tests` block: pain (21 experiments), ALE, 50 iterations."""
+def test_bosh_launch_absolute_output_folder(descriptor, tmp_path, monkeypatch, pain_json):
     case = descriptor["tests"][0]
-    invocation = case["invocation"]
+    invocation = dict(case["invocation"])
     assert invocation["analyses"] == ["ale"] and invocation["n_iters"] <= 100
 
-    # The invocation's paths are relative to the launch folder: make the input there.
-    monkeypatch.chdir(tmp_path)
-    in_dir = tmp_path / invocation["input_dir"]
+    launch = tmp_path / "launch"
+    elsewhere = tmp_path / "elsewhere"
+    launch.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(launch)
+    in_dir = launch / invocation["input_dir"]  # relative, as the descriptor's test case
     in_dir.mkdir()
     shutil.copyfile(pain_json, in_dir / "pain.json")
+    out_dir = elsewhere / "derivatives"  # absolute, outside the launch folder
+    out_dir.mkdir()  # File inputs exist before a launch (a container mounts only those)
+    invocation["output_dir"] = str(out_dir)
     # bosh runs the command through the shell: put this interpreter's csale-app first.
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}"
                                f"{os.environ.get('PATH', '')}")
@@ -236,14 +208,14 @@ def test_bosh_launch_descriptor_test_case(descriptor, tmp_path, monkeypatch, pai
 
     assert out.exit_code == case["assertions"]["exit-code"] == 0, out.stderr[-3000:]
     assert out.missing_files == [], [str(f) for f in out.missing_files]
-    found = {f.boutiques_name for f in out.output_files}
-    for expected in case["assertions"]["output-files"]:
-        assert expected["id"] in found, expected["id"]
-
-    out_dir = tmp_path / invocation["output_dir"]
+    found = {f.boutiques_name: Path(f.file_name) for f in out.output_files}
+    required = [o["id"] for o in descriptor["output-files"] if not o.get("optional")]
+    for name in required + [e["id"] for e in case["assertions"]["output-files"]]:
+        assert name in found, name
+        assert found[name].resolve().is_relative_to(out_dir.resolve()), (name, found[name])
     description = json.loads((out_dir / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
-    assert (out_dir / "report.html").is_file()
-    assert (out_dir / "studyset-pain").is_dir()
+    assert "CodeURL" not in description["GeneratedBy"][0]
     assert list((out_dir / "studyset-pain").glob("studyset-pain_*_meta-ale_stat-z_statmap.nii.gz"))
-    assert (in_dir / "pain.json").read_bytes() == Path(pain_json).read_bytes()  # input untouched
+    assert not any(launch.glob("studyset-*"))  # nothing written into the launch folder
+    assert (in_dir / "pain.json").read_bytes() == Path(pain_json).read_bytes()

@@ -1,8 +1,15 @@
-"""The MNI152NLin6Asym 2 mm template and brain masks (shipped by NiMARE, offline)."""
+"""The MNI152NLin6Asym 2 mm template and brain masks (shipped by NiMARE, offline).
+
+The files are read from NiMARE's installed ``resources`` folder, found with
+``importlib.util.find_spec`` so that NiMARE itself is never imported (importing it costs
+~2.4 s and configures the root logger); the images are what ``nimare.utils.get_template``
+returns (same files, bool mask, float32 T1).
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 from pathlib import Path
 
 import nibabel as nib
@@ -15,9 +22,7 @@ RES = "2"
 @functools.lru_cache(maxsize=4)
 def load_brain_mask(kind: str = "brain") -> nib.Nifti1Image:
     """Brain mask on NiMARE's 2 mm template; ``gm`` = brain & nilearn's GM prior > 0.1."""
-    from nimare.utils import get_template
-
-    img = get_template("mni152_2mm", mask="brain")
+    img = nib.load(template_files()["brain_mask"])
     data = np.asanyarray(img.dataobj) > 0
     if kind == "gm":
         from nilearn.datasets import load_mni152_gm_template
@@ -34,14 +39,20 @@ def load_brain_mask(kind: str = "brain") -> nib.Nifti1Image:
 
 @functools.lru_cache(maxsize=1)
 def load_t1() -> nib.Nifti1Image:
-    from nimare.utils import get_template
+    img = nib.load(template_files()["t1w"])
+    return nib.Nifti1Image(img.get_fdata(dtype=np.float32), img.affine, img.header)
 
-    return get_template("mni152_2mm", mask=None)
+
+@functools.lru_cache(maxsize=1)
+def nimare_resource_dir() -> Path:
+    """NiMARE's ``resources`` folder (templates, atlases, datasets), without importing it."""
+    spec = importlib.util.find_spec("nimare")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package 'nimare' is not installed (it ships the templates)")
+    return Path(list(spec.submodule_search_locations)[0]) / "resources"
 
 
 def template_files() -> dict[str, Path]:
-    from nimare.utils import get_resource_path
-
-    base = Path(get_resource_path()) / "templates"
+    base = nimare_resource_dir() / "templates"
     return {"brain_mask": base / "tpl-MNI152NLin6Asym_res-02_desc-brain_mask.nii.gz",
             "t1w": base / "tpl-MNI152NLin6Asym_res-02_T1w.nii.gz"}

@@ -12,7 +12,7 @@ from ..kernels.engine import build_null_plan
 from ..kernels.plan import Grid, uniform_sampler
 from .ale import ObservedALE, kernels_for, observed_ale
 from .inference import FWEMaps, montecarlo_fwe_maps
-from .montecarlo import run_chunked
+from .montecarlo import BackendChunk, fwe_call, run_chunked
 from .tables import reported_clusters
 
 
@@ -41,9 +41,8 @@ def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, *, n_iters: int,
     obs = observed_ale(exps, grid, table, kernel_ids)
     ss_thresh = obs.threshold_for_p(voxel_thresh)
     plan = build_null_plan(grid, table, kernel_ids, exps.foci_counts(), uniform_sampler(grid), seed)
-    null = run_chunked(n_iters, chunk_size,
-                       lambda start, count: backend.fwe_chunk(plan, start, count, ss_thresh),
-                       store=store, progress=progress)
+    null = run_chunked(n_iters, chunk_size, BackendChunk(fwe_call, backend, plan, (ss_thresh,)),
+                       store=store, progress=progress, executor=executor)
     fwe = montecarlo_fwe_maps(obs.stat, grid, ss_thresh, null["max"], null["size"], null["mass"])
     sig = fwe.cluster_p_size < cluster_alpha
     clusters, significant = reported_clusters(

@@ -19,14 +19,14 @@ import pandas as pd
 
 from ..errors import EmptySelectionError
 from ..io.experiments import Experiments
-from ..kernels.ale_kernel import experiment_fwhm
+from ..kernels.gaussian import experiment_fwhm
 from ..kernels.cpu import kernel_sum
 from ..kernels.cpu_csale import cluster_null_sizes, merge_top
 from ..kernels.engine import build_null_plan
 from ..kernels.plan import Grid, build_kernel_table, pool_sampler, weighted_sampler
 from .ale import kernels_for, observed_ale
 from .inference import label_clusters
-from .montecarlo import run_chunked_reduce
+from .montecarlo import BackendChunk, csale_pass1_call, run_chunked_reduce
 from .pvalues import null_to_p, p_to_logp, p_to_z
 from .tables import reported_clusters
 
@@ -98,9 +98,8 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
                 "max": np.concatenate([state["max"], part["max"]])}
 
     pass1 = run_chunked_reduce(
-        n_iters, chunk_size,
-        lambda start, count: backend.csale_pass1_chunk(plan, start, count, obs_log, K),
-        reduce, store=store, progress=progress)
+        n_iters, chunk_size, BackendChunk(csale_pass1_call, backend, plan, (obs_log, K)),
+        reduce, store=store, progress=progress, executor=executor)
     null_sizes = cluster_null_sizes(pass1["top"], pass1["top_id"], voxel_thresh * (n_iters - 1),
                                     n_iters, grid.forward_neighbours,
                                     getattr(backend, "n_threads", 1)).astype(np.float64)

@@ -4,10 +4,15 @@ A run is split into fixed chunks of permutation indices. Each chunk's per-permut
 results (a few numbers per permutation) can be stored by the caller (``store``) so that a
 killed run resumes from its last finished chunk; because every permutation is a pure
 function of (seed, index), resumed results are identical to an uninterrupted run's.
+
+With an ``executor`` (:mod:`csale_app.distributed`, ``--dask-scheduler``) the chunks run on
+a cluster instead: same chunks, same numbers, results put together in chunk order, and the
+same checkpoints (a run resumes from them with or without a cluster).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import numpy as np
@@ -19,6 +24,34 @@ class ChunkStore(Protocol):
     def put(self, index: int, arrays: dict[str, np.ndarray]) -> None: ...
 
 
+def fwe_call(backend, plan, start: int, count: int, ale_thresh: float) -> dict:
+    """ALE Monte Carlo FWE chunk (max ALE, max cluster size and mass per permutation)."""
+    return backend.fwe_chunk(plan, start, count, ale_thresh)
+
+
+def csale_pass1_call(backend, plan, start: int, count: int, obs_log: np.ndarray,
+                     K: int) -> dict:
+    """C-SALE permutation pass chunk (exceedance counts, top-K lists, max null ALE)."""
+    return backend.csale_pass1_chunk(plan, start, count, obs_log, K)
+
+
+@dataclass(frozen=True)
+class BackendChunk:
+    """``compute(start, count)`` as ``call(backend, plan, start, count, *args)``.
+
+    Called here, it runs on ``backend``; an executor instead sends ``plan`` and ``args``
+    to each worker once and runs ``call`` there with the worker's own backend (its CPU
+    threads or its GPU), so nothing of this process's backend travels."""
+
+    call: Callable
+    backend: object
+    plan: object
+    args: tuple = ()
+
+    def __call__(self, start: int, count: int) -> dict[str, np.ndarray]:
+        return self.call(self.backend, self.plan, start, count, *self.args)
+
+
 def chunk_bounds(n_iters: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(s, min(chunk_size, n_iters - s)) for s in range(0, n_iters, chunk_size)]
 
@@ -26,18 +59,38 @@ def chunk_bounds(n_iters: int, chunk_size: int) -> list[tuple[int, int]]:
 def run_chunked(n_iters: int, chunk_size: int,
                 compute: Callable[[int, int], dict[str, np.ndarray]],
                 store: ChunkStore | None = None,
-                progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """Run ``compute(start, count)`` over all chunks and concatenate the results."""
-    parts: list[dict[str, np.ndarray]] = []
-    for index, (start, count) in enumerate(chunk_bounds(n_iters, chunk_size)):
-        arrays = store.get(index) if store is not None else None
-        if arrays is None:
-            arrays = compute(start, count)
+                progress: Callable[[int], None] | None = None,
+                executor=None) -> dict[str, np.ndarray]:
+    """Run ``compute(start, count)`` over all chunks and concatenate the results.
+
+    With ``executor``, the chunks not in ``store`` run on the cluster (each stored as it
+    finishes); the concatenation is in chunk order, so the result is the same."""
+    bounds = chunk_bounds(n_iters, chunk_size)
+    parts: list[dict[str, np.ndarray] | None] = [None] * len(bounds)
+    if executor is not None:
+        todo = []
+        for index, (start, count) in enumerate(bounds):
+            parts[index] = store.get(index) if store is not None else None
+            if parts[index] is None:
+                todo.append((index, start, count))
+            elif progress is not None:
+                progress(count)
+        for index, arrays in executor.map_chunks(compute, todo):
+            parts[index] = arrays
             if store is not None:
                 store.put(index, arrays)
-        parts.append(arrays)
-        if progress is not None:
-            progress(count)
+            if progress is not None:
+                progress(bounds[index][1])
+    else:
+        for index, (start, count) in enumerate(bounds):
+            arrays = store.get(index) if store is not None else None
+            if arrays is None:
+                arrays = compute(start, count)
+                if store is not None:
+                    store.put(index, arrays)
+            parts[index] = arrays
+            if progress is not None:
+                progress(count)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
@@ -45,11 +98,18 @@ def run_chunked_reduce(n_iters: int, chunk_size: int,
                        compute: Callable[[int, int], dict[str, np.ndarray]],
                        reduce: Callable[[dict | None, dict], dict],
                        store: ChunkStore | None = None,
-                       progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+                       progress: Callable[[int], None] | None = None,
+                       executor=None) -> dict[str, np.ndarray]:
     """Like :func:`run_chunked`, but folds each chunk into a running state (``reduce``).
 
     The store keeps the state after each finished chunk (the previous one is superseded),
     so per-voxel accumulators are checkpointed without growing with n_iters.
+
+    With ``executor``, ``reduce`` must be associative (``reduce(reduce(a, b), c) ==
+    reduce(a, reduce(b, c))``, as C-SALE's counts, top-K merge and max list are): adjacent
+    finished ranges of chunks are merged on the workers as a tree, and the result equals
+    the sequential fold. The store still gets the state of chunks 0..i (the same files as
+    without a cluster) whenever the range starting at chunk 0 grows.
     """
     bounds = chunk_bounds(n_iters, chunk_size)
     state, first = None, 0
@@ -59,10 +119,25 @@ def run_chunked_reduce(n_iters: int, chunk_size: int,
             if saved is not None:
                 state, first = saved, index + 1
                 break
+    for index in range(first):
+        if progress is not None:
+            progress(bounds[index][1])
+    if executor is not None:
+        todo = [(index, start, count) for index, (start, count) in enumerate(bounds)
+                if index >= first]
+
+        def checkpoint(last: int, value: dict) -> None:
+            if store is not None:
+                store.put(last, value)
+
+        def done(index: int) -> None:
+            if progress is not None:
+                progress(bounds[index][1])
+
+        return executor.reduce_chunks(compute, reduce, todo, state, first,
+                                      on_chunk=done, on_prefix=checkpoint) or {}
     for index, (start, count) in enumerate(bounds):
         if index < first:
-            if progress is not None:
-                progress(count)
             continue
         state = reduce(state, compute(start, count))
         if store is not None:

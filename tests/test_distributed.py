@@ -1,0 +1,304 @@
+"""Scale-out (issue 16): permutation chunks on a Dask cluster give byte-identical results,
+survive a killed worker and resume from checkpoints; the reference database is read,
+de-duplicated and indexed vectorized with the same result as the former per-experiment loop.
+
+The job-array recipe (one run per --studyset-label, then one group run that reuses them) is
+tested in tests/test_results_meaning.py (test_split_runs_give_byte_identical_maps_and_tables,
+test_group_run_after_the_array_reuses_both_studysets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from csale_app.cli.run import main
+from csale_app.io import database as D
+from csale_app.io.experiments import build_experiments
+from csale_app.io.readers import read_studyset
+
+distributed = pytest.importorskip("distributed")
+
+#: C-SALE's cluster FWE needs n_iters >= 1 / voxel_thresh; a small ROI keeps it quick.
+FAST = ["--n-iters", "40", "--voxel-thresh", "0.05", "--nprocs", "1", "--quiet",
+        "--roi-coords=-30,-62,-28", "--roi-radius", "10", "--macm-seed", "roi",
+        "--min-experiments", "5", "--studyset-label", "flanker"]
+CHUNK = 8  # 5 chunks of 8 permutations: the tree reduction has several levels
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Every map and table of the run (provenance, logs and report record run times)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".csale_provenance.json"
+            and p.suffix in (".gz", ".tsv", ".json") and "logs" not in p.parts
+            and p.name != "dataset_description.json"}
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    from csale_app import pipeline
+
+    init = pipeline.Pipeline.__init__
+
+    def patched(self, settings, *args, **kwargs):
+        init(self, replace(settings, chunk_size=CHUNK), *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.Pipeline, "__init__", patched)
+
+
+@pytest.fixture(scope="module")
+def demo_input(tmp_path_factory) -> Path:
+    from csale_app.io.demo_data import write_demo_input
+
+    d = tmp_path_factory.mktemp("demo") / "in"
+    write_demo_input(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from csale_app.distributed import disconnect
+
+    with distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
+                                  dashboard_address=None) as c:
+        yield c
+        disconnect(c.scheduler_address)
+
+
+@pytest.fixture(scope="module")
+def reference(demo_input, tmp_path_factory):
+    """The single-process run (--nprocs 1) that every cluster run must equal."""
+    from dataclasses import replace as _replace
+
+    from csale_app import pipeline
+
+    out = tmp_path_factory.mktemp("ref") / "out"
+    init = pipeline.Pipeline.__init__
+    pipeline.Pipeline.__init__ = lambda self, s, *a, **k: init(self, _replace(s, chunk_size=CHUNK), *a, **k)
+    try:
+        assert main([str(demo_input), str(out), "group", *FAST]) == 0
+    finally:
+        pipeline.Pipeline.__init__ = init
+    digest = tree_digest(out)
+    assert any("meta-csale" in k for k in digest) and any("macm-" in k for k in digest)
+    assert any("meta-ale" in k for k in digest)
+    return digest
+
+
+# ---- byte-identical on a cluster -----------------------------------------------------------
+def test_ale_csale_macm_on_two_workers_equal_one_process(demo_input, cluster, reference,
+                                                         small_chunks, tmp_path):
+    out = tmp_path / "out"
+    assert main([str(demo_input), str(out), "group", *FAST,
+                 "--dask-scheduler", cluster.scheduler_address]) == 0
+    got = tree_digest(out)
+    assert got == reference, sorted(k for k in reference if reference[k] != got.get(k))
+    null = pd.read_csv(next(out.rglob("*meta-csale_desc-null_values.tsv")), sep="\t")
+    assert len(null) == 40 and null["max_cluster_size"].max() > 0  # cluster FWE exercised
+
+
+def _slow_chunks(seconds: float) -> None:
+    """On a worker: make each chunk take ``seconds`` longer (0: undo). Tasks name the
+    function by module attribute, so the patched one runs."""
+    from csale_app import distributed as dist
+
+    original = getattr(dist, "_unpatched_chunk", dist.run_backend_chunk)
+    dist._unpatched_chunk = original
+    if seconds <= 0:
+        dist.run_backend_chunk = original
+        return
+
+    def slow(*args, **kwargs):
+        time.sleep(seconds)
+        return original(*args, **kwargs)
+
+    dist.run_backend_chunk = slow
+
+
+def test_killed_worker_costs_only_its_chunks(demo_input, cluster, reference, small_chunks,
+                                            tmp_path):
+    """SIGKILL one worker process while chunks run: Dask recomputes its tasks (its nanny
+    starts a new worker) and the maps are the same."""
+    client = distributed.Client(cluster.scheduler_address, set_as_default=False)
+    client.run(_slow_chunks, 0.3)  # so that the kill lands inside a chunk
+    killed = []
+
+    def watch():
+        # kill as soon as a worker is inside a chunk (slowed down below)
+        for _ in range(600):
+            busy = client.processing()
+            for addr, keys in busy.items():
+                if any("csale-chunk" in str(k) for k in keys):
+                    pid = client.run(os.getpid, workers=[addr])[addr]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    out = tmp_path / "out"
+    try:
+        assert main([str(demo_input), str(out), "group", *FAST,
+                     "--dask-scheduler", cluster.scheduler_address]) == 0
+    finally:
+        t.join(timeout=5)
+        client.wait_for_workers(2, timeout=60)
+        client.run(_slow_chunks, 0)
+        client.close()
+    assert killed, "no worker was killed during the run"
+    got = tree_digest(out)
+    assert got == reference, sorted(k for k in reference if reference[k] != got.get(k))
+
+
+def test_reduce_on_cluster_equals_sequential_and_resumes(cluster):
+    """The tree reduction gives the sequential fold (equal values keep permutation order),
+    checkpoints are the sequential run's files, and a run resumes from them."""
+    from csale_app.distributed import connect
+    from csale_app.kernels.cpu_csale import merge_top
+    from csale_app.stats.montecarlo import run_chunked, run_chunked_reduce
+
+    K = 4
+
+    def compute(start, count):  # many ties: values from {-3, -2, -1}
+        rng = np.random.default_rng(start)
+        top = np.sort(rng.integers(-3, 0, (30, K)).astype(np.float32), axis=1)
+        ids = np.tile(np.arange(start, start + K, dtype=np.int32), (30, 1))
+        return {"counts": np.full(30, count), "top": top, "top_id": ids,
+                "max": np.arange(start, start + count, dtype=float)}
+
+    def reduce(state, part):
+        if state is None:
+            return part
+        top, top_id = merge_top([state["top"], part["top"]],
+                                [state["top_id"], part["top_id"]], K)
+        return {"counts": state["counts"] + part["counts"], "top": top, "top_id": top_id,
+                "max": np.concatenate([state["max"], part["max"]])}
+
+    class Store(dict):
+        def put(self, index, arrays):
+            self[index] = arrays
+
+    ex = connect(cluster.scheduler_address)
+    seq, dist = Store(), Store()
+    a = run_chunked_reduce(103, 5, compute, reduce, store=seq)
+    b = run_chunked_reduce(103, 5, compute, reduce, store=dist, executor=ex)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert dist and all(all(np.array_equal(dist[i][k], seq[i][k]) for k in a) for i in dist)
+    resumed = run_chunked_reduce(103, 5, compute, reduce, store=Store({6: seq[6]}),
+                                 executor=ex)
+    assert all(np.array_equal(a[k], resumed[k]) for k in a)
+    x, y = run_chunked(103, 5, compute), run_chunked(103, 5, compute, executor=ex)
+    assert all(np.array_equal(x[k], y[k]) for k in x)
+
+
+def test_unreachable_scheduler_is_one_line(demo_input, tmp_path, monkeypatch, capsys):
+    from csale_app import distributed as dist
+
+    monkeypatch.setattr(dist, "CONNECT_TIMEOUT_S", 1)
+    code = main([str(demo_input), str(tmp_path / "out"), "group", *FAST,
+                 "--dask-scheduler", "tcp://127.0.0.1:9"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 66 and "cannot reach the Dask scheduler" in err[-1]
+
+
+def test_package_does_not_import_dask():
+    code = ("import sys, csale_app.pipeline, csale_app.stages, csale_app.cli.run; "
+            "print(any(m == 'dask' or m.startswith(('dask.', 'distributed')) "
+            "for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---- large databases -----------------------------------------------------------------------
+def old_load(files):
+    """The former Pipeline.load_database loop (reference for the vectorized one)."""
+    frames, seen = [], set()
+    for f in files:
+        frame = read_studyset(f)
+        keep = []
+        for key, grp in frame.groupby(["study_id", "contrast_id"], sort=False):
+            sig = (key, tuple(sorted(map(tuple, grp[["x", "y", "z"]].to_numpy().round(3)))))
+            if sig not in seen:
+                seen.add(sig)
+                keep.append(grp)
+        if keep:
+            frames.append(pd.concat(keep))
+    return pd.concat(frames, ignore_index=True)
+
+
+def same_experiments(a, b):
+    assert a.ids == b.ids and a.study_ids == b.study_ids and a.contrast_ids == b.contrast_ids
+    for name in ("sample_size", "focus_start", "ijk", "xyz_mni"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
+    pd.testing.assert_frame_equal(a.table, b.table)
+    pd.testing.assert_frame_equal(a.foci, b.foci)
+    assert a.warnings == b.warnings
+
+
+@pytest.fixture(scope="module")
+def db_files(demo_input, tmp_path_factory):
+    """The demo studysets, a reshuffled copy of n-back (same experiments, foci in another
+    order: duplicates), and a Talairach file with a sidecar, an experiment partly outside
+    the template and one wholly outside it."""
+    d = tmp_path_factory.mktemp("db")
+    nback = pd.read_csv(demo_input / "nback.tsv", sep="\t")
+    shuffled = nback.sample(frac=1.0, random_state=0)
+    shuffled.iloc[:200].to_csv(d / "nback_again.tsv", sep="\t", index=False)
+    other = pd.DataFrame({"study": ["t1"] * 3 + ["t2"] * 2 + ["t3"] * 2,
+                          "contrast": ["a", "a", "b", "a", "a", "z", "z"],
+                          "x": [10.5, -20, 30, 300, 12, 500, 501],
+                          "y": [0, 10, -40, 0, 14, 0, 0], "z": [0, 20, 10, 0, 16, 0, 0],
+                          "n": [12, 12, 20, 9, 9, 5, 5]})
+    other.to_csv(d / "tal.csv", index=False)
+    (d / "tal.json").write_text('{"space": "TAL"}')
+    return [demo_input / "nback.tsv", demo_input / "flanker.tsv", d / "nback_again.tsv",
+            d / "tal.csv", demo_input / "nback.tsv"]
+
+
+def test_database_reader_equals_read_studyset(db_files):
+    for f in db_files:
+        pd.testing.assert_frame_equal(D.read_database_file(f), read_studyset(f))
+
+
+def test_database_dedup_and_index_equal_the_former_loop(db_files):
+    from csale_app.io.templates import load_brain_mask
+
+    img = load_brain_mask()
+    shape = img.shape
+    old = old_load(db_files)
+    new = D.deduplicate([D.read_database_file(f) for f in db_files])
+    pd.testing.assert_frame_equal(old, new)
+    assert len(new) < sum(len(read_studyset(f)) for f in db_files)  # duplicates went
+    for merge in (True, False):
+        for fwhm in (None, 9.0):
+            same_experiments(build_experiments(old, img.affine, shape, merge, fwhm),
+                             D.build_database_experiments(new, img.affine, shape, merge,
+                                                          fwhm))
+
+
+def test_database_reader_falls_back_on_problems(tmp_path):
+    """Anything the fast path does not handle is read (and reported) by the readers."""
+    from csale_app.errors import InputError
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("study_id\tx\ty\tz\tspace\ns1\t1\t2\tnope\tMNI\n")
+    with pytest.raises(InputError, match=r"bad.tsv:2: z coordinate 'nope' is not a number"):
+        D.read_database_file(bad)
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('study_id,x,y,z,space\n"s, 1",1,2,3,MNI\n\ns2,4,5,6,TAL\n')
+    pd.testing.assert_frame_equal(D.read_database_file(quoted), read_studyset(quoted))
