@@ -249,16 +249,16 @@ def test_sigterm_leaves_no_partial_file_under_a_final_name(pain_input, tmp_path,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
-        # wait until the permutation pass runs (its first checkpoint is written) while the
-        # staging folder already holds the foci tables: a kill there would be most harmful
+        # wait until the permutation pass runs (its first checkpoint is written); results are
+        # staged only once every analysis of the studyset is computed, so nothing is under a
+        # final name or in a staging folder yet
         while time.monotonic() < deadline and proc.poll() is None:
             if list(out.glob(".csale_work/*-ale-*/chunk-*.npz")):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, f"the run ended before SIGTERM: {proc.communicate()}"
         assert list(out.glob(".csale_work/*-ale-*/chunk-*.npz")), "no permutation chunk done"
-        staged = [p for p in out.iterdir() if "staging" in p.name]
-        assert staged and any(any(s.rglob("*.tsv")) for s in staged), staged
+        assert not list(out.glob("studyset-*")), sorted(p.name for p in out.iterdir())
         # SIGTERM is honoured between permutation chunks (compiled code does not poll
         # signals), so the run may finish its current chunk first
         proc.send_signal(signal.SIGTERM)

@@ -218,10 +218,11 @@ def experiments_tables(df: pd.DataFrame) -> tuple[list[Table], dict]:
     kept = _analysed(df)
     show = pd.DataFrame({"Experiment": df.get("experiment_id", df.index)})
     if "contrast_ids" in df:
-        contrasts = df["contrast_ids"].astype(str).str.split("|")
+        # missing ids stay missing under pandas' string dtype: no contrast, not "nan"
+        contrasts = df["contrast_ids"].map(lambda v: [] if pd.isna(v) else str(v).split("|"))
         show["Contrasts"] = [
             Cell(f"{len(c)}: " + "; ".join(c[:3]), c[3:], f"{len(c) - 3} more" if len(c) > 3
-                 else "") if len(c) > 1 else Cell(c[0]) for c in contrasts]
+                 else "") if len(c) > 1 else Cell(c[0] if c else "") for c in contrasts]
         n_contrasts = int(contrasts.map(len).sum())
     else:
         n_contrasts = len(df)
