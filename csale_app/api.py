@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from .context import StudysetJob
+from .io.workdir import remove_checkpoints
 from .pipeline import Pipeline, reusable, studyset_digest, write_studyset
 from .results import MetaResult
 from .stages import run_analyses
@@ -158,6 +159,7 @@ class _Estimator:
             _, _, exps = loaded[0]
             job = StudysetJob(label, path, exps, studyset_digest(ctx, path))
             outputs, summary = run_analyses(ctx, job, extra)
+            remove_checkpoints(ctx.work_root, label, job.digest)  # results are in memory
             summary["runtime_s"] = round(time.perf_counter() - t0, 2)
             report_context = pipe.report_context(ctx)
         finally:

@@ -29,6 +29,7 @@ from .io.database import load_database
 from .io.experiments import Experiments, build_experiments, restrict_to_mask
 from .io.readers import find_studysets, read_studyset, study_label
 from .io.roi import ROI, dilate, load_roi, voxel_size_mm
+from .io.workdir import remove_checkpoints
 from .io.templates import load_brain_mask
 from .kernels.device import select_backend
 from .kernels.plan import build_grid
@@ -285,6 +286,7 @@ class Pipeline:
         outputs, summary = run_analyses(ctx, job, extra)
         summary["runtime_s"] = round(time.perf_counter() - t0, 2)
         write_studyset(self.output_dir, ctx, job, outputs, summary)
+        remove_checkpoints(ctx.work_root, label, digest)
         self.summaries.append(summary)
 
 

@@ -1,5 +1,6 @@
 """One function per analysis: run it through ``stats`` into an in-memory result. No maths,
-no disk (checkpoints aside: the work folder's ``ChunkDir``).
+no disk (checkpoints aside: the work folder's ``ChunkDir``, kept until the studyset's
+results are published, so a run that fails while writing resumes without recomputing).
 
 Each stage takes the run's :class:`~csale_app.context.RunContext` and the studyset's
 :class:`~csale_app.context.StudysetJob` and returns :class:`~csale_app.results.AnalysisOutput`
@@ -80,7 +81,6 @@ def ale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
     null = pd.DataFrame({"max_ale": res.null["max"], "max_cluster_size": res.null["size"],
                          "max_cluster_mass": res.null["mass"]})
     tables[names.analysis_table("ale", names.NULL_VALUES)] = (null, None)
-    store.remove()
     summary = {"n_clusters": int(len(res.clusters)), "ss_thresh": res.ss_thresh,
                "null_seconds": round(seconds, 2), "n_experiments": exps.n_experiments,
                "vfwe_threshold": float(np.percentile(res.null["max"], 95))}
@@ -124,7 +124,6 @@ def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
                             ctx.affine, exps, res.observed.ma, side)
     null = pd.DataFrame({"max_ale": res.null_max, "max_cluster_size": res.null_cluster_size})
     tables[names.analysis_table("csale", names.NULL_VALUES)] = (null, None)
-    store.remove()
     maps, map_sidecars = dict(res.maps), {}
     if s.subsamples > 0 and macm is None:
         prog = Progress(s.n_iters * s.subsamples, f"{tag} C-SALE subsamples "

@@ -79,3 +79,14 @@ class ChunkDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def remove_checkpoints(root: Path, label: str, digest: str) -> None:
+    """Remove a studyset's checkpoint folders (``<label>[-<macm>]-<analysis>-<digest>-c<n>``)
+    once its results are published; the work root itself goes when it is empty."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for d in root.iterdir():
+        if d.is_dir() and (d.name.startswith(f"{label}-") and f"-{digest}-c" in d.name):
+            shutil.rmtree(d, ignore_errors=True)
