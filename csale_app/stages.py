@@ -21,9 +21,10 @@ from .io.workdir import ChunkDir
 from .kernels.plan import Grid
 from .outputs import names
 from .results import AnalysisOutput
-from .stats.ale_analysis import run_ale
+from .stats.ale_analysis import ALEParams, run_ale
 from .stats.contributions import contributions, summarize
-from .stats.csale import run_csale, subsample_share
+from .stats.csale import CSALEParams, run_csale, subsample_share
+from .stats.montecarlo import NullRun
 from .stats.labels import add_labels, peaks_table
 
 LOG = logging.getLogger("csale_app")
@@ -48,6 +49,10 @@ def cluster_tables(meta, clusters, labels, stat, grid, affine, exps, ma,
     }
 
 
+def null_run(ctx: RunContext, store, progress) -> NullRun:
+    return NullRun(ctx.backend, ctx.settings.chunk_size, store, progress, ctx.executor)
+
+
 def _tag(label: str, macm: str | None) -> str:
     return f"{label}{'-' + macm if macm else ''}"
 
@@ -63,11 +68,9 @@ def ale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
     tag = _tag(job.label, macm)
     store = ChunkDir(ctx.work_root, f"{tag}-ale-{job.digest}-c{s.chunk_size}")
     prog = Progress(s.n_iters, f"{tag} ALE null", s.quiet)
-    res = run_ale(exps, grid, ctx.affine, n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
-                  cluster_alpha=s.cluster_alpha, kernel_fwhm=s.kernel_fwhm,
-                  seed=s.random_seed, backend=ctx.backend, chunk_size=s.chunk_size,
-                  store=store, progress=prog, report_mask=report_mask,
-                  executor=ctx.executor)
+    params = ALEParams(s.n_iters, s.voxel_thresh, s.cluster_alpha, s.kernel_fwhm,
+                       s.random_seed)
+    res = run_ale(exps, grid, ctx.affine, params, null_run(ctx, store, prog), report_mask)
     seconds = prog.close()
     extra = {"ClusterFormingThreshold": {"p": s.voxel_thresh, "ale": res.ss_thresh},
              "Connectivity": "faces (6-connected)", "NullIterations": s.n_iters,
@@ -100,12 +103,10 @@ def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
     tag = _tag(job.label, macm)
     store = ChunkDir(ctx.work_root, f"{tag}-csale-{job.digest}-c{s.chunk_size}")
     prog = Progress(s.n_iters, f"{tag} C-SALE null", s.quiet)
-    options = dict(n_iters=s.n_iters, voxel_thresh=s.voxel_thresh,
-                   cluster_alpha=s.cluster_alpha, min_cluster_size=s.min_cluster_size,
-                   kernel_fwhm=s.kernel_fwhm, null_kind=s.csale_null, backend=ctx.backend,
-                   chunk_size=s.chunk_size, executor=ctx.executor)
-    res = run_csale(exps, db.experiments, grid, ctx.affine, report_mask, seed=s.random_seed,
-                    store=store, progress=prog, **options)
+    params = CSALEParams(s.n_iters, s.voxel_thresh, s.cluster_alpha, s.min_cluster_size,
+                         s.kernel_fwhm, s.random_seed, s.csale_null)
+    res = run_csale(exps, db.experiments, grid, ctx.affine, report_mask, params,
+                    null_run(ctx, store, prog))
     seconds = prog.close()
     side = common_sidecar(ctx, exps, source or job.path, "C-SALE: specific ALE against a "
                           "base-rate null (Magielse 2025; SCALE, Langner 2014)", {
@@ -129,8 +130,9 @@ def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
         prog = Progress(s.n_iters * s.subsamples, f"{tag} C-SALE subsamples "
                         f"({s.subsamples} x {s.subsample_fraction:g})", s.quiet)
         maps[names.SUBSAMPLE_MAP] = subsample_share(
-            exps, db.experiments, grid, ctx.affine, report_mask, n_subsamples=s.subsamples,
-            fraction=s.subsample_fraction, seed=s.random_seed, progress=prog, **options)
+            exps, db.experiments, grid, ctx.affine, report_mask, params,
+            null_run(ctx, None, prog), n_subsamples=s.subsamples,
+            fraction=s.subsample_fraction)
         prog.close()
         map_sidecars[names.SUBSAMPLE_MAP] = {
             "Statistic": "share of subsamples in which the voxel lies in a significant "

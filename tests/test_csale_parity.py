@@ -17,7 +17,8 @@ from csale_app.io.experiments import Experiments, restrict_to_mask
 from csale_app.io.roi import sphere_roi
 from csale_app.kernels.engine import CPUBackend
 from csale_app.kernels.plan import build_grid, weighted_sampler
-from csale_app.stats.csale import base_rate_map, run_csale
+from csale_app.stats.csale import CSALEParams, base_rate_map, run_csale
+from csale_app.stats.montecarlo import NullRun
 
 N = 2000
 
@@ -37,10 +38,9 @@ def test_deterministic_csale_matches_nimare_scale(roi_setup, pain_experiments):
     img, mask, exps = roi_setup
     assert exps.n_experiments >= 10
     grid = build_grid(mask)
-    ours = run_csale(exps, pain_experiments, grid, img.affine, None, n_iters=N,
-                     voxel_thresh=0.001, cluster_alpha=0.05, min_cluster_size=10,
-                     kernel_fwhm=None, seed=11, null_kind="deterministic",
-                     backend=CPUBackend(2))
+    ours = run_csale(exps, pain_experiments, grid, img.affine, None,
+                     CSALEParams(N, voxel_thresh=0.001, cluster_alpha=0.05, min_cluster_size=10,
+                                 seed=11, null_kind="deterministic"), NullRun(CPUBackend(2)))
     # the same experiments, foci and pool for NiMARE
     data = {}
     for e, eid in enumerate(exps.ids):
@@ -92,10 +92,10 @@ def test_cluster_fwe_false_positive_rate_is_alpha(roi_setup, pain_experiments):
         exps = Experiments([f"e{i}" for i in range(n_exp)], [f"e{i}" for i in range(n_exp)],
                            [""] * n_exp, sizes, starts, ijk.astype(np.int32),
                            np.zeros((len(ijk), 3)), None, None)
-        res = run_csale(exps, pain_experiments, grid, img.affine, None, n_iters=200,
-                        voxel_thresh=0.01, cluster_alpha=0.05, min_cluster_size=10,
-                        kernel_fwhm=None, seed=1000 + sim, null_kind="probabilistic",
-                        backend=backend, chunk_size=200)
+        res = run_csale(exps, pain_experiments, grid, img.affine, None,
+                        CSALEParams(200, voxel_thresh=0.01, cluster_alpha=0.05,
+                                    min_cluster_size=10, seed=1000 + sim),
+                        NullRun(backend, chunk_size=200))
         hits += int(len(res.clusters) > 0)
         voxel_fp.append(float(np.mean(res.p < 0.01)))
     fwer = hits / n_sims

@@ -8,7 +8,8 @@ import pytest
 from csale_app.kernels.engine import CPUBackend
 from csale_app.kernels.plan import build_grid
 from csale_app.stats.ale import kernels_for, observed_ale
-from csale_app.stats.ale_analysis import run_ale
+from csale_app.stats.ale_analysis import ALEParams, run_ale
+from csale_app.stats.montecarlo import NullRun
 
 N_ITERS = 2000
 
@@ -66,9 +67,9 @@ def fwe_both(nimare_fit, pain_experiments, brain):
         cres = FWECorrector(method="montecarlo", n_iters=N_ITERS, voxel_thresh=0.001,
                             n_cores=2).transform(result)
     img, mask = brain
-    ours = run_ale(pain_experiments, build_grid(mask), img.affine, n_iters=N_ITERS,
-                   voxel_thresh=0.001, cluster_alpha=0.05, kernel_fwhm=None, seed=3,
-                   backend=CPUBackend(2))
+    ours = run_ale(pain_experiments, build_grid(mask), img.affine,
+                   ALEParams(N_ITERS, voxel_thresh=0.001, cluster_alpha=0.05, seed=3),
+                   NullRun(CPUBackend(2)))
     return cres, ours
 
 

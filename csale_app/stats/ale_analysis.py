@@ -12,7 +12,7 @@ from ..kernels.engine import build_null_plan
 from ..kernels.plan import Grid, uniform_sampler
 from .ale import ObservedALE, kernels_for, observed_ale
 from .inference import FWEMaps, montecarlo_fwe_maps
-from .montecarlo import BackendChunk, fwe_call, run_chunked
+from .montecarlo import BackendChunk, NullRun, fwe_call, run_chunked
 from .tables import reported_clusters
 
 
@@ -27,22 +27,35 @@ class ALEResult:
     significant_labels: np.ndarray  # per mask voxel: cluster id (renumbered) or 0
 
 
-def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, *, n_iters: int,
-            voxel_thresh: float, cluster_alpha: float, kernel_fwhm: float | None, seed: int,
-            backend, chunk_size: int = 500, store=None, progress=None,
-            report_mask: np.ndarray | None = None, executor=None) -> ALEResult:
+@dataclass(frozen=True)
+class ALEParams:
+    """What an ALE computes (NiMARE's ALE + FWECorrector(method="montecarlo") settings)."""
+
+    n_iters: int
+    voxel_thresh: float = 0.001
+    cluster_alpha: float = 0.05
+    kernel_fwhm: float | None = None
+    seed: int = 0
+
+
+def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, params: ALEParams,
+            run: NullRun, report_mask: np.ndarray | None = None) -> ALEResult:
     """ALE, its approximate-null p and Monte Carlo FWE over ``grid`` (the analysis mask).
 
     ``report_mask`` (per mask voxel, the ROI) restricts what is reported: the thresholded
     map, the cluster table and the cluster ids (see :func:`.tables.reported_clusters`);
     the unthresholded maps cover the whole analysis mask."""
+    n_iters, voxel_thresh, cluster_alpha = params.n_iters, params.voxel_thresh, \
+        params.cluster_alpha
+    kernel_fwhm, seed = params.kernel_fwhm, params.seed
     voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
     table, kernel_ids = kernels_for(exps, grid, kernel_fwhm, voxel_volume)
     obs = observed_ale(exps, grid, table, kernel_ids)
     ss_thresh = obs.threshold_for_p(voxel_thresh)
     plan = build_null_plan(grid, table, kernel_ids, exps.foci_counts(), uniform_sampler(grid), seed)
-    null = run_chunked(n_iters, chunk_size, BackendChunk(fwe_call, backend, plan, (ss_thresh,)),
-                       store=store, progress=progress, executor=executor)
+    null = run_chunked(n_iters, run.chunk_size,
+                       BackendChunk(fwe_call, run.backend, plan, (ss_thresh,)),
+                       store=run.store, progress=run.progress, executor=run.executor)
     fwe = montecarlo_fwe_maps(obs.stat, grid, ss_thresh, null["max"], null["size"], null["mass"])
     sig = fwe.cluster_p_size < cluster_alpha
     clusters, significant = reported_clusters(

@@ -12,7 +12,7 @@ their permutations (see kernels/cpu_csale.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ from ..kernels.engine import build_null_plan
 from ..kernels.plan import Grid, build_kernel_table, pool_sampler, weighted_sampler
 from .ale import kernels_for, observed_ale
 from .inference import label_clusters
-from .montecarlo import BackendChunk, csale_pass1_call, run_chunked_reduce
+from .montecarlo import BackendChunk, NullRun, csale_pass1_call, run_chunked_reduce
 from .pvalues import null_to_p, p_to_logp, p_to_z
 from .tables import reported_clusters
 
@@ -72,11 +72,28 @@ class CSALEResult:
     observed: object
 
 
+@dataclass(frozen=True)
+class CSALEParams:
+    """What a C-SALE computes: the null, its permutations and the inference thresholds."""
+
+    n_iters: int
+    voxel_thresh: float = 0.001
+    cluster_alpha: float = 0.05
+    min_cluster_size: int = 50
+    kernel_fwhm: float | None = None
+    seed: int = 0
+    null_kind: str = "probabilistic"
+
+
 def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray,
-              report_mask: np.ndarray | None, *, n_iters: int, voxel_thresh: float,
-              cluster_alpha: float, min_cluster_size: int, kernel_fwhm: float | None,
-              seed: int, null_kind: str, backend, chunk_size: int = 500, store=None,
-              progress=None, executor=None) -> CSALEResult:
+              report_mask: np.ndarray | None, params: CSALEParams,
+              run: NullRun) -> CSALEResult:
+    """C-SALE of ``exps`` against the base rate of ``db`` over ``grid`` (the analysis
+    mask); what is thresholded or tabulated is restricted to ``report_mask``."""
+    n_iters, voxel_thresh, cluster_alpha = params.n_iters, params.voxel_thresh, \
+        params.cluster_alpha
+    min_cluster_size, kernel_fwhm = params.min_cluster_size, params.kernel_fwhm
+    seed, null_kind, backend = params.seed, params.null_kind, run.backend
     voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
     table, kernel_ids = kernels_for(exps, grid, kernel_fwhm, voxel_volume)
     obs = observed_ale(exps, grid, table, kernel_ids)
@@ -98,11 +115,11 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
                 "max": np.concatenate([state["max"], part["max"]])}
 
     pass1 = run_chunked_reduce(
-        n_iters, chunk_size, BackendChunk(csale_pass1_call, backend, plan, (obs_log, K)),
-        reduce, store=store, progress=progress, executor=executor)
+        n_iters, run.chunk_size, BackendChunk(csale_pass1_call, backend, plan, (obs_log, K)),
+        reduce, store=run.store, progress=run.progress, executor=run.executor)
     null_sizes = cluster_null_sizes(pass1["top"], pass1["top_id"], voxel_thresh * (n_iters - 1),
                                     n_iters, grid.forward_neighbours,
-                                    getattr(backend, "n_threads", 1)).astype(np.float64)
+                                    backend.n_threads).astype(np.float64)
     p = np.clip(pass1["counts"] / n_iters, 1.0 / n_iters, 1.0 - 1.0 / n_iters)
 
     supra_values = np.where(p < voxel_thresh, 1.0, 0.0)
@@ -138,16 +155,17 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
 
 
 def subsample_share(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray,
-                    report_mask: np.ndarray | None, *, n_subsamples: int, fraction: float,
-                    seed: int, progress=None, **kwargs) -> np.ndarray:
+                    report_mask: np.ndarray | None, params: CSALEParams, run: NullRun, *,
+                    n_subsamples: int, fraction: float) -> np.ndarray:
     """Share of subsamples (round(fraction * n) experiments, drawn without replacement) in
     which each voxel lies in a significant C-SALE cluster (cluster-FWE p < alpha)."""
     n_keep = max(2, int(round(fraction * exps.n_experiments)))
     hits = np.zeros(grid.n_mask, dtype=np.float64)
+    run = replace(run, store=None)  # subsample nulls are not checkpointed
     for s in range(n_subsamples):
-        gen = np.random.default_rng([seed, s])
+        gen = np.random.default_rng([params.seed, s])
         keep = np.sort(gen.choice(exps.n_experiments, size=n_keep, replace=False))
-        res = run_csale(exps.subset(keep), db, grid, affine, report_mask,
-                        seed=(seed + SUBSAMPLE_SEED_STEP * (s + 1)) % 2**64, progress=progress, **kwargs)
+        sub = replace(params, seed=(params.seed + SUBSAMPLE_SEED_STEP * (s + 1)) % 2**64)
+        res = run_csale(exps.subset(keep), db, grid, affine, report_mask, sub, run)
         hits += res.significant_labels > 0
     return (hits / n_subsamples).astype(np.float32)

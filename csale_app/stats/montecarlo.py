@@ -36,6 +36,18 @@ def csale_pass1_call(backend, plan, start: int, count: int, obs_log: np.ndarray,
 
 
 @dataclass(frozen=True)
+class NullRun:
+    """How a permutation null runs (never what it computes): the backend, the Dask
+    executor if any, the chunk size, the checkpoint store and the progress callback."""
+
+    backend: object
+    chunk_size: int = 500
+    store: ChunkStore | None = None
+    progress: Callable[[int], None] | None = None
+    executor: object | None = None
+
+
+@dataclass(frozen=True)
 class BackendChunk:
     """``compute(start, count)`` as ``call(backend, plan, start, count, *args)``.
 
