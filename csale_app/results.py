@@ -31,7 +31,7 @@ class AnalysisOutput:
     tables: dict[str, tuple[pd.DataFrame, dict | None]] = field(default_factory=dict)
     masks: dict[str, tuple[np.ndarray, dict]] = field(default_factory=dict)  # file -> vol
     summary: dict = field(default_factory=dict)
-    raw: object | None = None  # stats.ale_analysis.ALEResult / stats.csale.CSALEResult
+    raw: object | None = None  # C-SALE: stages.SignificantClusters (MACM seeds); else None
 
     def image(self, name: str) -> nib.Nifti1Image:
         values = self.maps[names.map_name(name)]

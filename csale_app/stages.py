@@ -11,6 +11,7 @@ Each stage takes the run's :class:`~csale_app.context.RunContext` and the studys
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,13 @@ def cluster_tables(meta, clusters, labels, stat, grid, affine, exps, ma,
                                  "/ ALE (nimare.diagnostics.Jackknife)",
             "FocusCounter": "foci of the experiment inside the cluster"}),
     }
+
+
+@dataclass(frozen=True)
+class SignificantClusters:
+    """What a MACM needs of a C-SALE result (its seeds): cluster id per analysis voxel."""
+
+    significant_labels: np.ndarray
 
 
 def null_run(ctx: RunContext, store, progress) -> NullRun:
@@ -87,8 +95,9 @@ def ale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
     summary = {"n_clusters": int(len(res.clusters)), "ss_thresh": res.ss_thresh,
                "null_seconds": round(seconds, 2), "n_experiments": exps.n_experiments,
                "vfwe_threshold": float(np.percentile(res.null["max"], 95))}
+    # the MA maps (the largest arrays of a run) are not kept once the tables are made
     return AnalysisOutput("ale", macm, grid, ctx.affine, res.maps, side, {}, tables, {},
-                          summary, res)
+                          summary, None)
 
 
 def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
@@ -142,7 +151,7 @@ def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
                "n_extent_clusters": int(res.extent_labels.max()),
                "n_experiments": exps.n_experiments}
     return AnalysisOutput("csale", macm, grid, ctx.affine, maps, side, map_sidecars, tables,
-                          {}, summary, res)
+                          {}, summary, SignificantClusters(res.significant_labels))
 
 
 def macm_seeds(ctx: RunContext, csale_res):

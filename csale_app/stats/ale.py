@@ -51,6 +51,30 @@ def observed_ma(exps: Experiments, grid: Grid, table: KernelTable, kernel_ids: n
     return MAMaps(indptr, cols, vals, grid.n_mask)
 
 
+@njit(cache=True)
+def _accumulate(out, cols, weights):
+    for i in range(cols.shape[0]):
+        out[cols[i]] += weights[i]
+
+
+#: MA entries per step of :func:`log_sums` (bounded temporaries: a whole-brain MACM over a
+#: Neurosynth-size selection has ~10^8 entries).
+LOG_SUM_CHUNK = 1 << 20
+
+
+def log_sums(cols: np.ndarray, vals: np.ndarray, n_mask: int,
+             float64_log: bool = False) -> np.ndarray:
+    """Per mask voxel, the sum of log(1 - MA): what ``np.bincount(cols,
+    weights=np.log1p(-vals), minlength=n_mask)`` gives, bit for bit (same float32 or
+    float64 log, same float64 additions in the same order), in bounded memory."""
+    out = np.zeros(n_mask, dtype=np.float64)
+    for a in range(0, len(cols), LOG_SUM_CHUNK):
+        v = vals[a:a + LOG_SUM_CHUNK]
+        w = np.log1p(-v.astype(np.float64)) if float64_log else np.log1p(-v)
+        _accumulate(out, cols[a:a + LOG_SUM_CHUNK], w.astype(np.float64))
+    return out
+
+
 def ale_statistic(ma: MAMaps, rows: np.ndarray | None = None) -> np.ndarray:
     """ALE over mask voxels (float32), optionally from a subset of experiments."""
     if rows is None:
@@ -59,8 +83,7 @@ def ale_statistic(ma: MAMaps, rows: np.ndarray | None = None) -> np.ndarray:
         parts = [ma.row(e) for e in rows]
         cols = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
         vals = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
-    log_sums = np.bincount(cols, weights=np.log1p(-vals), minlength=ma.n_mask)
-    return (1.0 - np.exp(log_sums)).astype(np.float32)
+    return (1.0 - np.exp(log_sums(cols, vals, ma.n_mask))).astype(np.float32)
 
 
 @njit(cache=True)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..kernels.plan import Grid
 from .ale import MAMaps
+from .ale import log_sums as ale_log_sums
 
 COLUMNS = ["cluster_id", "experiment_id", "jackknife", "n_foci_in_cluster"]
 
@@ -37,8 +38,7 @@ def jackknife(ma: MAMaps, cluster_labels: np.ndarray, stat: np.ndarray | None = 
     col_of[ids] = np.arange(len(ids))
     sizes = np.bincount(col_of[labels[labels > 0]], minlength=len(ids)).astype(np.float64)
 
-    log_sums = np.bincount(ma.cols, weights=np.log1p(-ma.vals.astype(np.float64)),
-                           minlength=ma.n_mask)
+    log_sums = ale_log_sums(ma.cols, ma.vals, ma.n_mask, float64_log=True)
     ale = (1.0 - np.exp(log_sums)).astype(np.float32) if stat is None else \
         np.asarray(stat, dtype=np.float32)
     # Voxels of a cluster with ALE 0: 0/0 -> nan -> 0, so 1 - 0 = 1 for every experiment.
