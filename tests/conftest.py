@@ -39,3 +39,13 @@ def pain_experiments(pain_json, brain):
     img, mask = brain
     return build_experiments(read_studyset(pain_json), img.affine, mask.shape,
                              merge_contrasts=False)
+
+
+@pytest.fixture(scope="session")
+def demo_input(tmp_path_factory) -> Path:
+    """The demo's n-back and flanker tables (NiMARE's studyset), shared read-only."""
+    from csale_app.io.demo_data import write_demo_input
+
+    d = tmp_path_factory.mktemp("demo") / "in"
+    write_demo_input(d)
+    return d

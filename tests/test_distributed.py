@@ -59,15 +59,6 @@ def small_chunks(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def demo_input(tmp_path_factory) -> Path:
-    from csale_app.io.demo_data import write_demo_input
-
-    d = tmp_path_factory.mktemp("demo") / "in"
-    write_demo_input(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def cluster():
     from csale_app.distributed import disconnect
 

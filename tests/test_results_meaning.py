@@ -47,15 +47,6 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def demo_input(tmp_path_factory) -> Path:
-    from csale_app.io.demo_data import write_demo_input
-
-    d = tmp_path_factory.mktemp("demo") / "in"
-    write_demo_input(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def full_and_split(demo_input, tmp_path_factory):
     """One full run, and the same work split into one run per studyset label (a job array)
     into one folder, then a group run over that folder that reuses both."""

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .experiments import Experiments, mm_to_ijk, tal_to_mni
+from .experiments import Experiments, place_foci
 from .read_common import (
     COLUMNS,
     check_regular_file,
@@ -278,29 +278,7 @@ def build_database_experiments(foci: pd.DataFrame, affine: np.ndarray,
             from .experiments import build_experiments
 
             return build_experiments(foci, affine, shape, merge_contrasts, kernel_fwhm)
-    tal = (foci["space"] == "TAL").to_numpy()
-    xyz = foci[["x", "y", "z"]].to_numpy(dtype=np.float64)
-    xyz_mni = xyz.copy()
-    if tal.any():
-        xyz_mni[tal] = tal_to_mni(xyz[tal])
-    foci["x_mni"], foci["y_mni"], foci["z_mni"] = xyz_mni.T
-    foci["converted_from"] = np.where(tal, "TAL (tal2icbm, Lancaster 2007)", "")
-    ijk = mm_to_ijk(xyz_mni, affine)
-    inside = np.all((ijk >= 0) & (ijk < np.array(shape)), axis=1)
-    foci["i"], foci["j"], foci["k"] = ijk.T
-    foci["in_template"] = inside
-    foci["experiment_id"] = (
-        foci["study_id"].astype(str)
-        if merge_contrasts
-        else foci["study_id"].astype(str) + "-" + foci["contrast_id"].astype(str)
-    )
-    if not inside.all():
-        n_out = int((~inside).sum())
-        first = foci[~inside].iloc[0]
-        warnings.append(
-            f"{n_out} foci outside the template's bounding box were dropped "
-            f"(first: {first['source_file']}:{first['source_line']})"
-        )
+    inside = place_foci(foci, affine, shape, merge_contrasts, warnings)
     exp_codes, exp_ids = pd.factorize(foci["experiment_id"], sort=True)
     n_exp = len(exp_ids)
     order = np.argsort(exp_codes, kind="stable")
@@ -347,7 +325,7 @@ def build_database_experiments(foci: pd.DataFrame, affine: np.ndarray,
         sample_size=np.asarray(kept_sizes, dtype=np.float64),
         focus_start=np.r_[0, np.cumsum(n_kept[has])].astype(np.int64),
         ijk=foci[["i", "j", "k"]].to_numpy()[rows].astype(np.int32),
-        xyz_mni=xyz_mni[rows],
+        xyz_mni=foci[["x_mni", "y_mni", "z_mni"]].to_numpy(dtype=np.float64)[rows],
         table=table,
         foci=foci,
         warnings=warnings,

@@ -89,6 +89,37 @@ class Experiments:
         )
 
 
+def place_foci(foci: pd.DataFrame, affine: np.ndarray, shape: tuple[int, int, int],
+                merge_contrasts: bool, warnings: list[str]) -> np.ndarray:
+    """Add MNI coordinates (tal2icbm where Talairach), grid indices, ``in_template`` and
+    ``experiment_id`` to ``foci`` (in place); warn about foci outside the template.
+    Returns ``in_template``."""
+    tal = (foci["space"] == "TAL").to_numpy()
+    xyz = foci[["x", "y", "z"]].to_numpy(dtype=np.float64)
+    xyz_mni = xyz.copy()
+    if tal.any():
+        xyz_mni[tal] = tal_to_mni(xyz[tal])
+    foci["x_mni"], foci["y_mni"], foci["z_mni"] = xyz_mni.T
+    foci["converted_from"] = np.where(tal, "TAL (tal2icbm, Lancaster 2007)", "")
+    ijk = mm_to_ijk(xyz_mni, affine)
+    inside = np.all((ijk >= 0) & (ijk < np.array(shape)), axis=1)
+    foci["i"], foci["j"], foci["k"] = ijk.T
+    foci["in_template"] = inside
+    foci["experiment_id"] = (
+        foci["study_id"].astype(str)
+        if merge_contrasts
+        else foci["study_id"].astype(str) + "-" + foci["contrast_id"].astype(str)
+    )
+    if not inside.all():
+        n_out = int((~inside).sum())
+        first = foci[~inside].iloc[0]
+        warnings.append(
+            f"{n_out} foci outside the template's bounding box were dropped "
+            f"(first: {first['source_file']}:{first['source_line']})"
+        )
+    return inside
+
+
 def build_experiments(
     foci: pd.DataFrame,
     affine: np.ndarray,
@@ -121,30 +152,7 @@ def build_experiments(
                 f"experiment '{row['study_id']}' has sample size {row['sample_size']:g}; a "
                 "sample size counts subjects and must be a finite number >= 1",
             )
-    tal = (foci["space"] == "TAL").to_numpy()
-    xyz = foci[["x", "y", "z"]].to_numpy(dtype=np.float64)
-    xyz_mni = xyz.copy()
-    if tal.any():
-        xyz_mni[tal] = tal_to_mni(xyz[tal])
-    foci["x_mni"], foci["y_mni"], foci["z_mni"] = xyz_mni.T
-    foci["converted_from"] = np.where(tal, "TAL (tal2icbm, Lancaster 2007)", "")
-    ijk = mm_to_ijk(xyz_mni, affine)
-    inside = np.all((ijk >= 0) & (ijk < np.array(shape)), axis=1)
-    foci["i"], foci["j"], foci["k"] = ijk.T
-    foci["in_template"] = inside
-
-    foci["experiment_id"] = (
-        foci["study_id"].astype(str)
-        if merge_contrasts
-        else foci["study_id"].astype(str) + "-" + foci["contrast_id"].astype(str)
-    )
-    if not inside.all():
-        n_out = int((~inside).sum())
-        first = foci[~inside].iloc[0]
-        warnings.append(
-            f"{n_out} foci outside the template's bounding box were dropped "
-            f"(first: {first['source_file']}:{first['source_line']})"
-        )
+    place_foci(foci, affine, shape, merge_contrasts, warnings)
 
     rows, ids, studies, contrasts, sizes, starts = [], [], [], [], [], [0]
     kept_ijk, kept_xyz = [], []
