@@ -168,3 +168,16 @@ def test_no_import_cycle_inside_the_package():
             visit(m, [])
     code = "import csale_app.api, csale_app.pipeline, csale_app.cli.run, csale_app.stages"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_macm_estimator_gives_seed_tables_and_both_maps(pain_dir):
+    """MACM from the API: the seed's selected experiments, whole-brain ALE and C-SALE."""
+    res = MACM(n_iters=30, voxel_thresh=0.05, nprocs=1, min_experiments=3,
+               roi_coords=[(38, 4, 2)], roi_radius=20).fit(pain_dir / "pain.json")
+    assert res.seeds == ["spheres1r20"]
+    selected = res.get_table("experiments")
+    assert len(selected) >= 3 and selected["selected"].all()
+    ale = res.get_map("z", meta="ale")
+    csale = res.get_map("z", meta="csale")
+    assert ale.shape == csale.shape == (91, 109, 91)
+    assert np.asanyarray(ale.dataobj).any()

@@ -11,7 +11,6 @@ content hash). Nothing here may hang: a FIFO is never opened and a device never 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os

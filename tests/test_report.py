@@ -4,7 +4,6 @@ import html as htmllib
 import json
 import logging
 import re
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from ..outputs.atomic import write_atomic, write_text
-from .readers import read_studyset
 
 TASKS = {"nback": "n-back", "flanker": "flanker"}
 COLUMNS = ["study_id", "contrast_id", "x", "y", "z", "space", "sample_size"]

@@ -11,7 +11,6 @@ permutation depends only on (seed, index), so results do not depend on the threa
 
 from __future__ import annotations
 
-import math
 
 import numba
 import numpy as np

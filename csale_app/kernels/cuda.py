@@ -50,7 +50,7 @@ import os
 import warnings
 
 import numpy as np
-from numba import cuda, njit  # module global: the simulator swaps it inside kernels
+from numba import cuda  # module global: the simulator swaps it inside kernels
 
 from . import cpu
 from .gaussian import KERNEL_BOX, KERNEL_HALF

@@ -14,7 +14,6 @@ Layout (SPEC section 5)::
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
