@@ -22,7 +22,8 @@ ITERS="${DEMO_ITERS:-2000}"
   --roi cerebellum --studyset-label nback --database demo_input/flanker.tsv \
   --n-iters "$ITERS" --overwrite "$@"
 # 3) MACM seeded by those significant C-SALE clusters, over the union database
-#    (needs more than 1,000 iterations: p < 0.001 cannot occur with fewer)
+#    (needs at least 1,002 iterations: p < 0.001 cannot occur with fewer, and the app
+#    refuses them)
 mkdir -p demo_seed
 cp demo_output_nback_vs_flanker/studyset-nback/studyset-nback_space-MNI152NLin6Asym_res-2_meta-csale_stat-z_desc-thresholded_statmap.nii.gz \
   demo_seed/nback_csale_clusters.nii.gz
