@@ -145,15 +145,16 @@ class _Estimator:
                         work_dir=self.settings.work_dir or str(tmp / "work"))
             pipe = Pipeline(s, None, None)
             if database is None:
-                db_files, source = [path], "the analysed studyset (no database given)"
+                db_files, source = [path], "the analysed studyset itself (no database given)"
             else:
                 items = database if isinstance(database, (list, tuple)) else [database]
                 db_files = []
                 for k, item in enumerate(items):
                     p = _materialise(item, tmp, f"database{k}")
                     db_files += find_studysets(p) if p.is_dir() else [p]
-                source = "database given: " + ", ".join(
-                    str(x) if isinstance(x, (str, Path)) else type(x).__name__ for x in items)
+                source = "the database given (" + ", ".join(
+                    str(x) if isinstance(x, (str, Path)) else type(x).__name__
+                    for x in items) + ")"
             t0 = time.perf_counter()
             ctx, loaded, extra = pipe.build_context([(label, path)], (db_files, source))
             _, _, exps = loaded[0]

@@ -31,7 +31,8 @@ class Database:
 
     experiments: Experiments
     files: tuple[str, ...]
-    source: str  # "database given: <path>", "INPUT_DIR/database/", "every studyset in INPUT_DIR"
+    source: str  # "the database given (<path>)", "INPUT_DIR/database/" or "every studyset
+    # in INPUT_DIR"
     digest: str  # of the bytes of every file
     file_digests: tuple[str, ...] = ()  # one per file
 

@@ -116,7 +116,7 @@ class Pipeline:
             if not src.exists():
                 raise MissingInputError(f"{src}: --database does not exist")
             files = find_studysets(src) if src.is_dir() else [src]
-            source = f"database given: {src}"
+            source = f"the database given ({src})"
         elif (self.input_dir / "database").is_dir():
             src = self.input_dir / "database"
             files = find_studysets(src)

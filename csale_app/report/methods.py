@@ -179,7 +179,7 @@ def _database(f: Facts) -> str:
     if db is None:
         return DATABASE_RULE
     files = db.get("files") or []
-    text = (DATABASE_RULE + f" In this run it was chosen by {db.get('source', 'the rule above')}"
+    text = (DATABASE_RULE + f" In this run it was {db.get('source', 'chosen by the rule above')}"
             f" and held {_n(db.get('n_experiments'))} experiments with {_n(db.get('n_foci'))} "
             f"foci from {_list(files) if files else 'the listed files'}.")
     same = [s.get("label") for s in f.studysets if isinstance(s, dict)

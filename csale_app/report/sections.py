@@ -91,7 +91,7 @@ def database_of(summary: dict, an: discover.Analysis | None = None) -> dict | No
 
 
 def database_table(db: dict) -> Table:
-    rows = [("Chosen by", db["source"])] if db.get("source") else []
+    rows = [("Which", db["source"])] if db.get("source") else []
     return kv_table("Reference database (base rate)", rows + [
         ("Files", db.get("files") or "n/a"),
         ("Experiments", db.get("n_experiments")), ("Foci", db.get("n_foci"))])
