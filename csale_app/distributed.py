@@ -111,8 +111,21 @@ class DaskExecutor:
     """Runs chunks on the cluster behind ``client`` (see the module docstring)."""
 
     def __init__(self, client, spec: WorkerSpec):
+        from .tasks import ClientLock
+
         self.client = client
         self.spec = spec
+        self.lock = ClientLock()  # studysets / MACM seeds side by side (csale_app.tasks)
+
+    def _waiting(self, iterator):
+        """Iterate, giving other client threads their turn while blocked on the cluster."""
+        while True:
+            with self.lock.released():
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+            yield item
 
     def describe(self) -> str:
         try:
@@ -146,7 +159,7 @@ class DaskExecutor:
         futures = {submit(start, count, f"csale-chunk-{tag}-{index}"): index
                    for index, start, count in todo}
         try:
-            for fut in as_completed(futures, loop=self.client.loop):
+            for fut in self._waiting(as_completed(futures, loop=self.client.loop)):
                 arrays = fut.result()
                 index = futures.pop(fut)
                 fut.release()
@@ -179,7 +192,7 @@ class DaskExecutor:
         pending = as_completed(list(span), loop=self.client.loop)
         n_merge = 0
         try:
-            for fut in pending:
+            for fut in self._waiting(iter(pending)):
                 lo, hi, is_chunk = span.pop(fut)
                 if fut.status != "finished":
                     fut.result()  # raises the task's error (or CancelledError)

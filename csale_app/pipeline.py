@@ -17,6 +17,7 @@ import hashlib
 import logging
 import time
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from .outputs import bids
 from .settings import Settings
 from .outputs import names
 from .stages import run_analyses
+from .tasks import run_all
 from .validate import memory_problem
 
 LOG = logging.getLogger("csale_app")
@@ -239,9 +241,13 @@ class Pipeline:
         LOG.info("compute device: %s", ctx.backend.describe())
         if getattr(ctx.backend, "fallback_reason", None):
             LOG.info("no GPU used: %s", ctx.backend.fallback_reason)
-        for label, path, exps in loaded:
-            interrupt.checkpoint()
-            self.run_studyset(ctx, label, path, exps, extra)
+        units = [partial(self.run_studyset, ctx, label, path, exps, extra)
+                 for label, path, exps in loaded]
+        for label, (summary, reused) in zip([lab for lab, _, _ in loaded],
+                                            run_all(ctx.executor, units)):
+            self.summaries.append(summary)
+            if reused:
+                self.reused.append(label)
         self.write_report(ctx)
         try:
             ctx.work_root.rmdir()  # only if empty: checkpoints are removed per analysis
@@ -274,20 +280,20 @@ class Pipeline:
         LOG.info("report: %s", path)
 
     def run_studyset(self, ctx: RunContext, label: str, path: Path, exps: Experiments,
-                     extra: dict) -> None:
+                     extra: dict) -> tuple[dict, bool]:
+        """One studyset's analyses, published in one rename: (summary, reused)."""
+        interrupt.checkpoint()
         digest = studyset_digest(ctx, path)
         if reusable(self.output_dir, label, digest, self.s.overwrite):
-            self.reused.append(label)
-            self.summaries.append(bids.read_provenance(self.output_dir / f"studyset-{label}")
-                                  .get("summary", {"label": label}))
-            return
+            return (bids.read_provenance(self.output_dir / f"studyset-{label}")
+                    .get("summary", {"label": label}), True)
         job = StudysetJob(label, path, exps, digest)
         t0 = time.perf_counter()
         outputs, summary = run_analyses(ctx, job, extra)
         summary["runtime_s"] = round(time.perf_counter() - t0, 2)
         write_studyset(self.output_dir, ctx, job, outputs, summary)
         remove_checkpoints(ctx.work_root, label, digest)
-        self.summaries.append(summary)
+        return summary, False
 
 
 def studyset_digest(ctx: RunContext, path: Path) -> str:

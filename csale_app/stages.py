@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from .stats.ale_analysis import ALEParams, run_ale
 from .stats.contributions import contributions, summarize
 from .stats.csale import CSALEParams, run_csale, subsample_share
 from .stats.montecarlo import NullRun
+from .tasks import run_all
 from .stats.labels import add_labels, peaks_table
 
 LOG = logging.getLogger("csale_app")
@@ -182,32 +184,38 @@ def macm_outputs(ctx: RunContext, job: StudysetJob,
     if reason:
         LOG.warning("studyset '%s': MACM skipped: %s", job.label, reason)
         return [], {"skipped": reason}, {"macm": reason}
-    outputs, done, skipped = [], {}, {}
-    for name, seed in seeds:
+
+    def one_seed(name, seed):
         selected, in_seed = select_by_seed(db, seed, s.macm_coverage)
         sel = db.subset(selected)
         table = pd.DataFrame({"experiment_id": db.ids, "study_id": db.study_ids,
                               "n_foci": db.foci_counts(), "foci_in_seed": in_seed,
                               "sample_size": db.sample_size, "selected": selected})
-        outputs.append(AnalysisOutput(
+        found = [AnalysisOutput(
             "seed", name, ctx.brain_grid, ctx.affine,
             tables={names.MACM_EXPERIMENTS: (table[table["selected"]].reset_index(drop=True),
                                              None)},
             masks={names.seed_mask_filename(job.label, name):
-                   (seed, {"Description": f"MACM seed ({kind})"})}))
+                   (seed, {"Description": f"MACM seed ({kind})"})})]
         if sel.n_experiments < s.min_experiments:
             msg = (f"{sel.n_experiments} experiments selected < --min-experiments "
                    f"{s.min_experiments}")
-            skipped[f"macm-{name}"] = msg
             LOG.warning("studyset '%s': MACM %s skipped: %s", job.label, name, msg)
-            done[name] = {"skipped": msg}
-            continue
+            return found, {"skipped": msg}, msg
         src = f"reference database ({', '.join(ctx.database.files)})"
         ale = ale_output(ctx, job, name, sel, ctx.brain_grid, src)
         csale = csale_output(ctx, job, name, sel, ctx.brain_grid, src)
-        outputs += [ale, csale]
-        done[name] = {"n_selected": sel.n_experiments, "ale": ale.summary,
-                      "csale": csale.summary}
+        return found + [ale, csale], {"n_selected": sel.n_experiments, "ale": ale.summary,
+                                      "csale": csale.summary}, None
+
+    # seeds are independent: side by side on a Dask cluster (csale_app.tasks)
+    units = [partial(one_seed, name, seed) for name, seed in seeds]
+    outputs, done, skipped = [], {}, {}
+    for (name, _), (found, summary, msg) in zip(seeds, run_all(ctx.executor, units)):
+        outputs += found
+        done[name] = summary
+        if msg:
+            skipped[f"macm-{name}"] = msg
     return outputs, {"seed": kind, "seeds": done}, skipped
 
 
