@@ -80,20 +80,9 @@ def macm_plans(img, brain, db, k_iters: int):
         observed_log(obs.stat), top_k_size(0.001, k_iters)
 
 
-def csale_reduce(K):
-    from csale_app.kernels.cpu_csale import merge_top
-
-    def reduce(state, part):
-        if state is None:
-            return part
-        top, top_id = merge_top([state["top"], part["top"]], [state["top_id"], part["top_id"]], K)
-        return {"counts": state["counts"] + part["counts"], "top": top, "top_id": top_id,
-                "max": np.concatenate([state["max"], part["max"]])}
-    return reduce
-
-
 def time_config(config: str, plans, iters: int, chunk: int) -> dict:
     from csale_app.kernels.engine import CPUBackend
+    from csale_app.stats.csale import pass1_reducer
     from csale_app.stats.montecarlo import (BackendChunk, csale_pass1_call, fwe_call,
                                             run_chunked, run_chunked_reduce)
 
@@ -114,7 +103,7 @@ def time_config(config: str, plans, iters: int, chunk: int) -> dict:
     cs = BackendChunk(csale_pass1_call, backend, cs_plan, (obs_log, K))
     n_warm = 2 * int(config[4:]) if executor else 1
     out = {"config": config}
-    for name, compute, reduce in (("ale", ale, None), ("csale", cs, csale_reduce(K))):
+    for name, compute, reduce in (("ale", ale, None), ("csale", cs, pass1_reducer(K))):
         # warm-up: JIT and the plan on every worker
         if reduce is None:
             run_chunked(n_warm, 1, compute, executor=executor)

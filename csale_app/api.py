@@ -158,7 +158,9 @@ class _Estimator:
             t0 = time.perf_counter()
             ctx, loaded, extra = pipe.build_context([(label, path)], (db_files, source))
             _, _, exps = loaded[0]
-            job = StudysetJob(label, path, exps, studyset_digest(ctx, path))
+            source_digest = pipe.source_digest(path)
+            job = StudysetJob(label, path, exps, studyset_digest(ctx, source_digest),
+                              source_digest)
             outputs, summary = run_analyses(ctx, job, extra)
             remove_checkpoints(ctx.work_root, label, job.digest)  # results are in memory
             summary["runtime_s"] = round(time.perf_counter() - t0, 2)

@@ -36,11 +36,9 @@ class Database:
     digest: str  # of the bytes of every file
     file_digests: tuple[str, ...] = ()  # one per file
 
-    def is_only(self, path: Path) -> bool:
-        """Whether the database is exactly the studyset at ``path`` (same bytes)."""
-        from .io.digest import file_digest
-
-        return set(self.file_digests) == {file_digest(Path(path))}
+    def is_only(self, source_digest: str) -> bool:
+        """Whether the database is exactly the studyset whose file digest is given."""
+        return set(self.file_digests) == {source_digest}
 
     def describe(self) -> dict:
         return {"source": self.source, "files": [Path(f).name for f in self.files],
@@ -85,6 +83,7 @@ class StudysetJob:
     path: Path
     experiments: Experiments
     digest: str  # of everything its results depend on (names checkpoints, decides reuse)
+    source_digest: str  # of the studyset file's bytes
 
 
 class Progress:

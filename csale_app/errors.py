@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 
@@ -117,3 +118,15 @@ def output_error(path, exc: OSError, doing: str = "cannot write") -> OutputError
     err = OutputError(f"{display_path(path)}: {doing}: {cause}{hint}")
     err.errno = exc.errno
     return err
+
+
+@contextlib.contextmanager
+def write_errors(path, doing: str = "cannot write"):
+    """Turn an OSError of a write (no space, file size limit, permissions, read-only file
+    system, quota: ``WRITE_ERRNOS``) into :func:`output_error` naming ``path``; others pass."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise output_error(path, exc, doing) from None
+        raise

@@ -54,6 +54,7 @@ class Pipeline:
         self.input_dir = None if input_dir is None else Path(input_dir)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.warnings: list[str] = []
+        self._source_digests: dict[Path, str] = {}
         self.summaries: list[dict] = []
         self.reused: list[str] = []
         self.database: Database | None = None
@@ -61,6 +62,13 @@ class Pipeline:
         self.command_line = ""
         self.on_output_ready = lambda: None
         self.t_start = time.perf_counter()
+
+    def source_digest(self, path: Path) -> str:
+        """The digest of an input file's bytes, read once per run."""
+        path = Path(path)
+        if path not in self._source_digests:
+            self._source_digests[path] = file_digest(path)
+        return self._source_digests[path]
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -139,7 +147,7 @@ class Pipeline:
                            kernel_fwhm=self.s.kernel_fwhm)
         LOG.info("reference database (%s): %d experiments, %d foci from %d file(s)",
                  source, db.n_experiments, db.n_foci, len(files))
-        per_file = tuple(file_digest(f) for f in files)
+        per_file = tuple(self.source_digest(f) for f in files)
         digest = hashlib.sha256("".join(per_file).encode()).hexdigest()
         return Database(db, tuple(str(f) for f in files), source, digest, per_file)
 
@@ -224,7 +232,7 @@ class Pipeline:
         if "csale" not in self.s.analyses or self.database is None:
             return
         for label, path, _ in loaded:
-            if self.database.is_only(path):
+            if self.database.is_only(self.source_digest(path)):
                 self.warn(f"studyset '{label}': the reference database is this studyset "
                           "alone, so C-SALE tests it against its own base rate and can "
                           "hardly find anything specific; give a reference database with "
@@ -283,11 +291,11 @@ class Pipeline:
                      extra: dict) -> tuple[dict, bool]:
         """One studyset's analyses, published in one rename: (summary, reused)."""
         interrupt.checkpoint()
-        digest = studyset_digest(ctx, path)
+        digest = studyset_digest(ctx, self.source_digest(path))
         if reusable(self.output_dir, label, digest, self.s.overwrite):
             return (bids.read_provenance(self.output_dir / f"studyset-{label}")
                     .get("summary", {"label": label}), True)
-        job = StudysetJob(label, path, exps, digest)
+        job = StudysetJob(label, path, exps, digest, self.source_digest(path))
         t0 = time.perf_counter()
         outputs, summary = run_analyses(ctx, job, extra)
         summary["runtime_s"] = round(time.perf_counter() - t0, 2)
@@ -296,10 +304,11 @@ class Pipeline:
         return summary, False
 
 
-def studyset_digest(ctx: RunContext, path: Path) -> str:
-    """Digest of everything a studyset's results depend on (the reuse rule)."""
+def studyset_digest(ctx: RunContext, source_digest: str) -> str:
+    """Digest of everything a studyset's results depend on (the reuse rule), from the
+    digest of the studyset file's bytes."""
     db = ctx.database.digest if ctx.database is not None else "no database"
-    return ctx.settings.digest(__version__, file_digest(path), db, ctx.inputs_digest)
+    return ctx.settings.digest(__version__, source_digest, db, ctx.inputs_digest)
 
 
 def reusable(output_dir: Path, label: str, digest: str, overwrite: bool) -> bool:

@@ -229,7 +229,7 @@ def run_analyses(ctx: RunContext, job: StudysetJob,
                "analyses": {}, "skipped": {},
                "database": (None if ctx.database is None else
                             {**ctx.database.describe(),
-                             "same_as_studyset": ctx.database.is_only(job.path)}),
+                             "same_as_studyset": ctx.database.is_only(job.source_digest)}),
                **(extra or {})}
     outputs: list[AnalysisOutput] = []
     csale = None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WRITE_ERRNOS, UsageError, display_path, output_error
+from ..errors import UsageError, display_path, write_errors
 from ..outputs.atomic import write_atomic
 
 
@@ -33,15 +33,11 @@ def prepare_work_dir(work_dir: Path) -> Path:
     """Create the work folder and check that it takes a file; an unwritable one is an
     OutputError (exit 73) naming it, raised before any permutation is run."""
     work_dir = Path(work_dir)
-    try:
+    with write_errors(work_dir, "cannot use the work folder"):
         work_dir.mkdir(parents=True, exist_ok=True)
         probe = work_dir / f".csale_write_test_{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as exc:
-        if exc.errno in WRITE_ERRNOS:
-            raise output_error(work_dir, exc, "cannot use the work folder") from None
-        raise
     return work_dir
 
 
@@ -50,12 +46,8 @@ class ChunkDir:
 
     def __init__(self, root: Path, name: str):
         self.path = Path(root) / name
-        try:
+        with write_errors(self.path, "cannot create the work folder"):
             self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            if exc.errno in WRITE_ERRNOS:
-                raise output_error(self.path, exc, "cannot create the work folder") from None
-            raise
 
     def _file(self, index: int) -> Path:
         return self.path / f"chunk-{index:06d}.npz"

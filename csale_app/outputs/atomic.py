@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ..errors import WRITE_ERRNOS, CsaleError, output_error
+from ..errors import WRITE_ERRNOS, CsaleError, output_error, write_errors
 
 
 def _umask() -> int:
@@ -30,12 +30,8 @@ def write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
     the temporary file is removed, so nothing partial is left under any name.
     """
     path = Path(path)
-    try:
+    with write_errors(path.parent, "cannot create the folder"):
         path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        if exc.errno in WRITE_ERRNOS:
-            raise output_error(path.parent, exc, "cannot create the folder") from None
-        raise
     suffix = "".join(path.suffixes)[-16:]  # keeps .nii.gz / .tsv so writers pick the format
     # Hidden, with a bounded length: a BIDS name near the 255-byte limit must not make the
     # temporary name (name + random part + suffix) too long for the filesystem.

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..errors import WRITE_ERRNOS, OutputError, display_path, output_error, write_cause
+from ..errors import (WRITE_ERRNOS, OutputError, display_path, output_error, write_cause,
+                      write_errors)
 from ..kernels.plan import Grid
 from .atomic import public_mode, write_atomic, write_json, write_text
 
@@ -140,13 +141,9 @@ class StudysetOutput:
         self.final = Path(output_dir) / f"studyset-{label}"
         self.label = label
         remove_stale_staging(output_dir, label)
-        try:
+        with write_errors(output_dir, "cannot create a staging folder"):
             self.staging = Path(tempfile.mkdtemp(
                 prefix=f"{STAGING_PREFIX}studyset-{label}-", dir=output_dir))
-        except OSError as exc:
-            if exc.errno in WRITE_ERRNOS:
-                raise output_error(output_dir, exc, "cannot create a staging folder") from None
-            raise
         try:
             public_mode(self.staging, directory=True)
             # write_atomic re-creates missing parent folders, so a staging folder removed by

@@ -58,6 +58,20 @@ def observed_log(stat: np.ndarray) -> np.ndarray:
     return np.log1p(-stat.astype(np.float64)).astype(np.float32)
 
 
+def pass1_reducer(K: int):
+    """Folds pass-one chunk results (exceedance counts, each voxel's K smallest null values
+    with their permutations, per-permutation max) in permutation order."""
+
+    def reduce(state, part):
+        if state is None:
+            return part
+        top, top_id = merge_top([state["top"], part["top"]], [state["top_id"], part["top_id"]], K)
+        return {"counts": state["counts"] + part["counts"], "top": top, "top_id": top_id,
+                "max": np.concatenate([state["max"], part["max"]])}
+
+    return reduce
+
+
 @dataclass
 class CSALEResult:
     stat: np.ndarray
@@ -107,16 +121,9 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
     K = top_k_size(voxel_thresh, n_iters)
     obs_log = observed_log(obs.stat)
 
-    def reduce(state, part):
-        if state is None:
-            return part
-        top, top_id = merge_top([state["top"], part["top"]], [state["top_id"], part["top_id"]], K)
-        return {"counts": state["counts"] + part["counts"], "top": top, "top_id": top_id,
-                "max": np.concatenate([state["max"], part["max"]])}
-
     pass1 = run_chunked_reduce(
         n_iters, run.chunk_size, BackendChunk(csale_pass1_call, backend, plan, (obs_log, K)),
-        reduce, store=run.store, progress=run.progress, executor=run.executor)
+        pass1_reducer(K), store=run.store, progress=run.progress, executor=run.executor)
     null_sizes = cluster_null_sizes(pass1["top"], pass1["top_id"], voxel_thresh * (n_iters - 1),
                                     n_iters, grid.forward_neighbours,
                                     backend.n_threads).astype(np.float64)
