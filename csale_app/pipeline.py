@@ -228,16 +228,17 @@ class Pipeline:
         return ctx, loaded, {"roi": self.roi_summary(analysis_mask)}
 
     def check_self_reference(self, loaded) -> None:
-        """Warn when C-SALE would test a studyset against a base rate made of itself."""
-        if "csale" not in self.s.analyses or self.database is None:
+        """Warn when C-SALE (also the C-SALE of a MACM, whose experiments are selected from
+        the database) would test a studyset against a base rate made of itself."""
+        if not {"csale", "macm"} & set(self.s.analyses) or self.database is None:
             return
         for label, path, _ in loaded:
             if self.database.is_only(self.source_digest(path)):
                 self.warn(f"studyset '{label}': the reference database is this studyset "
-                          "alone, so C-SALE tests it against its own base rate and can "
-                          "hardly find anything specific; give a reference database with "
-                          "--database PATH or INPUT_DIR/database/ (database= in the "
-                          "Python API)")
+                          "alone, so C-SALE (and a MACM's selection and C-SALE) tests it "
+                          "against its own base rate and can hardly find anything specific; "
+                          "give a reference database with --database PATH or "
+                          "INPUT_DIR/database/ (database= in the Python API)")
 
     def run(self) -> list[dict]:
         self.check_paths()

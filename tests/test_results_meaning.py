@@ -347,3 +347,14 @@ def test_sample_size_below_one_is_65_naming_file_and_row(tmp_path, capsys, size)
     assert code == 65
     lines = stderr_lines(capsys)
     assert len(lines) == 1 and "tiny.tsv:8" in lines[0] and "must be a finite number >= 1" in lines[0]
+
+
+def test_macm_over_a_database_that_is_the_studyset_is_warned(tmp_path, pain_json, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(pain_json, inp / "pain.json")
+    code = run(inp, tmp_path / "out", "group", "--analyses", "macm", "--macm-seed", "roi",
+               "--roi-coords=38,4,2", "--roi-radius", "20", "--n-iters", "30",
+               "--voxel-thresh", "0.05", "--min-experiments", "3", "--quiet")
+    assert code == 0
+    assert "its own base rate" in capsys.readouterr().err
