@@ -131,3 +131,20 @@ def test_empty_database_folder_is_66_and_unreachable_database_is_18(tmp_path, pa
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 18, err
     assert "no foci within kernel reach" in err[-1]
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_work_dir_in_the_input_folder_is_64_before_anything_is_written(tmp_path, pain_json,
+                                                                      capsys, where):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(pain_json, inp / "pain.json")
+    before = sorted(p.name for p in inp.rglob("*"))
+    work = inp if where == "same" else inp / "work"
+    code = main([str(inp), str(tmp_path / "out"), "group", "--analyses", "ale",
+                 "--n-iters", "25", "-w", str(work), "--quiet"])
+    assert code == 64
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "work folder" in err[0] and str(work) in err[0]
+    assert sorted(p.name for p in inp.rglob("*")) == before
+    assert not (tmp_path / "out").exists()
