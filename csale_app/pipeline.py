@@ -247,9 +247,9 @@ class Pipeline:
         bids.prepare_output_dir(self.output_dir)
         self.on_output_ready()
         bids.write_dataset_description(self.output_dir)
-        LOG.info("compute device: %s", ctx.backend.describe())
-        if getattr(ctx.backend, "fallback_reason", None):
-            LOG.info("no GPU used: %s", ctx.backend.fallback_reason)
+        reason = getattr(ctx.backend, "fallback_reason", None)
+        LOG.info("compute device: %s%s", ctx.backend.describe(),
+                 f"; no GPU used: {reason}" if reason else "", extra={"console": True})
         units = [partial(self.run_studyset, ctx, label, path, exps, extra)
                  for label, path, exps in loaded]
         for label, (summary, reused) in zip([lab for lab, _, _ in loaded],

@@ -148,3 +148,16 @@ def test_work_dir_in_the_input_folder_is_64_before_anything_is_written(tmp_path,
     assert len(err) == 1 and "work folder" in err[0] and str(work) in err[0]
     assert sorted(p.name for p in inp.rglob("*")) == before
     assert not (tmp_path / "out").exists()
+
+
+def test_default_verbosity_names_the_device_in_one_line_and_quiet_hides_it(tmp_path,
+                                                                         pain_json, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(pain_json, inp / "pain.json")
+    args = ["group", "--analyses", "ale", "--n-iters", "25", "--device", "cpu"]
+    assert main([str(inp), str(tmp_path / "o1"), *args]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if "compute device" in x]
+    assert len(lines) == 1 and "CPU (numba" in lines[0]
+    assert main([str(inp), str(tmp_path / "o2"), *args, "--quiet"]) == 0
+    assert "compute device" not in capsys.readouterr().err

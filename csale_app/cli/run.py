@@ -67,7 +67,11 @@ def setup_logging(settings: Settings, output_dir: Path | None) -> Path | None:
     level = logging.WARNING if settings.quiet else (
         logging.INFO if settings.verbose == 1 else
         logging.DEBUG if settings.verbose >= 2 else logging.WARNING)
-    console.setLevel(level)
+    # records logged with extra={"console": True} (the device line) show at the default
+    # verbosity too; --quiet hides them
+    console.setLevel(min(level, logging.INFO))
+    console.addFilter(lambda r: r.levelno >= level
+                      or (getattr(r, "console", False) and not settings.quiet))
     console.setFormatter(logging.Formatter("csale-app: %(levelname)s: %(message)s"))
     root.addHandler(console)
     if output_dir is None:
