@@ -30,7 +30,7 @@ from .io.database import load_database
 from .io.experiments import Experiments, build_experiments, restrict_to_mask
 from .io.readers import find_studysets, read_studyset, study_label
 from .io.roi import ROI, dilate, load_roi, voxel_size_mm
-from .io.workdir import remove_checkpoints
+from .io.workdir import DEFAULT_WORK, remove_checkpoints, report_figure_dir
 from .io.templates import load_brain_mask
 from .kernels.device import select_backend
 from .kernels.plan import build_grid
@@ -221,7 +221,7 @@ class Pipeline:
             settings=s, affine=affine, grid=build_grid(analysis_mask),
             brain_grid=build_grid(brain) if roi is not None else None, roi=roi,
             database=self.database, backend=backend,
-            work_root=Path(s.work_dir) if s.work_dir else Path(self.output_dir) / ".csale_work",
+            work_root=Path(s.work_dir) if s.work_dir else Path(self.output_dir) / DEFAULT_WORK,
             inputs_digest=array_digest(brain) + roi_part, warn=self.warn, executor=executor)
         if ctx.brain_grid is None:
             ctx = replace(ctx, brain_grid=ctx.grid)
@@ -259,7 +259,8 @@ class Pipeline:
                 self.reused.append(label)
         self.write_report(ctx)
         try:
-            ctx.work_root.rmdir()  # only if empty: checkpoints are removed per analysis
+            # only if empty: checkpoints are removed per analysis; the report's figures stay
+            ctx.work_root.rmdir()
         except OSError:
             pass
         return self.summaries
@@ -285,7 +286,8 @@ class Pipeline:
     def write_report(self, ctx: RunContext) -> None:
         from .report.build import build_report
 
-        path = build_report(self.output_dir, self.report_context(ctx))
+        path = build_report(self.output_dir, self.report_context(ctx),
+                            figure_dir=report_figure_dir(self.output_dir))
         LOG.info("report: %s", path)
 
     def run_studyset(self, ctx: RunContext, label: str, path: Path, exps: Experiments,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -198,6 +199,18 @@ def _sphere_roi(path: Path, centre_ijk) -> None:
     nib.save(nib.Nifti1Image((d2 <= 36).astype(np.uint8), img.affine), path)
 
 
+def _figure_counts(out: Path) -> tuple[int, int]:
+    """(drawn, reused) of the last report, from the run logs (two runs in one second share
+    a log file, appended)."""
+    text = "".join(p.read_text() for p in sorted((out / "logs").glob("*.log")))
+    drawn, reused = re.findall(r"report written: .*; figures drawn (\d+), reused (\d+)", text)[-1]
+    return int(drawn), int(reused)
+
+
+def _figures_in(report: Path) -> set[str]:
+    return set(re.findall(r'data:image/png;base64,[A-Za-z0-9+/=]+', report.read_text()))
+
+
 def test_reuse_follows_roi_file_content_not_its_path(tmp_path, pain_json, capsys):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -207,12 +220,21 @@ def test_reuse_follows_roi_file_content_not_its_path(tmp_path, pain_json, capsys
             "--min-experiments", "1", "--quiet"]
     _sphere_roi(roi, (45, 60, 45))
     assert run(inp, out, *args) == 0
-    assert run(inp, out, *args) == 0  # identical: reused
+    first_figures = _figures_in(out / "report.html")
+    assert run(inp, out, *args) == 0  # identical: reused, and so are the report's figures
+    drawn, reused = _figure_counts(out)
+    assert drawn == 0 and reused > 0
+    assert _figures_in(out / "report.html") == first_figures
     capsys.readouterr()
     _sphere_roi(roi, (30, 60, 45))  # same path, new content
     assert run(inp, out, *args) == 73
     assert "holds results of other inputs or settings" in capsys.readouterr().err
     assert run(inp, out, *args, "--overwrite") == 0
+    drawn, reused = _figure_counts(out)
+    assert drawn > 0  # another ROI: other pictures
+    assert _figures_in(out / "report.html") != first_figures
+    stored = out / ".csale_work" / "report-figures"
+    assert len(list(stored.glob("*.json"))) == drawn + reused  # only what this report shows
     mask = next((out / "studyset-pain").glob("*_roi-*_mask.nii.gz"))
     assert np.asanyarray(nib.load(mask).dataobj)[30, 60, 45] == 1
 

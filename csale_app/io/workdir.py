@@ -11,6 +11,15 @@ import numpy as np
 from ..errors import UsageError, display_path, write_errors
 from ..outputs.atomic import write_atomic
 
+DEFAULT_WORK = ".csale_work"  # OUTPUT_DIR/.csale_work unless -w/--work-dir
+
+
+def report_figure_dir(output_dir: Path) -> Path:
+    """Where the report keeps its drawn figures by content (report/figure_cache.py): under
+    OUTPUT_DIR whatever -w says, so runs into one OUTPUT_DIR with different work folders
+    (a job array, then the group run) share them and a reused studyset is not drawn again."""
+    return Path(output_dir) / DEFAULT_WORK / "report-figures"
+
 
 def _inside(child: Path, parent: Path) -> bool:
     child, parent = Path(child).resolve(), Path(parent).resolve()

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from ..outputs.atomic import write_text
-from . import discover, methods
+from . import discover, figure_cache, methods
 from .sections import Section  # noqa: F401  (re-exported)
 from .studysets import ran, skipped, studyset_section
 from .tables import Table, fmt, fmt_seconds, kv_table  # noqa: F401
@@ -126,19 +126,34 @@ def render_report(output_dir: Path, context: dict | None = None) -> str:
     )
 
 
-def build_report(output_dir: Path, context: dict | None = None) -> Path:
-    """Write OUTPUT_DIR/report.html (atomically) and OUTPUT_DIR/references.bib."""
+def build_report(output_dir: Path, context: dict | None = None,
+                 figure_dir: Path | None = None) -> Path:
+    """Write OUTPUT_DIR/report.html (atomically) and OUTPUT_DIR/references.bib.
+
+    ``figure_dir``: where drawn figures are kept by content (see :mod:`.figure_cache`), so
+    a later run that reuses a studyset does not draw its figures again; None keeps them in
+    memory for this report only.
+    """
     output_dir = Path(output_dir)
     # nilearn calls gc.collect() for every image it reads (dozens per figure); with a large
-    # heap (NiMARE, pandas) that dominates the run time. Freezing the objects that exist now
-    # keeps those collections short; objects made while building are still collected.
+    # heap (pandas, matplotlib, nilearn's own modules) that dominates the report's time.
+    # Importing the plotting stack first and freezing every object that exists then keeps
+    # those collections short; objects made while building are still collected.
+    import matplotlib.pyplot  # noqa: F401
+    import nilearn.plotting  # noqa: F401
+
+    cache = figure_cache.FigureCache(figure_dir)
     gc.collect()
     gc.freeze()
     try:
-        html = render_report(output_dir, context)
+        with figure_cache.active(cache):
+            html = render_report(output_dir, context)
     finally:
         gc.unfreeze()
     write_text(output_dir / "references.bib", methods.bibtex())
     path = write_text(output_dir / "report.html", html)
-    LOG.info("report written: %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    pruned = cache.prune()
+    LOG.info("report written: %s (%.1f MB); figures drawn %d, reused %d%s", path,
+             path.stat().st_size / 1e6, cache.drawn, cache.hits,
+             f", {pruned} unused stored figure(s) removed" if pruned else "")
     return path

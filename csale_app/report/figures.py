@@ -22,8 +22,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .figure_cache import cached  # noqa: E402
+
 LOG = logging.getLogger("csale_app")
 DPI = 80
+PNG_URI = "data:image/png;base64,"
 
 
 @dataclass
@@ -44,7 +47,7 @@ def to_data_uri(fig) -> str:
     # No "Software" metadata: matplotlib would otherwise embed its web address in the PNG.
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None},
                 facecolor=fig.get_facecolor())
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return PNG_URI + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _render(title: str, draw, caption: str = "") -> Figure:
@@ -63,6 +66,21 @@ def _render(title: str, draw, caption: str = "") -> Figure:
     finally:
         if fig is not None:
             plt.close(fig)
+
+
+def _payload(fig: Figure) -> dict | None:
+    return {"uri": fig.uri} if fig.ok else None
+
+
+def _from_payload(payload: dict, page: dict) -> Figure:
+    uri = payload["uri"]
+    if not isinstance(uri, str) or not uri.startswith(PNG_URI):
+        raise ValueError("not a PNG data URI")
+    return Figure(page["title"], uri=uri, caption=page["caption"] or "",
+                  attrs=dict(page["attrs"] or {}))
+
+
+figure = cached(_payload, _from_payload)  # decorator: a figure is drawn once per content
 
 
 @functools.lru_cache(maxsize=1)
@@ -129,6 +147,7 @@ def z_cuts_for(img: nib.Nifti1Image, n: int = 7) -> list[float]:
         return sorted(float(round(z)) for z in find_cut_slices(nz, direction="z", n_cuts=n))
 
 
+@figure
 def glass_brain_figure(img: nib.Nifti1Image, title: str, threshold: float = 1e-6,
                        cmap: str = "autumn", caption: str = "") -> Figure:
     from nilearn.plotting import plot_glass_brain
@@ -144,6 +163,7 @@ def glass_brain_figure(img: nib.Nifti1Image, title: str, threshold: float = 1e-6
     return _render(title, draw, caption)
 
 
+@figure
 def slices_figure(img: nib.Nifti1Image, title: str, cut_coords=None, display_mode: str = "z",
                   threshold: float = 1e-6, cmap: str = "autumn", caption: str = "",
                   symmetric: bool = False) -> Figure:
@@ -162,6 +182,7 @@ def slices_figure(img: nib.Nifti1Image, title: str, cut_coords=None, display_mod
     return _render(title, draw, caption)
 
 
+@figure
 def roi_figure(mask_img: nib.Nifti1Image, title: str, caption: str = "") -> Figure:
     """A mask (ROI, MACM seed) on the template: ortho at its centre + axial cuts through it."""
     from nilearn.plotting import plot_roi
@@ -185,6 +206,7 @@ def roi_figure(mask_img: nib.Nifti1Image, title: str, caption: str = "") -> Figu
     return _render(title, draw, caption)
 
 
+@figure
 def comparison_figure(maps: list[tuple[str, nib.Nifti1Image]], title: str, cut_coords,
                       caption: str = "") -> Figure:
     """Thresholded maps in rows, same axial cuts, each on its own colour scale."""
@@ -207,6 +229,7 @@ def comparison_figure(maps: list[tuple[str, nib.Nifti1Image]], title: str, cut_c
     return _render(title, draw, caption)
 
 
+@figure
 def null_figure(null, title: str, caption: str = "", observed: dict | None = None) -> Figure:
     """Histograms of the null columns (a DataFrame) with the 95th percentile marked."""
     import pandas as pd
@@ -241,6 +264,7 @@ def _binary(img: nib.Nifti1Image) -> nib.Nifti1Image:
                            img.affine)
 
 
+@figure
 def logp_figure(logp_img: nib.Nifti1Image, clusters_img: nib.Nifti1Image | None, title: str,
                 cut_coords=None, display_mode: str = "z", vmax: float | None = None,
                 threshold: float = -np.log10(0.05), caption: str = "",
@@ -266,6 +290,7 @@ def logp_figure(logp_img: nib.Nifti1Image, clusters_img: nib.Nifti1Image | None,
     return _render(title, draw, caption)
 
 
+@figure
 def peak_figure(img: nib.Nifti1Image, title: str, peak: tuple[float, float, float],
                 caption: str = "", clusters_img: nib.Nifti1Image | None = None,
                 vmax: float | None = None, threshold: float = 1e-6, cmap: str = "autumn",
@@ -291,6 +316,7 @@ def peak_figure(img: nib.Nifti1Image, title: str, peak: tuple[float, float, floa
     return fig
 
 
+@figure
 def foci_figure(foci, title: str, roi_img: nib.Nifti1Image | None = None,
                 caption: str = "") -> Figure:
     """Glass brain of the input foci (MNI), one colour per experiment; with an ROI, foci

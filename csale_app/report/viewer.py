@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
+from .figure_cache import cached
+
 LOG = logging.getLogger("csale_app")
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:|//)|https?://""", re.I)
 
@@ -35,6 +37,19 @@ class Viewer:
         return bool(self.html)
 
 
+def _payload(v: Viewer) -> dict | None:
+    return {"html": v.html, "width": v.width, "height": v.height} if v.ok else None
+
+
+def _from_payload(payload: dict, page: dict) -> Viewer:
+    html = payload["html"]
+    if not isinstance(html, str) or not html or EXTERNAL.search(html):
+        raise ValueError("not a stored offline viewer page")
+    return Viewer(page["title"], html, int(payload["width"]), int(payload["height"]),
+                  caption=page["caption"] or "")
+
+
+@cached(_payload, _from_payload)  # built once per content (see figure_cache)
 def viewer(img: nib.Nifti1Image, title: str, cut_coords=None, vmax: float | None = None,
            cmap: str = "autumn", caption: str = "") -> Viewer:
     """A brainsprite viewer of a (thresholded, non-negative) map on the template."""

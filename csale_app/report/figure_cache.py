@@ -1,0 +1,201 @@
+"""Each report figure drawn once: rendered figures stored under the digest of what they show.
+
+A figure's key is the SHA-256 of the drawing function's name, every argument that reaches
+the pixels (images by their data, dtype, shape and affine; tables by their values and
+columns; plain values by ``repr``) and a salt made of the versions of csale_app, nilearn,
+matplotlib and the source of the drawing modules. Titles, captions and HTML attributes stay
+out of the key: they are page text, not pixels. So
+
+- within one report, the same picture (the ROI shown for every studyset, a MACM seed that
+  is also the ROI) is drawn once;
+- with a folder (``<work dir>/report-figures``), a later run that reuses a studyset embeds
+  the figures drawn for it before instead of drawing them again. A changed map, table,
+  option or version gives another key, so a stored figure can never stand for other data.
+
+The folder keeps only what the last report used (:meth:`FigureCache.prune`). A file that
+cannot be read or written is ignored: the figure is drawn as if nothing were stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import hashlib
+import inspect
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+LOG = logging.getLogger("csale_app")
+PAGE_TEXT = ("title", "caption", "attrs")  # arguments that are not drawn
+SUFFIX = ".json"
+
+
+@functools.lru_cache(maxsize=1)
+def salt() -> bytes:
+    import matplotlib
+    import nilearn
+
+    from .. import __version__
+
+    h = hashlib.sha256(f"{__version__}|{nilearn.__version__}|{matplotlib.__version__}".encode())
+    here = Path(__file__).parent
+    for name in ("figures.py", "viewer.py"):  # a change to how figures are drawn
+        h.update((here / name).read_bytes())
+    return h.digest()
+
+
+def _feed(h, value) -> None:
+    """Put ``value`` into the hash ``h`` by content (recursively for containers)."""
+    import nibabel as nib
+    import pandas as pd
+
+    if isinstance(value, nib.spatialimages.SpatialImage):
+        data = np.ascontiguousarray(np.asanyarray(value.dataobj))
+        h.update(b"img" + str((data.dtype.str, data.shape)).encode())
+        h.update(np.ascontiguousarray(value.affine, dtype=np.float64).tobytes())
+        h.update(data.tobytes())
+    elif isinstance(value, np.ndarray):
+        h.update(b"arr" + str((value.dtype.str, value.shape)).encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, pd.DataFrame):
+        h.update(b"df" + repr([(str(c), str(t)) for c, t in value.dtypes.items()]).encode())
+        h.update(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
+    elif isinstance(value, dict):
+        h.update(b"dict%d" % len(value))
+        for k in sorted(value, key=repr):
+            _feed(h, k)
+            _feed(h, value[k])
+    elif isinstance(value, (list, tuple)):
+        h.update(b"seq%d" % len(value))
+        for v in value:
+            _feed(h, v)
+    elif value is None or isinstance(value, (bool, int, float, str, np.generic)):
+        h.update(repr(value).encode() + b"\0")
+    else:  # something without a content digest: never share its figure
+        raise TypeError(f"no content key for {type(value).__name__}")
+
+
+def figure_key(name: str, arguments: dict) -> str | None:
+    h = hashlib.sha256(salt() + name.encode())
+    try:
+        for k in sorted(arguments):
+            if k not in PAGE_TEXT:
+                h.update(k.encode())
+                _feed(h, arguments[k])
+    except TypeError:
+        return None
+    return h.hexdigest()
+
+
+class FigureCache:
+    """Rendered payloads (dicts of strings and ints) by key, in memory and in ``directory``."""
+
+    def __init__(self, directory: Path | None = None):
+        self.directory = Path(directory) if directory is not None else None
+        self.memory: dict[str, dict] = {}
+        self.used: set[str] = set()
+        self.hits = self.drawn = 0
+
+    def get(self, key: str) -> dict | None:
+        payload = self.memory.get(key)
+        if payload is None and self.directory is not None:
+            try:
+                payload = json.loads((self.directory / (key + SUFFIX)).read_text())
+            except (OSError, ValueError):
+                payload = None
+            if payload is not None and not isinstance(payload, dict):
+                payload = None
+        if payload is not None:
+            self.memory[key] = payload
+            self.used.add(key)
+            self.hits += 1
+        return payload
+
+    def put(self, key: str, payload: dict) -> None:
+        self.memory[key] = payload
+        self.used.add(key)
+        self.drawn += 1
+        if self.directory is None:
+            return
+        tmp = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=self.directory)
+            with os.fdopen(fd, "w") as f:
+                json.dump(payload, f)
+            os.replace(tmp, self.directory / (key + SUFFIX))
+            tmp = None
+        except OSError as exc:
+            LOG.debug("report: figure not stored in %s: %s", self.directory, exc)
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+    def prune(self) -> int:
+        """Delete stored figures the last report did not use; returns how many."""
+        if self.directory is None or not self.directory.is_dir():
+            return 0
+        n = 0
+        for p in self.directory.iterdir():
+            if p.suffix == SUFFIX and p.stem not in self.used or p.name.endswith(".part"):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    n += 1
+        return n
+
+
+_ACTIVE: contextvars.ContextVar[FigureCache | None] = contextvars.ContextVar(
+    "csale_app_figure_cache", default=None)
+
+
+@contextlib.contextmanager
+def active(cache: FigureCache):
+    """Use ``cache`` for the figures drawn inside the block (one report)."""
+    token = _ACTIVE.set(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.reset(token)
+
+
+def cached(to_payload, from_payload):
+    """Decorator for a drawing function: look its result up by content before drawing.
+
+    ``to_payload(result)`` gives what is stored (None: a failed drawing, not stored);
+    ``from_payload(payload, page_text)`` rebuilds the result with this call's title,
+    caption and attributes. Outside :func:`active`, the function simply draws.
+    """
+    def wrap(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            cache = _ACTIVE.get()
+            if cache is None:
+                return fn(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            key = figure_key(fn.__name__, bound.arguments)
+            if key is None:
+                return fn(*args, **kwargs)
+            page_text = {k: bound.arguments.get(k) for k in PAGE_TEXT}
+            payload = cache.get(key)
+            if payload is not None:
+                try:
+                    return from_payload(payload, page_text)
+                except (KeyError, TypeError, ValueError):  # a damaged file: draw again
+                    pass
+            result = fn(*args, **kwargs)
+            payload = to_payload(result)
+            if payload is not None:
+                cache.put(key, payload)
+            return result
+        return call
+    return wrap
