@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The image as users meet it (run by hand, not in CI; minutes): build, size, start-up times,
 # the demo offline on a read-only input and a read-only image, and `bosh exec launch` with
-# the container writing to an absolute folder outside the launch folder. Prints a table.
+# the container writing to an absolute folder outside the launch folder, and Singularity.def's
+# %test body in the image (the SIF's root file system). Prints a table.
 #
 #   bash scripts/container_check.sh                 # build csale-app:<version>, then check it
 #   SKIP_BUILD=1 bash scripts/container_check.sh    # check the image already built
@@ -116,6 +117,16 @@ if [ $rc -eq 0 ] && [ -s "$work/elsewhere/bosh_out/dataset_description.json" ] \
       "ok, exit 0, on the host: ${found% }" "$(dt "$t0" "$(now)")"
 else
   row "bosh exec launch -u (container)" "FAILED (exit $rc; see $work/bosh.log)" "$(dt "$t0" "$(now)")"
+  fail=1
+fi
+
+# -- 5. Singularity.def %test in the image the SIF is built from (no apptainer here) ---------
+body=$(awk '/^%test/{on=1; next} /^%/{on=0} on' Singularity.def)
+t0=$(now)
+if "${run[@]}" --entrypoint /bin/sh "$TAG" -c "$body" >"$work/sif_test.log" 2>&1; then
+  row "Singularity.def %test body (sh, in $TAG, read-only, tmpfs /tmp)" "ok" "$(dt "$t0" "$(now)")"
+else
+  row "Singularity.def %test body" "FAILED (see $work/sif_test.log)" "$(dt "$t0" "$(now)")"
   fail=1
 fi
 

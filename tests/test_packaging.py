@@ -9,6 +9,7 @@ import re
 import shlex
 import stat
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -283,6 +284,19 @@ def test_singularity_def(singularity):
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in env
     for var in ("NUMBA_CACHE_DIR", "MPLCONFIGDIR", "NUMBA_CPU_NAME"):  # set by the wrapper
         assert f"export {var}" not in env, var
+
+
+def test_singularity_test_section_runs(singularity, tmp_path):
+    """The %test body as Apptainer would run it (sh, set -e), with this environment's
+    interpreter for the image's /opt/venv/bin/python: the tiny analysis must pass."""
+    body = _sections(singularity)["test"].replace("/opt/venv/bin/python", sys.executable)
+    env = {**os.environ, "TMPDIR": str(tmp_path),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["sh", "-c", body], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "meta-ale_stat-z_statmap.nii.gz" in proc.stdout
+    assert not list(tmp_path.iterdir())  # it cleans up after itself
 
 
 # -- container/csale-app.sh: per-user caches seeded from the image ----------------------------
