@@ -3,14 +3,15 @@
 A figure's key is the SHA-256 of the drawing function's name, every argument that reaches
 the pixels (images by their data, dtype, shape and affine; tables by their values and
 columns; plain values by ``repr``) and a salt made of the versions of csale_app, nilearn,
-matplotlib and the source of the drawing modules. Titles, captions and HTML attributes stay
-out of the key: they are page text, not pixels. So
+matplotlib, the source of the drawing modules and the background template's bytes. Titles,
+captions and HTML attributes stay out of the key: they are page text, not pixels. So
 
 - within one report, the same picture (the ROI shown for every studyset, a MACM seed that
   is also the ROI) is drawn once;
-- with a folder (``<work dir>/report-figures``), a later run that reuses a studyset embeds
-  the figures drawn for it before instead of drawing them again. A changed map, table,
-  option or version gives another key, so a stored figure can never stand for other data.
+- with a folder (``OUTPUT_DIR/.csale_work/report-figures``), a later run that reuses a
+  studyset embeds the figures drawn for it before instead of drawing them again. A changed
+  map, table, option or version gives another key, so a stored figure can never stand for
+  other data.
 
 The folder keeps only what the last report used (:meth:`FigureCache.prune`). A file that
 cannot be read or written is ignored: the figure is drawn as if nothing were stored.
@@ -47,6 +48,12 @@ def salt() -> bytes:
     here = Path(__file__).parent
     for name in ("figures.py", "viewer.py"):  # a change to how figures are drawn
         h.update((here / name).read_bytes())
+    try:  # the background every map is drawn on (NiMARE's T1 template file)
+        from ..io.templates import template_files
+
+        h.update(template_files()["t1w"].read_bytes())
+    except (OSError, KeyError, FileNotFoundError):
+        h.update(b"nilearn's own template")  # what figures._background falls back to
     return h.digest()
 
 
