@@ -2,6 +2,7 @@
 
     python benchmarks/run_benchmarks.py                      # all cases, --nprocs 1 and 2
     python benchmarks/run_benchmarks.py --case pain --nprocs 2 --iters 10000 --nimare-iters 10000
+    python benchmarks/run_benchmarks.py --whole --nprocs 2 --iters 10000   # whole commands, pain
 
 Cases: (1) pain: ALE + Monte Carlo FWE, whole brain, 21 experiments; (2) nback: the same on
 the n-back studyset (500 contrasts, no merging, 6,228 foci); (3) csale: C-SALE with
@@ -9,6 +10,11 @@ cluster-level FWE (permutation pass + cluster null) in the cerebellum vs NiMARE'
 deterministic SCALE on the same experiments. Each tool runs at least --min-seconds (default 20 s) unless --iters/--nimare-iters
 fix the counts; rates are iterations per second of the permutation phase (JIT warm-up
 excluded). Peak memory is measured in a fresh subprocess per tool and case (ru_maxrss).
+``--whole`` (SPEC 8, next floors): the whole job on pain as a user runs it, each in a fresh
+process, start to exit: ``csale-app IN OUT group --analyses ale`` (imports, numba cache load,
+permutations, tables, maps, report) against a Python process that imports NiMARE, loads the
+same file as a ``Dataset``, runs ``ALE().fit`` and ``FWECorrector(method="montecarlo")`` and
+saves the maps (NiMARE writes no report or tables). Run once before to warm numba's cache.
 Not a test: timings vary with the machine; run it side by side, on an idle machine.
 """
 
@@ -143,6 +149,53 @@ def time_nimare(case: str, nprocs: int, min_seconds: float, iters: int | None) -
     return _time_until(run, iters or 20, min_seconds, iters)
 
 
+NIMARE_WHOLE = """
+import sys, warnings
+warnings.simplefilter("ignore")
+from nimare.correct import FWECorrector
+from nimare.dataset import Dataset
+from nimare.meta.cbma.ale import ALE
+from nimare.utils import get_resource_path
+n_iters, n_cores, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+dset = Dataset(get_resource_path() + "/nidm_pain_dset.json")
+result = ALE().fit(dset)
+corrected = FWECorrector(method="montecarlo", n_iters=n_iters, voxel_thresh=0.001,
+                         n_cores=n_cores).transform(result)
+corrected.save_maps(output_dir=out)
+"""
+
+
+def whole_commands(iters: int, nprocs: int) -> None:
+    import shutil
+    import tempfile
+
+    from nimare.utils import get_resource_path
+
+    base = Path(tempfile.mkdtemp(prefix="csale_whole_"))
+    try:
+        inp = base / "in"
+        inp.mkdir()
+        shutil.copy(Path(get_resource_path()) / "nidm_pain_dset.json", inp / "pain.json")
+        app = Path(sys.executable).parent / "csale-app"
+        cmds = {"ours": [str(app), str(inp), str(base / "ours"), "group", "--analyses", "ale",
+                         "--n-iters", str(iters), "--nprocs", str(nprocs), "--quiet"],
+                "nimare": [sys.executable, "-c", NIMARE_WHOLE, str(iters), str(nprocs),
+                           str(base / "nimare")]}
+        wall = {}
+        for tool, cmd in cmds.items():
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wall[tool] = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise SystemExit(f"{tool}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+        print("| whole command, pain ALE + FWE | nprocs | iterations | csale_app | NiMARE | ratio |")
+        print("|---|---|---|---|---|---|")
+        print(f"| start to exit | {nprocs} | {iters} | {wall['ours']:.1f} s | "
+              f"{wall['nimare']:.1f} s | {wall['nimare'] / wall['ours']:.1f}x |")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def child(args) -> None:
     fn = time_ours if args.tool == "ours" else time_nimare
     out = fn(args.case, args.nprocs, args.min_seconds, args.iters)
@@ -158,8 +211,14 @@ def main() -> None:
     ap.add_argument("--min-seconds", type=float, default=20.0)
     ap.add_argument("--iters", type=int, default=None, help="fix csale_app's iterations")
     ap.add_argument("--nimare-iters", type=int, default=None, help="fix NiMARE's iterations")
+    ap.add_argument("--whole", action="store_true",
+                    help="time the whole commands on pain (start to exit), not the null alone")
     ap.add_argument("--tool", choices=["ours", "nimare"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.whole:
+        for n in args.nprocs:
+            whole_commands(args.iters or 10000, n)
+        return
     if args.tool:
         args.case, args.nprocs = args.case[0], args.nprocs[0]
         args.iters = args.iters if args.tool == "ours" else args.nimare_iters
