@@ -13,19 +13,31 @@
 # usable cache folder numba and matplotlib fall back to their own defaults (slower start only).
 opt=${CSALE_IMAGE_ROOT:-/opt}  # the image's /opt (another root only in the tests)
 uid=$(id -u)
-# The kernels were compiled at build time for two CPU targets, x86-64-v3 (AVX2, FMA, BMI2:
-# most x86 servers since 2015) and generic x86-64; pick the one this CPU runs, so that the
-# cache fits. NUMBA_CPU_NAME set by the caller is respected.
+# The kernels were compiled at build time for the CPU targets listed in
+# $opt/csale/cpu-targets: x86-64-v3 (AVX2, FMA, BMI2: most x86 servers since 2015), generic
+# x86-64 and, when the build machine had AVX-512, x86-64-v4. Pick the best listed target
+# this CPU runs, so that the cache fits. NUMBA_CPU_NAME set by the caller is respected
+# (NUMBA_CPU_NAME=host: kernels for this very CPU, compiled on first use, then cached).
+has_all() {  # $1: the CPU's flags; the rest: flags that must all be there
+  f=" $1 "; shift
+  for want in "$@"; do case $f in *" $want "*) ;; *) return 1 ;; esac; done
+}
 if [ -z "${NUMBA_CPU_NAME:-}" ]; then
   flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
-  v3=yes
-  for f in avx avx2 bmi1 bmi2 f16c fma movbe xsave abm; do
-    case " $flags " in *" $f "*) ;; *) v3=no ;; esac
+  targets=$(cat "$opt/csale/cpu-targets" 2>/dev/null || echo "x86-64-v3 generic")
+  pick=generic
+  for t in $targets; do
+    case $t in
+      x86-64-v4) has_all "$flags" avx avx2 bmi1 bmi2 f16c fma movbe xsave abm avx512f \
+                   avx512bw avx512cd avx512dq avx512vl && { pick=$t; break; } ;;
+      x86-64-v3) has_all "$flags" avx avx2 bmi1 bmi2 f16c fma movbe xsave abm \
+                   && { pick=$t; break; } ;;
+    esac
   done
-  if [ "$v3" = yes ]; then
-    export NUMBA_CPU_NAME=x86-64-v3 NUMBA_CPU_FEATURES=""
-  else
+  if [ "$pick" = generic ]; then
     export NUMBA_CPU_NAME=generic
+  else
+    export NUMBA_CPU_NAME=$pick NUMBA_CPU_FEATURES=""
   fi
 fi
 root=${TMPDIR:-/tmp}

@@ -167,7 +167,7 @@ def test_kernels_compiled_into_the_image(final_stage):
     runs = " ".join(a for k, a in final_stage if k == "RUN")
     assert "NUMBA_CACHE_DIR=/opt/csale/numba_cache" in runs
     assert "MPLCONFIGDIR=/opt/csale/matplotlib" in runs
-    for target in ("x86-64-v3", "generic"):
+    for target in ("x86-64-v4", "x86-64-v3", "generic", "/opt/csale/cpu-targets"):
         assert target in runs, target
     for analysis in ("ale", "csale", "macm"):
         assert re.search(rf"--analyses [a-z ]*{analysis}", runs), analysis
@@ -344,6 +344,28 @@ def test_wrapper_seeds_a_private_per_user_cache(tmp_path):
     # second run: same folders, no copy needed
     (cache / "numba-B1" / "new.nbc").write_text("x")
     assert _run_wrapper(env) == got and (cache / "numba-B1" / "new.nbc").exists()
+
+
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+V3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "movbe", "xsave", "abm"}
+V4 = V3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+
+
+@pytest.mark.parametrize("listed", ["x86-64-v4 x86-64-v3 generic", "x86-64-v3 generic",
+                                    "generic"])
+def test_wrapper_picks_the_best_compiled_target_this_cpu_runs(tmp_path, listed):
+    tmp, env = _fake_image(tmp_path)
+    (Path(env["CSALE_IMAGE_ROOT"]) / "csale" / "cpu-targets").write_text(listed + "\n")
+    flags = _cpu_flags()
+    runs = [t for t, need in (("x86-64-v4", V4), ("x86-64-v3", V3)) if need <= flags]
+    expected = next((t for t in listed.split() if t in runs), "generic")
+    assert _run_wrapper(env)["NUMBA_CPU_NAME"] == expected
 
 
 def test_wrapper_refuses_a_cache_folder_others_can_write(tmp_path):
