@@ -16,13 +16,16 @@ uid=$(id -u)
 # The kernels were compiled at build time for the CPU targets listed in
 # $opt/csale/cpu-targets: x86-64-v3 (AVX2, FMA, BMI2: most x86 servers since 2015), generic
 # x86-64 and, when the build machine had AVX-512, x86-64-v4. Pick the best listed target
-# this CPU runs, so that the cache fits. NUMBA_CPU_NAME set by the caller is respected
-# (NUMBA_CPU_NAME=host: kernels for this very CPU, compiled on first use, then cached).
+# this CPU runs, so that the cache fits. NUMBA_CPU_NAME set by the caller is respected;
+# CSALE_CPU_TARGET=host leaves the choice to numba: kernels for this very CPU, compiled on
+# first use, then cached.
 has_all() {  # $1: the CPU's flags; the rest: flags that must all be there
   f=" $1 "; shift
   for want in "$@"; do case $f in *" $want "*) ;; *) return 1 ;; esac; done
 }
-if [ -z "${NUMBA_CPU_NAME:-}" ]; then
+if [ "${CSALE_CPU_TARGET:-}" = host ]; then
+  unset NUMBA_CPU_NAME NUMBA_CPU_FEATURES
+elif [ -z "${NUMBA_CPU_NAME:-}" ]; then
   flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
   targets=$(cat "$opt/csale/cpu-targets" 2>/dev/null || echo "x86-64-v3 generic")
   pick=generic

@@ -368,6 +368,12 @@ def test_wrapper_picks_the_best_compiled_target_this_cpu_runs(tmp_path, listed):
     assert _run_wrapper(env)["NUMBA_CPU_NAME"] == expected
 
 
+def test_wrapper_leaves_the_cpu_to_numba_when_asked(tmp_path):
+    tmp, env = _fake_image(tmp_path)
+    env.update(CSALE_CPU_TARGET="host", NUMBA_CPU_NAME="generic")
+    assert _run_wrapper(env)["NUMBA_CPU_NAME"] == ""  # numba detects the host's CPU
+
+
 def test_wrapper_refuses_a_cache_folder_others_can_write(tmp_path):
     tmp, env = _fake_image(tmp_path)
     shared = tmp / f"csale-cache-{os.getuid()}"
