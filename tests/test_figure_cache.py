@@ -51,6 +51,19 @@ def test_key_follows_content_not_page_text(mask_img, rng):
     assert figure_key("x", {"obj": object()}) is None  # no content key: never shared
 
 
+def test_unreadable_map_is_drawn_not_keyed(tmp_path, mask_img):
+    """A map whose header loads but whose data cannot be read gets no key; the drawing then
+    fails into a notice as before, and the report goes on."""
+    path = tmp_path / "broken.nii"
+    nib.save(mask_img, path)
+    path.write_bytes(path.read_bytes()[:360])  # the 352-byte header and a few voxels
+    broken = nib.load(path)
+    assert figure_key("roi_figure", {"mask_img": broken}) is None
+    with active(FigureCache(tmp_path / "store")) as cache:
+        fig = figures.roi_figure(broken, "ROI")
+    assert not fig.ok and "could not be drawn" in fig.error and cache.drawn == 0
+
+
 def test_same_picture_is_drawn_once_in_a_report(mask_img, monkeypatch):
     cache = FigureCache()
     calls = []

@@ -95,7 +95,7 @@ def figure_key(name: str, arguments: dict) -> str | None:
             if k not in PAGE_TEXT:
                 h.update(k.encode())
                 _feed(h, arguments[k])
-    except TypeError:
+    except Exception:  # noqa: BLE001  no key (or unreadable data): draw, never share
         return None
     return h.hexdigest()
 
