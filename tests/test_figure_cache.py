@@ -112,7 +112,7 @@ def test_stored_figures_are_reused_by_a_later_report_and_pruned(tmp_path, mask_i
         p.write_text(json.dumps({"uri": "https://example.org/x.png"}))
     with active(FigureCache(folder)) as third:
         fixed = figures.roi_figure(mask_img, "ROI")
-    assert third.drawn == 1 and fixed.uri == fig.uri
+    assert (third.drawn, third.hits) == (1, 0) and fixed.uri == fig.uri
     assert third.prune() == 1  # the viewer was not used by this report
     assert len(list(folder.glob("*.json"))) == 1
 

@@ -118,11 +118,13 @@ class FigureCache:
                 payload = None
             if payload is not None and not isinstance(payload, dict):
                 payload = None
-        if payload is not None:
-            self.memory[key] = payload
-            self.used.add(key)
-            self.hits += 1
         return payload
+
+    def reused(self, key: str, payload: dict) -> None:
+        """``payload`` (from :meth:`get`) was sound and is shown: count and keep it."""
+        self.memory[key] = payload
+        self.used.add(key)
+        self.hits += 1
 
     def put(self, key: str, payload: dict) -> None:
         self.memory[key] = payload
@@ -196,9 +198,12 @@ def cached(to_payload, from_payload):
             payload = cache.get(key)
             if payload is not None:
                 try:
-                    return from_payload(payload, page_text)
+                    result = from_payload(payload, page_text)
                 except (KeyError, TypeError, ValueError):  # a damaged file: draw again
                     pass
+                else:
+                    cache.reused(key, payload)
+                    return result
             result = fn(*args, **kwargs)
             payload = to_payload(result)
             if payload is not None:
