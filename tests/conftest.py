@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,15 @@ def nimare_resource(name: str) -> Path:
 @pytest.fixture(scope="session")
 def pain_json() -> Path:
     return nimare_resource("nidm_pain_dset.json")
+
+
+@pytest.fixture
+def pain_input(tmp_path, pain_json) -> Path:
+    """INPUT_DIR holding NiMARE's pain dataset as pain.json (one per test)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(pain_json, d / "pain.json")
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ CLI; NiMARE Dataset input; map names (ours and NiMARE's)."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -16,11 +15,7 @@ import pytest
 from csale_app import ALE, CSALE, MACM
 from csale_app.cli.run import main
 
-
-def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".csale_provenance.json"}
+from .trees import tree_digest
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +41,7 @@ def pain_api_and_cli(pain_dir, tmp_path_factory):
 
 def test_api_to_bids_equals_cli_byte_for_byte_on_pain(pain_api_and_cli):
     _, out = pain_api_and_cli
-    a, b = digests(out / "api" / "studyset-pain"), digests(out / "cli" / "studyset-pain")
+    a, b = tree_digest(out / "api" / "studyset-pain"), tree_digest(out / "cli" / "studyset-pain")
     assert len(a) > 15 and a == b
 
 
@@ -120,8 +115,8 @@ def test_csale_with_database_equals_cli(tmp_path):
                 roi_coords=[(-30, -62, -28)], roi_radius=12).fit(inp / "nback.tsv",
                                                                  database=db)
     res.to_bids(tmp_path / "api")
-    a = digests(tmp_path / "api" / "studyset-nback")
-    assert a == digests(tmp_path / "cli" / "studyset-nback")
+    a = tree_digest(tmp_path / "api" / "studyset-nback")
+    assert a == tree_digest(tmp_path / "cli" / "studyset-nback")
     assert any("meta-csale_clusters" in k for k in a)
     assert res.report(tmp_path / "api").name == "report.html"
 

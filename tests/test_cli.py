@@ -1,7 +1,6 @@
 """CLI: exit codes, one-line errors, end-to-end outputs queried with pybids, --nprocs."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +12,6 @@ import pytest
 from csale_app.cli.run import main
 
 SMALL = ["--analyses", "ale", "--n-iters", "60", "--quiet", "--min-experiments", "5"]
-
-
-@pytest.fixture
-def pain_input(tmp_path, pain_json):
-    d = tmp_path / "in"
-    d.mkdir()
-    shutil.copy(pain_json, d / "pain.json")
-    return d
 
 
 def run_cli(args, capsys=None):

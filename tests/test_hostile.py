@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import stat
 from pathlib import Path
@@ -293,14 +292,6 @@ def _truncated(path: Path) -> Path:
 
 def test_at_least_40_hostile_cases():
     assert len(CASES) >= 40
-
-
-@pytest.fixture
-def pain_input(tmp_path, pain_json) -> Path:
-    d = tmp_path / "in"
-    d.mkdir()
-    shutil.copy(pain_json, d / "pain.json")
-    return d
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

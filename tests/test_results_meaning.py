@@ -4,7 +4,6 @@ maps, reuse needs identical inputs, and p-values and seeds are valid by construc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -18,6 +17,8 @@ from scipy import ndimage
 
 from csale_app.cli.parser import args_to_settings, build_parser
 from csale_app.cli.run import main
+
+from .trees import tree_digest
 from csale_app.settings import MAX_SEED, ROLES, Settings, options
 
 FACES = ndimage.generate_binary_structure(3, 1)
@@ -38,13 +39,6 @@ def run(*args) -> int:
 
 def stderr_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    """Every result file under ``folder`` (provenance, which records run times, left out)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".csale_provenance.json"}
 
 
 @pytest.fixture(scope="module")

@@ -62,14 +62,6 @@ def _run(args) -> int:
     return main([str(a) for a in args])
 
 
-@pytest.fixture
-def pain_input(tmp_path, pain_json) -> Path:
-    d = tmp_path / "in"
-    d.mkdir()
-    shutil.copy(pain_json, d / "pain.json")
-    return d
-
-
 # --------------------------------------------------------------------------- malformed inputs
 
 
