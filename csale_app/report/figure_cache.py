@@ -26,11 +26,13 @@ import hashlib
 import inspect
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import CsaleError
+from ..io.digest import array_digest, file_digest
+from ..outputs.atomic import write_text
 
 LOG = logging.getLogger("csale_app")
 PAGE_TEXT = ("title", "caption", "attrs")  # arguments that are not drawn
@@ -51,7 +53,7 @@ def salt() -> bytes:
     try:  # the background every map is drawn on (NiMARE's T1 template file)
         from ..io.templates import template_files
 
-        h.update(template_files()["t1w"].read_bytes())
+        h.update(file_digest(template_files()["t1w"]).encode())
     except (OSError, KeyError, FileNotFoundError):
         h.update(b"nilearn's own template")  # what figures._background falls back to
     return h.digest()
@@ -63,13 +65,10 @@ def _feed(h, value) -> None:
     import pandas as pd
 
     if isinstance(value, nib.spatialimages.SpatialImage):
-        data = np.ascontiguousarray(np.asanyarray(value.dataobj))
-        h.update(b"img" + str((data.dtype.str, data.shape)).encode())
-        h.update(np.ascontiguousarray(value.affine, dtype=np.float64).tobytes())
-        h.update(data.tobytes())
+        affine = np.asarray(value.affine, dtype=np.float64)
+        h.update(b"img" + array_digest(np.asanyarray(value.dataobj), affine).encode())
     elif isinstance(value, np.ndarray):
-        h.update(b"arr" + str((value.dtype.str, value.shape)).encode())
-        h.update(np.ascontiguousarray(value).tobytes())
+        h.update(b"arr" + array_digest(value).encode())
     elif isinstance(value, pd.DataFrame):
         h.update(b"df" + repr([(str(c), str(t)) for c, t in value.dtypes.items()]).encode())
         h.update(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
@@ -132,28 +131,18 @@ class FigureCache:
         self.drawn += 1
         if self.directory is None:
             return
-        tmp = None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=self.directory)
-            with os.fdopen(fd, "w") as f:
-                json.dump(payload, f)
-            os.replace(tmp, self.directory / (key + SUFFIX))
-            tmp = None
-        except OSError as exc:
+            write_text(self.directory / (key + SUFFIX), json.dumps(payload))
+        except (OSError, CsaleError) as exc:  # not kept: drawn again next time
             LOG.debug("report: figure not stored in %s: %s", self.directory, exc)
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
     def prune(self) -> int:
         """Delete stored figures the last report did not use; returns how many."""
         if self.directory is None or not self.directory.is_dir():
             return 0
         n = 0
-        for p in self.directory.iterdir():
-            if p.suffix == SUFFIX and p.stem not in self.used or p.name.endswith(".part"):
+        for p in self.directory.iterdir():  # (a left-over temporary file is never used)
+            if p.suffix == SUFFIX and p.stem not in self.used:
                 with contextlib.suppress(OSError):
                     p.unlink()
                     n += 1
