@@ -41,7 +41,6 @@ LOG = logging.getLogger("csale_app")
 #: Settings an estimator takes as keywords (the rest is per call or CLI-only).
 _NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "work_dir", "overwrite",
                  "verbose", "dask_scheduler"}
-_ESTIMATOR_ANALYSES = {"ale": "ALE", "csale": "C-SALE", "macm": "MACM"}
 
 
 def _materialise(source, folder: Path, name: str) -> Path:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -58,7 +57,6 @@ class RunContext:
     work_root: Path
     inputs_digest: str  # brain mask and ROI content
     executor: object | None = None  # csale_app.distributed executor (--dask-scheduler)
-    warn: Callable[[str], None] = field(default=lambda message: LOG.warning(message))
 
     @property
     def report_mask(self) -> np.ndarray | None:

@@ -101,7 +101,7 @@ def merge_states(reduce, left: dict, right: dict) -> dict:
 
 
 def _worker_version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 
@@ -258,7 +258,7 @@ def connect(address: str, settings=None) -> DaskExecutor:
     except Exception as exc:
         raise MissingInputError(f"--dask-scheduler {address}: cannot reach the Dask "
                                 f"scheduler ({_one_line(exc)})") from None
-    from . import __version__
+    from ._version import __version__
 
     try:
         versions = client.run(_worker_version)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, interrupt
+from . import interrupt
+from ._version import __version__
 from .context import Database, RunContext, StudysetJob
 from .errors import EmptySelectionError, MissingInputError, OutputError, UsageError
 from .io.digest import array_digest, file_digest
@@ -222,7 +223,7 @@ class Pipeline:
             brain_grid=build_grid(brain) if roi is not None else None, roi=roi,
             database=self.database, backend=backend,
             work_root=Path(s.work_dir) if s.work_dir else Path(self.output_dir) / DEFAULT_WORK,
-            inputs_digest=array_digest(brain) + roi_part, warn=self.warn, executor=executor)
+            inputs_digest=array_digest(brain) + roi_part, executor=executor)
         if ctx.brain_grid is None:
             ctx = replace(ctx, brain_grid=ctx.grid)
         return ctx, loaded, {"roi": self.roi_summary(analysis_mask)}

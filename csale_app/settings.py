@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 DEFAULT_SEED = 20260101
 MAX_SEED = 2**64 - 1  # the counter-based RNG keys on an unsigned 64-bit integer
@@ -231,7 +231,3 @@ class Settings:
 def options() -> tuple:
     """The settings fields, in definition order (parser groups follow this order)."""
     return fields(Settings)
-
-
-def default_of(f) -> object:
-    return None if f.default is MISSING else f.default

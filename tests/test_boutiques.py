@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -55,7 +55,7 @@ def test_bosh_validate():
 def test_descriptor_metadata(descriptor):
     from csale_app import __version__, errors
 
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = re.search(r'__version__ = "([^"]+)"', (ROOT / "csale_app" / "_version.py").read_text())[1]
     assert descriptor["schema-version"] == "0.5"
     assert descriptor["name"] == "csale-app"
     assert descriptor["tool-version"] == version == __version__

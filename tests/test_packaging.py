@@ -82,7 +82,7 @@ def test_entrypoint_and_cmd(final_stage):
     assert cmd[-1] == ["--help"]
 
 
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "csale_app" / "_version.py").read_text())[1]
 LOCK = ROOT / "requirements" / "lock-cuda12.txt"
 BUILD_LOCK = ROOT / "requirements" / "lock-build.txt"
 

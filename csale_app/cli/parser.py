@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
-import sys
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from ..settings import OptionValueError, Settings, options
 
 EPILOG = """\
@@ -138,9 +137,3 @@ def parse_settings(argv: list[str] | None) -> tuple[argparse.Namespace, Settings
     if problem:
         parser.error(problem)
     return args, settings
-
-
-def main_usage_error(message: str) -> int:
-    """Print a usage error the way the parser does (for checks made after parsing)."""
-    print(f"csale-app: error: {message} (see csale-app --help)", file=sys.stderr)
-    return 64

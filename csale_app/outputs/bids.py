@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .. import __version__
+from .._version import __version__
 from ..errors import (WRITE_ERRNOS, OutputError, display_path, output_error, write_cause,
                       write_errors)
 from ..kernels.plan import Grid

@@ -48,7 +48,6 @@ NIMARE_ALIASES = {
 INPUT_FOCI = "desc-input_foci"
 EXPERIMENTS_TABLE = "desc-experiments_table"
 MACM_EXPERIMENTS = "experiments"
-TABLE_KINDS = ("clusters", "peaks", "contributions")
 NULL_VALUES = "desc-null_values"
 
 

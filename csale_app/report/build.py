@@ -90,7 +90,7 @@ def unique_dbs(summaries: list[dict]) -> list[dict]:
 def render_report(output_dir: Path, context: dict | None = None) -> str:
     import datetime
 
-    from .. import __version__
+    from .._version import __version__
     from ..stats.labels import atlas_credits
 
     context = dict(context or {})

@@ -44,7 +44,7 @@ def salt() -> bytes:
     import matplotlib
     import nilearn
 
-    from .. import __version__
+    from .._version import __version__
 
     h = hashlib.sha256(f"{__version__}|{nilearn.__version__}|{matplotlib.__version__}".encode())
     here = Path(__file__).parent

@@ -108,14 +108,6 @@ def mm_of(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return np.atleast_2d(ijk) @ affine[:3, :3].T + affine[:3, 3]
 
 
-def peak_mm(img: nib.Nifti1Image) -> tuple[float, float, float] | None:
-    data = np.abs(np.nan_to_num(np.asanyarray(img.dataobj)))
-    if not data.any():
-        return None
-    ijk = np.array(np.unravel_index(int(np.argmax(data)), data.shape))
-    return tuple(float(v) for v in mm_of(ijk, img.affine)[0])
-
-
 def centre_mm(mask_img: nib.Nifti1Image) -> tuple[float, float, float] | None:
     data = np.asanyarray(mask_img.dataobj) != 0
     if not data.any():

@@ -85,8 +85,10 @@ def database_of(summary: dict, an: discover.Analysis | None = None) -> dict | No
     side = an.sidecar() if an is not None else {}
     ref = side.get("ReferenceDatabase") if isinstance(side, dict) else None
     if isinstance(ref, dict):
-        return {"files": [Path(str(f)).name for f in ref.get("files", [])],
-                "n_experiments": ref.get("experiments"), "n_foci": ref.get("foci")}
+        # the sidecar holds Database.describe(): the same keys as the pipeline's summary
+        return {"source": ref.get("source"),
+                "files": [Path(str(f)).name for f in ref.get("files", [])],
+                "n_experiments": ref.get("n_experiments"), "n_foci": ref.get("n_foci")}
     return None
 
 
