@@ -25,7 +25,8 @@ import numpy as np
 from . import interrupt
 from ._version import __version__
 from .context import Database, RunContext, StudysetJob
-from .errors import EmptySelectionError, MissingInputError, OutputError, UsageError
+from .errors import (EmptySelectionError, InputNotFoundError, MissingInputError, OutputError,
+                     UsageError)
 from .io.digest import array_digest, file_digest
 from .io.database import load_database
 from .io.experiments import Experiments, build_experiments, restrict_to_mask
@@ -79,7 +80,7 @@ class Pipeline:
     # ---- inputs -------------------------------------------------------------------------
     def check_paths(self) -> None:
         if not self.input_dir.is_dir():
-            raise MissingInputError(f"{self.input_dir}: input folder does not exist or is not a folder")
+            raise InputNotFoundError(f"{self.input_dir}: input folder does not exist or is not a folder")
         inp = self.input_dir.resolve()
         out = self.output_dir.resolve()
         if out == inp or inp in out.parents:
@@ -125,7 +126,7 @@ class Pipeline:
         if self.s.database:
             src = Path(self.s.database)
             if not src.exists():
-                raise MissingInputError(f"{src}: --database does not exist")
+                raise InputNotFoundError(f"{src}: --database does not exist")
             files = find_studysets(src) if src.is_dir() else [src]
             source = f"the database given ({src})"
         elif (self.input_dir / "database").is_dir():

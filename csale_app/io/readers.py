@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from csale_app.errors import InputError, MissingInputError
+from csale_app.errors import InputError, InputNotFoundError
 from csale_app.io.read_common import (
     COLUMNS,
     _unreadable,
@@ -77,7 +77,7 @@ def read_studyset(
                 os.stat(path)
             except OSError as err:
                 raise _unreadable(path, err) from None
-        raise MissingInputError(f"{path}: no such file or folder")
+        raise InputNotFoundError(f"{path}: no such file or folder")
     if path.is_dir():
         if not is_parquet_studyset(path):
             raise InputError(
@@ -157,7 +157,7 @@ def find_studysets(input_dir) -> list[Path]:
     """
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
-        raise MissingInputError(f"{input_dir}: input folder does not exist")
+        raise InputNotFoundError(f"{input_dir}: input folder does not exist")
     found = []
     try:
         entries = sorted(input_dir.iterdir())
