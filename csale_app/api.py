@@ -37,7 +37,7 @@ from .stages import run_analyses
 from .settings import Settings
 from .validate import usage_problems
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 #: Settings an estimator takes as keywords (the rest is per call or CLI-only).
 _NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "work_dir", "overwrite",
                  "verbose", "dask_scheduler"}

@@ -21,7 +21,7 @@ from .io.templates import SPACE
 from .kernels.plan import Grid
 from .settings import Settings
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

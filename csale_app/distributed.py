@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from .errors import MissingInputError, UsageError
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 #: Seconds to wait for the scheduler before giving up (exit 66).
 CONNECT_TIMEOUT_S = 20
 _CLIENTS: dict[str, object] = {}  # address -> distributed.Client, one per process

@@ -43,7 +43,7 @@ from .stages import run_analyses
 from .tasks import run_all
 from .validate import memory_problem
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 #: Fewer experiments than this give unreliable ALE (Eickhoff et al. 2016): warn.
 RELIABLE_EXPERIMENTS = 20
 #: GPU batches are large; checkpoints every 4,096 permutations are frequent enough.

@@ -30,7 +30,7 @@ from .stats.montecarlo import NullRun
 from .tasks import run_all
 from .stats.labels import add_labels, peaks_table
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 def cluster_tables(meta, clusters, labels, stat, grid, affine, exps, ma,

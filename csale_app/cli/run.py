@@ -24,7 +24,7 @@ from .. import interrupt
 from ..settings import Settings
 from .parser import parse_settings
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 class LogFileHandler(logging.FileHandler):

@@ -59,7 +59,7 @@ DATABASE_DIR = "database"
 #: Longest studyset label; longer ones are cut and get a hash of the full name, so the
 #: BIDS file names built from them stay far below the 255-byte file-name limit.
 MAX_LABEL = 64
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 def read_studyset(

@@ -22,7 +22,7 @@ from scipy import ndimage
 from ..errors import (InputError, InputNotFoundError, InputPermissionError, MissingInputError,
                       display_path)
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 BUILTIN = ("cerebellum",)
 
 

@@ -39,7 +39,7 @@ STAGING_PREFIX = ".csale_staging-"
 STAGING_MARKER = ".csale_staging"
 #: One lock file per studyset being written: ``OUTPUT_DIR/.csale_lock-studyset-<S>``.
 LOCK_PREFIX = ".csale_lock-studyset-"
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 def pybids_config_path() -> Path:

@@ -20,7 +20,7 @@ from .sections import Section  # noqa: F401  (re-exported)
 from .studysets import ran, skipped, studyset_section
 from .tables import Table, fmt, fmt_seconds, kv_table  # noqa: F401
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 def _environment():

@@ -34,7 +34,7 @@ from ..errors import CsaleError
 from ..io.digest import array_digest, file_digest
 from ..outputs.atomic import write_text
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 PAGE_TEXT = ("title", "caption", "attrs")  # arguments that are not drawn
 SUFFIX = ".json"
 

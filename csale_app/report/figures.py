@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from .figure_cache import cached  # noqa: E402
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 DPI = 80
 PNG_URI = "data:image/png;base64,"
 

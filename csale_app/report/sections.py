@@ -17,7 +17,7 @@ from .tables import (Table, anchor, cluster_table, contributions_table, fmt, fmt
                      kv_table, peaks_table, read_tsv, unique)
 from .viewer import viewer
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 TITLES = {"ale": "ALE", "csale": "C-SALE"}
 THRESHOLDED = "stat-z_desc-thresholded"
 BASERATE = "stat-prob_desc-baserate"
