@@ -40,7 +40,7 @@ from .validate import usage_problems
 LOG = logging.getLogger("csale_app")
 #: Settings an estimator takes as keywords (the rest is per call or CLI-only).
 _NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "work_dir", "overwrite",
-                 "verbose", "dask_scheduler"}
+                 "verbose", "dask_scheduler", "terms"}
 _ESTIMATOR_ANALYSES = {"ale": "ALE", "csale": "C-SALE", "macm": "MACM"}
 
 
@@ -133,7 +133,7 @@ class _Estimator:
         ``database``: the reference database (C-SALE, MACM): one source or a list; default
         the studyset itself (with a warning for C-SALE). ``roi``: a NIfTI path or a built-in
         name (``"cerebellum"``); ``roi_coords`` is an estimator option."""
-        from .io.readers import find_studysets, study_label
+        from .io.readers import database_sources, study_label
 
         tmp = Path(tempfile.mkdtemp(prefix="csale_api_"))
         try:
@@ -151,7 +151,7 @@ class _Estimator:
                 db_files = []
                 for k, item in enumerate(items):
                     p = _materialise(item, tmp, f"database{k}")
-                    db_files += find_studysets(p) if p.is_dir() else [p]
+                    db_files += database_sources(p)
                 source = "the database given (" + ", ".join(
                     str(x) if isinstance(x, (str, Path)) else type(x).__name__
                     for x in items) + ")"

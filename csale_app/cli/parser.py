@@ -82,6 +82,8 @@ def _add_option(group, f) -> None:
         kw.update(action=action, default=default)
     else:
         kw["default"] = list(default) if isinstance(default, tuple) else default
+        if action == "extend":  # repeatable: --term a --term b (and --term a b)
+            kw["action"] = action
         if meta["parse"] is not None:
             kw["type"] = _type(meta["parse"])
         for key in ("choices", "nargs", "metavar"):
