@@ -141,7 +141,18 @@ class Pipeline:
                      default_sample_size=self.s.default_sample_size)
         for w in exps.warnings:
             self.warn(f"{path.name}: {w}")
+        self.note_defaulted(exps, f"studyset {path.name}")
         return exps
+
+    def note_defaulted(self, exps: Experiments, what: str) -> None:
+        """A warning (console, log, report) naming how many experiments got
+        --default-sample-size."""
+        from .context import defaulted_count
+
+        n = defaulted_count(exps)
+        if n:
+            self.warn(f"{what}: {n} of {exps.n_experiments} experiments have no sample size "
+                      f"and were given --default-sample-size {self.s.default_sample_size:g}")
 
     def database_files(self, every_studyset: list[tuple[str, Path]]) -> tuple[list[Path], str]:
         """The reference database's files and where they came from (see the module
@@ -175,6 +186,7 @@ class Pipeline:
             self.warn(w)
         LOG.info("reference database (%s): %d experiments, %d foci from %d file(s)",
                  source, db.n_experiments, db.n_foci, len(files))
+        self.note_defaulted(db, f"reference database ({source})")
         per_file = tuple(self.source_digest(f) for f in files)
         digest = hashlib.sha256("".join(per_file).encode()).hexdigest()
         return Database(db, tuple(str(f) for f in files), source, digest, per_file)

@@ -291,3 +291,42 @@ def test_reader_errors_directly(tmp_path):
     folder = copy_sample(tmp_path / "two")
     with pytest.raises(UsageError, match="--term-vocab nope: no such feature set"):
         load_features(find_fileset(folder), "nope")
+
+
+# ---- a term studyset end to end ---------------------------------------------------------
+def test_cli_term_studysets_end_to_end(sample, tmp_path):
+    """INPUT_DIR holds no table: two terms of the Neurosynth sample, C-SALE in the
+    cerebellum against the whole database; the term with too few studies is skipped with
+    the reason in the report; the selection is a table with a sidecar."""
+    import json
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    code = main([str(inp), str(out), "group", "--database", str(sample), "--term",
+                 "activations", "--term", "able", "--analyses", "csale", "--roi",
+                 "cerebellum", "--default-sample-size", "20", "--min-experiments", "3",
+                 "--n-iters", "40", "--voxel-thresh", "0.05", "--cluster-alpha", "0.1",
+                 "--nprocs", "1", "--quiet"])
+    assert code == 0
+    folder = out / "studyset-termactivations"
+    table = pd.read_csv(folder / "studyset-termactivations_desc-termstudies_table.tsv",
+                        sep="\t", dtype={"study_id": str})
+    tf = load_features(find_fileset(sample), None)
+    ids, weights = tf.select("activations", 0.001)
+    assert list(table["study_id"]) == list(ids)
+    np.testing.assert_array_equal(table["weight"].to_numpy(), weights)
+    side = json.loads((folder / "studyset-termactivations_desc-termstudies_table.json")
+                      .read_text())
+    assert side["Term"] == "activations" and side["Threshold"] == 0.001
+    assert side["NumberOfStudiesSelected"] == len(ids) == 8
+    stat = next(folder.glob("*meta-csale_stat-z_statmap.json"))
+    stat_side = json.loads(stat.read_text())
+    assert stat_side["DefaultSampleSize"]["SampleSize"] == 20
+    assert stat_side["DefaultSampleSize"]["ExperimentsUsingIt"] >= 3
+    assert stat_side["ReferenceDatabase"]["n_experiments"] == 20
+    assert stat_side["ReferenceDatabase"]["n_experiments_default_sample_size"] == 20
+    assert not (out / "studyset-termable").exists()
+    report = (out / "report.html").read_text()
+    assert "studyset &#39;termable&#39; skipped" in report or "studyset 'termable' skipped" \
+        in report
+    assert "were assigned N = 20" in report and "&#39;activations&#39;" in report
