@@ -91,7 +91,7 @@ def read_studyset(
             raise InputError(
                 path,
                 None,
-                "folder is neither a parquet studyset (studyset.json with format "
+                "folder is not a parquet studyset (needs studyset.json with format "
                 "'nimare-studyset-parquet') nor a Neurosynth/NeuroQuery file set "
                 "(data-neurosynth_version-7_coordinates.tsv.gz, ..._metadata.tsv.gz)",
             )
