@@ -156,9 +156,12 @@ def mark_defaulted(table: pd.DataFrame, foci: pd.DataFrame,
     set: the option's name for experiments that had no sample size, else "input"."""
     if defaulted is None or not len(table):
         return
-    given = set(foci.loc[defaulted, "experiment_id"])
-    table["sample_size_source"] = np.where(table["experiment_id"].isin(given), DEFAULTED,
-                                           "input").astype(object)
+    if defaulted.all() or not defaulted.any():  # a database file set: all of them
+        used = np.full(len(table), bool(defaulted.any()))
+    else:
+        given = foci.loc[defaulted, "experiment_id"].drop_duplicates()
+        used = table["experiment_id"].isin(given).to_numpy()
+    table["sample_size_source"] = np.where(used, DEFAULTED, "input").astype(object)
 
 
 def build_experiments(
