@@ -330,3 +330,20 @@ def test_cli_term_studysets_end_to_end(sample, tmp_path):
     assert "studyset &#39;termable&#39; skipped" in report or "studyset 'termable' skipped" \
         in report
     assert "were assigned N = 20" in report and "&#39;activations&#39;" in report
+
+
+def test_api_term_studyset(sample, tmp_path):
+    from csale_app import ALE
+
+    res = ALE(n_iters=30, default_sample_size=20, min_experiments=3,
+              roi_coords=[(0, -60, -30)], roi_radius=30).fit(term="activations",
+                                                              database=sample)
+    assert res.label == "termactivations"
+    folder = res.to_bids(tmp_path / "out")
+    table = pd.read_csv(folder / "studyset-termactivations_desc-termstudies_table.tsv",
+                        sep="\t", dtype={"study_id": str})
+    assert len(table) == 8
+    with pytest.raises(TypeError):
+        ALE(n_iters=30).fit()
+    with pytest.raises(ValueError, match="needs database"):
+        ALE(n_iters=30).fit(term="activations")
