@@ -16,7 +16,9 @@ written in Talairach (MNI -> TAL, so they land back in the brain). Same seed, sa
 database's experiments (``csale_app.io.database.load_database`` with
 ``--default-sample-size 20``, what ``Pipeline.load_database`` runs), the content digest of
 the folder (the reuse rule), reading the features once, and one term selection (the column
-slice plus the studyset's experiments taken from the database), with the peak RSS.
+slice plus the studyset's experiments taken from the database), with the peak RSS;
+``--nimare`` adds NiMARE 0.22's ``convert_neurosynth_to_dataset`` (with the features) and
+``get_studies_by_label`` on the same files, in another fresh process.
 """
 
 from __future__ import annotations
@@ -138,9 +140,9 @@ from csale_app.io.terms import load_features
 from csale_app.io.templates import load_brain_mask
 folder = sys.argv[1]
 img = load_brain_mask(); shape = img.shape
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 db = load_database([folder], img.affine, shape, default_sample_size=20)
-t_read = time.perf_counter() - t
+t_read, c_read = time.perf_counter() - t, time.process_time() - c
 t = time.perf_counter(); file_digest(folder); t_digest = time.perf_counter() - t
 t = time.perf_counter(); tf = load_features(find_fileset(folder), None)
 t_features = time.perf_counter() - t
@@ -151,7 +153,7 @@ for _ in range(21):
     t = time.perf_counter(); exps = db.subset(np.isin(np.asarray(db.study_ids, object), ids))
     sub.append(time.perf_counter() - t)
 print(json.dumps({"studies": db.n_experiments, "peaks": db.n_foci, "terms": len(tf.vocabulary),
-    "nnz": int(tf.matrix.nnz), "read_s": round(t_read, 3), "digest_s": round(t_digest, 3),
+    "nnz": int(tf.matrix.nnz), "read_s": round(t_read, 3), "read_cpu_s": round(c_read, 3), "digest_s": round(t_digest, 3),
     "features_s": round(t_features, 3), "select_s": round(float(np.median(sel)), 5),
     "studyset_experiments_s": round(float(np.median(sub)), 4),
     "selected_studies": int(len(ids)), "studyset_experiments": exps.n_experiments,
@@ -159,11 +161,34 @@ print(json.dumps({"studies": db.n_experiments, "peaks": db.n_foci, "terms": len(
 """
 
 
-def measure(folder: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(folder)], check=True,
-                         capture_output=True, text=True,
-                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+NIMARE = r"""
+import json, resource, sys, time, warnings
+warnings.simplefilter("ignore")
+from nimare.io import convert_neurosynth_to_dataset
+p = sys.argv[1] + "/data-neurosynth_version-7_"
+t, c = time.perf_counter(), time.process_time()
+dset = convert_neurosynth_to_dataset(p + "coordinates.tsv.gz", p + "metadata.tsv.gz",
+    annotations_files={"features": p + "vocab-terms_source-abstract_type-tfidf_features.npz",
+                       "vocabulary": p + "vocab-terms_vocabulary.txt"})
+t_read, c_read = time.perf_counter() - t, time.process_time() - c
+t = time.perf_counter()
+ids = dset.get_studies_by_label("terms_abstract_tfidf__working memory", 0.001)
+t_sel = time.perf_counter() - t
+print(json.dumps({"nimare_read_s": round(t_read, 2), "nimare_read_cpu_s": round(c_read, 2),
+    "nimare_select_s": round(t_sel, 4),
+    "nimare_selected": len(ids),
+    "nimare_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+"""
+
+
+def measure(folder: Path, nimare: bool = False) -> dict:
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    result = {}
+    for script in (MEASURE, NIMARE) if nimare else (MEASURE,):
+        out = subprocess.run([sys.executable, "-c", script, str(folder)], check=True,
+                             capture_output=True, text=True, env=env)
+        result.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    return result
 
 
 def main(argv=None) -> int:
@@ -174,11 +199,14 @@ def main(argv=None) -> int:
     ap.add_argument("--terms", type=int, default=3_200)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--measure", action="store_true")
+    ap.add_argument("--nimare", action="store_true",
+                    help="with --measure: also NiMARE's convert_neurosynth_to_dataset and "
+                         "get_studies_by_label on the same files")
     args = ap.parse_args(argv)
     if not (args.out / (PREFIX + "coordinates.tsv.gz")).is_file() or not args.measure:
         write_fileset(args.out, args.studies, args.peaks, args.terms, args.seed)
     if args.measure:
-        print(json.dumps(measure(args.out), indent=1))
+        print(json.dumps(measure(args.out, args.nimare), indent=1))
     else:
         print(args.out)
     return 0
