@@ -347,3 +347,39 @@ def test_api_term_studyset(sample, tmp_path):
         ALE(n_iters=30).fit()
     with pytest.raises(ValueError, match="needs database"):
         ALE(n_iters=30).fit(term="activations")
+
+
+def test_default_sample_size_fills_only_missing_sizes(tmp_path, brain):
+    """Any format: experiments without a sample size get the default, the others keep
+    theirs; the experiments table says which; without the option the message names it."""
+    from csale_app.io.experiments import build_experiments
+
+    img, mask = brain
+    table = tmp_path / "set.tsv"
+    table.write_text("study_id\tcontrast_id\tx\ty\tz\tspace\tsample_size\n"
+                     "a\t1\t0\t0\t0\tMNI\t12\nb\t1\t10\t10\t10\tMNI\t\n")
+    foci = read_studyset(table)
+    with pytest.raises(InputError, match="--default-sample-size N or --kernel-fwhm"):
+        build_experiments(foci, img.affine, mask.shape)
+    exps = build_experiments(foci, img.affine, mask.shape, default_sample_size=20)
+    assert list(exps.sample_size) == [12, 20]
+    assert list(exps.table["sample_size_source"]) == ["input", "--default-sample-size"]
+    plain = build_experiments(foci.assign(sample_size=12.0), img.affine, mask.shape)
+    assert "sample_size_source" not in plain.table  # existing outputs keep their columns
+
+
+def test_default_sample_size_and_kernel_fwhm_are_exclusive(tmp_path, capsys):
+    code = main([str(tmp_path), str(tmp_path / "out"), "group", "--default-sample-size",
+                 "20", "--kernel-fwhm", "8"])
+    assert code == 64 and "mutually exclusive" in capsys.readouterr().err
+
+
+def test_file_set_as_input_dir_database_folder(sample, tmp_path):
+    from csale_app.pipeline import Pipeline
+    from csale_app.settings import Settings
+
+    inp = tmp_path / "in"
+    copy_sample(inp / "database")
+    files, source = Pipeline(Settings(), inp, tmp_path / "out").database_files([])
+    assert files == [inp / "database"] and source == "INPUT_DIR/database/"
+    assert find_studysets(inp) == []  # database/ is never a studyset
