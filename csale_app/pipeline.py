@@ -182,8 +182,9 @@ class Pipeline:
         db = load_database(files, affine, shape, merge_contrasts=self.s.merge_contrasts,
                            kernel_fwhm=self.s.kernel_fwhm,
                            default_sample_size=self.s.default_sample_size)
-        for w in db.foci.attrs.get("warnings", []):
-            self.warn(w)
+        if db.foci.attrs.get("refuse_outside"):  # a file set: UNKNOWN spaces counted
+            for w in db.foci.attrs.get("warnings", []):
+                self.warn(w)
         LOG.info("reference database (%s): %d experiments, %d foci from %d file(s)",
                  source, db.n_experiments, db.n_foci, len(files))
         self.note_defaulted(db, f"reference database ({source})")
