@@ -330,6 +330,7 @@ def test_cli_term_studysets_end_to_end(sample, tmp_path):
     assert "studyset &#39;termable&#39; skipped" in report or "studyset 'termable' skipped" \
         in report
     assert "were assigned N = 20" in report and "&#39;activations&#39;" in report
+    assert "5 of 20 studies have coordinate space UNKNOWN and are treated as MNI" in report
 
 
 def test_api_term_studyset(sample, tmp_path):
