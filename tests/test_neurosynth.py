@@ -331,6 +331,7 @@ def test_cli_term_studysets_end_to_end(sample, tmp_path):
         in report
     assert "were assigned N = 20" in report and "&#39;activations&#39;" in report
     assert "5 of 20 studies have coordinate space UNKNOWN and are treated as MNI" in report
+    assert "studies with weight &gt;= 0.001 in terms_abstract_tfidf" in report
 
 
 def test_api_term_studyset(sample, tmp_path):

@@ -190,6 +190,11 @@ class TermStudyset:
             else "no coordinates in the database")
         return frame
 
+    def summary(self) -> dict:
+        """What the report shows about the selection."""
+        return {"term": self.term, "threshold": self.threshold,
+                "feature_set": self.feature_set, "n_studies": len(self.study_ids)}
+
     def sidecar(self, n_experiments: int) -> dict:
         return {"Description": "Studies selected by a term: " + RULE,
                 "Term": self.term, "FeatureSet": self.feature_set,
