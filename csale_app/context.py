@@ -40,9 +40,24 @@ class Database:
         return set(self.file_digests) == {source_digest}
 
     def describe(self) -> dict:
-        return {"source": self.source, "files": [Path(f).name for f in self.files],
-                "paths": list(self.files), "n_experiments": self.experiments.n_experiments,
-                "n_foci": self.experiments.n_foci}
+        out = {"source": self.source, "files": [Path(f).name for f in self.files],
+               "paths": list(self.files), "n_experiments": self.experiments.n_experiments,
+               "n_foci": self.experiments.n_foci}
+        n_default = defaulted_count(self.experiments)
+        if n_default is not None:
+            out["n_experiments_default_sample_size"] = n_default
+        return out
+
+
+def defaulted_count(exps: Experiments) -> int | None:
+    """How many of the experiments got --default-sample-size (None: option not set)."""
+    from .io.experiments import DEFAULTED
+
+    table = exps.table
+    if "sample_size_source" not in getattr(table, "columns", ()):
+        return None
+    used = table["experiment_id"].isin(exps.ids) & table["sample_size_source"].eq(DEFAULTED)
+    return int(used.sum())
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,12 @@ def common_sidecar(ctx: RunContext, exps: Experiments, source, method: str,
                              if not np.all(np.isnan(exps.sample_size)) else None),
         "Sources": [str(source)],
     }
+    if settings.default_sample_size is not None:
+        side["DefaultSampleSize"] = {
+            "SampleSize": settings.default_sample_size,
+            "ExperimentsUsingIt": defaulted_count(exps) or 0,
+            "Rule": "experiments without a sample size in their input were given "
+                    "--default-sample-size (the kernel width follows from it)"}
     if extra:
         side.update(extra)
     return side

@@ -120,6 +120,18 @@ class Settings:
     min_experiments: int = option(
         15, role="result", group="selection", parse=positive_int, metavar="N",
         help="skip studysets/MACM seeds with fewer experiments [15]")
+    terms: tuple[str, ...] = option(
+        (), role="input", group="selection", flags=("--term",), nargs="+", action="extend",
+        metavar="LABEL", help="one studyset per term of the database's vocabulary (its "
+        "studies with weight >= --term-threshold), labelled term<LABEL>; repeatable; needs "
+        "a Neurosynth/NeuroQuery file set as the database")
+    term_threshold: float = option(
+        0.001, role="result", group="selection", parse=positive_float, metavar="W",
+        help="smallest term weight (tf-idf) that selects a study for --term [0.001]")
+    term_vocab: str | None = option(
+        None, role="result", group="selection", metavar="NAME",
+        help="feature set for --term when the database has several: its vocab (terms, "
+             "LDA50) or vocab_source_type (terms_abstract_tfidf)")
     # region of interest
     roi: str | None = option(
         None, role="input", group="region of interest", metavar="PATH|cerebellum",
@@ -153,6 +165,10 @@ class Settings:
     kernel_fwhm: float | None = option(
         None, role="result", group="statistics", parse=positive_float, metavar="MM",
         help="fixed kernel FWHM instead of sample-size kernels")
+    default_sample_size: float | None = option(
+        None, role="result", group="statistics", parse=positive_float, metavar="N",
+        help="sample size of experiments that have none (Neurosynth, NeuroQuery; the "
+             "C-SALE study used 20); counted and reported")
     random_seed: int = option(
         DEFAULT_SEED, role="result", group="statistics", parse=seed_value, metavar="S",
         help=f"seed of the permutation nulls, 0 to 2**64 - 1 [{DEFAULT_SEED}]")

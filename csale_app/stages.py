@@ -19,6 +19,7 @@ import pandas as pd
 
 from .context import Progress, RunContext, StudysetJob, common_sidecar
 from .io.experiments import Experiments, select_by_seed
+from .io.terms import TermStudyset
 from .io.workdir import ChunkDir
 from .kernels.plan import Grid
 from .outputs import names
@@ -231,6 +232,8 @@ def run_analyses(ctx: RunContext, job: StudysetJob,
                             {**ctx.database.describe(),
                              "same_as_studyset": ctx.database.is_only(job.source_digest)}),
                **(extra or {})}
+    if isinstance(job.path, TermStudyset):
+        summary["term"] = job.path.summary()
     outputs: list[AnalysisOutput] = []
     csale = None
     if "ale" in s.analyses:

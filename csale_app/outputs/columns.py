@@ -29,6 +29,10 @@ COLUMNS: dict[str, dict] = {
     "in_template": {"Description": "whether the focus lies inside the template's bounding box"},
     "sample_size": {"Description": "number of subjects (merged experiments: rounded mean over "
                                    "their contrasts); sets the kernel width"},
+    "sample_size_source": {"Description": "where the sample size came from: the input, or "
+                                          "--default-sample-size (the input had none)"},
+    "weight": {"Description": "the study's weight for the term in the feature set "
+                              "(tf-idf for Neurosynth's terms)"},
     "source_file": {"Description": "input file the row came from"},
     "source_line": {"Description": "line (or record) of the input file"},
     "n_foci": {"Description": "foci of the experiment inside the template"},

@@ -47,6 +47,7 @@ NIMARE_ALIASES = {
 # ---- table names (the part after the studyset/MACM prefix) ---------------------------------
 INPUT_FOCI = "desc-input_foci"
 EXPERIMENTS_TABLE = "desc-experiments_table"
+TERM_STUDIES = "desc-termstudies_table"
 MACM_EXPERIMENTS = "experiments"
 NULL_VALUES = "desc-null_values"
 

@@ -254,6 +254,28 @@ def _data(f: Facts) -> str:
         "entered, and only their foci in the mask." if roi else "."))
 
 
+def _sample_sizes_and_terms(f: Facts) -> str:
+    """What --default-sample-size and --term did (empty when neither was used)."""
+    s = f.settings
+    text = ""
+    n = s.get("default_sample_size")
+    if n and not s.get("kernel_fwhm"):
+        text += (f" Experiments without a reported sample size (Neurosynth and NeuroQuery "
+                 f"report none) were assigned N = {_fmt(n)}, which sets their kernel width; "
+                 "how many experiments this concerns is stated in every output's sidecar.")
+    terms = list(s.get("terms") or ())
+    if terms:
+        vocab = s.get("term_vocab")
+        text += (" Studysets were defined by terms of the reference database's vocabulary"
+                 + (f" (feature set {vocab})" if vocab else "") + ": "
+                 + _list([f"'{t}'" for t in terms]) + "; a study entered a term's studyset "
+                 f"when its weight for the term (tf-idf) was at least "
+                 f"{_fmt(s.get('term_threshold', 0.001))}, as in Neurosynth and NiMARE, each "
+                 "study (all its tables pooled) being one experiment, and each term studyset "
+                 "was tested against the base rate of the whole database.")
+    return text
+
+
 def _macm_counts(f: Facts) -> str:
     parts = []
     for s in f.studysets:
@@ -293,6 +315,7 @@ def methods_paragraphs(facts: Facts | str, settings: dict | None = None,
           "treated as separate experiments") + ". Each experiment's modelled activation map "
           f"was the voxel-wise maximum of {kernel}, and ALE was computed as the voxel-wise "
           "union of these maps. " + (_data(f) if {"ale", "csale"} & f.analyses else ""))
+    p += _sample_sizes_and_terms(f)
     out.append(p.strip())
     if roi and ({"ale", "csale"} & f.analyses):
         out.append(_roi_rule(f))
