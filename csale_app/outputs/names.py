@@ -122,3 +122,8 @@ BIDSIGNORE = (
     ("the report's bibliography: BIDS has no rule for it", ("/" + BIBLIOGRAPHY,)),
 )
 
+
+#: Every result file's name: ``studyset-<S>`` then entity-label pairs, a suffix and an
+#: extension (BIDS's naming rule; the entities are those of the pybids config).
+RESULT_NAME = re.compile(r"^studyset-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*_[A-Za-z0-9]+"
+                         r"\.(?:nii\.gz|tsv|json)$")
