@@ -153,8 +153,10 @@ def readme_text(provenance: list[dict], authors=()) -> str:
         lines.append(f"  - region of interest: {roi.get('label', 'none (whole brain)')}")
         keys = ("analyses", "n_iters", "voxel_thresh", "cluster_alpha", "random_seed",
                 "subsamples", "macm_seed")
-        lines.append("  - settings: " + ", ".join(f"{k}={settings[k]}" for k in keys
-                                                  if k in settings))
+        shown = {k: settings[k] for k in keys if settings.get(k) not in (None, [], ())}
+        lines.append("  - settings: " + ", ".join(
+            f"{k}={' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+            for k, v in shown.items()))
     lines += ["", "Every setting, input file and software version is in the JSON sidecar of "
               "each map and table (`Parameters`, `Sources`, `Software`).", "",
               "## How to read this folder", "",
@@ -206,9 +208,11 @@ def write_dataset_files(output_dir: Path, authors=()) -> None:
     write_text(output_dir / names.DATASET_README,
                readme_text(provenance, desc.get("Authors", [])))
     write_text(output_dir / ".bidsignore", bidsignore_text())
-    config = output_dir / names.PYBIDS_CONFIG
-    config.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(config, lambda p: shutil.copyfile(pybids_config_path(), p))
+    write_atomic(output_dir / names.PYBIDS_CONFIG,  # (creates code/)
+                 lambda p: shutil.copyfile(pybids_config_path(), p))
     legacy = output_dir / names.LEGACY_PYBIDS_CONFIG
-    if legacy.is_file():  # where earlier versions put it; invalid BIDS there
-        legacy.unlink()
+    try:
+        legacy.unlink(missing_ok=True)  # where earlier versions put it; invalid BIDS there
+    except OSError as exc:
+        LOG.warning("%s: cannot remove the old pybids config (%s); the BIDS validator "
+                    "will report it until it is removed", legacy, exc)
