@@ -125,3 +125,19 @@ def test_pybids_indexes_every_map_and_table(several):
         macm = layout.get(studyset=label, macm="spheres1r20", meta="ale", stat="z",
                           desc="thresholded", extension=".nii.gz")
         assert len(macm) == 1 and "/macm-spheres1r20/" in macm[0].path
+
+
+def test_dataset_files_alone_are_valid_and_replace_the_old_config(tmp_path):
+    """What a run writes first (also all an interrupted run leaves) is a valid dataset, and
+    the top-level pybids config of earlier versions is removed."""
+    from csale_app.outputs.bids import write_dataset_description
+
+    (tmp_path / names.LEGACY_PYBIDS_CONFIG).write_text("{}")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "csale_app_20261204-000000_1.log").write_text("log\n")
+    write_dataset_description(tmp_path)
+    assert not (tmp_path / names.LEGACY_PYBIDS_CONFIG).exists()
+    assert "No studyset has finished" in (tmp_path / names.DATASET_README).read_text()
+    desc = json.loads((tmp_path / names.DESCRIPTION).read_text())
+    assert "Authors" not in desc and "SourceDatasets" not in desc
+    assert not errors(validate(tmp_path))
