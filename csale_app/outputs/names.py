@@ -102,7 +102,6 @@ DATASET_README = "README.md"
 PYBIDS_CONFIG = "code/csale_app_pybids_config.json"
 #: Where the config sat before; removed when a run writes into an older OUTPUT_DIR.
 LEGACY_PYBIDS_CONFIG = "csale_app_pybids_config.json"
-REPORT = "report.html"
 BIBLIOGRAPHY = "references.bib"
 
 #: ``.bidsignore``: only what BIDS has no rule for, each pattern with the reason. Every other
