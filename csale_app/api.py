@@ -182,9 +182,10 @@ class _Estimator:
 
             lock = bids.prepare_output_dir(out_dir, [label])
             try:
-                bids.write_dataset_description(out_dir)
+                bids.write_dataset_description(out_dir, s.authors)
                 if not reusable(out_dir, label, job.digest, overwrite):
                     write_studyset(out_dir, ctx, job, outputs, summary)
+                bids.write_dataset_description(out_dir, s.authors)  # with this studyset
             finally:
                 if lock is not None:
                     lock.release()

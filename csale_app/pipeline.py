@@ -316,7 +316,7 @@ class Pipeline:
         ctx, loaded, extra = self.build_context(every)
         bids.prepare_output_dir(self.output_dir)
         self.on_output_ready()
-        bids.write_dataset_description(self.output_dir)
+        bids.write_dataset_description(self.output_dir, self.s.authors)
         reason = getattr(ctx.backend, "fallback_reason", None)
         LOG.info("compute device: %s%s", ctx.backend.describe(),
                  f"; no GPU used: {reason}" if reason else "", extra={"console": True})
@@ -327,6 +327,7 @@ class Pipeline:
             self.summaries.append(summary)
             if reused:
                 self.reused.append(label)
+        bids.write_dataset_description(self.output_dir, self.s.authors)  # with the results
         self.write_report(ctx)
         try:
             # only if empty: checkpoints are removed per analysis; the report's figures stay

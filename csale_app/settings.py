@@ -215,6 +215,10 @@ class Settings:
         None, role="runtime", group="compute", flags=("-w", "--work-dir"), metavar="PATH",
         help="folder for checkpoints (resume a killed run) [OUTPUT_DIR/.csale_work]")
     # output
+    authors: tuple[str, ...] = option(
+        (), role="runtime", group="output", nargs="+", metavar="NAME",
+        help="authors of the derivative dataset (dataset_description.json Authors; kept "
+             "from an earlier run when not given) [none]")
     overwrite: bool = option(
         False, role="runtime", group="output", action="store_true",
         help="replace results of other inputs or settings in OUTPUT_DIR")

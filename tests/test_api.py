@@ -3,6 +3,7 @@ CLI; NiMARE Dataset input; map names (ours and NiMARE's)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,17 @@ def test_api_to_bids_equals_cli_byte_for_byte_on_pain(pain_api_and_cli):
     _, out = pain_api_and_cli
     a, b = tree_digest(out / "api" / "studyset-pain"), tree_digest(out / "cli" / "studyset-pain")
     assert len(a) > 15 and a == b
+
+
+def test_api_to_bids_is_valid_bids(pain_api_and_cli, pain_dir):
+    from .bids_check import assert_valid_bids
+
+    _, out = pain_api_and_cli
+    assert_valid_bids(out / "api")
+    desc = json.loads((out / "api" / "dataset_description.json").read_text())
+    assert [s["URL"] for s in desc["SourceDatasets"]] == [
+        (pain_dir / "pain.json").resolve().as_uri()]
+    assert "studyset-pain/" in (out / "api" / "README.md").read_text()
 
 
 def test_map_names_ours_and_nimares(pain_api_and_cli):

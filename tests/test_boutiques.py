@@ -216,7 +216,7 @@ def test_bosh_launch_absolute_output_folder(descriptor, tmp_path, monkeypatch, p
         assert found[name].resolve().is_relative_to(out_dir.resolve()), (name, found[name])
     description = json.loads((out_dir / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
-    assert "CodeURL" not in description["GeneratedBy"][0]
+    assert description["GeneratedBy"][0]["CodeURL"]
     assert list((out_dir / "studyset-pain").glob("studyset-pain_*_meta-ale_stat-z_statmap.nii.gz"))
     assert not any(launch.glob("studyset-*"))  # nothing written into the launch folder
     assert (in_dir / "pain.json").read_bytes() == Path(pain_json).read_bytes()

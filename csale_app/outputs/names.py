@@ -90,3 +90,39 @@ def seed_mask_filename(label: str, macm: str) -> str:
 MAP_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<part>.+)_statmap\.nii\.gz$")
 TABLE_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<kind>clusters|peaks|"
                            r"contributions|desc-null_values)\.tsv$")
+
+
+# ---- dataset-level files (OUTPUT_DIR itself) -----------------------------------------------
+DESCRIPTION = "dataset_description.json"
+#: The dataset README (BIDS: README, README.md, README.rst or README.txt at the top level).
+DATASET_README = "README.md"
+#: The pybids config sits in ``code/``: BIDS's folder for code and configuration used on the
+#: dataset (opaque to the validator). A JSON file at the top level would be read by BIDS as
+#: an inherited sidecar without a data file (SIDECAR_WITHOUT_DATAFILE).
+PYBIDS_CONFIG = "code/csale_app_pybids_config.json"
+#: Where the config sat before; removed when a run writes into an older OUTPUT_DIR.
+LEGACY_PYBIDS_CONFIG = "csale_app_pybids_config.json"
+BIBLIOGRAPHY = "references.bib"
+
+#: ``.bidsignore``: only what BIDS has no rule for, each pattern with the reason. Every other
+#: top-level entry has a BIDS rule: dataset_description.json and README.md (modality-agnostic
+#: files), code/ and logs/ (folders a derivative dataset may hold, not validated inside), the
+#: hidden .csale_* files and folders (the validator skips dot files).
+BIDSIGNORE = (
+    ("BIDS defines no entity or folder for the results of a meta-analysis of a group of "
+     "studies (no sub-/ses-), and the validator checks a folder's own name before its "
+     "files: studyset-<S>/ holds those results, named by BIDS's rules (entity-label pairs, "
+     "suffix, extension) with entities of their own, which the pybids config in "
+     + PYBIDS_CONFIG + " indexes. (No trailing slash: bids-validator 3.0.2 tests a "
+     "folder's path without it, so 'studyset-*/' would not match the folder.)",
+     ("/studyset-*",)),
+    ("the HTML report (the entry page and any pages it links): BIDS has no rule for "
+     "reports", ("*.html",)),
+    ("the report's bibliography: BIDS has no rule for it", ("/" + BIBLIOGRAPHY,)),
+)
+
+
+#: Every result file's name: ``studyset-<S>`` then entity-label pairs, a suffix and an
+#: extension (BIDS's naming rule; the entities are those of the pybids config).
+RESULT_NAME = re.compile(r"^studyset-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*_[A-Za-z0-9]+"
+                         r"\.(?:nii\.gz|tsv|json)$")
