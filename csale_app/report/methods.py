@@ -222,21 +222,39 @@ def _ale_inference(f: Facts) -> str:
             f"{_fmt(alpha)}) " + _c("eickhoff2016"))
 
 
-def _csale_inference(f: Facts, mask: str = "the analysis mask") -> str:
+def _csale_inference(f: Facts, mask: str = "the analysis mask", roi: bool = False) -> str:
     s = f.settings
     n = s.get("n_iters", 10000)
     null = s.get("csale_null", "probabilistic")
     k = s.get("min_cluster_size")
+    thr = _fmt(s.get("voxel_thresh", 0.001))
+    where = "the ROI" if roi else mask
+    extent = ("the cluster-extent map (desc-extentthresholded) follows the study's order "
+              + _c("magielse2025")
+              + (": the p map is first restricted to the ROI itself (not its dilation), then"
+                 if roi else ": within " + mask + ",")
+              + f" voxels with p < {thr} are grouped into faces-connected clusters and "
+              + (f"clusters of more than {k} voxels are kept" if k else "every cluster is kept"))
+    fwe = ("cluster-level FWE (desc-thresholded) forms clusters of voxels with "
+           f"p < {thr} in {mask}" + (" (the dilated ROI)" if roi else "")
+           + " and keeps those whose size has an FWE p < "
+           f"{_fmt(s.get('cluster_alpha', 0.05))} against the permutations' maximum "
+           f"cluster sizes, reported within {where}")
+    diff = (" So a cluster that crosses the ROI boundary counts with its whole size for "
+            "cluster-level FWE but only with its part inside the ROI for the extent map."
+            if roi else "")
     return ("the null distribution kept each experiment's number of foci and drew their "
             + ("positions from a base-rate map (the sum of the kernels of all foci in the "
                f"reference database, restricted to {mask} and normalised to sum 1)"
                if null == "probabilistic" else "positions from the foci of the reference "
                "database") + f" ({_n(n)} iterations); the voxel-wise p is the share of "
-            f"permutations with an ALE at least as high, so the smallest p is 1/{_n(n)}; "
-            f"voxels were thresholded at p < {_fmt(s.get('voxel_thresh', 0.001))}"
-            + (f" with a minimum cluster extent of {k} voxels" if k else "")
-            + f", and cluster-level FWE p < {_fmt(s.get('cluster_alpha', 0.05))} was computed "
-            "from the permutations")
+            f"permutations with an ALE at least as high, so the smallest p is 1/{_n(n)}. "
+            f"Two thresholded maps are written: {extent}; {fwe}.{diff}")
+
+
+def _has_roi(f: Facts) -> bool:
+    return bool(f.settings.get("roi") or f.settings.get("roi_coords")) or any(
+        isinstance(x, dict) and isinstance(x.get("roi"), dict) for x in f.studysets)
 
 
 def _data(f: Facts) -> str:
@@ -301,7 +319,7 @@ def methods_paragraphs(facts: Facts | str, settings: dict | None = None,
     if "csale" in f.analyses:
         p = ("C-SALE " + _c("magielse2025") + " tests convergence beyond the base rate of "
              "reported activations, following the specific-ALE approach " + _c("langner2014")
-             + ": " + _csale_inference(f) + ".")
+             + ": " + _csale_inference(f, roi=_has_roi(f)))
         sub = s.get("subsamples", 0)
         if sub:
             p += (f" Stability was assessed with {sub} subsamples of "
@@ -322,7 +340,7 @@ def methods_paragraphs(facts: Facts | str, settings: dict | None = None,
              "brain mask, and the ROI restricts neither the nulls nor the reported results. "
              "Its ALE: " + _ale_inference(f) + ". Its C-SALE (specific ALE " + _c("langner2014")
              + ", base rate from the whole reference database): "
-             + _csale_inference(f, "the brain mask") + "." + _macm_counts(f))
+             + _csale_inference(f, "the brain mask") + _macm_counts(f))
         if "csale" not in f.analyses:
             p += " " + _database(f)
         out.append(p)

@@ -1,0 +1,138 @@
+"""C-SALE's cluster-extent map is the study's (Magielse et al. 2025, ``run_sale`` and
+``cluster_extent_correction``): mask to the ROI first, then p < voxel threshold, faces
+connectivity, clusters of more than k voxels. The study's procedure is re-implemented here
+with scipy and applied to the tool's own p map and ROI mask."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from csale_app.cli.run import main
+from csale_app.kernels.plan import build_grid
+from csale_app.stats.csale import extent_labels
+
+STUDY_FACES = ndimage.generate_binary_structure(3, 1)
+
+
+def study_extent(p_vol: np.ndarray, roi_vol: np.ndarray, voxel_thresh: float,
+                 k: int) -> np.ndarray:
+    """The study's cluster-extent voxel set: ROI first, p < thresh, faces, size > k."""
+    supra = roi_vol & (p_vol < voxel_thresh)
+    labels, n = ndimage.label(supra, STUDY_FACES)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    big = np.flatnonzero(sizes > k)
+    return np.isin(labels, big[big > 0])
+
+
+def old_extent(p_vol, analysis_vol, roi_vol, voxel_thresh, k):
+    """What the tool did before: clusters of the analysis mask, cut to the ROI afterwards."""
+    labels, n = ndimage.label(analysis_vol & (p_vol < voxel_thresh), STUDY_FACES)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    big = np.flatnonzero(sizes > k)
+    return np.isin(labels, big[big > 0]) & roi_vol
+
+
+# ---- synthetic grid ---------------------------------------------------------------------------
+K = 10
+
+
+@pytest.fixture(scope="module")
+def cut_clusters():
+    """A 30 x 12 x 12 analysis mask whose ROI is x < 15, with clusters of p = 1e-4 that the
+    ROI boundary cuts: a U whose arms inside the ROI hold 12 (> k) and 5 (< k) voxels and
+    are joined outside it, a bar with 8 voxels inside and 20 outside, and two clusters wholly
+    inside of exactly k and k + 1 voxels."""
+    shape = (30, 12, 12)
+    analysis = np.ones(shape, bool)
+    roi = np.zeros(shape, bool)
+    roi[:15] = True
+    p = np.full(shape, 0.5)
+    # U: arm 1 (x 3..14, y 1) = 12 voxels, arm 2 (x 10..14, y 5) = 5 voxels, joined outside
+    p[3:15, 1, 1] = 1e-4
+    p[10:15, 5, 1] = 1e-4
+    p[15:20, 1, 1] = 1e-4
+    p[19, 1:6, 1] = 1e-4
+    p[15:20, 5, 1] = 1e-4
+    # bar: 8 inside (x 7..14), 20 outside (x 15..34 clipped to 29 and folded along y)
+    p[7:15, 9, 5] = 1e-4
+    p[15:30, 9, 5] = 1e-4
+    p[29, 9, 6:11] = 1e-4
+    # wholly inside: exactly k (not kept) and k + 1 (kept)
+    p[1:11, 9, 9] = 1e-4
+    p[1:12, 3, 9] = 1e-4
+    return p, analysis, roi
+
+
+def test_study_rule_on_a_grid_whose_roi_cuts_clusters(cut_clusters):
+    p, analysis, roi = cut_clusters
+    grid = build_grid(analysis)
+    labels = extent_labels(p[grid.mask], grid, roi[grid.mask], 0.001, K)
+    ours = grid.to_volume(labels > 0).astype(bool)
+    study = study_extent(p, roi, 0.001, K)
+    np.testing.assert_array_equal(ours, study)
+    # the study keeps the 12-voxel arm and the (k + 1)-voxel cluster, nothing else
+    assert study.sum() == 12 + K + 1
+    assert study[3:15, 1, 1].all() and not study[10:15, 5, 1].any()
+    assert not study[7:15, 9, 5].any() and not study[1:11, 9, 9].any()
+    # ... where clustering in the analysis mask first kept the 5-voxel arm and the bar
+    before = old_extent(p, analysis, roi, 0.001, K)
+    assert before.sum() == 12 + 5 + 8 + K + 1
+    # one label per connected component of the map, each of more than k voxels
+    comp, n = ndimage.label(ours, STUDY_FACES)
+    assert n == labels.max() == 2
+    assert all(np.bincount(labels)[1:] > K)
+
+
+def test_study_rule_without_roi_is_the_analysis_mask_rule(cut_clusters):
+    p, analysis, _ = cut_clusters
+    grid = build_grid(analysis)
+    ours = grid.to_volume(extent_labels(p[grid.mask], grid, None, 0.001, K) > 0).astype(bool)
+    np.testing.assert_array_equal(ours, study_extent(p, analysis, 0.001, K))
+    np.testing.assert_array_equal(ours, old_extent(p, analysis, analysis, 0.001, K))
+
+
+def test_size_rule_is_strictly_more_than_k(cut_clusters):
+    p, analysis, roi = cut_clusters
+    grid = build_grid(analysis)
+    for k in (0, 11, 12):
+        ours = grid.to_volume(extent_labels(p[grid.mask], grid, roi[grid.mask], 0.001, k) > 0)
+        np.testing.assert_array_equal(ours.astype(bool), study_extent(p, roi, 0.001, k))
+    only_arm = grid.to_volume(extent_labels(p[grid.mask], grid, roi[grid.mask], 0.001, 11) > 0)
+    assert only_arm.sum() == 12
+
+
+# ---- the n-back / flanker data ---------------------------------------------------------------
+#: n-back against the flanker base rate in the cerebellum (the demo's second run), with the
+#: study's thresholds (p < 0.001, k = 50) and the fewest permutations that allow p < 0.001.
+NBACK_ITERS = 1002
+
+
+def _image(folder, pattern):
+    hits = sorted(folder.glob(pattern))
+    assert len(hits) == 1, (pattern, hits)
+    return np.asanyarray(nib.load(hits[0]).dataobj)
+
+
+@pytest.fixture(scope="module")
+def nback_vs_flanker(demo_input, tmp_path_factory):
+    out = tmp_path_factory.mktemp("extent") / "out"
+    assert main([str(demo_input), str(out), "group", "--analyses", "csale",
+                 "--studyset-label", "nback", "--database", str(demo_input / "flanker.tsv"),
+                 "--roi", "cerebellum", "--n-iters", str(NBACK_ITERS), "--nprocs", "2",
+                 "--quiet"]) == 0
+    return out / "studyset-nback"
+
+
+def test_study_rule_on_nback_against_flanker(nback_vs_flanker):
+    folder = nback_vs_flanker
+    p = _image(folder, "*_meta-csale_stat-p_statmap.nii.gz")
+    roi = _image(folder, "*_roi-*_mask.nii.gz") > 0
+    extent = _image(folder, "*_meta-csale_stat-z_desc-extentthresholded_statmap.nii.gz") != 0
+    analysis = p > 0  # p >= 1/n inside the analysis mask, 0 outside it
+    assert roi.sum() < analysis.sum() and not (roi & ~analysis).any()
+    study = study_extent(np.where(analysis, p, 1.0), roi, 0.001, 50)
+    assert study.sum() > 500  # the test is not about an empty map
+    np.testing.assert_array_equal(extent, study)
