@@ -129,7 +129,7 @@ def test_every_descriptor_flag_is_a_parser_option(descriptor):
 DEFAULTS = ("--merge-contrasts --min-experiments 15 --roi-radius 10.0 --roi-dilation-mm 6.0 "
             "--brain-mask brain --n-iters {n} --voxel-thresh 0.001 --cluster-alpha 0.05 "
             "--min-cluster-size 50 --random-seed 20260101 --csale-null probabilistic "
-            "--subsamples 0 --subsample-fraction 0.8")
+            "--subsamples 0 --subsample-size 0.8")
 
 SIMULATIONS = [
     pytest.param(

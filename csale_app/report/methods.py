@@ -252,6 +252,19 @@ def _csale_inference(f: Facts, mask: str = "the analysis mask", roi: bool = Fals
             f"Two thresholded maps are written: {extent}; {fwe}.{diff}")
 
 
+def _subsampling(f: Facts, n: int) -> str:
+    size = f.settings.get("subsample_size", 0.8)
+    each = (f"{size} experiments" if isinstance(size, int) and not isinstance(size, bool)
+            else f"{100 * float(size):g}% of the experiments (rounded)")
+    where = "the ROI" if _has_roi(f) else "the analysis mask"
+    return (f"Stability was assessed as in the study: C-SALE was repeated on {n} subsamples "
+            f"of {each}, drawn without replacement, each with its own null; per voxel, the "
+            "share of subsamples in which it survives the cluster-extent rule "
+            "(desc-subsamplesextent, the study's measure) and the cluster-level FWE rule "
+            "(desc-subsamplesclusterfwe) was mapped, and each subsample's unthresholded z map "
+            f"was correlated (Pearson) with the full sample's within {where}.")
+
+
 def _has_roi(f: Facts) -> bool:
     return bool(f.settings.get("roi") or f.settings.get("roi_coords")) or any(
         isinstance(x, dict) and isinstance(x.get("roi"), dict) for x in f.studysets)
@@ -322,8 +335,7 @@ def methods_paragraphs(facts: Facts | str, settings: dict | None = None,
              + ": " + _csale_inference(f, roi=_has_roi(f)))
         sub = s.get("subsamples", 0)
         if sub:
-            p += (f" Stability was assessed with {sub} subsamples of "
-                  f"{100 * float(s.get('subsample_fraction', 0.8)):g}% of the experiments.")
+            p += " " + _subsampling(f, int(sub))
         out.append(p + " " + _database(f))
     if "macm" in f.analyses:
         seeds = {"roi": "the region of interest", "clusters": "the significant C-SALE "

@@ -12,7 +12,7 @@ each voxel's K smallest null values and their permutations (see kernels/cpu_csal
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -43,10 +43,6 @@ def base_rate_map(db: Experiments, grid: Grid, kernel_fwhm: float | None,
         raise EmptySelectionError("the reference database has no foci within kernel reach of "
                                   "the analysis mask, so it gives no base rate there")
     return total / total.sum()
-
-
-#: Seed offset between subsamples: a prime, so subsample seeds of nearby user seeds differ.
-SUBSAMPLE_SEED_STEP = 7919
 
 
 def extent_labels(p: np.ndarray, grid: Grid, report_mask: np.ndarray | None,
@@ -172,20 +168,3 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
     }
     return CSALEResult(obs.stat, p, rate, pass1["max"], null_sizes, maps,
                        table_df, significant, extent_lab, obs)
-
-
-def subsample_share(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray,
-                    report_mask: np.ndarray | None, params: CSALEParams, run: NullRun, *,
-                    n_subsamples: int, fraction: float) -> np.ndarray:
-    """Share of subsamples (round(fraction * n) experiments, drawn without replacement) in
-    which each voxel lies in a significant C-SALE cluster (cluster-FWE p < alpha)."""
-    n_keep = max(2, int(round(fraction * exps.n_experiments)))
-    hits = np.zeros(grid.n_mask, dtype=np.float64)
-    run = replace(run, store=None)  # subsample nulls are not checkpointed
-    for s in range(n_subsamples):
-        gen = np.random.default_rng([params.seed, s])
-        keep = np.sort(gen.choice(exps.n_experiments, size=n_keep, replace=False))
-        sub = replace(params, seed=(params.seed + SUBSAMPLE_SEED_STEP * (s + 1)) % 2**64)
-        res = run_csale(exps.subset(keep), db, grid, affine, report_mask, sub, run)
-        hits += res.significant_labels > 0
-    return (hits / n_subsamples).astype(np.float32)
