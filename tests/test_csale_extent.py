@@ -5,14 +5,25 @@ with scipy and applied to the tool's own p map and ROI mask."""
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
 
 from csale_app.cli.run import main
+from csale_app.io.experiments import restrict_to_mask
+from csale_app.io.roi import sphere_roi
+from csale_app.kernels.engine import CPUBackend
 from csale_app.kernels.plan import build_grid
-from csale_app.stats.csale import extent_labels
+from csale_app.settings import OptionValueError, subsample_size
+from csale_app.stats.csale import CSALEParams, extent_labels, run_csale
+from csale_app.stats.montecarlo import NullRun
+from csale_app.stats.subsamples import (correlation_table, share_maps, subsample_count,
+                                        subsample_units)
+from csale_app.tasks import ClientLock, run_all
 
 STUDY_FACES = ndimage.generate_binary_structure(3, 1)
 
@@ -108,6 +119,7 @@ def test_size_rule_is_strictly_more_than_k(cut_clusters):
 #: n-back against the flanker base rate in the cerebellum (the demo's second run), with the
 #: study's thresholds (p < 0.001, k = 50) and the fewest permutations that allow p < 0.001.
 NBACK_ITERS = 1002
+N_SUB = 3
 
 
 def _image(folder, pattern):
@@ -122,7 +134,7 @@ def nback_vs_flanker(demo_input, tmp_path_factory):
     assert main([str(demo_input), str(out), "group", "--analyses", "csale",
                  "--studyset-label", "nback", "--database", str(demo_input / "flanker.tsv"),
                  "--roi", "cerebellum", "--n-iters", str(NBACK_ITERS), "--nprocs", "2",
-                 "--quiet"]) == 0
+                 "--subsamples", str(N_SUB), "--subsample-size", "0.5", "--quiet"]) == 0
     return out / "studyset-nback"
 
 
@@ -136,3 +148,101 @@ def test_study_rule_on_nback_against_flanker(nback_vs_flanker):
     study = study_extent(np.where(analysis, p, 1.0), roi, 0.001, 50)
     assert study.sum() > 500  # the test is not about an empty map
     np.testing.assert_array_equal(extent, study)
+
+
+def test_subsample_share_maps_and_correlations_on_nback(nback_vs_flanker):
+    folder = nback_vs_flanker
+    roi = _image(folder, "*_roi-*_mask.nii.gz") > 0
+    table = pd.read_csv(next(folder.glob("*_meta-csale_desc-subsamples_correlations.tsv")),
+                        sep="\t")
+    side = json.loads(next(folder.glob("*_desc-subsamples_correlations.json")).read_text())
+    assert len(table) == N_SUB and list(table["subsample"]) == [1, 2, 3]
+    assert (table["n_experiments"] == 47).all()  # round(0.5 * 94)
+    assert table["pearson_r"].between(-1, 1).all() and "ROI" in side["pearson_r"]["Description"]
+    assert all(len(ids.split("|")) == 47 for ids in table["experiment_ids"])
+    for desc, column in (("subsamplesextent", "extent_voxels"),
+                         ("subsamplesclusterfwe", "significant_voxels")):
+        share = _image(folder, f"*_meta-csale_stat-prob_desc-{desc}_statmap.nii.gz")
+        assert share.min() >= 0 and share.max() <= 1 and share.max() > 0
+        assert not share[~roi].any()  # thresholded: inside the ROI only
+        assert set(np.round(np.unique(share) * N_SUB, 5)) <= set(range(N_SUB + 1))
+        # the share is the mean of the subsamples' maps: its sum is their voxel counts' sum
+        assert round(float(share.sum(dtype=np.float64)) * N_SUB) == table[column].sum()
+    map_side = json.loads(next(folder.glob("*_desc-subsamplesextent_statmap.json")).read_text())
+    assert "cluster-extent" in map_side["Statistic"] and map_side["Subsamples"] == N_SUB
+    report = (folder.parent / "report.html").read_text()
+    for text in ("share of subsamples surviving the cluster-extent rule",
+                 "share of subsamples surviving the cluster-level FWE rule",
+                 "correlation of each subsample", "cluster-extent map (the study"):
+        assert text in report.replace("&#39;", "'"), text
+
+
+# ---- subsample size ---------------------------------------------------------------------------
+def test_subsample_size_is_a_count_or_a_fraction():
+    assert subsample_size("25") == 25 and isinstance(subsample_size("25"), int)
+    assert subsample_size("0.2") == 0.2 and isinstance(subsample_size("0.2"), float)
+    assert subsample_size(" 2 ") == 2
+    for bad in ("1", "0", "1.0", "2.5", "-3", "nan", "inf", "x", "", "0x10", "1e1"):
+        with pytest.raises(OptionValueError):
+            subsample_size(bad)
+    assert subsample_count(25, 94) == 25 and subsample_count(0.5, 94) == 47
+    assert subsample_count(0.2, 21) == 4 and subsample_count(93, 94) == 93
+    for size, n in ((94, 94), (200, 94), (0.995, 94), (0.01, 94), (1, 94), (1.5, 94),
+                    (True, 94)):
+        with pytest.raises(ValueError):
+            subsample_count(size, n)
+
+
+def test_bad_subsample_size_is_refused_before_any_output(pain_input, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(pain_input), str(out), "group", "--analyses", "csale", "--subsamples",
+                 "2", "--subsample-size", "21", "--quiet"]) == 64
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--subsample-size 21" in err[-1] and "21 experiments" in err[-1]
+    assert not out.exists()
+    assert main([str(pain_input), str(out), "group", "--subsample-size", "1"]) == 64
+    assert main([str(pain_input), str(out), "group", "--subsample-fraction", "0.5"]) == 64
+    assert not out.exists()
+
+
+# ---- subsamples as independent units ---------------------------------------------------------
+class _Lock:
+    """An executor as csale_app.tasks sees one: units run in threads under its lock."""
+
+    lock = ClientLock()
+
+
+def test_subsamples_do_not_depend_on_the_executor_and_follow_the_study_rule(
+        pain_experiments, brain):
+    img, mask = brain
+    roi = sphere_roi([(38.0, 4.0, 2.0)], 14.0, img, mask)
+    analysis = sphere_roi([(38.0, 4.0, 2.0)], 20.0, img, mask).mask
+    grid = build_grid(analysis)
+    report_mask = roi.mask[grid.mask]
+    exps = restrict_to_mask(pain_experiments, analysis)
+    params = CSALEParams(120, voxel_thresh=0.01, min_cluster_size=5, seed=3)
+    run = NullRun(CPUBackend(2), chunk_size=60)
+    full = run_csale(exps, pain_experiments, grid, img.affine, report_mask, params, run)
+    units = lambda: subsample_units(exps, pain_experiments, grid, img.affine, report_mask,
+                                    params, run, full.maps["stat-z"], n_subsamples=3, size=0.6)
+    serial = run_all(None, units())
+    side_by_side = run_all(_Lock(), units())
+    for a, b in zip(serial, side_by_side):
+        assert a.index == b.index and a.seed == b.seed and a.correlation == b.correlation
+        np.testing.assert_array_equal(a.experiments, b.experiments)
+        np.testing.assert_array_equal(a.extent, b.extent)
+        np.testing.assert_array_equal(a.significant, b.significant)
+    assert len({tuple(r.experiments) for r in serial}) == 3  # independent draws
+    extent, fwe = share_maps(serial)
+    np.testing.assert_array_equal(extent, np.mean([r.extent for r in serial], axis=0))
+    np.testing.assert_array_equal(fwe, np.mean([r.significant for r in serial], axis=0))
+    assert not extent[~report_mask].any() and not fwe[~report_mask].any()
+    assert len(correlation_table(serial, exps)) == 3
+    # each subsample's extent map is the study's rule on its own p map
+    for r in serial:
+        sub = run_csale(exps.subset(r.experiments), pain_experiments, grid, img.affine,
+                        report_mask, CSALEParams(120, voxel_thresh=0.01, min_cluster_size=5,
+                                                 seed=r.seed), run)
+        study = study_extent(grid.to_volume(sub.p, fill=1.0), roi.mask, 0.01, 5)
+        np.testing.assert_array_equal(grid.to_volume(r.extent).astype(bool), study)
+        np.testing.assert_array_equal(r.significant, sub.significant_labels > 0)
