@@ -30,6 +30,7 @@ from .stats.montecarlo import NullRun
 from .stats import subsamples
 from .tasks import run_all
 from .stats.labels import add_labels, peaks_table
+from .stats.tables import cluster_table
 
 LOG = logging.getLogger("csale_app")
 
@@ -137,6 +138,10 @@ def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
                             ctx.affine, exps, res.observed.ma, side)
     null = pd.DataFrame({"max_ale": res.null_max, "max_cluster_size": res.null_cluster_size})
     tables[names.analysis_table("csale", names.NULL_VALUES)] = (null, None)
+    extent = add_labels(cluster_table(res.extent_labels, res.stat, grid, ctx.affine,
+                                      value_name="peak_ale"), res.extent_labels, grid,
+                        ctx.affine, label_column="label").drop(columns="label")
+    tables[names.analysis_table("csale", names.EXTENT_CLUSTERS)] = (extent, side)
     maps, map_sidecars = dict(res.maps), {}
     summary_extra = {}
     if s.subsamples > 0 and macm is None:

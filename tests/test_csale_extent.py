@@ -150,6 +150,25 @@ def test_study_rule_on_nback_against_flanker(nback_vs_flanker):
     np.testing.assert_array_equal(extent, study)
 
 
+def test_extent_cluster_table_rows_are_the_maps_connected_components(nback_vs_flanker):
+    folder = nback_vs_flanker
+    extent = _image(folder, "*_meta-csale_stat-z_desc-extentthresholded_statmap.nii.gz") != 0
+    affine = nib.load(next(folder.glob("*_desc-extentthresholded_statmap.nii.gz"))).affine
+    table = pd.read_csv(next(folder.glob("*_meta-csale_desc-extent_clusters.tsv")), sep="\t")
+    comp, n = ndimage.label(extent, STUDY_FACES)
+    sizes = np.bincount(comp.ravel())[1:]
+    assert len(table) == n > 0
+    assert sorted(table["size_voxels"], reverse=True) == sorted(sizes, reverse=True)
+    assert (table["size_voxels"] > 50).all()
+    inv = np.linalg.inv(affine)
+    for row in table.itertuples():
+        ijk = np.rint(inv[:3, :3] @ [row.peak_x, row.peak_y, row.peak_z] + inv[:3, 3])
+        label = comp[tuple(ijk.astype(int))]
+        assert label > 0 and sizes[label - 1] == row.size_voxels  # the peak is in its cluster
+    summary = json.loads((folder / ".csale_provenance.json").read_text())
+    assert summary["summary"]["analyses"]["csale"]["n_extent_clusters"] == n
+
+
 def test_subsample_share_maps_and_correlations_on_nback(nback_vs_flanker):
     folder = nback_vs_flanker
     roi = _image(folder, "*_roi-*_mask.nii.gz") > 0

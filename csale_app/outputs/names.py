@@ -56,6 +56,8 @@ TABLE_KINDS = ("clusters", "peaks", "contributions")
 NULL_VALUES = "desc-null_values"
 #: One row per C-SALE subsample: its size, seed and the correlation of its z map.
 SUBSAMPLE_TABLE = "desc-subsamples_correlations"
+#: Clusters of C-SALE's cluster-extent map (one row per connected component of it).
+EXTENT_CLUSTERS = "desc-extent_clusters"
 
 
 def map_name(name: str) -> str:
@@ -95,5 +97,5 @@ def seed_mask_filename(label: str, macm: str) -> str:
 # ---- reading names back (report) ------------------------------------------------------------
 MAP_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<part>.+)_statmap\.nii\.gz$")
 TABLE_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<kind>clusters|peaks|"
-                           r"contributions|desc-null_values|"
+                           r"contributions|desc-null_values|desc-extent_clusters|"
                            r"desc-subsamples_correlations)\.tsv$")

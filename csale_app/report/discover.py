@@ -23,7 +23,8 @@ META_ORDER = {"ale": 0, "csale": 1}
 _MAP_RE = names.MAP_PATTERN
 _TABLE_RE = names.TABLE_PATTERN
 #: Short names of the tables an analysis holds (``Analysis.tables``).
-TABLE_KINDS = {names.NULL_VALUES: "null", names.SUBSAMPLE_TABLE: "subsamples"}
+TABLE_KINDS = {names.NULL_VALUES: "null", names.SUBSAMPLE_TABLE: "subsamples",
+               names.EXTENT_CLUSTERS: "extent_clusters"}
 
 
 @dataclass

@@ -304,7 +304,16 @@ def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
         _safe(sec, "the base-rate map", _base)
 
     if clusters is not None:
-        sec.tables.append(cluster_table(clusters, contrib, f"{title}: clusters"))
+        sec.tables.append(cluster_table(clusters, contrib, f"{title}: clusters"
+                                        + (" (cluster-level FWE)" if an.meta == "csale"
+                                           else "")))
+    if "extent_clusters" in an.tables:
+        extent = _safe(sec, "the cluster-extent table",
+                       lambda: read_tsv(an.tables["extent_clusters"]))
+        if extent is not None:
+            sec.tables.append(cluster_table(
+                extent, None, f"{title}: clusters of the cluster-extent map (the study's "
+                "rule)", fwe=False))
     if "peaks" in an.tables:
         peaks = _safe(sec, "the peak table", lambda: read_tsv(an.tables["peaks"]))
         if peaks is not None and len(peaks):
