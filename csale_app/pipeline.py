@@ -41,6 +41,7 @@ from .outputs import bids
 from .settings import Settings
 from .outputs import names
 from .stages import run_analyses
+from .stats.subsamples import subsample_count
 from .tasks import run_all
 from .validate import memory_problem
 
@@ -244,6 +245,7 @@ class Pipeline:
             if exps.n_experiments < RELIABLE_EXPERIMENTS:
                 self.warn(f"studyset '{label}': only {exps.n_experiments} experiments; ALE "
                           "needs about 20 or more to be reliable (Eickhoff et al. 2016)")
+            self.check_subsample_size(label, exps)
             loaded.append((label, path, exps))
         if not loaded:
             raise EmptySelectionError(f"{self.input_dir}: no studyset has at least "
@@ -296,6 +298,19 @@ class Pipeline:
                          len(path.study_ids), self.s.term_threshold)
             out.append((label, path))
         return out
+
+    def check_subsample_size(self, label: str, exps: Experiments) -> None:
+        """Refuse (exit 64, before OUTPUT_DIR exists) a --subsample-size that leaves fewer
+        than 2 experiments or not fewer than the studyset's."""
+        s = self.s
+        if s.subsamples <= 0 or "csale" not in s.analyses:
+            return
+        try:
+            subsample_count(s.subsample_size, exps.n_experiments)
+        except ValueError as exc:
+            where = " with foci in the analysis mask" if self.roi is not None else ""
+            raise UsageError(f"--subsample-size {s.subsample_size:g}: studyset '{label}' "
+                             f"({exps.n_experiments} experiments{where}): {exc}") from None
 
     def check_self_reference(self, loaded) -> None:
         """Warn when C-SALE (also the C-SALE of a MACM, whose experiments are selected from

@@ -67,6 +67,15 @@ def probability(text: str) -> float:
     return _float(text, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
+def subsample_size(text: str) -> int | float:
+    """A count of experiments (an integer >= 2) or a fraction of the studyset (in (0, 1))."""
+    token = str(text).strip()
+    what = "a count of experiments >= 2 (e.g. 25) or a fraction in (0, 1) (e.g. 0.2)"
+    if token.isdigit():
+        return _int(token, 2, None, what)
+    return _float(token, lambda v: 0 < v < 1, what)
+
+
 def positive_float(text: str) -> float:
     return _float(text, lambda v: v > 0, "a positive number")
 
@@ -179,10 +188,11 @@ class Settings:
         help="null foci from the base-rate map or the reference foci [probabilistic]")
     subsamples: int = option(
         0, role="result", group="C-SALE", parse=nonneg_int, metavar="N",
-        help="repeat C-SALE on N random subsamples [0]")
-    subsample_fraction: float = option(
-        0.8, role="result", group="C-SALE", parse=probability, metavar="F",
-        help="fraction of experiments per subsample [0.8]")
+        help="repeat C-SALE on N random subsamples (the study: 50) [0]")
+    subsample_size: int | float = option(
+        0.8, role="result", group="C-SALE", parse=subsample_size, metavar="N|F",
+        help="experiments per subsample: a count (25) or a fraction of the studyset (0.2); "
+             "must leave 2 or more and fewer than the studyset's experiments [0.8]")
     # MACM
     macm_seed: str | None = option(
         None, role="result", group="MACM", choices=("roi", "clusters", "each-cluster"),

@@ -130,7 +130,7 @@ DEFAULTS = ("--merge-contrasts --min-experiments 15 --term-threshold 0.001 --roi
             "--roi-dilation-mm 6.0 "
             "--brain-mask brain --n-iters {n} --voxel-thresh 0.001 --cluster-alpha 0.05 "
             "--min-cluster-size 50 --random-seed 20260101 --csale-null probabilistic "
-            "--subsamples 0 --subsample-fraction 0.8")
+            "--subsamples 0 --subsample-size 0.8")
 
 SIMULATIONS = [
     pytest.param(

@@ -144,9 +144,10 @@ def test_csale_with_roi_spheres_and_subsamples(pain_input, tmp_path):
                       extension=".nii.gz")[0]
     data = np.asanyarray(nib.load(rate.path).dataobj)
     assert data.sum() == pytest.approx(1.0, rel=1e-4)
-    share = layout.get(studyset="pain", meta="csale", desc="subsamples", extension=".nii.gz")[0]
-    vals = np.asanyarray(nib.load(share.path).dataobj)
-    assert vals.min() >= 0 and vals.max() <= 1
+    for desc in ("subsamplesextent", "subsamplesclusterfwe"):
+        share = layout.get(studyset="pain", meta="csale", desc=desc, extension=".nii.gz")[0]
+        vals = np.asanyarray(nib.load(share.path).dataobj)
+        assert vals.min() >= 0 and vals.max() <= 1
     roi = list((out / "studyset-pain").glob("studyset-pain_roi-*_mask.nii.gz"))
     assert len(roi) == 1
     assert (out / "report.html").exists()

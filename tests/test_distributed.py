@@ -33,7 +33,8 @@ distributed = pytest.importorskip("distributed")
 #: C-SALE's cluster FWE needs n_iters >= 1 / voxel_thresh; a small ROI keeps it quick.
 FAST = ["--n-iters", "40", "--voxel-thresh", "0.05", "--nprocs", "1", "--quiet",
         "--roi-coords=-30,-62,-28", "--roi-radius", "10", "--macm-seed", "roi",
-        "--min-experiments", "5", "--studyset-label", "flanker"]
+        "--min-experiments", "5", "--studyset-label", "flanker",
+        "--subsamples", "2", "--subsample-size", "0.5"]  # subsamples: units side by side
 CHUNK = 8  # 5 chunks of 8 permutations: the tree reduction has several levels
 
 
@@ -85,6 +86,7 @@ def reference(demo_input, tmp_path_factory):
     digest = tree_digest(out)
     assert any("meta-csale" in k for k in digest) and any("macm-" in k for k in digest)
     assert any("meta-ale" in k for k in digest)
+    assert any("desc-subsamplesextent" in k for k in digest)
     return digest
 
 

@@ -23,7 +23,11 @@ CSALE_MAPS = (
     "stat-z_level-cluster_corr-FWE_desc-size", "stat-logp_level-cluster_corr-FWE_desc-size",
     "stat-z_desc-thresholded", "stat-z_desc-extentthresholded", "stat-prob_desc-baserate",
 )
-SUBSAMPLE_MAP = "stat-prob_desc-subsamples"
+#: Share of subsamples in which a voxel survives, per rule: the study's cluster-extent rule
+#: (stat-z_desc-extentthresholded) and cluster-level FWE (stat-z_desc-thresholded).
+SUBSAMPLE_EXTENT_MAP = "stat-prob_desc-subsamplesextent"
+SUBSAMPLE_FWE_MAP = "stat-prob_desc-subsamplesclusterfwe"
+SUBSAMPLE_MAPS = (SUBSAMPLE_EXTENT_MAP, SUBSAMPLE_FWE_MAP)
 THRESHOLDED = "stat-z_desc-thresholded"
 
 #: NiMARE 0.22's map names (MetaResult.maps after ALE + FWECorrector(montecarlo)) -> ours.
@@ -50,6 +54,10 @@ EXPERIMENTS_TABLE = "desc-experiments_table"
 TERM_STUDIES = "desc-termstudies_table"
 MACM_EXPERIMENTS = "experiments"
 NULL_VALUES = "desc-null_values"
+#: One row per C-SALE subsample: its size, seed and the correlation of its z map.
+SUBSAMPLE_TABLE = "desc-subsamples_correlations"
+#: Clusters of C-SALE's cluster-extent map (one row per connected component of it).
+EXTENT_CLUSTERS = "desc-extent_clusters"
 
 
 def map_name(name: str) -> str:
@@ -69,8 +77,8 @@ def map_filename(label: str, meta: str, stat: str, macm: str | None = None) -> s
 
 def analysis_table(meta: str, kind: str) -> str:
     """Table part for an analysis table: clusters/peaks/contributions carry the space."""
-    if kind == NULL_VALUES:
-        return f"meta-{meta}_{NULL_VALUES}"
+    if kind in (NULL_VALUES, SUBSAMPLE_TABLE):
+        return f"meta-{meta}_{kind}"
     return f"{SPACE_ENT}_meta-{meta}_{kind}"
 
 
@@ -89,7 +97,8 @@ def seed_mask_filename(label: str, macm: str) -> str:
 # ---- reading names back (report) ------------------------------------------------------------
 MAP_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<part>.+)_statmap\.nii\.gz$")
 TABLE_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<kind>clusters|peaks|"
-                           r"contributions|desc-null_values)\.tsv$")
+                           r"contributions|desc-null_values|desc-extent_clusters|"
+                           r"desc-subsamples_correlations)\.tsv$")
 
 
 # ---- dataset-level files (OUTPUT_DIR itself) -----------------------------------------------
