@@ -16,7 +16,7 @@ import textwrap
 from importlib import metadata
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from .atomic import write_atomic, write_json, write_text
 from . import names
 
