@@ -41,7 +41,8 @@ LOG = logging.getLogger("csale_app")
 #: Settings an estimator takes as keywords (the rest is per call or CLI-only).
 _NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "work_dir", "overwrite",
                  "verbose", "dask_scheduler"}
-_ESTIMATOR_ANALYSES = {"ale": "ALE", "csale": "C-SALE", "macm": "MACM"}
+_ESTIMATOR_ANALYSES = {"ale": "ALE", "csale": "C-SALE", "macm": "MACM",
+                       "mkdachi2": "MKDA chi-square"}
 
 
 def _materialise(source, folder: Path, name: str) -> Path:
@@ -202,3 +203,12 @@ class MACM(_Estimator):
     whole-brain ALE and C-SALE of that selection."""
 
     analysis = "macm"
+
+
+class MKDAChi2(_Estimator):
+    """Neurosynth's statistics (NiMARE's ``MKDAChi2``): the studyset's experiments against
+    the reference database's other experiments; uniformity and association tests,
+    posterior probabilities and FDR maps (``get_map("z_desc-association_level-voxel_corr-
+    FDR")``)."""
+
+    analysis = "mkdachi2"
