@@ -18,7 +18,7 @@ from .tables import (Table, anchor, cluster_table, contributions_table, fmt, fmt
 from .viewer import viewer
 
 LOG = logging.getLogger("csale_app")
-TITLES = {"ale": "ALE", "csale": "C-SALE"}
+TITLES = {"ale": "ALE", "csale": "C-SALE", "mkdachi2": "MKDA chi-square (Neurosynth)"}
 THRESHOLDED = "stat-z_desc-thresholded"
 BASERATE = "stat-prob_desc-baserate"
 MAX_PEAK_VIEWS = 6
@@ -188,6 +188,10 @@ def _figures_csale(sec, an, title, thr_img, roi_img, clusters, n_iters):
 
 def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
                      summary: dict | None = None, label: str = "", macm: bool = False) -> Section:
+    if an.meta == "mkdachi2":
+        from .mkdachi2 import mkdachi2_section
+
+        return mkdachi2_section(an, parent_id, roi_img, macm=macm)
     title = TITLES.get(an.meta, an.meta)
     sec = Section(anchor(parent_id, an.meta), title)
     side = an.sidecar()
