@@ -173,6 +173,14 @@ def test_maps_match_neurosynth_meta_analysis(rng):
     assert res.fdr_p_threshold["uniformity"] == ns_fdr(p_all, 0.01)
 
 
+def test_p_maps_never_underflow_to_zero():
+    a = np.r_[np.full(50, 1000), np.zeros(5000, int) + 1]
+    res = mkdachi2(a, np.ones_like(a), 1000, 20000)
+    p = res.maps["stat-p_desc-association"]
+    assert p.min() > 0 and np.float32(p.min()) > 0
+    assert res.maps["stat-logp_desc-association"].max() > 100  # the real tail, not the floor
+
+
 def test_every_study_active_gives_no_association():
     a = np.array([3, 10, 0, 5])
     b = np.array([7, 30, 0, 1])

@@ -17,6 +17,7 @@ NiMARE's ``MKDAChi2`` compute:
   1 df, no Yates correction, sign of P(A|F) - P(A|~F);
 - p = P(chi2_1 > x), z = sqrt(x) * sign (exactly |Phi^-1(p/2)|, Neurosynth's p_to_z, which
   caps p at 1e-240, i.e. |z| <= 33.1; ours has no cap), logp = -log10 p without underflow;
+  the written p map is floored at the smallest positive float32 (1.4e-45), as NiMARE's;
 - Benjamini-Hochberg FDR at q over every mask voxel (Neurosynth's ``stats.fdr``): the
   largest sorted p_(k) <= k q / m is the threshold, voxels with p <= it survive;
 - voxels where no experiment is active are set to 0 (p to 1) in every map, after the FDR
@@ -41,6 +42,8 @@ from ..errors import EmptySelectionError
 LOG = logging.getLogger(__name__)
 
 TESTS = ("uniformity", "association")
+#: the smallest positive float32: p maps are written as float32 and a p of 0 is no p-value
+P_FLOOR = float(np.nextafter(np.float32(0), np.float32(1)))
 PROBABILITIES = ("A", "AgF", "FgA", "AgFprior", "FgAprior")
 
 
@@ -140,7 +143,8 @@ def mkdachi2(a: np.ndarray, b: np.ndarray, n_selected: int, n_unselected: int,
         thresholds[test], survivors[test] = thr, int(keep.sum())
         chi2, z, logp = (np.where(inactive, 0.0, x) for x in (chi2, z, logp))
         maps[f"stat-chi2_desc-{test}"] = chi2
-        maps[f"stat-p_desc-{test}"] = np.where(inactive, 1.0, p)
+        # floored at the smallest positive float32, as every written p map (NiMARE's rule)
+        maps[f"stat-p_desc-{test}"] = np.clip(np.where(inactive, 1.0, p), P_FLOOR, 1.0)
         maps[f"stat-logp_desc-{test}"] = logp
         maps[f"stat-z_desc-{test}"] = z
         maps[f"stat-z_desc-{test}_level-voxel_corr-FDR"] = np.where(keep, z, 0.0)
