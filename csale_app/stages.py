@@ -207,10 +207,10 @@ def mkdachi2_output(ctx: RunContext, grid: Grid, counts: np.ndarray, n_selected:
                            f"{s.fdr_q:g} over the mask keeps the voxel, else 0",
             "FDRThresholdP": res.fdr_p_threshold[test],
             "SignificantVoxels": res.n_survivors[test]}
-    summary = {"n_selected": n_selected, "n_unselected": n_rest, **{
-        k: v for k, v in comparison.items() if k == "RemovedOverlap"},
-        "fdr_p_threshold": res.fdr_p_threshold, "n_fdr_voxels": res.n_survivors,
-        "n_inactive_voxels": res.n_inactive_voxels}
+    summary = {"n_selected": n_selected, "n_unselected": n_rest,
+               "removed_overlap": comparison.get("RemovedOverlap"),
+               "fdr_p_threshold": res.fdr_p_threshold, "n_fdr_voxels": res.n_survivors,
+               "n_inactive_voxels": res.n_inactive_voxels}
     return AnalysisOutput("mkdachi2", macm, grid, ctx.affine, res.maps, side, map_sidecars,
                           {}, {}, summary, None)
 

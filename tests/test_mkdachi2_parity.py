@@ -73,10 +73,6 @@ def both(request, demo_input, brain):
     return exps, grid, counts, ours, cres, request.param
 
 
-def request_case(both):
-    return both[-1]
-
-
 def test_counts_are_exact(both):
     exps, grid, counts, ours, cres, _ = both
     # NiMARE's P(A|F) and P(A|~F) times the group sizes are its active counts
@@ -125,7 +121,7 @@ def test_same_fdr_survivors(both, test):
                          return_type="array")
     ref = (p_fdr <= Q) & active
     got = ours.maps[f"stat-z_desc-{test}_level-voxel_corr-FDR"] != 0
-    if test == "uniformity" or "seed" in request_case(both):
+    if test == "uniformity" or "seed" in both[-1]:
         assert ref.sum() > 0
     assert np.array_equal(got, ref), (got.sum(), ref.sum())
     z_ref = cres.get_map(f"z_desc-{test}", return_type="array")

@@ -278,7 +278,19 @@ def _mkdachi2(f: Facts, studyset: bool, macm: bool) -> str:
         f"probabilities P(F|A) were also computed with a prior P(F) = {_fmt(s.get('prior', 0.5))}."
         f" The z maps were thresholded at a false discovery rate q = {_fmt(s.get('fdr_q', 0.01))}"
         " (Benjamini-Hochberg over every mask voxel " + _c("benjamini1995") + "), and voxels "
-        "where no experiment is active were set to 0, as in Neurosynth.")
+        "where no experiment is active were set to 0, as in Neurosynth." + _mkdachi2_counts(f))
+
+
+def _mkdachi2_counts(f: Facts) -> str:
+    parts = []
+    for s in f.studysets:
+        an = s.get("analyses") if isinstance(s, dict) else None
+        m = an.get("mkdachi2") if isinstance(an, dict) else None
+        if isinstance(m, dict) and "n_selected" in m:
+            parts.append(f"{_n(m['n_selected'])} against {_n(m.get('n_unselected'))} for "
+                         f"{s.get('label')} ({_n(m.get('removed_overlap') or 0)} database "
+                         "experiments in the studyset removed)")
+    return (" Experiments compared: " + _list(parts) + ".") if parts else ""
 
 
 def _data(f: Facts) -> str:
