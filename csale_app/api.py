@@ -1,4 +1,4 @@
-"""The public Python API: ``from csale_app import ALE, CSALE, MACM``.
+"""The public Python API: ``from csale_app import ALE, CSALE, MACM, MKDAChi2``.
 
 Estimators are configured by keyword with the CLI's option names and defaults (``n_iters``,
 ``voxel_thresh``, ``cluster_alpha``, ``random_seed``, ...). ``fit(studyset, database=None,

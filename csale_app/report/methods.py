@@ -278,7 +278,11 @@ def _mkdachi2(f: Facts, studyset: bool, macm: bool) -> str:
         f"probabilities P(F|A) were also computed with a prior P(F) = {_fmt(s.get('prior', 0.5))}."
         f" The z maps were thresholded at a false discovery rate q = {_fmt(s.get('fdr_q', 0.01))}"
         " (Benjamini-Hochberg over every mask voxel " + _c("benjamini1995") + "), and voxels "
-        "where no experiment is active were set to 0, as in Neurosynth." + _mkdachi2_counts(f))
+        "where no experiment is active were set to 0, as in Neurosynth."
+        + (" With the ROI, a studyset's MKDA chi-square ran in the ROI's analysis mask and "
+           "both groups were the experiments with a focus in it; MACMs are whole-brain."
+           if studyset and (s.get("roi") or s.get("roi_coords")) else "")
+        + _mkdachi2_counts(f))
 
 
 def _mkdachi2_counts(f: Facts) -> str:
