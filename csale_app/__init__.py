@@ -1,16 +1,16 @@
 """csale_app: ALE, C-SALE and MACM coordinate-based meta-analysis as a BIDS App.
 
-``from csale_app import ALE, CSALE, MACM`` gives the Python API (:mod:`csale_app.api`);
+``from csale_app import ALE, CSALE, MACM, MKDAChi2`` gives the Python API (:mod:`csale_app.api`);
 the estimators are imported on first use, so ``csale-app --version`` stays fast.
 """
 
 from ._version import __version__
 
-__all__ = ["ALE", "CSALE", "MACM", "__version__"]
+__all__ = ["ALE", "CSALE", "MACM", "MKDAChi2", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("ALE", "CSALE", "MACM"):
+    if name in ("ALE", "CSALE", "MACM", "MKDAChi2"):
         from . import api
 
         return getattr(api, name)

@@ -1,4 +1,4 @@
-"""The public Python API: ``from csale_app import ALE, CSALE, MACM``.
+"""The public Python API: ``from csale_app import ALE, CSALE, MACM, MKDAChi2``.
 
 Estimators are configured by keyword with the CLI's option names and defaults (``n_iters``,
 ``voxel_thresh``, ``cluster_alpha``, ``random_seed``, ...). ``fit(studyset, database=None,
@@ -212,3 +212,12 @@ class MACM(_Estimator):
     whole-brain ALE and C-SALE of that selection."""
 
     analysis = "macm"
+
+
+class MKDAChi2(_Estimator):
+    """Neurosynth's statistics (NiMARE's ``MKDAChi2``): the studyset's experiments against
+    the reference database's other experiments; uniformity and association tests,
+    posterior probabilities and FDR maps (``get_map("z_desc-association_level-voxel_corr-
+    FDR")``)."""
+
+    analysis = "mkdachi2"

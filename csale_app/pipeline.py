@@ -250,7 +250,7 @@ class Pipeline:
         if not loaded:
             raise EmptySelectionError(f"{self.input_dir}: no studyset has at least "
                                       f"--min-experiments {s.min_experiments} experiments")
-        if {"csale", "macm"} & set(s.analyses) and self.database is None:
+        if {"csale", "macm", "mkdachi2"} & set(s.analyses) and self.database is None:
             files, source = database or self.database_files(every)
             self.database = self.load_database(files, source, affine, brain.shape)
             self.check_self_reference(loaded)

@@ -91,7 +91,8 @@ class MetaResult:
                 seed: str | None = None) -> nib.Nifti1Image:
         """The map ``name`` as a nibabel image on the 2 mm MNI template.
 
-        ``meta`` ("ale" or "csale") picks the analysis where a result holds both (MACM);
+        ``meta`` ("ale", "csale" or "mkdachi2") picks the analysis where a result holds
+        several (MACM);
         ``seed`` picks a MACM seed (default: the first)."""
         if seed is None and self.seeds and not any(o.macm is None and o.maps
                                                     for o in self.outputs):

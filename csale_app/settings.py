@@ -22,7 +22,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 DEFAULT_SEED = 20260101
 MAX_SEED = 2**64 - 1  # the counter-based RNG keys on an unsigned 64-bit integer
-ANALYSES = ("ale", "csale", "macm")
+#: What runs when --analyses is not given; mkdachi2 (Neurosynth's statistics) is asked for by
+#: name, and runs in every MACM anyway.
+DEFAULT_ANALYSES = ("ale", "csale", "macm")
+ANALYSES = DEFAULT_ANALYSES + ("mkdachi2",)
 ROLES = ("result", "input", "runtime")
 
 
@@ -74,6 +77,8 @@ def subsample_size(text: str) -> int | float:
     if token.isdigit():
         return _int(token, 2, None, what)
     return _float(token, lambda v: 0 < v < 1, what)
+def share(text: str) -> float:
+    return _float(text, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def positive_float(text: str) -> float:
@@ -113,8 +118,9 @@ def option(default, *, role: str, help: str, group: str, flags: tuple[str, ...] 
 class Settings:
     # selection
     analyses: tuple[str, ...] = option(
-        ANALYSES, role="result", group="selection", nargs="+", choices=ANALYSES,
-        help="analyses to run [all three]")
+        DEFAULT_ANALYSES, role="result", group="selection", nargs="+", choices=ANALYSES,
+        help="analyses to run [ale csale macm]; mkdachi2 = Neurosynth's uniformity and "
+             "association tests of the studyset against the rest of the database")
     studyset_labels: tuple[str, ...] = option(
         (), role="runtime", group="selection", flags=("--studyset-label",), nargs="+",
         metavar="L", help="run only these studysets (labels = BIDS-safe file stems); the "
@@ -198,8 +204,19 @@ class Settings:
         None, role="result", group="MACM", choices=("roi", "clusters", "each-cluster"),
         help="seed of the MACM [clusters when C-SALE ran, else roi]")
     macm_coverage: float | None = option(
-        None, role="result", group="MACM", parse=probability, metavar="F",
-        help="select experiments whose foci spheres cover >= F of the seed")
+        None, role="result", group="MACM", parse=share, metavar="F",
+        help="select experiments whose --mkda-radius spheres cover more than F of an image "
+             "seed (0: any overlap) [a focus in the seed]")
+    # MKDA chi-square (Neurosynth)
+    mkda_radius: float = option(
+        6.0, role="result", group="MKDA chi-square", parse=positive_float, metavar="MM",
+        help="sphere radius of the binary study maps (mkdachi2, MACM coverage) [6]")
+    prior: float = option(
+        0.5, role="result", group="MKDA chi-square", parse=probability, metavar="P",
+        help="prior P(F) of the posterior probability maps [0.5]")
+    fdr_q: float = option(
+        0.01, role="result", group="MKDA chi-square", parse=probability, metavar="Q",
+        help="Benjamini-Hochberg false discovery rate of the FDR maps [0.01]")
     # compute
     device: str = option(
         "auto", role="runtime", group="compute", choices=("auto", "cpu", "cuda"),

@@ -18,15 +18,19 @@ import numpy as np
 import pandas as pd
 
 from .context import Progress, RunContext, StudysetJob, common_sidecar
-from .io.experiments import Experiments, select_by_seed
+from .errors import EmptySelectionError
+from .io.experiments import (Experiments, rest_of_database, restrict_to_mask,
+                             select_by_points, select_by_seed)
 from .io.terms import TermStudyset
 from .io.workdir import ChunkDir
 from .kernels.plan import Grid
+from .kernels.spheres import active_counts, sphere_offsets
 from .outputs import names
 from .results import AnalysisOutput
 from .stats.ale_analysis import ALEParams, run_ale
 from .stats.contributions import contributions, summarize
 from .stats.csale import CSALEParams, run_csale
+from .stats.mkdachi2 import mkdachi2
 from .stats.montecarlo import NullRun
 from .stats import subsamples
 from .tasks import run_all
@@ -208,39 +212,159 @@ def subsample_outputs(ctx: RunContext, tag: str, exps: Experiments, grid: Grid,
     summary = {"n_subsamples": len(results), "subsample_experiments": count,
                "subsample_median_r": float(np.median(ok)) if len(ok) else None}
     return shares, (table, side), summary
+MKDACHI2_MAP_NOTES = {
+    "stat-prob_desc-A": "P(A): share of all compared experiments active at the voxel",
+    "stat-prob_desc-AgF": "P(A|F): share of the selected experiments active at the voxel",
+    "stat-prob_desc-FgA": "P(F|A) = P(A|F) P(F) / P(A), P(F) = selected / all compared",
+    "stat-prob_desc-AgFprior": "P(A) with P(F) = --prior: prior P(A|F) + (1 - prior) "
+                               "P(A|~F) (NiMARE's prob_desc-AgF_prior)",
+    "stat-prob_desc-FgAprior": "P(F|A) with P(F) = --prior: P(A|F) prior / (prior P(A|F) + "
+                               "(1 - prior) P(A|~F)) (Neurosynth's posterior probability map)",
+}
+
+
+def mkdachi2_output(ctx: RunContext, grid: Grid, counts: np.ndarray, n_selected: int,
+                    n_rest: int, exps: Experiments, source: str, macm: str | None,
+                    comparison: dict) -> AnalysisOutput:
+    """Neurosynth's statistics from the active counts (row 0 selected, row 1 the rest)."""
+    s = ctx.settings
+    res = mkdachi2(counts[0], counts[1], n_selected, n_rest, prior=s.prior, q=s.fdr_q)
+    side = common_sidecar(ctx, exps, source, "MKDA chi-square: Neurosynth's uniformity and "
+                          "association tests (Yarkoni 2011; Wager 2007)", {
+                              "SphereRadiusMM": s.mkda_radius, "Prior": s.prior,
+                              "FDRq": s.fdr_q, "SelectedExperiments": n_selected,
+                              "UnselectedExperiments": n_rest, **comparison,
+                              "InactiveVoxels": res.n_inactive_voxels,
+                              "InactiveVoxelRule": "voxels where no compared experiment is "
+                                                   "active are 0 in every map (p maps: 1), "
+                                                   "Neurosynth's min_studies=1",
+                              "DegenerateTables": "chi2 = 0 (p = 1) where every compared "
+                                                  "experiment is active (Neurosynth's "
+                                                  "two_way gives 2)",
+                              "AnalysisMaskVoxels": grid.n_mask,
+                              "ReferenceDatabase": ctx.database.describe(),
+                              **ctx.extent_note(macm is not None)})
+    map_sidecars = dict((k, {"Description": v}) for k, v in MKDACHI2_MAP_NOTES.items())
+    for test, what in (("uniformity", "one-way chi-square of the selected experiments' "
+                                      "active counts against their mean over the mask "
+                                      "(forward inference, P(A|F)); sign: above/below the "
+                                      "mean"),
+                       ("association", "two-way chi-square (no Yates) of active/inactive x "
+                                       "selected/rest (reverse inference, P(F|A)); sign: "
+                                       "P(A|F) - P(A|~F)")):
+        for stat in ("chi2", "p", "logp", "z"):
+            map_sidecars[f"stat-{stat}_desc-{test}"] = {"Description": what, "DoF": 1}
+        map_sidecars[names.mkdachi2_fdr(test)] = {
+            "Description": f"z of the {test} test where Benjamini-Hochberg FDR at q = "
+                           f"{s.fdr_q:g} over the mask keeps the voxel, else 0",
+            "FDRThresholdP": res.fdr_p_threshold[test],
+            "SignificantVoxels": res.n_survivors[test]}
+    summary = {"n_selected": n_selected, "n_unselected": n_rest,
+               "removed_overlap": comparison.get("RemovedOverlap"),
+               "fdr_p_threshold": res.fdr_p_threshold, "n_fdr_voxels": res.n_survivors,
+               "n_inactive_voxels": res.n_inactive_voxels}
+    return AnalysisOutput("mkdachi2", macm, grid, ctx.affine, res.maps, side, map_sidecars,
+                          {}, {}, summary, None)
+
+
+def mkdachi2_studyset(ctx: RunContext, job: StudysetJob) -> AnalysisOutput:
+    """The studyset's experiments against the database's other experiments (matched by
+    study and contrast id), on the run's analysis mask."""
+    s, db = ctx.settings, ctx.database.experiments
+    rest, n_removed = rest_of_database(db, job.experiments)
+    others = db.subset(rest)
+    if ctx.roi is not None:  # both groups: experiments with a focus in the analysis mask
+        others = restrict_to_mask(others, ctx.grid.mask)
+    if others.n_experiments == 0:
+        raise EmptySelectionError(
+            f"studyset '{job.label}': the reference database holds no experiment outside "
+            f"the studyset ({n_removed} of {db.n_experiments} are in it)")
+    offsets = sphere_offsets(s.mkda_radius, ctx.affine)
+    exps = job.experiments
+    a = active_counts(exps.ijk, exps.focus_start, np.zeros(exps.n_experiments, np.int64), 1,
+                      ctx.grid.mask, offsets)[0]
+    b = active_counts(others.ijk, others.focus_start,
+                      np.zeros(others.n_experiments, np.int64), 1, ctx.grid.mask, offsets)[0]
+    comparison = {"Comparison": "the studyset's experiments against the reference "
+                                "database's experiments that are not in the studyset",
+                  "RemovedOverlap": n_removed,
+                  "RemovedOverlapRule": "a database experiment sharing the study id and a "
+                                        "contrast id with a studyset experiment"}
+    if ctx.roi is not None:
+        comparison["Restriction"] = ("both groups: experiments with a focus in the analysis "
+                                     "mask, foci outside it unused (as ALE/C-SALE of an ROI)")
+    if n_removed:
+        LOG.info("studyset '%s' mkdachi2: %d database experiments are in the studyset and "
+                 "were left out of the rest", job.label, n_removed)
+    return mkdachi2_output(ctx, ctx.grid, np.stack([a, b]), exps.n_experiments,
+                           others.n_experiments, exps, job.path, None, comparison)
+
+
+def mkdachi2_macm(ctx: RunContext, selected: np.ndarray, sel: Experiments, source: str,
+                  name: str) -> AnalysisOutput:
+    """A MACM seed's selection against the rest of the database, whole brain."""
+    db = ctx.database.experiments
+    counts = active_counts(db.ijk, db.focus_start, np.where(selected, 0, 1), 2,
+                           ctx.brain_grid.mask, sphere_offsets(ctx.settings.mkda_radius,
+                                                                ctx.affine))
+    return mkdachi2_output(ctx, ctx.brain_grid, counts, int(selected.sum()),
+                           int((~selected).sum()), sel, source, name,
+                           {"Comparison": "the experiments the seed selects against the "
+                                          "rest of the reference database (Neurosynth's "
+                                          "coactivation)"})
 
 
 def macm_seeds(ctx: RunContext, csale_res):
-    """(kind, [(label, seed mask on the template grid)], reason-if-none) for --macm-seed."""
+    """(kind, [(label, seed mask on the template grid, seed points or None)],
+    reason-if-none) for --macm-seed; points: the --roi-coords of a coordinate seed."""
     s, roi, grid = ctx.settings, ctx.roi, ctx.grid
     kind = s.macm_seed or ("clusters" if csale_res is not None else "roi")
     if kind == "roi":
         if roi is None:
             return kind, [], "no ROI given (--roi, --roi-coords or INPUT_DIR/roi.nii.gz)"
-        return kind, [(roi.label, roi.mask)], None
+        return kind, [(roi.label, roi.mask, s.roi_coords or None)], None
     if csale_res is None:
         return kind, [], f"--macm-seed {kind} needs C-SALE results (add csale to --analyses)"
     labels = csale_res.significant_labels
     if labels.max() == 0:
         return kind, [], "C-SALE found no significant cluster to seed the MACM"
     if kind == "clusters":
-        return kind, [("clusters", grid.to_volume(labels > 0))], None
-    return kind, [(f"cluster{k}", grid.to_volume(labels == k))
+        return kind, [("clusters", grid.to_volume(labels > 0), None)], None
+    return kind, [(f"cluster{k}", grid.to_volume(labels == k), None)
                   for k in range(1, labels.max() + 1)], None
+
+
+def seed_selection(ctx: RunContext, seed: np.ndarray, points) -> tuple[np.ndarray,
+                                                                         np.ndarray, str]:
+    """(selected, foci-in-seed counts, rule) of a MACM seed: with --macm-coverage, spheres
+    covering more than that share of the seed; a coordinate seed, a focus within
+    --roi-radius of a point; an image seed, a focus in the seed."""
+    s, db = ctx.settings, ctx.database.experiments
+    if s.macm_coverage is not None:
+        selected, counts = select_by_seed(db, seed, s.macm_coverage,
+                                          sphere_offsets(s.mkda_radius, ctx.affine))
+        return selected, counts, (f"{s.mkda_radius:g} mm spheres around the foci cover more "
+                                  f"than {s.macm_coverage:g} of the seed")
+    if points is not None:
+        selected, counts = select_by_points(db, points, s.roi_radius)
+        return selected, counts, f"a focus within {s.roi_radius:g} mm of a seed point"
+    selected, counts = select_by_seed(db, seed)
+    return selected, counts, "a focus in the seed"
 
 
 def macm_outputs(ctx: RunContext, job: StudysetJob,
                  csale_res) -> tuple[list[AnalysisOutput], dict, dict]:
-    """MACM: experiments of the reference database in each seed, then whole-brain ALE and
-    C-SALE of that selection. Returns (outputs, summary, skipped)."""
+    """MACM: experiments of the reference database in each seed, then whole-brain ALE,
+    C-SALE and MKDA chi-square (the selection against the rest) of that selection.
+    Returns (outputs, summary, skipped)."""
     s, db = ctx.settings, ctx.database.experiments
     kind, seeds, reason = macm_seeds(ctx, csale_res)
     if reason:
         LOG.warning("studyset '%s': MACM skipped: %s", job.label, reason)
         return [], {"skipped": reason}, {"macm": reason}
 
-    def one_seed(name, seed):
-        selected, in_seed = select_by_seed(db, seed, s.macm_coverage)
+    def one_seed(name, seed, points):
+        selected, in_seed, rule = seed_selection(ctx, seed, points)
         sel = db.subset(selected)
         table = pd.DataFrame({"experiment_id": db.ids, "study_id": db.study_ids,
                               "n_foci": db.foci_counts(), "foci_in_seed": in_seed,
@@ -248,7 +372,7 @@ def macm_outputs(ctx: RunContext, job: StudysetJob,
         found = [AnalysisOutput(
             "seed", name, ctx.brain_grid, ctx.affine,
             tables={names.MACM_EXPERIMENTS: (table[table["selected"]].reset_index(drop=True),
-                                             None)},
+                                             {"SelectionRule": rule})},
             masks={names.seed_mask_filename(job.label, name):
                    (seed, {"Description": f"MACM seed ({kind})"})})]
         if sel.n_experiments < s.min_experiments:
@@ -259,13 +383,20 @@ def macm_outputs(ctx: RunContext, job: StudysetJob,
         src = f"reference database ({', '.join(ctx.database.files)})"
         ale = ale_output(ctx, job, name, sel, ctx.brain_grid, src)
         csale = csale_output(ctx, job, name, sel, ctx.brain_grid, src)
-        return found + [ale, csale], {"n_selected": sel.n_experiments, "ale": ale.summary,
-                                      "csale": csale.summary}, None
+        summary = {"n_selected": sel.n_experiments, "selection": rule, "ale": ale.summary,
+                   "csale": csale.summary}
+        if sel.n_experiments == db.n_experiments:
+            msg = "the seed selects every experiment of the database: nothing to compare"
+            LOG.warning("studyset '%s': MACM %s: MKDA chi-square skipped: %s", job.label,
+                        name, msg)
+            return found + [ale, csale], {**summary, "mkdachi2": {"skipped": msg}}, None
+        chi2 = mkdachi2_macm(ctx, selected, sel, src, name)
+        return found + [ale, csale, chi2], {**summary, "mkdachi2": chi2.summary}, None
 
     # seeds are independent: side by side on a Dask cluster (csale_app.tasks)
-    units = [partial(one_seed, name, seed) for name, seed in seeds]
+    units = [partial(one_seed, name, seed, points) for name, seed, points in seeds]
     outputs, done, skipped = [], {}, {}
-    for (name, _), (found, summary, msg) in zip(seeds, run_all(ctx.executor, units)):
+    for (name, _, _), (found, summary, msg) in zip(seeds, run_all(ctx.executor, units)):
         outputs += found
         done[name] = summary
         if msg:
@@ -297,6 +428,16 @@ def run_analyses(ctx: RunContext, job: StudysetJob,
         csale = csale_output(ctx, job)
         outputs.append(csale)
         summary["analyses"]["csale"] = csale.summary
+    if "mkdachi2" in s.analyses:
+        try:
+            chi2 = mkdachi2_studyset(ctx, job)
+        except EmptySelectionError as exc:
+            reason = exc.one_line()
+            LOG.warning("%s", reason)
+            summary["skipped"]["mkdachi2"] = reason
+        else:
+            outputs.append(chi2)
+            summary["analyses"]["mkdachi2"] = chi2.summary
     if "macm" in s.analyses:
         macm, macm_summary, skipped = macm_outputs(
             ctx, job, csale.raw if csale is not None else None)

@@ -131,12 +131,13 @@ DEFAULTS = ("--merge-contrasts --min-experiments 15 --term-threshold 0.001 --roi
             "--brain-mask brain --n-iters {n} --voxel-thresh 0.001 --cluster-alpha 0.05 "
             "--min-cluster-size 50 --random-seed 20260101 --csale-null probabilistic "
             "--subsamples 0 --subsample-size 0.8")
+MKDA_DEFAULTS = " --mkda-radius 6.0 --prior 0.5 --fdr-q 0.01"
 
 SIMULATIONS = [
     pytest.param(
         {"input_dir": "/data/in", "output_dir": "/data/out", "analysis_level": "group"},
         "csale-app /data/in /data/out group --analyses ale csale macm "
-        + DEFAULTS.format(n=10000) + " --device auto --batch-size auto",
+        + DEFAULTS.format(n=10000) + MKDA_DEFAULTS + " --device auto --batch-size auto",
         id="defaults"),
     pytest.param(
         {"input_dir": "/data/in", "output_dir": "/data/out", "analysis_level": "group",
@@ -144,6 +145,7 @@ SIMULATIONS = [
          "n_iters": 2000, "work_dir": "/scratch/w", "nprocs": 4, "quiet": True},
         "csale-app /data/in /data/out group --analyses csale --database /data/brainmap "
         + DEFAULTS.format(n=2000).replace("--roi-radius", "--roi /data/roi.nii.gz --roi-radius")
+        + MKDA_DEFAULTS
         + " --device auto --nprocs 4 --batch-size auto --work-dir /scratch/w --quiet",
         id="roi-file-database-workdir"),
     pytest.param(
@@ -155,7 +157,7 @@ SIMULATIONS = [
         "csale-app in out group --studyset-label nback flanker --analyses ale csale macm "
         + DEFAULTS.format(n=10000).replace("--merge-contrasts", "--no-merge-contrasts")
                                   .replace("--roi-radius", "--roi cerebellum --roi-radius")
-        + " --macm-seed each-cluster --device cuda --gpu-id 1 --batch-size 64 --overwrite -vv",
+        + " --macm-seed each-cluster" + MKDA_DEFAULTS + " --device cuda --gpu-id 1 --batch-size 64 --overwrite -vv",
         id="builtin-roi-gpu"),
 ]
 

@@ -27,6 +27,7 @@ from csale_app.cli.run import main
 from csale_app.io.experiments import build_experiments, select_by_seed
 from csale_app.io.readers import read_studyset
 from csale_app.io.roi import sphere_roi
+from csale_app.kernels.spheres import sphere_offsets
 from csale_app.kernels.plan import build_grid
 from csale_app.settings import Settings
 from csale_app.stats.ale import kernels_for, observed_ale
@@ -262,13 +263,15 @@ def test_cli_sphere_macm_matches_nimare(cli_sphere_run, nimare_macm, pain_dset, 
 
 
 # ---- (3) Neurosynth-style coverage selection ------------------------------------------------
+#: the --mkda-radius default on the 2 mm template
+SIX_MM = sphere_offsets(6.0, np.diag([2.0, 2.0, 2.0, 1.0]))
 def slow_coverage_reference(foci_by_exp, seed_mask, affine, fraction, radius_mm=6.0):
     """Plain python: each focus goes to its nearest voxel (as Neurosynth maps peaks to the
     grid); an experiment is selected if the union of radius_mm spheres around its foci covers
-    at least ``fraction`` of the seed voxels."""
+    more than ``fraction`` of the seed voxels (Neurosynth's rule: 0 = any overlap)."""
     covered = slow_coverage_counts(foci_by_exp, seed_mask, affine, radius_mm)
     n_seed = int(np.count_nonzero(seed_mask))
-    return np.array([c / n_seed >= fraction for c in covered])
+    return np.array([c / n_seed > fraction for c in covered])
 
 
 def slow_coverage_counts(foci_by_exp, seed_mask, affine, radius_mm=6.0):
@@ -321,8 +324,8 @@ def test_coverage_selection_matches_slow_reference_on_pain(pain_json, pain_exper
     partial = 0
     for centre, radius in [(SPHERE, 10.0), ((52, -24, 20), 6.0)]:
         seed = sphere([centre], radius)
-        for frac in (0.05, 0.1, 0.2, 0.3):
-            ours, counts = select_by_seed(pain_experiments, seed, frac)
+        for frac in (0.0, 0.05, 0.1, 0.2, 0.3):
+            ours, counts = select_by_seed(pain_experiments, seed, frac, SIX_MM)
             ref = slow_coverage_reference(foci, seed, img.affine, frac)
             assert np.array_equal(ours, ref), (centre, radius, frac)
             partial += 0 < ours.sum() < len(ours)
@@ -344,14 +347,18 @@ def test_coverage_selection_matches_slow_reference_off_grid(rng, brain):
     no_focus_but_covered = 0
     covered = slow_coverage_counts(foci, seed, img.affine)
     n_seed = int(seed.sum())
-    # "at least F": an experiment covering exactly F of the seed is selected, one voxel less not
+    # "more than F": an experiment covering exactly F of the seed is not selected, one voxel
+    # more is; F = 0 selects every experiment whose spheres touch the seed, and no other
     for c in sorted({c for c in covered if c > 1})[:3]:
-        ours, _ = select_by_seed(exps, seed, c / n_seed)
-        assert np.array_equal(ours, np.array(covered) >= c), c
-        assert np.array_equal(select_by_seed(exps, seed, (c + 0.5) / n_seed)[0],
-                              np.array(covered) > c)
+        ours, _ = select_by_seed(exps, seed, c / n_seed, SIX_MM)
+        assert np.array_equal(ours, np.array(covered) > c), c
+        assert np.array_equal(select_by_seed(exps, seed, (c - 0.5) / n_seed, SIX_MM)[0],
+                              np.array(covered) >= c)
+    any_overlap, _ = select_by_seed(exps, seed, 0.0, SIX_MM)
+    assert np.array_equal(any_overlap, np.array(covered) > 0)
+    assert 0 < any_overlap.sum() < exps.n_experiments
     for frac in (0.02, 0.1, 0.25, 0.5):
-        ours, counts = select_by_seed(exps, seed, frac)
+        ours, counts = select_by_seed(exps, seed, frac, SIX_MM)
         ref = slow_coverage_reference(foci, seed, img.affine, frac)
         assert np.array_equal(ours, ref), frac
         assert 0 < ours.sum() < exps.n_experiments, frac
@@ -359,7 +366,7 @@ def test_coverage_selection_matches_slow_reference_off_grid(rng, brain):
     assert no_focus_but_covered > 0
     # a two-sphere seed (union) as --roi-coords gives
     seed2 = sphere([centre, (40.0, -50.0, 30.0)], 8.0)
-    ours, _ = select_by_seed(exps, seed2, 0.1)
+    ours, _ = select_by_seed(exps, seed2, 0.1, SIX_MM)
     assert np.array_equal(ours, slow_coverage_reference(foci, seed2, img.affine, 0.1))
     # default selection ("at least one focus in the seed"), same reference style
     at_least_one = np.array([
@@ -398,12 +405,12 @@ def test_macm_seeds_each_cluster_and_clusters(brain):
 
     kind, seeds, reason = macm_seeds(pipe("each-cluster"), res)
     assert (kind, reason) == ("each-cluster", None)
-    assert [n for n, _ in seeds] == ["cluster1", "cluster2"]
-    for (_, m), k in zip(seeds, (1, 2)):
+    assert [n for n, _, _ in seeds] == ["cluster1", "cluster2"]
+    for (_, m, _), k in zip(seeds, (1, 2)):
         assert m.shape == mask.shape and np.array_equal(m, masks[k])
 
     kind, seeds, reason = macm_seeds(pipe("clusters"), res)
-    assert reason is None and [n for n, _ in seeds] == ["clusters"]
+    assert reason is None and [n for n, _, _ in seeds] == ["clusters"]
     assert np.array_equal(seeds[0][1], masks[1] | masks[2])
     # default: clusters when C-SALE ran, else the ROI
     assert macm_seeds(pipe(None), res)[0] == "clusters"
@@ -429,8 +436,8 @@ def test_macm_seeds_on_an_roi_analysis_grid(brain):
     labels, masks = cluster_labels(grid, img, mask)
     ctx = SimpleNamespace(settings=Settings(macm_seed="each-cluster"), roi=None, grid=grid)
     _, seeds, _ = macm_seeds(ctx, SimpleNamespace(significant_labels=labels))
-    assert [n for n, _ in seeds] == ["cluster1", "cluster2"]
-    assert all(np.array_equal(m, masks[k]) for (_, m), k in zip(seeds, (1, 2)))
+    assert [n for n, _, _ in seeds] == ["cluster1", "cluster2"]
+    assert all(np.array_equal(m, masks[k]) for (_, m, _), k in zip(seeds, (1, 2)))
 
 
 def test_each_cluster_cli_gives_one_folder_per_cluster(monkeypatch, tmp_path, pain_json,

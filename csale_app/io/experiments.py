@@ -248,8 +248,7 @@ def build_experiments(
 def restrict_to_mask(exps: Experiments, mask: np.ndarray) -> Experiments:
     """Keep only foci inside ``mask`` (template grid); experiments left without foci go."""
     inside = mask[tuple(exps.ijk.T)] if exps.n_foci else np.zeros(0, bool)
-    counts = np.add.reduceat(inside.astype(np.int64), exps.focus_start[:-1]) if exps.n_foci else np.zeros(0, np.int64)
-    counts = np.where(np.diff(exps.focus_start) > 0, counts, 0)
+    counts = foci_per_experiment(exps, inside)
     keep_exp = counts > 0
     table = exps.table.copy()
     n_in = dict(zip(exps.ids, counts))
@@ -273,27 +272,50 @@ def restrict_to_mask(exps: Experiments, mask: np.ndarray) -> Experiments:
     )
 
 
-#: Neurosynth-style coverage spheres: 6 mm radius, 3 voxels of the 2 mm template.
-COVERAGE_RADIUS_VOX = 3.0
+def foci_per_experiment(exps: Experiments, per_focus: np.ndarray) -> np.ndarray:
+    """Per experiment, how many of its foci have ``per_focus`` true (int64)."""
+    if not exps.n_foci:
+        return np.zeros(exps.n_experiments, dtype=np.int64)
+    sums = np.add.reduceat(per_focus.astype(np.int64), exps.focus_start[:-1])
+    return np.where(exps.foci_counts() > 0, sums, 0)
 
 
 def select_by_seed(db: Experiments, seed: np.ndarray, coverage: float | None = None,
-                   radius_vox: float = COVERAGE_RADIUS_VOX) -> tuple[np.ndarray, np.ndarray]:
-    """MACM selection: experiments with >= 1 focus in ``seed`` (template-grid mask), or,
-    with ``coverage``, whose foci spheres (radius in voxels) cover >= that share of the
-    seed (Neurosynth-style). Returns (selected bool per experiment, foci-in-seed counts)."""
+                   offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MACM selection by an image seed (template-grid mask): experiments with >= 1 focus
+    in ``seed``, or, with ``coverage``, whose union of spheres (``offsets``, see
+    :func:`csale_app.kernels.spheres.sphere_offsets`) covers more than that share of the
+    seed (Neurosynth's rule; 0 = any overlap). Returns (selected bool per experiment,
+    foci-in-seed counts)."""
     in_seed = seed[tuple(db.ijk.T)] if db.n_foci else np.zeros(0, bool)
-    counts = np.array([int(in_seed[a:b].sum()) for a, b in zip(db.focus_start[:-1], db.focus_start[1:])],
-                      dtype=np.int64)
+    counts = foci_per_experiment(db, in_seed)
     if coverage is None:
         return counts > 0, counts
-    seed_ijk = np.argwhere(seed)
-    selected = np.zeros(db.n_experiments, dtype=bool)
-    r2 = radius_vox ** 2
-    for e in range(db.n_experiments):
-        foci = db.ijk[db.focus_start[e]:db.focus_start[e + 1]]
-        covered = np.zeros(len(seed_ijk), dtype=bool)
-        for f in foci:
-            covered |= ((seed_ijk - f) ** 2).sum(axis=1) <= r2
-        selected[e] = covered.mean() >= coverage
-    return selected, counts
+    from ..kernels.spheres import covered_voxels
+
+    covered = covered_voxels(db.ijk, db.focus_start, seed, offsets)
+    return covered / max(int(np.count_nonzero(seed)), 1) > coverage, counts
+
+
+def select_by_points(db: Experiments, points, radius_mm: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """MACM selection by a coordinate seed: experiments with a focus (MNI) within
+    ``radius_mm`` of a seed point (Neurosynth's ``get_studies(peaks=..., r=...)``, NiMARE's
+    ``get_studies_by_coordinate``). Returns (selected, foci-within-radius counts)."""
+    near = np.zeros(db.n_foci, dtype=bool)
+    for point in np.asarray(points, dtype=np.float64).reshape(-1, 3):
+        near |= ((db.xyz_mni - point) ** 2).sum(axis=1) <= radius_mm ** 2
+    counts = foci_per_experiment(db, near)
+    return counts > 0, counts
+
+
+def rest_of_database(db: Experiments, studyset: Experiments) -> tuple[np.ndarray, int]:
+    """Database experiments that are not in ``studyset`` (bool per database experiment) and
+    how many were removed: an experiment is in the studyset when it shares the study id and
+    a contrast id with one of its experiments (merged experiments list their contrasts)."""
+    pairs = {(st, c) for st, cs in zip(studyset.study_ids, studyset.contrast_ids)
+             for c in str(cs).split("|")}
+    studies = {st for st, _ in pairs}
+    overlap = np.array([st in studies and any((st, c) in pairs for c in str(cs).split("|"))
+                        for st, cs in zip(db.study_ids, db.contrast_ids)], dtype=bool)
+    return ~overlap, int(overlap.sum())

@@ -28,6 +28,21 @@ CSALE_MAPS = (
 SUBSAMPLE_EXTENT_MAP = "stat-prob_desc-subsamplesextent"
 SUBSAMPLE_FWE_MAP = "stat-prob_desc-subsamplesclusterfwe"
 SUBSAMPLE_MAPS = (SUBSAMPLE_EXTENT_MAP, SUBSAMPLE_FWE_MAP)
+#: Neurosynth's statistics (meta-mkdachi2): posterior/conditional probabilities, the two
+#: chi-square tests and their FDR-thresholded z maps (zero where not significant).
+MKDACHI2_TESTS = ("uniformity", "association")
+MKDACHI2_PROBABILITIES = ("A", "AgF", "FgA", "AgFprior", "FgAprior")
+
+
+def mkdachi2_fdr(test: str) -> str:
+    return f"stat-z_desc-{test}_level-voxel_corr-FDR"
+
+
+MKDACHI2_MAPS = (
+    tuple(f"stat-prob_desc-{p}" for p in MKDACHI2_PROBABILITIES)
+    + tuple(f"stat-{s}_desc-{t}" for t in MKDACHI2_TESTS for s in ("chi2", "p", "logp", "z"))
+    + tuple(mkdachi2_fdr(t) for t in MKDACHI2_TESTS)
+)
 THRESHOLDED = "stat-z_desc-thresholded"
 
 #: NiMARE 0.22's map names (MetaResult.maps after ALE + FWECorrector(montecarlo)) -> ours.

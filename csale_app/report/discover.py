@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..outputs import names
 
-META_ORDER = {"ale": 0, "csale": 1}
+META_ORDER = {"ale": 0, "csale": 1, "mkdachi2": 2}
 _MAP_RE = names.MAP_PATTERN
 _TABLE_RE = names.TABLE_PATTERN
 #: Short names of the tables an analysis holds (``Analysis.tables``).

@@ -114,6 +114,21 @@ REFERENCES = {r.key: r for r in [
         "Ronald J.", "An automated labeling system for subdividing the human cerebral cortex "
         "on MRI scans into gyral based regions of interest", "NeuroImage", 2006, "31", "3",
         "968--980", "10.1016/j.neuroimage.2006.01.021"),
+    Ref("yarkoni2011", "Yarkoni et al., 2011",
+        "Yarkoni, Tal and Poldrack, Russell A. and Nichols, Thomas E. and Van Essen, David C. "
+        "and Wager, Tor D.", "Large-scale automated synthesis of human functional "
+        "neuroimaging data", "Nature Methods", 2011, "8", "8", "665--670",
+        "10.1038/nmeth.1635"),
+    Ref("wager2007", "Wager et al., 2007",
+        "Wager, Tor D. and Lindquist, Martin and Kaplan, Lauren",
+        "Meta-analysis of functional neuroimaging data: current and future directions",
+        "Social Cognitive and Affective Neuroscience", 2007, "2", "2", "150--158",
+        "10.1093/scan/nsm015"),
+    Ref("benjamini1995", "Benjamini and Hochberg, 1995",
+        "Benjamini, Yoav and Hochberg, Yosef",
+        "Controlling the false discovery rate: a practical and powerful approach to multiple "
+        "testing", "Journal of the Royal Statistical Society: Series B (Methodological)", 1995,
+        "57", "1", "289--300", "10.1111/j.2517-6161.1995.tb02031.x"),
 ]}
 
 
@@ -149,7 +164,7 @@ class Facts:
 
     version: str
     settings: dict
-    analyses: set  # "ale", "csale" (studyset level), "macm" (a MACM folder exists)
+    analyses: set  # "ale", "csale", "mkdachi2" (studyset level), "macm" (a MACM folder)
     talairach: bool = False
     device: str = ""
     studysets: list = field(default_factory=list)  # the pipeline's summary dicts
@@ -270,6 +285,49 @@ def _has_roi(f: Facts) -> bool:
         isinstance(x, dict) and isinstance(x.get("roi"), dict) for x in f.studysets)
 
 
+def _mkdachi2(f: Facts, studyset: bool, macm: bool) -> str:
+    """Neurosynth's statistics: for a studyset against the rest of the database, and for
+    every MACM's selection against the rest."""
+    s = f.settings
+    groups = []
+    if studyset:
+        groups.append("each studyset's experiments against the reference database's other "
+                      "experiments (database experiments sharing a study and contrast id with "
+                      "the studyset were removed from the rest, and counted)")
+    if macm:
+        groups.append("each MACM seed's selected experiments against the rest of the "
+                      "reference database (Neurosynth's coactivation analysis)")
+    return (
+        "MKDA chi-square statistics as implemented in Neurosynth " + _c("yarkoni2011", "wager2007")
+        + " compared " + " and ".join(groups) + ". Each experiment's map was the union of "
+        f"{_fmt(s.get('mkda_radius', 6.0))} mm spheres around its foci; per voxel, a and b "
+        "count the active experiments of the selection and of the rest. The uniformity test "
+        "(forward inference, P(A|F)) is a one-way chi-square of a against its mean over the "
+        "mask; the association test (reverse inference, P(F|A)) is a two-way chi-square "
+        "without continuity correction of active/inactive by selected/rest; both have 1 "
+        "degree of freedom and their z carries the sign of the deviation. Posterior "
+        f"probabilities P(F|A) were also computed with a prior P(F) = {_fmt(s.get('prior', 0.5))}."
+        f" The z maps were thresholded at a false discovery rate q = {_fmt(s.get('fdr_q', 0.01))}"
+        " (Benjamini-Hochberg over every mask voxel " + _c("benjamini1995") + "), and voxels "
+        "where no experiment is active were set to 0, as in Neurosynth."
+        + (" With the ROI, a studyset's MKDA chi-square ran in the ROI's analysis mask and "
+           "both groups were the experiments with a focus in it; MACMs are whole-brain."
+           if studyset and (s.get("roi") or s.get("roi_coords")) else "")
+        + _mkdachi2_counts(f))
+
+
+def _mkdachi2_counts(f: Facts) -> str:
+    parts = []
+    for s in f.studysets:
+        an = s.get("analyses") if isinstance(s, dict) else None
+        m = an.get("mkdachi2") if isinstance(an, dict) else None
+        if isinstance(m, dict) and "n_selected" in m:
+            parts.append(f"{_n(m['n_selected'])} against {_n(m.get('n_unselected'))} for "
+                         f"{s.get('label')} ({_n(m.get('removed_overlap') or 0)} database "
+                         "experiments in the studyset removed)")
+    return (" Experiments compared: " + _list(parts) + ".") if parts else ""
+
+
 def _data(f: Facts) -> str:
     roi = bool(f.settings.get("roi") or f.settings.get("roi_coords"))
     parts = []
@@ -367,16 +425,27 @@ def methods_paragraphs(facts: Facts | str, settings: dict | None = None,
         seed_text = seeds.get(kind, str(kind)) if kind else \
             "the significant C-SALE clusters (the region of interest when C-SALE did not run)"
         cov = s.get("macm_coverage")
+        if cov is not None:
+            rule = (f"whose {_fmt(s.get('mkda_radius', 6.0))} mm spheres around their foci "
+                    f"covered more than {100 * float(cov):g}% of the seed voxels")
+        elif s.get("roi_coords") and (kind or "roi") == "roi":
+            rule = f"with a focus within {_fmt(s.get('roi_radius', 10.0))} mm of a seed point"
+        else:
+            rule = "with at least one focus in the seed"
         p = ("Meta-analytic connectivity modelling (MACM) " + _c("laird2009", "robinson2010")
              + f" used as seed {seed_text}: experiments of the reference database "
-             + (f"whose foci covered at least {100 * float(cov):g}% of the seed voxels"
-                if cov else "with at least one focus in the seed")
+             + rule
              + " were selected. The MACM is whole-brain: its ALE and C-SALE run in the whole "
              "brain mask, and the ROI restricts neither the nulls nor the reported results. "
              "Its ALE: " + _ale_inference(f) + ". Its C-SALE (specific ALE " + _c("langner2014")
              + ", base rate from the whole reference database): "
              + _csale_inference(f, "the brain mask") + _macm_counts(f))
         if "csale" not in f.analyses:
+            p += " " + _database(f)
+        out.append(p)
+    if {"mkdachi2", "macm"} & f.analyses:
+        p = _mkdachi2(f, "mkdachi2" in f.analyses, "macm" in f.analyses)
+        if not {"csale", "macm"} & f.analyses:
             p += " " + _database(f)
         out.append(p)
     out.append(REUSE_RULE)

@@ -19,7 +19,7 @@ from .tables import (Table, anchor, cluster_table, contributions_table, df_table
 from .viewer import viewer
 
 LOG = logging.getLogger(__name__)
-TITLES = {"ale": "ALE", "csale": "C-SALE"}
+TITLES = {"ale": "ALE", "csale": "C-SALE", "mkdachi2": "MKDA chi-square (Neurosynth)"}
 THRESHOLDED = "stat-z_desc-thresholded"
 BASERATE = "stat-prob_desc-baserate"
 EXTENT = "stat-z_desc-extentthresholded"
@@ -252,6 +252,10 @@ def _subsample_parts(sec, an, title, roi_img):
 
 def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
                      summary: dict | None = None, label: str = "", macm: bool = False) -> Section:
+    if an.meta == "mkdachi2":
+        from .mkdachi2 import mkdachi2_section
+
+        return mkdachi2_section(an, parent_id, roi_img, macm=macm)
     title = TITLES.get(an.meta, an.meta)
     sec = Section(anchor(parent_id, an.meta), title)
     side = an.sidecar()

@@ -70,7 +70,8 @@ def macm_section(m: discover.Macm, parent_id: str, summary: dict) -> Section:
     if m.experiments is not None:
         df = _safe(sec, "the selected experiments", lambda: read_tsv(m.experiments))
         if df is not None:
-            sec.info.append(("Selected experiments", f"{len(df)} (with a focus in the seed)"))
+            rule = _selection_rule(m.experiments)
+            sec.info.append(("Selected experiments", f"{len(df)} ({rule})"))
             from .tables import df_table
 
             sec.details.append(df_table(df, "Experiments selected by the seed"))
@@ -80,6 +81,17 @@ def macm_section(m: discover.Macm, parent_id: str, summary: dict) -> Section:
     if cmp is not None:
         sec.children.append(cmp)
     return sec.finish()
+
+
+def _selection_rule(experiments_tsv) -> str:
+    """The MACM's selection rule from the experiments table's sidecar."""
+    import json
+
+    try:
+        side = json.loads(experiments_tsv.with_suffix(".json").read_text(encoding="utf-8"))
+        return str(side["SelectionRule"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "with a focus in the seed"
 
 
 def _experiments(sec: Section, ss: discover.Studyset, summary: dict) -> bool:
