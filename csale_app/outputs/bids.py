@@ -97,7 +97,7 @@ def write_dataset_description(output_dir: Path) -> None:
         "DatasetType": "derivative",
         "GeneratedBy": [generated],
     })
-    write_text(output_dir / ".bidsignore", "logs/\nreport.html\n*.bib\n.csale_*\n*_provenance.json\n")
+    write_text(output_dir / ".bidsignore", "logs/\nreport.html\nreport/\n*.bib\n.csale_*\n*_provenance.json\n")
     write_atomic(output_dir / "csale_app_pybids_config.json",
                  lambda p: shutil.copyfile(pybids_config_path(), p))
 

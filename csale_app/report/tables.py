@@ -28,6 +28,14 @@ class Cell:
 
 
 @dataclass
+class Link:
+    """A table cell that links to another page of the report (a relative address)."""
+
+    text: str
+    href: str
+
+
+@dataclass
 class Table:
     title: str
     columns: list[str]
@@ -43,7 +51,7 @@ class Table:
         out = [False] * len(self.columns)
         for r in self.rows:
             for i, v in enumerate(r[: len(out)]):
-                text = v.text if isinstance(v, Cell) else str(v)
+                text = v.text if isinstance(v, (Cell, Link)) else str(v)
                 if not out[i] and max(map(len, text.split()), default=0) > 16:
                     out[i] = True
         return out
