@@ -17,10 +17,10 @@ from scipy import ndimage
 
 from csale_app.cli.parser import args_to_settings, build_parser
 from csale_app.cli.run import main
+from csale_app.settings import MAX_SEED, ROLES, Settings, options
 
 from . import report_pages
 from .trees import tree_digest
-from csale_app.settings import MAX_SEED, ROLES, Settings, options
 
 FACES = ndimage.generate_binary_structure(3, 1)
 #: Enough permutations for --voxel-thresh 0.01 (>= 102) and cluster-alpha 0.05.

@@ -22,9 +22,9 @@ from urllib.parse import quote
 
 from ..outputs.atomic import write_text
 from . import discover, figure_cache, methods
-from .sections import TITLES, Section  # noqa: F401  (re-exported)
+from .sections import TITLES, Section  # noqa: F401  (Section re-exported)
 from .studysets import ran, skipped, studyset_section
-from .tables import Link, Table, fmt, fmt_seconds, kv_table, read_tsv  # noqa: F401
+from .tables import Link, Table, fmt, fmt_seconds, kv_table, read_tsv
 
 LOG = logging.getLogger("csale_app")
 PAGES_DIR = "report"  # OUTPUT_DIR/report/studyset-<S>.html
@@ -44,7 +44,7 @@ def database_text(db: dict) -> str:
             f"{fmt(db.get('n_foci'))} foci)")
 
 
-def _summary_tables(context: dict, pages: list["Page"]) -> list[Table]:
+def _summary_tables(context: dict, pages: list[Page]) -> list[Table]:
     cmd = context.get("command_line", context.get("command", ""))
     run = [("csale_app version", context.get("version", "")),
            ("Command line", " ".join(map(str, cmd)) if isinstance(cmd, (list, tuple)) else cmd),
