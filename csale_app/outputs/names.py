@@ -48,7 +48,8 @@ NIMARE_ALIASES = {
 INPUT_FOCI = "desc-input_foci"
 EXPERIMENTS_TABLE = "desc-experiments_table"
 MACM_EXPERIMENTS = "experiments"
-TABLE_KINDS = ("clusters", "peaks", "contributions")
+TABLE_KINDS = ("clusters", "peaks", "contributions", "lobules")
+LOBULES = "lobules"  # significant voxels per SUIT lobule (cerebellar results only)
 NULL_VALUES = "desc-null_values"
 
 
@@ -89,4 +90,4 @@ def seed_mask_filename(label: str, macm: str) -> str:
 # ---- reading names back (report) ------------------------------------------------------------
 MAP_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<part>.+)_statmap\.nii\.gz$")
 TABLE_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<kind>clusters|peaks|"
-                           r"contributions|desc-null_values)\.tsv$")
+                           r"contributions|lobules|desc-null_values)\.tsv$")

@@ -26,7 +26,7 @@ from .figure_cache import cached  # noqa: E402
 
 LOG = logging.getLogger("csale_app")
 DPI = 80
-COLOURS = 128
+COLOURS = 256
 PNG_URI = "data:image/png;base64,"
 
 
@@ -324,6 +324,10 @@ def peak_figure(img: nib.Nifti1Image, title: str, peak: tuple[float, float, floa
     fig = _render(title, draw, caption)
     fig.attrs = dict(attrs or {})
     return fig
+
+
+FOCI_COLUMNS = ("x_mni", "y_mni", "z_mni", "x", "y", "z", "experiment_id", "study_id",
+                "in_template", "i", "j", "k")  # what foci_figure reads
 
 
 @figure

@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import discover, figures
+from . import discover, figures, flatmap
 from .tables import (Table, anchor, cluster_table, contributions_table, fmt, fmt_seconds,
-                     kv_table, peaks_table, read_tsv, unique)
+                     kv_table, lobules_table, peaks_table, read_tsv, unique)
 from .viewer import viewer
 
 LOG = logging.getLogger("csale_app")
 TITLES = {"ale": "ALE", "csale": "C-SALE"}
 THRESHOLDED = "stat-z_desc-thresholded"
 BASERATE = "stat-prob_desc-baserate"
+SUBSAMPLES = "stat-prob_desc-subsamples"
 MAX_PEAK_VIEWS = 6
 OUTLINE = "cyan outline"
 
@@ -128,11 +129,30 @@ def _peaks(clusters: pd.DataFrame | None) -> list[tuple[int, tuple[float, float,
             for r in clusters.head(MAX_PEAK_VIEWS).itertuples()]
 
 
+def _flatmap(sec: Section, img, title: str, roi_img, vmax=None, cmap: str = "autumn",
+             what: str = "", first: bool = True) -> None:
+    """A SUIT flatmap of ``img`` if it has voxels in the cerebellum: the first figure of the
+    section for a cerebellar ROI (unless not ``first``), else after the views already
+    there."""
+    def _add():
+        if img is None or flatmap.cerebellar_voxels(img) == 0:
+            return
+        fig = flatmap.flatmap_figure(img, f"{title}: SUIT flatmap{what}", vmax=vmax, cmap=cmap,
+                                     caption=flatmap.caption())
+        fig.attrs = {**fig.attrs, "flatmap": "suit"}
+        if first and flatmap.is_cerebellar_roi(roi_img):
+            sec.figures.insert(0, fig)
+        else:
+            sec.figures.append(fig)
+    _safe(sec, "the SUIT flatmap", _add)
+
+
 def _figures_ale(sec, an, title, thr_img, roi_img, clusters):
     sec.figures.append(figures.glass_brain_figure(
         thr_img, f"{title}: thresholded z map (glass brain)"))
     cuts = _safe(sec, "slice positions", lambda: _cuts(thr_img, roi_img))
     sec.figures.append(figures.slices_figure(thr_img, f"{title}: axial slices", cuts, "z"))
+    _flatmap(sec, thr_img, title, roi_img, what=" of the thresholded z map")
     table = an.tables.get("clusters")
     for cid, peak in _peaks(clusters):
         sec.figures.append(figures.peak_figure(
@@ -165,6 +185,8 @@ def _figures_csale(sec, an, title, thr_img, roi_img, clusters, n_iters):
         sec.figures.append(figures.glass_brain_figure(
             sig_logp, f"{title}: -log10 p in the significant clusters (glass brain)",
             caption=note))
+        _flatmap(sec, sig_logp, title, roi_img, vmax=top,
+                 what=" of -log10 p in the significant clusters")
     sec.figures.append(figures.logp_figure(
         logp, thr_img if sig else None, f"{title}: -log10 p (p < 0.05 shown)",
         _cuts(logp, roi_img), "z", vmax=top,
@@ -184,6 +206,22 @@ def _figures_csale(sec, an, title, thr_img, roi_img, clusters, n_iters):
     sec.viewers.append(viewer(sig_logp, f"{title}: interactive view of -log10 p in the "
                               "significant clusters", vmax=top, cmap="autumn",
                               cut_coords=_peaks(clusters)[0][1] if _peaks(clusters) else None))
+
+
+def _subsamples(sec: Section, an: discover.Analysis, title: str, roi_img) -> None:
+    img = _load(an.map(SUBSAMPLES))
+    side = an.sidecar()
+    what = (f"share of {side['Subsamples']} subsamples" if "Subsamples" in side
+            else "share of subsamples")
+    cap = f"{what} in which the voxel lies in a significant cluster (cluster-level FWE)."
+    if figures.is_empty(img):
+        sec.notices.append(f"Subsamples: no voxel is significant in any subsample ({what}).")
+        return
+    sec.figures.append(figures.slices_figure(
+        img, f"{title}: subsample probability map", _cuts(img, roi_img), "z", cmap="viridis",
+        caption=cap.capitalize()))
+    _flatmap(sec, img, title, roi_img, vmax=1.0, cmap="viridis",
+             what=" of the subsample probability map", first=False)
 
 
 def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
@@ -235,8 +273,16 @@ def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
                 caption="Sum of the kernels of all reference-database foci, normalised to 1."))
         _safe(sec, "the base-rate map", _base)
 
+    if an.map(SUBSAMPLES) is not None:
+        _safe(sec, "the subsample map", lambda: _subsamples(sec, an, title, roi_img))
+
     if clusters is not None:
         sec.tables.append(cluster_table(clusters, contrib, f"{title}: clusters"))
+    if "lobules" in an.tables:
+        lob = _safe(sec, "the SUIT lobule table", lambda: read_tsv(an.tables["lobules"]))
+        if lob is not None:
+            sec.tables.append(lobules_table(
+                lob, f"{title}: significant voxels per SUIT lobule"))
     if "peaks" in an.tables:
         peaks = _safe(sec, "the peak table", lambda: read_tsv(an.tables["peaks"]))
         if peaks is not None and len(peaks):

@@ -195,6 +195,18 @@ def peaks_table(peaks: pd.DataFrame, title: str) -> Table:
                  css="narrow")
 
 
+def lobules_table(lobules: pd.DataFrame, title: str) -> Table:
+    """The SUIT lobule table of a map (stats/lobules.py): the rows add up to its voxels."""
+    rows = [[str(r["lobule"]), fmt(r["n_voxels"]),
+             "n/a" if pd.isna(r["percent_of_lobule"]) else f"{r['percent_of_lobule']:.1f}%",
+             f"{r['percent_of_result']:.1f}%"] for _, r in lobules.iterrows()]
+    total = int(lobules["n_voxels"].sum()) if len(lobules) else 0
+    return Table(title, ["SUIT lobule", "Significant voxels", "Share of the lobule",
+                         "Share of the result"], rows, css="narrow",
+                 note=f"{total} significant voxels in all; SUIT lobular atlas (Diedrichsen "
+                      "2009) in MNI152NLin6Asym, nearest-neighbour on the 2 mm grid.")
+
+
 def contributions_table(contrib: pd.DataFrame, title: str) -> Table:
     c = contrib
     if {"jackknife", "n_foci_in_cluster"} <= set(c.columns):
