@@ -120,12 +120,15 @@ def flatmap_figure(img: nib.Nifti1Image, title: str, vmax: float | None = None,
         fig.set_size_inches(5.6, 4.4)
         values = fm.vol_to_surf(_finite(img), space=SUIT_SPACE, ignore_zeros=True,
                                 stats="nanmean")[:, 0]
-        if not np.isfinite(values).any():
-            raise ValueError("no significant voxel reaches the cerebellar surface")
-        top = vmax or float(np.nanmax(np.abs(values))) or 1.0
-        plt.sca(fig.add_axes([0.0, 0.02, 0.86, 0.96]))
+        reached = bool(np.isfinite(values).any())
+        top = vmax or (float(np.nanmax(np.abs(values))) if reached else 0.0) or 1.0
+        ax = fig.add_axes([0.0, 0.02, 0.86, 0.96])
+        plt.sca(ax)
         fm.plot(values, cmap=cmap, cscale=[0.0, top], new_figure=False, colorbar=False,
                 bordersize=1.2, render="matplotlib")
+        if not reached:  # e.g. voxels in white matter or the nuclei only: say so
+            ax.text(0.5, 0.02, "no significant voxel reaches the cortical surface",
+                    transform=ax.transAxes, ha="center", fontsize=9, color="#8a1a1a")
         bar = fig.add_axes([0.88, 0.25, 0.03, 0.5])
         fig.colorbar(plt.cm.ScalarMappable(plt.Normalize(0.0, top), cmap), cax=bar)
         bar.tick_params(labelsize=8)
