@@ -89,7 +89,7 @@ def test_chromium_opens_entry_page_and_a_studyset_page_by_its_link(sixty, tmp_pa
     targets = {Path(unquote(urlparse(u).path)) for u in res["links"]}
     pages = {p for p in targets if p.parent.name == "report"}
     assert len(pages) == N_STUDYSETS and all(p.is_file() for p in pages)
-    page = sorted(pages)[0]
+    page = min(pages)
     res, console = chromium.layout(page, tmp_path, beside=True)
     assert not console and not res["errors"], (console, res["errors"])
     assert not chromium.overflowing(res), chromium.overflowing(res)
@@ -126,7 +126,7 @@ def test_lobule_table_sums_to_the_map_voxel_count(sixty):
         assert set(table.columns) <= set(side) and "SUIT" in side["Atlas"]["Name"]
         shown = re.search(r"Significant voxels per SUIT lobule.*?</table>\s*<div "
                           r'class="tablenote">(\d+) significant voxels',
-                          report_pages.page(sixty, label), re.S | re.I)
+                          report_pages.page(sixty, label), re.DOTALL | re.IGNORECASE)
         assert shown and int(shown.group(1)) == n_map
         checked += 1
     assert checked == 2

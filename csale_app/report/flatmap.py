@@ -37,7 +37,7 @@ def suit_flatmap():
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("SUITPy is not installed: pip install --no-deps "
                                   "suitpy==2.1.2 (see README, 'Installation')")
-    path = Path(list(spec.submodule_search_locations)[0]) / "flatmap.py"
+    path = Path(next(iter(spec.submodule_search_locations))) / "flatmap.py"
     mod_spec = importlib.util.spec_from_file_location("csale_app_suitpy_flatmap", path)
     module = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(module)
