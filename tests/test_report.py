@@ -336,6 +336,23 @@ def test_absent_families_are_skipped(tmp_path):
     assert "No thresholded map was written" in html and "No significant cluster" in html
 
 
+def test_page_of_a_removed_studyset_is_removed(tmp_path):
+    import shutil
+
+    for label in ("a", "b"):
+        folder = tmp_path / f"studyset-{label}"
+        folder.mkdir()
+        pd.DataFrame({"cluster_id": [], "size_voxels": []}).to_csv(
+            folder / f"studyset-{label}_{SPACE}_meta-ale_clusters.tsv", sep="\t", index=False)
+    build_report(tmp_path, {})
+    assert [p.name for p in report_pages.pages(tmp_path)][1:] == ["studyset-a.html",
+                                                                   "studyset-b.html"]
+    shutil.rmtree(tmp_path / "studyset-b")
+    build_report(tmp_path, {})
+    assert [p.name for p in report_pages.pages(tmp_path)][1:] == ["studyset-a.html"]
+    assert "studyset-b.html" not in (tmp_path / "report.html").read_text()
+
+
 def test_cerebellum_cuts_stay_in_the_cerebellum():
     from csale_app.io.roi import builtin_roi
     from csale_app.report.figures import z_cuts_within

@@ -184,12 +184,13 @@ def render_index(output_dir: Path, context: dict, pages: list[Page]) -> str:
         references=methods.reference_list(), atlases=atlas_credits())
 
 
-def _remove_stale_pages(output_dir: Path, pages: list[Page]) -> None:
-    """Pages of studysets no longer in OUTPUT_DIR (an earlier run's) would mislead."""
-    keep = {page_path(output_dir, p.label).name for p in pages}
+def _remove_stale_pages(output_dir: Path) -> None:
+    """Pages of studysets whose folder is gone (removed by hand, --overwrite) would
+    mislead. A page whose folder exists stays, also if this report did not build it (a
+    concurrent job-array task that found the folder after this one looked)."""
     folder = Path(output_dir) / PAGES_DIR
     for old in folder.glob("studyset-*.html") if folder.is_dir() else []:
-        if old.name not in keep:
+        if not (Path(output_dir) / old.stem).is_dir():
             with contextlib.suppress(OSError):
                 old.unlink()
 
@@ -223,7 +224,7 @@ def build_report(output_dir: Path, context: dict | None = None,
             pages = write_studyset_pages(output_dir, context)
     finally:
         gc.unfreeze()
-    _remove_stale_pages(output_dir, pages)
+    _remove_stale_pages(output_dir)
     write_text(output_dir / "references.bib", methods.bibtex())
     path = write_text(output_dir / "report.html", render_index(output_dir, context, pages))
     pruned = cache.prune()
