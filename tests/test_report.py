@@ -59,6 +59,8 @@ def _analysis(folder, prefix, meta, affine, brain, centres, roi=None, baserate=F
     if baserate:
         br = brain * (1.0 if roi is None else roi) * np.linspace(0, 1, shape[2])[None, None, :]
         _save(folder / f"{stem}_stat-prob_desc-baserate_statmap.nii.gz", br / br.sum(), affine)
+        _save(folder / f"{stem}_stat-prob_desc-subsamples_statmap.nii.gz", (z > 0) * 0.6,
+              affine, {"Subsamples": 5})
     rows = []
     for i, c in enumerate(centres, start=1):
         rows.append({"cluster_id": i, "size_voxels": 250 - i, "size_mm3": 8.0 * (250 - i),
@@ -202,6 +204,13 @@ def test_size_and_content(report):
     for label in ("cerebellum", "wholebrain"):
         assert f'<a href="report/studyset-{label}.html">{label}</a>' in index
         assert 'href="../report.html"' in report_pages.page(out, label)
+    cer = report_pages.page(out, "cerebellum")
+    for title in ("ALE: SUIT flatmap of the thresholded z map",
+                  "C-SALE: SUIT flatmap of -log10 p in the significant clusters",
+                  "C-SALE: subsample probability map",
+                  "C-SALE: SUIT flatmap of the subsample probability map"):
+        assert f"<b>{title}</b>" in cer, title
+    assert "SUIT flatmap" not in report_pages.page(out, "wholebrain")  # no cerebellar voxel
     for text in ("Studyset cerebellum", "Studyset wholebrain", "ALE vs C-SALE",
                  "MACM: seed clusters", "base-rate map", "null distributions",
                  "Region of interest: cerebellum", "Left Cerebellum VI", "Methods",
