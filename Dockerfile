@@ -26,9 +26,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # 1. dependencies: this layer changes only with the lock files.
-COPY requirements/lock-build.txt requirements/lock-cuda12.txt requirements/
+COPY requirements/lock-build.txt requirements/lock-cuda12.txt requirements/lock-nodeps.txt requirements/
 RUN pip install --require-hashes --no-deps -r requirements/lock-build.txt \
  && pip install --require-hashes --no-deps --no-build-isolation -r requirements/lock-cuda12.txt \
+ # SUITPy without its declared dependencies (ANTsPy etc.; see lock-nodeps.txt), and without
+ # the files the flatmap does not read: templates and the isolation network (27 MB).
+ && pip install --require-hashes --no-deps --no-build-isolation -r requirements/lock-nodeps.txt \
+ && rm -rf /opt/venv/lib/python3.11/site-packages/SUITPy/templates \
+           /opt/venv/lib/python3.11/site-packages/SUITPy/parameters \
  # nvcc's wheel brings the compiler driver and ptxas; numba-cuda needs only its libnvvm.
  && rm -rf /opt/venv/lib/python3.11/site-packages/nvidia/cuda_nvcc/bin
 # 2. the package (no dependency resolution: everything it needs is in the lock).

@@ -105,7 +105,8 @@ class MetaResult:
 
     def get_table(self, kind: str, meta: str | None = None,
                   seed: str | None = None) -> pd.DataFrame:
-        """``clusters``, ``peaks``, ``contributions``, ``null_values`` or (MACM)
+        """``clusters``, ``peaks``, ``contributions``, ``lobules`` (cerebellar results
+        only: significant voxels per SUIT lobule), ``null_values`` or (MACM)
         ``experiments`` as a DataFrame."""
         if kind == "experiments":
             for o in self.outputs:

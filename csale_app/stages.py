@@ -35,6 +35,8 @@ from .stats.montecarlo import NullRun
 from .stats import subsamples
 from .tasks import run_all
 from .stats.labels import add_labels, peaks_table
+from .stats.lobules import lobule_table
+from .stats.lobules import sidecar as lobule_sidecar
 from .stats.tables import cluster_table
 
 LOG = logging.getLogger(__name__)
@@ -42,13 +44,17 @@ LOG = logging.getLogger(__name__)
 
 def cluster_tables(meta, clusters, labels, stat, grid, affine, exps, ma,
                    side) -> dict[str, tuple[pd.DataFrame, dict]]:
-    """Cluster table with atlas labels, peaks/sub-peaks and per-experiment contributions."""
+    """Cluster table with atlas labels, peaks/sub-peaks, per-experiment contributions and,
+    for a result in the cerebellum, its significant voxels per SUIT lobule."""
     clusters = add_labels(clusters, labels, grid, affine, label_column="cluster_id")
     peaks = peaks_table(stat, labels, grid, affine, value_name="ale")
     contrib = contributions(ma, labels, exps.ids, grid, exps.ijk, exps.focus_start, stat=stat)
     if len(clusters) and len(contrib):
         clusters["top_contributors"] = summarize(contrib).reindex(
             clusters["cluster_id"]).to_numpy()
+    lobules = lobule_table(grid.to_volume(np.asarray(labels) > 0))
+    extra = {} if lobules is None else {
+        names.analysis_table(meta, names.LOBULES): (lobules, {**side, **lobule_sidecar()})}
     return {
         names.analysis_table(meta, "clusters"): (clusters, side),
         names.analysis_table(meta, "peaks"): (peaks, side),
@@ -56,6 +62,7 @@ def cluster_tables(meta, clusters, labels, stat, grid, affine, exps, ma,
             **side, "Jackknife": "mean over cluster voxels of 1 - ALE without the experiment "
                                  "/ ALE (nimare.diagnostics.Jackknife)",
             "FocusCounter": "foci of the experiment inside the cluster"}),
+        **extra,
     }
 
 

@@ -9,3 +9,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# SUITPy (the report's SUIT flatmaps) without its declared dependencies (ANTsPy, ...), which
+# the flatmap does not use; what it does use is in pyproject.toml (see README, Installation)
+.venv/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements/lock-nodeps.txt

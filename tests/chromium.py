@@ -49,6 +49,16 @@ window.addEventListener('load', function () {
     } catch (e) { r.error = String(e); }
     res.frames.push(r);
   });
+  res.links = Array.from(document.querySelectorAll('a[href]')).map(function (a) {
+    return a.href; });
+  res.flatmaps = Array.from(document.querySelectorAll('figure[data-flatmap] img')).map(
+    function (img) {
+      var fig = img.closest('figure'), sec = fig.closest('section');
+      return {title: img.alt, width: img.naturalWidth, height: img.naturalHeight,
+              shown: img.complete && img.getBoundingClientRect().width > 0,
+              first: sec ? sec.querySelector('figure') === fig : false,
+              section: sec ? sec.id : ''};
+    });
   var pre = document.createElement('pre');
   pre.id = 'layout-result';
   pre.textContent = JSON.stringify(res);
@@ -75,18 +85,24 @@ def console_errors(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
 
 
-def layout(report: Path, tmp: Path, width: int = 1280) -> tuple[dict, list[str]]:
-    """Layout measurements of ``report`` at ``width`` px, and the console errors."""
+def layout(report: Path, tmp: Path, width: int = 1280,
+           beside: bool = False) -> tuple[dict, list[str]]:
+    """Layout measurements of ``report`` at ``width`` px, and the console errors; also the
+    page's links (absolute) and its SUIT flatmap figures. ``beside``: the probed copy sits
+    next to ``report`` (so its relative links resolve as the page's own do), else in ``tmp``.
+    """
     text = report.read_text(encoding="utf-8")
     # the probe in <head> (to catch errors from the start); frames get an error hook too
     hook = ("<script>window.__errors=[];window.addEventListener('error',function(e)"
             "{window.__errors.push(String(e.message));});</script>")
     text = re.sub(r'srcdoc="', lambda m: m.group(0) + html.escape(hook, quote=True), text)
     text = text.replace("<head>", "<head>" + PROBE, 1)
-    wrapper = tmp / "layout_wrapper.html"
+    wrapper = (report.parent / f".probe-{report.name}") if beside else tmp / "layout_wrapper.html"
     wrapper.write_text(text, encoding="utf-8")
     proc = run(["--dump-dom", "--virtual-time-budget=15000", f"--window-size={width},1600",
                 wrapper.resolve().as_uri()], tmp / "profile-layout")
+    if beside:
+        wrapper.unlink()
     m = re.search(r'<pre id="layout-result">(.*?)</pre>', proc.stdout, re.S)
     assert m, proc.stderr[-3000:]
     return json.loads(html.unescape(m.group(1))), console_errors(proc.stderr)

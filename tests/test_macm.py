@@ -33,6 +33,7 @@ from csale_app.settings import Settings
 from csale_app.stats.ale import kernels_for, observed_ale
 
 from .bids_check import assert_valid_bids
+from . import report_pages
 
 # A 10 mm sphere on the right anterior insula, where 8 of the 21 pain experiments have foci.
 SPHERE = (38.0, 4.0, 4.0)
@@ -537,5 +538,5 @@ def test_too_few_selected_is_skipped_with_reason(tmp_path, pain_json, pain_exper
     assert summary["analyses"]["macm"]["seeds"]["spheres1r10"] == {"skipped": reason}
     log = next((out / "logs").glob("*.log")).read_text()
     assert reason in log
-    report = (out / "report.html").read_text()
+    report = report_pages.text(out)
     assert reason.replace("<", "&lt;") in report

@@ -12,7 +12,7 @@ import pytest
 
 from csale_app.report import build_report
 
-from . import chromium
+from . import chromium, report_pages
 
 SPACE = "space-MNI152NLin6Asym_res-2"
 EVIL = "<script>alert(1)</script>"
@@ -59,6 +59,8 @@ def _analysis(folder, prefix, meta, affine, brain, centres, roi=None, baserate=F
     if baserate:
         br = brain * (1.0 if roi is None else roi) * np.linspace(0, 1, shape[2])[None, None, :]
         _save(folder / f"{stem}_stat-prob_desc-baserate_statmap.nii.gz", br / br.sum(), affine)
+        _save(folder / f"{stem}_stat-prob_desc-subsamples_statmap.nii.gz", (z > 0) * 0.6,
+              affine, {"Subsamples": 5})
     rows = []
     for i, c in enumerate(centres, start=1):
         rows.append({"cluster_id": i, "size_voxels": 250 - i, "size_mm3": 8.0 * (250 - i),
@@ -171,7 +173,7 @@ def _frames(html: str) -> list[str]:
 
 
 def test_no_external_addresses(report):
-    html = report[1].read_text()
+    html = report_pages.text(report[0])
     assert "http://" not in html and "https://" not in html
     assert "//cdn" not in html and "<script" not in html.lower()  # script only in viewers
     assert "<link" not in html.lower()
@@ -184,16 +186,31 @@ def test_no_external_addresses(report):
 
 
 def test_inputs_are_escaped(report):
-    html = report[1].read_text()
+    html = report_pages.text(report[0])
     assert EVIL not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
 def test_size_and_content(report):
     out, path = report
-    html = path.read_text()
-    assert path.stat().st_size < 20 * 1024 * 1024
+    html = report_pages.text(out)
+    assert [p.name for p in report_pages.pages(out)] == [
+        "report.html", "studyset-cerebellum.html", "studyset-wholebrain.html"]
+    for p in report_pages.pages(out):  # entry page and each studyset page
+        assert p.stat().st_size < 5 * 1024 * 1024, p
+    assert path.stat().st_size < 100_000 and "data:image" not in path.read_text()
     assert html.count("data:image/png;base64,") >= 20
+    index = path.read_text()
+    for label in ("cerebellum", "wholebrain"):
+        assert f'<a href="report/studyset-{label}.html">{label}</a>' in index
+        assert 'href="../report.html"' in report_pages.page(out, label)
+    cer = report_pages.page(out, "cerebellum")
+    for title in ("ALE: SUIT flatmap of the thresholded z map",
+                  "C-SALE: SUIT flatmap of -log10 p in the significant clusters",
+                  "C-SALE: subsample probability map",
+                  "C-SALE: SUIT flatmap of the subsample probability map"):
+        assert f"<b>{title}</b>" in cer, title
+    assert "SUIT flatmap" not in report_pages.page(out, "wholebrain")  # no cerebellar voxel
     for text in ("Studyset cerebellum", "Studyset wholebrain", "ALE vs C-SALE",
                  "MACM: seed clusters", "base-rate map", "null distributions",
                  "Region of interest: cerebellum", "Left Cerebellum VI", "Methods",
@@ -206,8 +223,8 @@ def test_size_and_content(report):
 
 
 def test_one_copy_of_each_column_and_message(report):
-    html = report[1].read_text()
-    whole = html[html.index('id="studyset-wholebrain"'):html.index('id="methods"')]
+    html = report_pages.text(report[0])
+    whole = report_pages.page(report[0], "wholebrain")
     assert whole.count("Skipped macm: too few") == 1
     for table in re.findall(r"<table.*?</table>", html, re.S):
         heads = re.findall(r"<th>(.*?)</th>", table)
@@ -229,20 +246,23 @@ def test_contributors_top_few_with_the_rest_in_details(tmp_path):
 
 
 def test_summary_counts_equal_table_rows(report):
-    html = report[1].read_text()
+    index = report[1].read_text()
     for label in ("cerebellum", "wholebrain"):
-        sec = html[html.index(f'id="studyset-{label}"'):]
+        sec = report_pages.page(report[0], label)
         shown = re.search(r"<td>Experiments analysed</td><td>(\d+)", sec).group(1)
         rows = re.search(r"<summary>Experiments analysed \((\d+) rows\)</summary>", sec)
         assert shown == rows.group(1) == "2"
-        summary_row = re.search(rf"<td[^>]*>{label}</td><td[^>]*>(\d+)</td>", html).group(1)
+        summary_row = re.search(rf"<td[^>]*><a [^>]*>{label}</a></td><td[^>]*>(\d+)</td>",
+                                index).group(1)
         assert summary_row == shown
-    assert "not analysed" in html or "dropped" in html
+    assert "not analysed" in sec or "dropped" in sec
+    assert re.search(r"<td[^>]*>ALE 2; C-SALE 1; MACM clusters ALE 3; MACM clusters C-SALE 3"
+                     r"</td>", index)
 
 
 def test_peak_views_cut_at_a_listed_peak(report):
     out, path = report
-    html = path.read_text()
+    html = report_pages.text(out)
     views = re.findall(r'<figure data-peak="([^"]+)" data-table="([^"]+)"', html)
     assert len(views) >= 4
     for peak, table in views:
@@ -272,17 +292,16 @@ def test_methods_follow_what_ran(report):
 
 
 def test_database_is_shown_and_self_database_warned(report):
-    html = report[1].read_text()
+    html = report_pages.text(report[0])
     cer = html[html.index('id="studyset-cerebellum-csale"'):]
     cer = cer[:cer.index("</section>")]
     assert "db1.tsv, db2.tsv" in cer and "321" in cer and "4321" in cer
     assert 'class="alert"' not in cer
-    whole = html[html.index('id="studyset-wholebrain"'):html.index('id="methods"')]
-    assert "Results reused" in whole
+    assert "Results reused" in report_pages.page(report[0], "wholebrain")
 
 
 def test_self_database_alert(report):
-    html = report[1].read_text()
+    html = report_pages.text(report[0])
     csale = html[html.index('id="studyset-wholebrain-csale"'):]
     assert 'class="alert"' in csale[:csale.index("</section>")]
     assert "exactly the analysed studyset" in csale
@@ -309,8 +328,8 @@ def test_failing_figure_is_a_notice(tmp_path, caplog):
     for p in (tmp_path / "studyset-one").glob("*_desc-null_values.tsv"):
         p.write_text("max_ale\tmax_cluster_size\nx\ty\n")
     with caplog.at_level(logging.WARNING, logger="csale_app"):
-        path = build_report(tmp_path, {})
-    html = path.read_text()
+        build_report(tmp_path, {})
+    html = report_pages.text(tmp_path)
     assert "could not be shown" in html or "could not be drawn" in html
     assert any("report:" in r.getMessage() for r in caplog.records)
 
@@ -320,9 +339,27 @@ def test_absent_families_are_skipped(tmp_path):
     folder.mkdir()
     pd.DataFrame({"cluster_id": [], "size_voxels": []}).to_csv(
         folder / f"studyset-onlytables_{SPACE}_meta-ale_clusters.tsv", sep="\t", index=False)
-    html = build_report(tmp_path, {}).read_text()
+    build_report(tmp_path, {})
+    html = report_pages.text(tmp_path)
     assert "Studyset onlytables" in html
     assert "No thresholded map was written" in html and "No significant cluster" in html
+
+
+def test_page_of_a_removed_studyset_is_removed(tmp_path):
+    import shutil
+
+    for label in ("a", "b"):
+        folder = tmp_path / f"studyset-{label}"
+        folder.mkdir()
+        pd.DataFrame({"cluster_id": [], "size_voxels": []}).to_csv(
+            folder / f"studyset-{label}_{SPACE}_meta-ale_clusters.tsv", sep="\t", index=False)
+    build_report(tmp_path, {})
+    assert [p.name for p in report_pages.pages(tmp_path)][1:] == ["studyset-a.html",
+                                                                   "studyset-b.html"]
+    shutil.rmtree(tmp_path / "studyset-b")
+    build_report(tmp_path, {})
+    assert [p.name for p in report_pages.pages(tmp_path)][1:] == ["studyset-a.html"]
+    assert "studyset-b.html" not in (tmp_path / "report.html").read_text()
 
 
 def test_cerebellum_cuts_stay_in_the_cerebellum():
@@ -345,12 +382,16 @@ def test_empty_output_dir(tmp_path):
 def test_layout_fits_1280_in_headless_chromium(report, tmp_path):
     if chromium.executable() is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    res, console = chromium.layout(report[1], tmp_path)
-    assert res["page"] <= res["viewport"], "the page scrolls sideways"
-    assert len(res["tables"]) >= 10
-    assert not chromium.overflowing(res), chromium.overflowing(res)
-    assert not console and not res["errors"], (console, res["errors"])
-    assert res["frames"] and all(f.get("canvas") and not f.get("errors") for f in res["frames"])
+    for page, n_tables in ((report[1], 3), (report[0] / "report" / "studyset-cerebellum.html",
+                                            10)):
+        res, console = chromium.layout(page, tmp_path)
+        assert res["page"] <= res["viewport"], ("the page scrolls sideways", page.name)
+        assert len(res["tables"]) >= n_tables
+        assert not chromium.overflowing(res), chromium.overflowing(res)
+        assert not console and not res["errors"], (console, res["errors"])
+        if n_tables == 10:
+            assert res["frames"] and all(f.get("canvas") and not f.get("errors")
+                                         for f in res["frames"])
 
 
 def test_layout_probe_sees_overflow_and_errors(tmp_path):
@@ -371,7 +412,8 @@ def test_renders_in_headless_chromium(report, tmp_path):
     from PIL import Image
 
     shot = tmp_path / "shot.png"
-    proc = chromium.screenshot(report[1], shot, tmp_path)
+    proc = chromium.screenshot(report[0] / "report" / "studyset-cerebellum.html", shot,
+                               tmp_path)
     assert shot.exists(), proc.stderr[-3000:]
     img = Image.open(shot).convert("RGB")
     assert img.size == (1280, 2000)

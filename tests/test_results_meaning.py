@@ -17,9 +17,10 @@ from scipy import ndimage
 
 from csale_app.cli.parser import args_to_settings, build_parser
 from csale_app.cli.run import main
-
-from .trees import tree_digest
 from csale_app.settings import MAX_SEED, ROLES, Settings, options
+
+from . import report_pages
+from .trees import tree_digest
 
 FACES = ndimage.generate_binary_structure(3, 1)
 #: Enough permutations for --voxel-thresh 0.01 (>= 102) and cluster-alpha 0.05.
@@ -94,7 +95,7 @@ def test_database_equal_to_the_studyset_is_warned_everywhere(tmp_path, pain_json
     err = capsys.readouterr().err
     assert "its own base rate" in err and "--database" in err
     assert "its own base rate" in next((out / "logs").glob("*.log")).read_text()
-    assert "its own base rate" in (out / "report.html").read_text()
+    assert "its own base rate" in report_pages.text(out)
 
 
 # ---- 2. results inside the ROI; tables that equal maps --------------------------------------
@@ -201,8 +202,8 @@ def _figure_counts(out: Path) -> tuple[int, int]:
     return int(drawn), int(reused)
 
 
-def _figures_in(report: Path) -> set[str]:
-    return set(re.findall(r'data:image/png;base64,[A-Za-z0-9+/=]+', report.read_text()))
+def _figures_in(out: Path) -> set[str]:
+    return set(re.findall(r'data:image/png;base64,[A-Za-z0-9+/=]+', report_pages.text(out)))
 
 
 def test_reuse_follows_roi_file_content_not_its_path(tmp_path, pain_json, capsys):
@@ -214,11 +215,11 @@ def test_reuse_follows_roi_file_content_not_its_path(tmp_path, pain_json, capsys
             "--min-experiments", "1", "--quiet"]
     _sphere_roi(roi, (45, 60, 45))
     assert run(inp, out, *args) == 0
-    first_figures = _figures_in(out / "report.html")
+    first_figures = _figures_in(out)
     assert run(inp, out, *args) == 0  # identical: reused, and so are the report's figures
     drawn, reused = _figure_counts(out)
     assert drawn == 0 and reused > 0
-    assert _figures_in(out / "report.html") == first_figures
+    assert _figures_in(out) == first_figures
     capsys.readouterr()
     _sphere_roi(roi, (30, 60, 45))  # same path, new content
     assert run(inp, out, *args) == 73
@@ -226,7 +227,7 @@ def test_reuse_follows_roi_file_content_not_its_path(tmp_path, pain_json, capsys
     assert run(inp, out, *args, "--overwrite") == 0
     drawn, reused = _figure_counts(out)
     assert drawn > 0  # another ROI: other pictures
-    assert _figures_in(out / "report.html") != first_figures
+    assert _figures_in(out) != first_figures
     stored = out / ".csale_work" / "report-figures"
     assert len(list(stored.glob("*.json"))) == drawn + reused  # only what this report shows
     mask = next((out / "studyset-pain").glob("*_roi-*_mask.nii.gz"))

@@ -33,6 +33,8 @@ from csale_app.errors import (
     EXIT_OK,
 )
 
+from . import report_pages
+
 BAD = Path(__file__).parent / "data" / "bad"
 ALE_FAST = ["--analyses", "ale", "--n-iters", "25", "--quiet", "--min-experiments", "1"]
 CSALE_ROI = ["--analyses", "csale", "--n-iters", "30", "--voxel-thresh", "0.05",
@@ -351,7 +353,7 @@ def test_nonbinary_roi_on_another_grid_is_resampled(pain_input, tmp_path, capsys
     assert mask[(d2 <= RADIUS - slack) & brain].all()
     assert 1000 < mask.sum() < 3000
     assert list((out / "studyset-pain").glob("*_meta-csale_stat-z_statmap.nii.gz"))
-    assert "resampled" in (out / "report.html").read_text(encoding="utf-8")
+    assert "resampled" in report_pages.text(out)
 
 
 @pytest.mark.parametrize("where", ["all-zero", "outside-the-box", "outside-the-brain"])

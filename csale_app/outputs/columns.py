@@ -69,6 +69,16 @@ COLUMNS: dict[str, dict] = {
     "max_cluster_size": {"Description": "largest supra-threshold cluster of the permutation "
                                         "(cluster-level FWE null)", "Units": "voxels"},
     "max_cluster_mass": {"Description": "largest cluster mass of the permutation"},
+    "lobule": {"Description": "SUIT cerebellar lobule (Diedrichsen 2009), or 'outside the "
+                              "SUIT lobules' for the significant voxels in none"},
+    "suit_label": {"Description": "label value of the lobule in the SUIT atlas (0: none)"},
+    "n_voxels": {"Description": "significant voxels of the map in the lobule",
+                 "Units": "voxels"},
+    "lobule_voxels": {"Description": "voxels of the lobule on the 2 mm template grid",
+                      "Units": "voxels"},
+    "percent_of_lobule": {"Description": "n_voxels as a share of the lobule", "Units": "%"},
+    "percent_of_result": {"Description": "n_voxels as a share of the map's significant "
+                                         "voxels (the column adds up to 100)", "Units": "%"},
 }
 
 TABLES = [
@@ -86,6 +96,8 @@ TABLES = [
     (r"_clusters\.tsv$", "Significant clusters (cluster-level FWE) with peak, centre, labels"),
     (r"_peaks\.tsv$", "Peaks and sub-peaks (>= 8 mm apart) of every significant cluster"),
     (r"_contributions\.tsv$", "Contribution of each experiment to each cluster"),
+    (r"_lobules\.tsv$", "Significant voxels of the thresholded map per SUIT cerebellar "
+                        "lobule: count, share of the lobule, share of the result"),
     (r"_desc-null_values\.tsv$", "Per-permutation maxima of the null distribution (one row "
                                  "per permutation)"),
     (r"_experiments\.tsv$", "Experiments of the reference database selected by the MACM seed"),

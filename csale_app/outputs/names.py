@@ -68,6 +68,7 @@ INPUT_FOCI = "desc-input_foci"
 EXPERIMENTS_TABLE = "desc-experiments_table"
 TERM_STUDIES = "desc-termstudies_table"
 MACM_EXPERIMENTS = "experiments"
+LOBULES = "lobules"  # significant voxels per SUIT lobule (cerebellar results only)
 NULL_VALUES = "desc-null_values"
 #: One row per C-SALE subsample: its size, seed and the correlation of its z map.
 SUBSAMPLE_TABLE = "desc-subsamples_correlations"
@@ -112,7 +113,7 @@ def seed_mask_filename(label: str, macm: str) -> str:
 # ---- reading names back (report) ------------------------------------------------------------
 MAP_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<part>.+)_statmap\.nii\.gz$")
 TABLE_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<kind>clusters|peaks|"
-                           r"contributions|desc-null_values|desc-extent_clusters|"
+                           r"contributions|lobules|desc-null_values|desc-extent_clusters|"
                            r"desc-subsamples_correlations)\.tsv$")
 
 

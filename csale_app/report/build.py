@@ -1,4 +1,6 @@
-"""Build OUTPUT_DIR/report.html (+ references.bib) from what the pipeline wrote there.
+"""Build the report from what the pipeline wrote in OUTPUT_DIR: the entry page
+OUTPUT_DIR/report.html (summary, one linked row per studyset, methods, references), one
+self-contained page per studyset in OUTPUT_DIR/report/, and references.bib.
 
 The report reads files only (see :mod:`.discover`), so it is decoupled from pipeline
 internals; ``context`` adds what files do not hold (version, command line, settings, device,
@@ -10,17 +12,22 @@ PNGs; the interactive viewers are nilearn pages (their JavaScript embedded) insi
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import gc
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from ..outputs.atomic import write_text
 from . import discover, figure_cache, methods
-from .sections import Section  # noqa: F401  (re-exported)
+from .sections import TITLES, Section  # noqa: F401  (Section re-exported)
 from .studysets import ran, skipped, studyset_section
-from .tables import Table, fmt, fmt_seconds, kv_table  # noqa: F401
+from .tables import Link, Table, fmt, fmt_seconds, kv_table, read_tsv
 
 LOG = logging.getLogger(__name__)
+PAGES_DIR = "report"  # OUTPUT_DIR/report/studyset-<S>.html
 
 
 def _environment():
@@ -37,7 +44,7 @@ def database_text(db: dict) -> str:
             f"{fmt(db.get('n_foci'))} foci)")
 
 
-def _summary_tables(context: dict, found: list[str], counts: dict) -> list[Table]:
+def _summary_tables(context: dict, pages: list[Page]) -> list[Table]:
     cmd = context.get("command_line", context.get("command", ""))
     run = [("csale_app version", context.get("version", "")),
            ("Command line", " ".join(map(str, cmd)) if isinstance(cmd, (list, tuple)) else cmd),
@@ -57,18 +64,22 @@ def _summary_tables(context: dict, found: list[str], counts: dict) -> list[Table
     tables = [kv_table("Run", run)]
     settings = context.get("settings") or {}
     rows = []
+    by_page = {p.label: p for p in pages}
     labels = [str(s.get("label", "")) for s in summaries] + \
-        [lab for lab in found if lab not in {str(s.get("label", "")) for s in summaries}]
+        [p.label for p in pages if p.label not in {str(s.get("label", "")) for s in summaries}]
     by = {str(s.get("label", "")): s for s in summaries}
     reused = {str(r) for r in context.get("reused") or []}
     for lab in labels:
-        s = by.get(lab, {})
-        n_exp = s.get("n_experiments", counts.get(lab))
-        rows.append([lab, fmt(n_exp), fmt(s.get("n_foci")),
-                     ", ".join(ran(s)) or ("see below" if lab in found else "none"),
+        s, page = by.get(lab, {}), by_page.get(lab)
+        n_exp = s.get("n_experiments", page.n_experiments if page else None)
+        rows.append([Link(lab, page.href) if page else lab, fmt(n_exp), fmt(s.get("n_foci")),
+                     ", ".join(ran(s)) or ("see its page" if page else "none"),
+                     page.clusters if page else "none",
                      "; ".join(skipped(s)) or "none", "yes" if lab in reused else "no"])
     tables.append(Table("Studysets", ["Studyset", "Experiments analysed", "Foci",
-                                      "Analyses run", "Skipped (reason)", "Reused"], rows))
+                                      "Analyses run", "Significant clusters",
+                                      "Skipped (reason)", "Reused"], rows,
+                        note="Each studyset's results are on its own page (the link)."))
     if settings:
         tables.append(kv_table("Settings", [(k, "not set" if v is None else v)
                                             for k, v in sorted(settings.items())]))
@@ -87,54 +98,117 @@ def unique_dbs(summaries: list[dict]) -> list[dict]:
     return out
 
 
-def render_report(output_dir: Path, context: dict | None = None) -> str:
-    import datetime
+@dataclass
+class Page:
+    """One studyset's page: where it is and the key numbers the entry page shows."""
 
+    label: str
+    href: str  # relative to OUTPUT_DIR/report.html
+    n_experiments: str | None
+    clusters: str  # "ALE 2; C-SALE 1; MACM clusters (ALE) 3"
+    talairach: bool
+    kinds: set
+    size_bytes: int = 0
+
+
+def page_path(output_dir: Path, label: str) -> Path:
+    return Path(output_dir) / PAGES_DIR / f"studyset-{label}.html"
+
+
+def _cluster_counts(ss: discover.Studyset) -> str:
+    """Significant clusters per analysis, from the cluster tables (rows = clusters)."""
+    parts = []
+    for where, analyses in [("", ss.analyses)] + [(f"MACM {m.name} ", m.analyses)
+                                                   for m in ss.macms]:
+        for an in analyses:
+            path = an.tables.get("clusters")
+            if path is None:
+                continue
+            try:
+                n = len(read_tsv(path))
+            except (OSError, ValueError):
+                n = "n/a"
+            parts.append(f"{where}{TITLES.get(an.meta, an.meta)} {n}")
+    return "; ".join(parts) or "none"
+
+
+def _render(env, **kw) -> str:
     from .._version import __version__
-    from ..stats.labels import atlas_credits
 
-    context = dict(context or {})
-    context.setdefault("version", __version__)
-    studysets = discover.find_studysets(Path(output_dir))
+    kw.setdefault("generated", datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
+    kw["ctx"] = {"version": __version__, **kw.get("ctx", {})}
+    return env.get_template("report.html.j2").render(**kw)
+
+
+def write_studyset_pages(output_dir: Path, context: dict) -> list[Page]:
+    """Build, render and write each studyset's page in turn (one in memory at a time)."""
+    env = _environment()
     summaries = {str(s.get("label", "")): s for s in context.get("studysets") or []
                  if isinstance(s, dict)}
     reused = {str(r) for r in context.get("reused") or []}
-    sections, talairach, kinds, counts = [], False, set(), {}
-    for ss in studysets:
+    pages = []
+    for ss in discover.find_studysets(Path(output_dir)):
         sec, tal = studyset_section(ss, summaries.get(ss.label, {}), ss.label in reused)
-        sections.append(sec)
-        talairach |= tal
-        kinds |= {a.meta for a in ss.analyses}
-        if ss.macms:
-            kinds.add("macm")
-        counts[ss.label] = next((v for k, v in sec.info if k == "Experiments analysed"), None)
+        kinds = {a.meta for a in ss.analyses} | ({"macm"} if ss.macms else set())
+        n_exp = next((v for k, v in sec.info if k == "Experiments analysed"), None)
+        path = page_path(output_dir, ss.label)
+        html = _render(env, page="studyset", ctx=context, sections=[sec],
+                       warnings=[], reused=[], title=f"Studyset {ss.label}")
+        write_text(path, html)
+        href = f"{PAGES_DIR}/{quote(path.name)}"
+        pages.append(Page(ss.label, href, n_exp, _cluster_counts(ss), tal, kinds,
+                          path.stat().st_size))
+        del sec, html
+    return pages
+
+
+def render_index(output_dir: Path, context: dict, pages: list[Page]) -> str:
+    """The entry page: summary (one row per studyset, linked), methods, references."""
+    from ..stats.labels import atlas_credits
+
+    summaries = {str(s.get("label", "")): s for s in context.get("studysets") or []
+                 if isinstance(s, dict)}
     settings = context.get("settings") or {}
     facts = methods.Facts(
-        version=str(context["version"]), settings=settings if isinstance(settings, dict) else {},
-        analyses=kinds, talairach=talairach, device=str(context.get("device", "")),
-        studysets=[summaries.get(ss.label, {"label": ss.label}) for ss in studysets])
-    return _environment().get_template("report.html.j2").render(
-        ctx=context,
-        generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        summary_tables=_summary_tables(context, [s.label for s in studysets], counts),
+        version=str(context.get("version", "")),
+        settings=settings if isinstance(settings, dict) else {},
+        analyses=set().union(*[p.kinds for p in pages]) if pages else set(),
+        talairach=any(p.talairach for p in pages), device=str(context.get("device", "")),
+        studysets=[summaries.get(p.label, {"label": p.label}) for p in pages])
+    return _render(
+        _environment(), page="index", ctx=context, title="csale_app report",
+        summary_tables=_summary_tables(context, pages),
         warnings=[str(w) for w in dict.fromkeys(context.get("warnings") or [])],
-        reused=sorted(reused),
-        sections=sections,
-        methods=methods.methods_paragraphs(facts),
-        references=methods.reference_list(),
-        atlases=atlas_credits(),
-    )
+        reused=sorted({str(r) for r in context.get("reused") or []}),
+        pages=pages, methods=methods.methods_paragraphs(facts),
+        references=methods.reference_list(), atlases=atlas_credits())
+
+
+def _remove_stale_pages(output_dir: Path) -> None:
+    """Pages of studysets whose folder is gone (removed by hand, --overwrite) would
+    mislead. A page whose folder exists stays, also if this report did not build it (a
+    concurrent job-array task that found the folder after this one looked)."""
+    folder = Path(output_dir) / PAGES_DIR
+    for old in folder.glob("studyset-*.html") if folder.is_dir() else []:
+        if not (Path(output_dir) / old.stem).is_dir():
+            with contextlib.suppress(OSError):
+                old.unlink()
 
 
 def build_report(output_dir: Path, context: dict | None = None,
                  figure_dir: Path | None = None) -> Path:
-    """Write OUTPUT_DIR/report.html (atomically) and OUTPUT_DIR/references.bib.
+    """Write OUTPUT_DIR/report.html (the entry page), OUTPUT_DIR/report/studyset-<S>.html
+    (one self-contained page per studyset) and OUTPUT_DIR/references.bib, each atomically.
 
     ``figure_dir``: where drawn figures are kept by content (see :mod:`.figure_cache`), so
     a later run that reuses a studyset does not draw its figures again; None keeps them in
     memory for this report only.
     """
+    from .._version import __version__
+
     output_dir = Path(output_dir)
+    context = dict(context or {})
+    context.setdefault("version", __version__)
     # nilearn calls gc.collect() for every image it reads (dozens per figure); with a large
     # heap (pandas, matplotlib, nilearn's own modules) that dominates the report's time.
     # Importing the plotting stack first and freezing every object that exists then keeps
@@ -147,13 +221,15 @@ def build_report(output_dir: Path, context: dict | None = None,
     gc.freeze()
     try:
         with figure_cache.active(cache):
-            html = render_report(output_dir, context)
+            pages = write_studyset_pages(output_dir, context)
     finally:
         gc.unfreeze()
+    _remove_stale_pages(output_dir)
     write_text(output_dir / "references.bib", methods.bibtex())
-    path = write_text(output_dir / "report.html", html)
+    path = write_text(output_dir / "report.html", render_index(output_dir, context, pages))
     pruned = cache.prune()
-    LOG.info("report written: %s (%.1f MB); figures drawn %d, reused %d%s", path,
-             path.stat().st_size / 1e6, cache.drawn, cache.hits,
-             f", {pruned} unused stored figure(s) removed" if pruned else "")
+    LOG.info("report written: %s (%.1f MB) and %d studyset page(s) in %s/ (largest %.1f MB); "
+             "figures drawn %d, reused %d%s", path, path.stat().st_size / 1e6, len(pages),
+             PAGES_DIR, max((p.size_bytes for p in pages), default=0) / 1e6, cache.drawn,
+             cache.hits, f", {pruned} unused stored figure(s) removed" if pruned else "")
     return path

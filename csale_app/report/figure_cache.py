@@ -3,8 +3,9 @@
 A figure's key is the SHA-256 of the drawing function's name, every argument that reaches
 the pixels (images by their data, dtype, shape and affine; tables by their values and
 columns; plain values by ``repr``) and a salt made of the versions of csale_app, nilearn,
-matplotlib, the source of the drawing modules and the background template's bytes. Titles,
-captions and HTML attributes stay out of the key: they are page text, not pixels. So
+matplotlib and SUITPy, the source of the drawing modules and the background template's
+bytes. Titles, captions and HTML attributes stay out of the key: they are page text, not
+pixels. So
 
 - within one report, the same picture (the ROI shown for every studyset, a MACM seed that
   is also the ROI) is drawn once;
@@ -48,8 +49,11 @@ def salt() -> bytes:
 
     h = hashlib.sha256(f"{__version__}|{nilearn.__version__}|{matplotlib.__version__}".encode())
     here = Path(__file__).parent
-    for name in ("figures.py", "viewer.py"):  # a change to how figures are drawn
+    for name in ("figures.py", "viewer.py", "flatmap.py"):  # a change to how they are drawn
         h.update((here / name).read_bytes())
+    from .flatmap import suitpy_version  # the flatmap surfaces and borders come from SUITPy
+
+    h.update(suitpy_version().encode())
     try:  # the background every map is drawn on (NiMARE's T1 template file)
         from ..io.templates import template_files
 

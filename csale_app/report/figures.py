@@ -26,6 +26,7 @@ from .figure_cache import cached  # noqa: E402
 
 LOG = logging.getLogger(__name__)
 DPI = 80
+COLOURS = 256
 PNG_URI = "data:image/png;base64,"
 
 
@@ -43,11 +44,20 @@ class Figure:
 
 
 def to_data_uri(fig) -> str:
+    """The figure as a PNG data URI, reduced to a palette of at most ``COLOURS`` colours
+    (a third to a half of the bytes of a full-colour PNG for these maps on a black
+    background; colour bars keep enough steps to read)."""
+    from PIL import Image
+
     buf = io.BytesIO()
-    # No "Software" metadata: matplotlib would otherwise embed its web address in the PNG.
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None},
                 facecolor=fig.get_facecolor())
-    return PNG_URI + base64.b64encode(buf.getvalue()).decode("ascii")
+    buf.seek(0)
+    img = Image.open(buf).convert("RGB").quantize(COLOURS, method=Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    # no metadata: matplotlib would otherwise embed its web address ("Software") in the PNG
+    img.save(out, format="PNG", optimize=True)
+    return PNG_URI + base64.b64encode(out.getvalue()).decode("ascii")
 
 
 def _render(title: str, draw, caption: str = "") -> Figure:
@@ -331,6 +341,10 @@ def peak_figure(img: nib.Nifti1Image, title: str, peak: tuple[float, float, floa
     fig = _render(title, draw, caption)
     fig.attrs = dict(attrs or {})
     return fig
+
+
+FOCI_COLUMNS = ("x_mni", "y_mni", "z_mni", "x", "y", "z", "experiment_id", "study_id",
+                "in_template", "i", "j", "k")  # what foci_figure reads
 
 
 @figure

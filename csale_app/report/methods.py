@@ -103,6 +103,10 @@ REFERENCES = {r.key: r for r in [
         "Diedrichsen, J{\\\"o}rn and Balsters, Joshua H. and Flavell, Jonathan and Cussans, "
         "Emma and Ramnani, Narender", "A probabilistic MR atlas of the human cerebellum",
         "NeuroImage", 2009, "46", "1", "39--46", "10.1016/j.neuroimage.2009.01.045"),
+    Ref("diedrichsen2015", "Diedrichsen and Zotow, 2015",
+        "Diedrichsen, J{\\\"o}rn and Zotow, Ewa",
+        "Surface-based display of volume-averaged cerebellar imaging data", "PLoS ONE", 2015,
+        "10", "7", "e0133402", "10.1371/journal.pone.0133402"),
     Ref("rolls2020", "Rolls et al., 2020",
         "Rolls, Edmund T. and Huang, Chu-Chung and Lin, Ching-Po and Feng, Jianfeng and "
         "Joliot, Marc", "Automated anatomical labelling atlas 3", "NeuroImage", 2020, "206",
@@ -453,7 +457,12 @@ def methods_paragraphs(facts: Facts | str, settings: dict | None = None,
             "(share of the cluster's ALE lost when an experiment is left out) and by counting "
             "each experiment's foci in the cluster, as in NiMARE. Peaks were labelled with the "
             "Harvard-Oxford cortical " + _c("desikan2006") + ", AAL3 subcortical "
-            + _c("rolls2020") + " and SUIT cerebellar " + _c("diedrichsen2009") + " atlases.")
+            + _c("rolls2020") + " and SUIT cerebellar " + _c("diedrichsen2009") + " atlases. "
+            "Where a thresholded map has significant voxels in the cerebellum, they were "
+            "counted per SUIT lobule (the lobular atlas resampled nearest-neighbour to the "
+            "2 mm grid) and the map was shown on the SUIT flatmap " + _c("diedrichsen2015")
+            + ", sampled between the white and pial cerebellar surfaces in MNI152NLin6Asym "
+            "with SUITPy.")
     if s.get("random_seed") is not None:
         tail += f" The random seed was {s['random_seed']}"
         tail += f"; computations ran on {f.device}." if f.device else "."

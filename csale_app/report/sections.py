@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from ..outputs import names
-from . import discover, figures
+from . import discover, figures, flatmap
 from .tables import (Table, anchor, cluster_table, contributions_table, df_table, fmt,
-                     fmt_seconds, kv_table, peaks_table, read_tsv, unique)
+                     fmt_seconds, kv_table, lobules_table, peaks_table, read_tsv, unique)
 from .viewer import viewer
 
 LOG = logging.getLogger(__name__)
@@ -132,11 +132,30 @@ def _peaks(clusters: pd.DataFrame | None) -> list[tuple[int, tuple[float, float,
             for r in clusters.head(MAX_PEAK_VIEWS).itertuples()]
 
 
+def _flatmap(sec: Section, img, title: str, roi_img, vmax=None, cmap: str = "autumn",
+             what: str = "", first: bool = True) -> None:
+    """A SUIT flatmap of ``img`` if it has voxels in the cerebellum: the first figure of the
+    section for a cerebellar ROI (unless not ``first``), else after the views already
+    there."""
+    def _add():
+        if img is None or flatmap.cerebellar_voxels(img) == 0:
+            return
+        fig = flatmap.flatmap_figure(img, f"{title}: SUIT flatmap{what}", vmax=vmax, cmap=cmap,
+                                     caption=flatmap.caption())
+        fig.attrs = {**fig.attrs, "flatmap": "suit"}
+        if first and flatmap.is_cerebellar_roi(roi_img):
+            sec.figures.insert(0, fig)
+        else:
+            sec.figures.append(fig)
+    _safe(sec, "the SUIT flatmap", _add)
+
+
 def _figures_ale(sec, an, title, thr_img, roi_img, clusters):
     sec.figures.append(figures.glass_brain_figure(
         thr_img, f"{title}: thresholded z map (glass brain)"))
     cuts = _safe(sec, "slice positions", lambda: _cuts(thr_img, roi_img))
     sec.figures.append(figures.slices_figure(thr_img, f"{title}: axial slices", cuts, "z"))
+    _flatmap(sec, thr_img, title, roi_img, what=" of the thresholded z map")
     table = an.tables.get("clusters")
     for cid, peak in _peaks(clusters):
         sec.figures.append(figures.peak_figure(
@@ -169,6 +188,8 @@ def _figures_csale(sec, an, title, thr_img, roi_img, clusters, n_iters):
         sec.figures.append(figures.glass_brain_figure(
             sig_logp, f"{title}: -log10 p in the significant clusters (glass brain)",
             caption=note))
+        _flatmap(sec, sig_logp, title, roi_img, vmax=top,
+                 what=" of -log10 p in the significant clusters")
     sec.figures.append(figures.logp_figure(
         logp, thr_img if sig else None, f"{title}: -log10 p (p < 0.05 shown)",
         _cuts(logp, roi_img), "z", vmax=top,
@@ -235,6 +256,8 @@ def _subsample_parts(sec, an, title, roi_img):
             img, f"{title}: share of subsamples surviving the {rule}", _cuts(img, roi_img),
             "z", cmap="viridis", vmax=1.0,
             caption=caption + (f" {n} subsamples of {size} experiments." if n else "")))
+        _flatmap(sec, img, title, roi_img, vmax=1.0, cmap="viridis",
+                 what=f" of the share of subsamples surviving the {rule}", first=False)
     if "subsamples" not in an.tables:
         return
     table = read_tsv(an.tables["subsamples"])
@@ -320,6 +343,11 @@ def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
             sec.tables.append(cluster_table(
                 extent, None, f"{title}: clusters of the cluster-extent map (the study's "
                 "rule)", fwe=False))
+    if "lobules" in an.tables:
+        lob = _safe(sec, "the SUIT lobule table", lambda: read_tsv(an.tables["lobules"]))
+        if lob is not None:
+            sec.tables.append(lobules_table(
+                lob, f"{title}: significant voxels per SUIT lobule"))
     if "peaks" in an.tables:
         peaks = _safe(sec, "the peak table", lambda: read_tsv(an.tables["peaks"]))
         if peaks is not None and len(peaks):

@@ -169,8 +169,11 @@ def studyset_section(ss: discover.Studyset, summary: dict,
                    "(colours repeat after 20)")
             if roi_img is not None:
                 cap += "; grey: outside the ROI (blue outline)"
+            # only the drawn columns: the figure's key (figure_cache) then ignores the
+            # source file and line, so identical foci from another file reuse the picture
+            drawn = foci[[c for c in figures.FOCI_COLUMNS if c in foci.columns]]
             sec.figures.append(figures.foci_figure(
-                foci, f"Input foci of {ss.label}", roi_img, caption=cap + "."))
+                drawn, f"Input foci of {ss.label}", roi_img, caption=cap + "."))
         _safe(sec, "the input foci", _foci)
     for an in ss.analyses:
         sec.children.append(analysis_section(an, sec.id, roi_img, run_info(summary, an.meta),

@@ -28,6 +28,14 @@ class Cell:
 
 
 @dataclass
+class Link:
+    """A table cell that links to another page of the report (a relative address)."""
+
+    text: str
+    href: str
+
+
+@dataclass
 class Table:
     title: str
     columns: list[str]
@@ -43,7 +51,7 @@ class Table:
         out = [False] * len(self.columns)
         for r in self.rows:
             for i, v in enumerate(r[: len(out)]):
-                text = v.text if isinstance(v, Cell) else str(v)
+                text = v.text if isinstance(v, (Cell, Link)) else str(v)
                 if not out[i] and max(map(len, text.split()), default=0) > 16:
                     out[i] = True
         return out
@@ -190,6 +198,18 @@ def peaks_table(peaks: pd.DataFrame, title: str) -> Table:
             for _, r in peaks.head(MAX_ROWS).iterrows()]
     return Table(title, ["Peak", "x, y, z (mm)", (value or "value").upper(), "Labels"], rows,
                  css="narrow")
+
+
+def lobules_table(lobules: pd.DataFrame, title: str) -> Table:
+    """The SUIT lobule table of a map (stats/lobules.py): the rows add up to its voxels."""
+    rows = [[str(r["lobule"]), fmt(r["n_voxels"]),
+             "n/a" if pd.isna(r["percent_of_lobule"]) else f"{r['percent_of_lobule']:.1f}%",
+             f"{r['percent_of_result']:.1f}%"] for _, r in lobules.iterrows()]
+    total = int(lobules["n_voxels"].sum()) if len(lobules) else 0
+    return Table(title, ["SUIT lobule", "Significant voxels", "Share of the lobule",
+                         "Share of the result"], rows, css="narrow",
+                 note=f"{total} significant voxels in all; SUIT lobular atlas (Diedrichsen "
+                      "2009) in MNI152NLin6Asym, nearest-neighbour on the 2 mm grid.")
 
 
 def contributions_table(contrib: pd.DataFrame, title: str) -> Table:

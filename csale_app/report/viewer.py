@@ -49,6 +49,38 @@ def _from_payload(payload: dict, page: dict) -> Viewer:
                   caption=page["caption"] or "")
 
 
+SPRITE = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
+LARGE_SPRITE = 100_000  # base64 characters
+
+
+def _grey_jpeg(b64: str) -> str | None:
+    """A grey-level PNG sprite (the template behind the map) as a JPEG data URI, else None."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(base64.b64decode(b64)))
+    rgb = np.asarray(img.convert("RGB"))
+    if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0],
+                                                                        rgb[..., 2])):
+        return None  # colour (the map itself): kept lossless
+    out = io.BytesIO()
+    img.convert("L").save(out, format="JPEG", quality=85, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def compact_sprites(html: str) -> str:
+    """Re-encode the viewer's large grey background sprite (about 1 MB as PNG, the same
+    template in every viewer) as a JPEG of about a fifth of the size; the coloured map
+    sprite stays PNG, so the values it shows are exact."""
+    def swap(m):
+        if len(m.group(1)) < LARGE_SPRITE:
+            return m.group(0)
+        return _grey_jpeg(m.group(1)) or m.group(0)
+    return SPRITE.sub(swap, html)
+
+
 @cached(_payload, _from_payload)  # built once per content (see figure_cache)
 def viewer(img: nib.Nifti1Image, title: str, cut_coords=None, vmax: float | None = None,
            cmap: str = "autumn", caption: str = "") -> Viewer:
@@ -66,7 +98,7 @@ def viewer(img: nib.Nifti1Image, title: str, cut_coords=None, vmax: float | None
                             cmap=cmap, symmetric_cmap=False, vmin=0, vmax=top, black_bg=True,
                             dim=0, title=None, width_view=640, draw_cross=True, annotate=True,
                             resampling_interpolation="nearest")
-        html = view.get_standalone()
+        html = compact_sprites(view.get_standalone())
         if EXTERNAL.search(html):
             raise ValueError("nilearn's viewer page references an external address")
         return Viewer(title, html, int(view.width), int(view.height), caption=caption)
