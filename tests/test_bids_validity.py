@@ -47,7 +47,7 @@ def test_several_studysets_reruns_are_valid_bids(several):
     assert {i["code"] for i in issues} == {"SUBJECT_FOLDERS"}  # two authors: no warning
     for label in ("pain", "painb"):
         folder = several / f"studyset-{label}"
-        assert list(folder.glob("*_meta-csale_stat-prob_desc-subsamples_statmap.nii.gz"))
+        assert list(folder.glob("*_meta-csale_stat-prob_desc-subsamplesextent_statmap.nii.gz"))
         assert list(folder.glob("macm-*/*_meta-ale_stat-z_statmap.nii.gz"))
 
 
