@@ -59,7 +59,7 @@ def _analysis(folder, prefix, meta, affine, brain, centres, roi=None, baserate=F
     if baserate:
         br = brain * (1.0 if roi is None else roi) * np.linspace(0, 1, shape[2])[None, None, :]
         _save(folder / f"{stem}_stat-prob_desc-baserate_statmap.nii.gz", br / br.sum(), affine)
-        _save(folder / f"{stem}_stat-prob_desc-subsamples_statmap.nii.gz", (z > 0) * 0.6,
+        _save(folder / f"{stem}_stat-prob_desc-subsamplesextent_statmap.nii.gz", (z > 0) * 0.6,
               affine, {"Subsamples": 5})
     rows = []
     for i, c in enumerate(centres, start=1):
@@ -207,8 +207,9 @@ def test_size_and_content(report):
     cer = report_pages.page(out, "cerebellum")
     for title in ("ALE: SUIT flatmap of the thresholded z map",
                   "C-SALE: SUIT flatmap of -log10 p in the significant clusters",
-                  "C-SALE: subsample probability map",
-                  "C-SALE: SUIT flatmap of the subsample probability map"):
+                  "C-SALE: share of subsamples surviving the cluster-extent rule (the study&#39;s)",
+                  "C-SALE: SUIT flatmap of the share of subsamples surviving the cluster-extent "
+                  "rule (the study&#39;s)"):
         assert f"<b>{title}</b>" in cer, title
     assert "SUIT flatmap" not in report_pages.page(out, "wholebrain")  # no cerebellar voxel
     for text in ("Studyset cerebellum", "Studyset wholebrain", "ALE vs C-SALE",
