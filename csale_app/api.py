@@ -40,7 +40,7 @@ from .validate import usage_problems
 LOG = logging.getLogger("csale_app")
 #: Settings an estimator takes as keywords (the rest is per call or CLI-only).
 _NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "work_dir", "overwrite",
-                 "verbose", "dask_scheduler"}
+                 "verbose", "dask_scheduler", "dask_scheduler_file", "dask_timeout"}
 _ESTIMATOR_ANALYSES = {"ale": "ALE", "csale": "C-SALE", "macm": "MACM"}
 
 
