@@ -88,15 +88,20 @@ _ROUTED = False
 
 
 def route_dask_logging() -> None:
-    """Send the ``distributed`` loggers' records to the run log instead of stderr (done once
-    per process, after distributed is imported: it installs its stderr handler then)."""
+    """Send the records of dask, distributed and tornado to the run log instead of stderr
+    (once per process, after distributed is imported: its logging config installs stderr
+    handlers on several of these loggers then)."""
     global _ROUTED
     if _ROUTED:
         return
-    for name in ("distributed", "dask"):
+    tops = ("distributed", "dask", "tornado", "bokeh")
+    names = [n for n in list(logging.root.manager.loggerDict)
+             if n.split(".")[0] in tops]
+    for name in sorted(set(names) | set(tops)):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
-        logger.addHandler(_ToRunLog())
-        logger.propagate = False
+        logger.propagate = name not in tops  # children reach their top logger
+        if name in tops:
+            logger.addHandler(_ToRunLog())
     _ROUTED = True

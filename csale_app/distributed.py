@@ -118,6 +118,11 @@ def run_callable(compute, index: int, start: int, count: int) -> tuple:
     return ((index, where_computed(None)),), arrays
 
 
+def same_value(value):
+    """A task that returns its argument (data the scheduler can recompute)."""
+    return value
+
+
 def merge_states(reduce, left: tuple, right: tuple) -> tuple:
     """One node of the tree reduction: ``left`` holds the earlier permutations; each side is
     (records of who computed its chunks, state)."""
@@ -178,15 +183,19 @@ class DaskExecutor:
                     f"--dask-scheduler {self.address}: {killed}; finished permutation chunks "
                     "are kept, give the workers more memory (dask worker --memory-limit) or "
                     "lower --batch-size, and run the same command again") from None
-            if self.client.status == "running" and not _connection_lost(exc):
-                raise
-            LOG.debug("the Dask scheduler was lost", exc_info=True)
-            _forget(self.client)
+            lost = self.client.status != "running" or _connection_lost(exc)
+            if not lost and not isinstance(exc, CancelledError):
+                raise  # the task's own error
+            LOG.debug("Dask cluster failure", exc_info=True)
+            what = ("lost the Dask scheduler mid-run" if lost else
+                    "the cluster cancelled permutation chunks")
+            if lost:
+                _forget(self.client)
             raise ServiceUnavailableError(
-                f"--dask-scheduler {self.address}: lost the Dask scheduler mid-run "
-                f"({_one_line(exc)}); finished permutation chunks are kept in the work "
-                "folder: run the same command again (on a new cluster, or without "
-                "--dask-scheduler) to resume with identical results") from None
+                f"--dask-scheduler {self.address}: {what} ({_one_line(exc)}); finished "
+                "permutation chunks are kept in the work folder: run the same command again "
+                "(on a new cluster, or without --dask-scheduler) to resume with identical "
+                "results") from None
         finally:
             if futures and self.client.status == "running":
                 try:
@@ -194,13 +203,20 @@ class DaskExecutor:
                 except Exception:  # pragma: no cover - the cluster is going away
                     pass
 
+    def _data(self, value, what: str):
+        """A future holding ``value`` that the scheduler can recompute: a task returning it,
+        not scattered data (which is lost for good when every worker holding it dies, e.g.
+        all of them killed for memory, and would cancel the chunks that need it). Workers
+        fetch it from each other once, as with a broadcast."""
+        return self.client.submit(same_value, value, pure=False,
+                                  key=f"csale-{what}-{uuid.uuid4().hex[:8]}")
+
     def _submitter(self, compute):
         """submit(index, start, count, key) -> future of ``(records, arrays)``."""
         from .stats.montecarlo import BackendChunk
 
         if isinstance(compute, BackendChunk):
-            [payload] = self.client.scatter([(compute.call, compute.plan, compute.args)],
-                                            broadcast=True, hash=False)
+            payload = self._data((compute.call, compute.plan, compute.args), "payload")
             return lambda index, start, count, key: self.client.submit(
                 run_backend_chunk, self.spec, payload, index, start, count, key=key,
                 pure=False)
@@ -255,7 +271,7 @@ class DaskExecutor:
             span[submit(index, start, count, f"csale-chunk-{tag}-{index}")] = (
                 index, index + 1, True)
         if state is not None:
-            [fut0] = self.client.scatter([((), state)], hash=False)
+            fut0 = self._data(((), state), "resumed")
             ready[0], ready_end[first] = (first, fut0), 0
         pending = as_completed(list(span), loop=self.client.loop)
         n_merge = 0

@@ -54,6 +54,7 @@ class Cluster:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.scheduler_file = self.folder / "scheduler.json"
         self.scheduler: subprocess.Popen | None = None
         self.workers: dict[str, subprocess.Popen] = {}

@@ -52,7 +52,9 @@ def test_ale_csale_macm_on_two_workers_equal_one_process(demo_input, cluster, re
     got = tree_digest(out)
     assert got == reference, sorted(k for k in reference if reference[k] != got.get(k))
     # the sidecars say which worker computed which chunk (5 chunks of 8 permutations)
-    for side in out.rglob("*_stat-z.json"):
+    sidecars = list(out.rglob("*_stat-z_statmap.json"))
+    assert len(sidecars) == 4  # ALE, C-SALE and the MACM's ALE and C-SALE
+    for side in sidecars:
         who = json.loads(side.read_text())["ComputedBy"]
         assert who["DaskScheduler"] == cluster.scheduler_address
         assert who["PermutationsPerChunk"] == CHUNK and who["ChunksFromCheckpoints"] == []

@@ -1,0 +1,187 @@
+"""A Dask cluster as an HPC job runs one (issue 26): real ``dask scheduler`` and ``dask
+worker`` processes on 127.0.0.1 found through a scheduler file, a scheduler that dies
+mid-run (exit 69, one line, checkpoints kept, a local rerun resumes to the same bytes),
+workers killed as the OOM killer does or over ``--memory-limit`` (their chunks are retried,
+same bytes), and the addresses and files that must be refused before anything starts.
+
+Every process is killed by the test (tests/dask_procs.py); runs use the shared tiny
+flanker run (tests.dask_procs.FAST, chunks of 8 permutations).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from csale_app.cli.run import main
+from tests import dask_procs
+from tests.dask_procs import FAST, results_digest, slow_chunks
+
+distributed = pytest.importorskip("distributed")
+
+
+def client_of(cluster):
+    return distributed.Client(scheduler_file=str(cluster.scheduler_file), set_as_default=False,
+                              timeout=30)
+
+
+def errors(capsys) -> list[str]:
+    """stderr lines other than the run's warnings."""
+    return [line for line in capsys.readouterr().err.splitlines()
+            if line.strip() and "WARNING" not in line]
+
+
+# ---- refused before anything starts --------------------------------------------------------
+@pytest.mark.parametrize("address", ["::not an address::", "tcp://host-without-port",
+                                     "http://10.0.0.5:8786", "tcp://10.0.0.5:99999",
+                                     "scheduler.json"])
+def test_malformed_address_is_a_usage_error_at_once(demo_input, tmp_path, capsys, address):
+    t0 = time.monotonic()
+    code = main([str(demo_input), str(tmp_path / "out"), "group", "--dask-scheduler", address])
+    err = errors(capsys)
+    assert code == 64 and len(err) == 1, err
+    assert "--dask-scheduler" in err[0] and "SCHEME://HOST:PORT" in err[0]
+    assert time.monotonic() - t0 < 5 and not (tmp_path / "out").exists()
+
+
+def test_scheduler_file_problems_name_the_file(demo_input, tmp_path, capsys):
+    out = tmp_path / "out"
+    run = ["group", "--dask-timeout", "0.5", "--dask-scheduler-file"]
+    cases = {
+        "missing.json": (66, "does not exist (waited 0.5 s"),
+        "folder": (66, "is a folder"),
+        "broken.json": (65, "not a Dask scheduler file"),
+        "no_address.json": (65, 'no "address" entry'),
+        "bad_address.json": (65, '"address": expected a Dask scheduler address'),
+    }
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "broken.json").write_text('{"address": "tcp://')
+    (tmp_path / "no_address.json").write_text('{"type": "Scheduler", "id": "x"}')
+    (tmp_path / "bad_address.json").write_text('{"address": "::nope::"}')
+    for name, (want, text) in cases.items():
+        code = main([str(demo_input), str(out), *run, str(tmp_path / name)])
+        err = errors(capsys)
+        assert code == want and len(err) == 1 and name in err[0] and text in err[0], err
+    assert not out.exists()
+    code = main([str(demo_input), str(out), "group", "--dask-scheduler", "tcp://h:1",
+                 "--dask-scheduler-file", str(tmp_path / "no_address.json")])
+    assert code == 64 and "mutually exclusive" in errors(capsys)[0]
+
+
+# ---- the scheduler dies mid-run --------------------------------------------------------------
+def test_scheduler_killed_mid_run_exit_69_then_local_rerun_resumes(
+        demo_input, reference, small_chunks, tmp_path, capsys, monkeypatch):
+    out, work = tmp_path / "out", tmp_path / "work"
+    killed_at = []
+    with dask_procs.cluster(tmp_path / "cluster", {"w0": (), "w1": ()}) as cluster:
+        with client_of(cluster) as client:
+            client.run(slow_chunks, 0.4)  # so that the kill lands between checkpoints
+
+        def kill_after_first_checkpoint():
+            for _ in range(1200):
+                if any(work.rglob("chunk-*.npz")):
+                    dask_procs.kill(cluster.scheduler)
+                    killed_at.append(time.monotonic())
+                    return
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+        watcher.start()
+        code = main([str(demo_input), str(out), "group", *FAST, "-w", str(work),
+                     "--dask-scheduler-file", str(cluster.scheduler_file),
+                     "--dask-timeout", "10"])
+        ended = time.monotonic()
+        watcher.join(timeout=5)
+    err = errors(capsys)
+    assert killed_at, "the scheduler was not killed during the run"
+    assert code == 69, err
+    assert len(err) == 1 and "lost the Dask scheduler mid-run" in err[0], err
+    assert "tcp://127.0.0.1:" in err[0] and "resume" in err[0]
+    assert ended - killed_at[0] < 10 + 5  # no wait beyond --dask-timeout
+    kept = sorted(work.rglob("chunk-*.npz"))
+    assert kept, "finished chunks were not kept"
+
+    from csale_app.io import workdir
+
+    resumed = []
+    get = workdir.ChunkDir.get
+
+    def counting_get(self, index):
+        arrays = get(self, index)
+        if arrays is not None:
+            resumed.append((self.path.name, index))
+        return arrays
+
+    monkeypatch.setattr(workdir.ChunkDir, "get", counting_get)
+    assert main([str(demo_input), str(out), "group", *FAST, "-w", str(work)]) == 0
+    got = results_digest(out)
+    assert got == reference, sorted(k for k in reference if reference[k] != got.get(k))
+    assert resumed, "the local rerun recomputed every chunk instead of resuming"
+
+
+# ---- workers killed by the OOM killer or over --memory-limit ------------------------------
+def hog_memory_once(step_mb: int = 64, max_gb: float = 4.0) -> None:
+    """On a worker: the next chunk first allocates memory until the process is killed (its
+    nanny terminates it at 95 % of --memory-limit); the restarted process is clean."""
+    from csale_app import distributed as dist
+
+    original = dist.run_backend_chunk
+
+    def hog(*args, **kwargs):
+        dist.run_backend_chunk = original
+        blocks = []
+        for _ in range(int(max_gb * 1024 / step_mb)):
+            blocks.append(np.ones(step_mb * 2**20 // 8))
+            time.sleep(0.05)
+        return original(*args, **kwargs)
+
+    dist.run_backend_chunk = hog
+
+
+def test_killed_worker_and_worker_over_memory_limit_are_retried(
+        demo_input, reference, small_chunks, tmp_path):
+    """Worker "oom" (no nanny) is SIGKILLed inside a chunk, as the kernel's OOM killer does:
+    it is gone, and its chunks run elsewhere. Worker "limited" (--memory-limit, with a
+    nanny) goes over its limit inside a chunk: the nanny kills and restarts it, the chunk is
+    retried. The run completes with the same bytes."""
+    out = tmp_path / "out"
+    workers = {"oom": ("--no-nanny",), "limited": ("--memory-limit", "1.5GB")}
+    killed = []
+    with dask_procs.cluster(tmp_path / "cluster", workers) as cluster:
+        with client_of(cluster) as client:
+            by_name = {w["name"]: a for a, w in client.scheduler_info()["workers"].items()}
+            client.run(slow_chunks, 0.3, workers=[by_name["oom"]])
+            client.run(hog_memory_once, workers=[by_name["limited"]])
+            oom_pid = client.run(os.getpid, workers=[by_name["oom"]])[by_name["oom"]]
+
+            def kill_inside_a_chunk():
+                for _ in range(1200):
+                    keys = client.processing().get(by_name["oom"], ())
+                    if any("csale-chunk" in str(k) for k in keys):
+                        os.kill(oom_pid, signal.SIGKILL)
+                        killed.append(oom_pid)
+                        return
+                    time.sleep(0.05)
+
+            watcher = threading.Thread(target=kill_inside_a_chunk, daemon=True)
+            watcher.start()
+            code = main([str(demo_input), str(out), "group", *FAST, "--dask-scheduler-file",
+                         str(cluster.scheduler_file), "--dask-timeout", "60"])
+            watcher.join(timeout=5)
+            names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+        limited_log = cluster.log("limited")
+    assert code == 0
+    assert killed, "the worker was not killed inside a chunk"
+    assert names == {"limited"}  # the OOM-killed worker stayed dead; the other was restarted
+    assert "memory budget" in limited_log, limited_log[-1500:]
+    got = results_digest(out)
+    assert got == reference, sorted(k for k in reference if reference[k] != got.get(k))
+    computed = [json.loads(p.read_text())["ComputedBy"] for p in out.rglob("*_stat-z_statmap.json")]
+    assert len(computed) == 4 and all(sorted(c for w in who["Workers"] for c in w["Chunks"])
+                            == list(range(5)) for who in computed)
