@@ -185,3 +185,50 @@ def test_killed_worker_and_worker_over_memory_limit_are_retried(
     computed = [json.loads(p.read_text())["ComputedBy"] for p in out.rglob("*_stat-z_statmap.json")]
     assert len(computed) == 4 and all(sorted(c for w in who["Workers"] for c in w["Chunks"])
                             == list(range(5)) for who in computed)
+
+
+# ---- one worker per GPU: the device of each chunk in the sidecars -------------------------
+def test_one_worker_per_gpu_records_which_device_computed_which_chunk(tmp_path):
+    """Two workers on numba's CUDA simulator, one per "GPU" (CUDA_VISIBLE_DEVICES=0 and 1),
+    as README starts them: the chunks equal the CPU engine's, and ComputedBy (the sidecar
+    entry, built from the ledger as the stages do) names each chunk's worker and device."""
+    from types import SimpleNamespace
+
+    from csale_app.distributed import connect, disconnect
+    from csale_app.kernels.engine import CPUBackend
+    from csale_app.stats.montecarlo import BackendChunk, computed_by, fwe_call, run_chunked
+    from tests.test_cuda_sim import SIM_PREAMBLE, THRESH, scenarios
+
+    preload = tmp_path / "cudasim_preload.py"  # the simulator fixes of test_cuda_sim
+    preload.write_text(SIM_PREAMBLE)
+    sim = {"NUMBA_ENABLE_CUDASIM": "1", "CSALE_ALLOW_CUDASIM": "1"}
+    workers = {f"gpu{i}": ("--preload", str(preload)) for i in (0, 1)}
+    env = {f"gpu{i}": {**sim, "CUDA_VISIBLE_DEVICES": str(i)} for i in (0, 1)}
+    plan = scenarios()["uniform"]
+    n_iters, chunk = 12, 2
+    cpu = run_chunked(n_iters, chunk, BackendChunk(fwe_call, CPUBackend(1), plan, (THRESH,)))
+    with dask_procs.cluster(tmp_path / "cluster", workers, env) as cluster:
+        address = json.loads(cluster.scheduler_file.read_text())["address"]
+        settings = SimpleNamespace(device="cuda", gpu_id=None, batch_size="2", mem_gb=None,
+                                   dask_timeout=60)
+        executor = connect(address, settings)
+        try:
+            with client_of(cluster) as client:  # both workers busy: chunks go to both
+                client.run(slow_chunks, 0.5)
+            ledger: dict = {}
+            got = run_chunked(n_iters, chunk,
+                              BackendChunk(fwe_call, CPUBackend(1), plan, (THRESH,)),
+                              executor=executor, ledger=ledger)
+        finally:
+            disconnect(address)
+    np.testing.assert_allclose(got["max"], cpu["max"], rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(got["size"], cpu["size"])
+    np.testing.assert_allclose(got["mass"], cpu["mass"], rtol=1e-5, atol=1e-12)
+    who = computed_by(ledger, n_iters, chunk, address)
+    assert who["ChunksFromCheckpoints"] == []
+    assert sorted(c for w in who["Workers"] for c in w["Chunks"]) == list(range(6))
+    devices = {w["Name"]: (w["CUDA_VISIBLE_DEVICES"], w["Device"]) for w in who["Workers"]}
+    assert set(devices) == {"gpu0", "gpu1"}, who
+    for name, (visible, device) in devices.items():
+        assert visible == name[-1] and device.startswith("CUDA GPU 0") and "simulator" in device
+    json.dumps(who)  # a sidecar entry
