@@ -232,3 +232,58 @@ def test_one_worker_per_gpu_records_which_device_computed_which_chunk(tmp_path):
     for name, (visible, device) in devices.items():
         assert visible == name[-1] and device.startswith("CUDA GPU 0") and "simulator" in device
     json.dumps(who)  # a sidecar entry
+
+
+# ---- the SLURM batch script of README, with sbatch and srun replaced by local processes ----
+SRUN_SHIM = """#!/usr/bin/env bash
+# srun for tests: the step's command, --ntasks=N times, as local background processes
+n=1
+while [ $# -gt 0 ]; do
+  case $1 in --ntasks=*) n=${1#*=}; shift;; -*) shift;; *) break;; esac
+done
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait; exit 143' TERM INT
+for i in $(seq 0 $((n - 1))); do SLURM_PROCID=$i "$@" & pids+=($!); done
+wait
+"""
+SBATCH_SHIM = """#!/usr/bin/env bash
+# sbatch for tests: runs the batch script here, in the foreground (as sbatch --wait)
+export SLURM_JOB_ID=$$ SLURM_NTASKS=${SHIM_NTASKS:-2} SLURM_CPUS_PER_TASK=1
+exec bash "$@"
+"""
+
+
+def test_slurm_batch_script_runs_with_local_srun(demo_input, reference, tmp_path):
+    """scripts/slurm_csale.sh (README) as SLURM would run it: the scheduler and 2 workers
+    started with srun, csale-app given the scheduler file; same maps and tables as one
+    process, every chunk computed by the script's workers, nothing left running."""
+    import shutil
+    import subprocess
+    import sys
+
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    for name, text in (("srun", SRUN_SHIM), ("sbatch", SBATCH_SHIM)):
+        (shims / name).write_text(text)
+        (shims / name).chmod(0o755)
+    venv_bin = os.path.dirname(sys.executable)
+    assert shutil.which("dask", path=venv_bin) and shutil.which("csale-app", path=venv_bin)
+    out, scheduler_file = tmp_path / "out", tmp_path / "scheduler.json"
+    env = dask_procs.env_with_repo({
+        "PATH": os.pathsep.join([str(shims), venv_bin, os.environ.get("PATH", "")]),
+        "SCHEDULER_FILE": str(scheduler_file), "DASK_TIMEOUT": "120"})
+    proc = subprocess.Popen(["sbatch", str(dask_procs.REPO / "scripts" / "slurm_csale.sh"),
+                             str(demo_input), str(out), *FAST], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=300)
+    finally:
+        dask_procs.kill(proc)  # the whole session: scheduler, workers, csale-app
+    assert proc.returncode == 0, log.decode(errors="replace")[-3000:]
+    assert not scheduler_file.exists()  # removed by the script's cleanup
+    got = results_digest(out)
+    assert got == reference, sorted(k for k in reference if reference[k] != got.get(k))
+    for side in out.rglob("*_stat-z_statmap.json"):
+        who = json.loads(side.read_text())["ComputedBy"]
+        assert who["Workers"] and who["DaskScheduler"].startswith("tcp://")
