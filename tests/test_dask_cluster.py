@@ -287,3 +287,11 @@ def test_slurm_batch_script_runs_with_local_srun(demo_input, reference, tmp_path
     for side in out.rglob("*_stat-z_statmap.json"):
         who = json.loads(side.read_text())["ComputedBy"]
         assert who["Workers"] and who["DaskScheduler"].startswith("tcp://")
+
+
+def test_readme_shows_the_shipped_slurm_script():
+    readme = (dask_procs.REPO / "README.md").read_text()
+    script = (dask_procs.REPO / "scripts" / "slurm_csale.sh").read_text()
+    section = readme[readme.index("#### A SLURM batch script"):]
+    block = section[section.index("```bash\n") + 8:]
+    assert block[:block.index("```\n")] == script
