@@ -282,7 +282,9 @@ class Pipeline:
             "version": __version__,
             "command_line": self.command_line,
             "settings": asdict(self.s),
-            "device": ctx.backend.describe(),
+            "device": ctx.backend.describe() + (
+                f"; permutation chunks on the {ctx.executor.describe()} (sidecars: "
+                "ComputedBy)" if ctx.executor is not None else ""),
             "runtime_s": round(time.perf_counter() - self.t_start, 1),
             "warnings": self.warnings,
             "studysets": self.summaries,

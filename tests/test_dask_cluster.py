@@ -74,6 +74,29 @@ def test_scheduler_file_problems_name_the_file(demo_input, tmp_path, capsys):
     assert code == 64 and "mutually exclusive" in errors(capsys)[0]
 
 
+def test_unreachable_scheduler_cli_process_exits_69_without_traceback_or_hang(demo_input,
+                                                                           tmp_path):
+    """The csale-app process itself: one line, exit 69, and no traceback from closing the
+    client at exit (it used to wait 40 s and print 'TimeoutError: timed out after 40 s.')."""
+    import subprocess
+    import sys
+
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "csale_app", str(demo_input),
+                           str(tmp_path / "out"), "group", *FAST, "--dask-scheduler",
+                           "tcp://127.0.0.1:9", "--dask-timeout", "2"],
+                          capture_output=True, text=True, timeout=120,
+                          env=dask_procs.env_with_repo())
+    elapsed = time.monotonic() - t0
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 69, proc.stderr
+    assert [line for line in err if "WARNING" not in line] == [
+        "csale-app: error: --dask-scheduler tcp://127.0.0.1:9: no Dask scheduler answered "
+        "within 2 s (--dask-timeout)"], proc.stderr
+    assert elapsed < 40, elapsed  # start-up and inputs, the 2 s timeout, no 40 s close
+    assert not (tmp_path / "out").exists()  # refused before any output
+
+
 # ---- the scheduler dies mid-run --------------------------------------------------------------
 def test_scheduler_killed_mid_run_exit_69_then_local_rerun_resumes(
         demo_input, reference, small_chunks, tmp_path, capsys, monkeypatch):
