@@ -322,9 +322,10 @@ def _killed_worker(exc: BaseException) -> str | None:
     task = str(getattr(exc, "task", "a task"))
     chunk = task.rsplit("-", 1)[-1] if task.startswith("csale-chunk-") else None
     what = f"permutation chunk {chunk}" if chunk is not None else f"task {task}"
-    n = getattr(exc, "allowed_failures", "several")
-    return (f"{what} was running on {n} workers that died (out of memory, or killed; "
-            "distributed.scheduler.allowed-failures)")
+    n = getattr(exc, "allowed_failures", None)
+    times = (f"{n + 1} time{'s' if n else ''}" if isinstance(n, int) else "repeatedly")
+    return (f"the workers running {what} died {times} (out of memory, or killed; "
+            f"distributed.scheduler.allowed-failures = {n})")
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -66,8 +66,8 @@ class Cluster:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 env=env_with_repo(env), start_new_session=True)
 
-    def start_scheduler(self) -> str:
-        self.scheduler = self._start(scheduler_cmd(self.scheduler_file), "scheduler", None)
+    def start_scheduler(self, env: dict | None = None) -> str:
+        self.scheduler = self._start(scheduler_cmd(self.scheduler_file), "scheduler", env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.scheduler_file.exists():
@@ -101,12 +101,13 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(folder: Path, workers: dict[str, tuple] | None = None, env: dict | None = None):
-    """A scheduler and ``workers`` (name -> extra ``dask worker`` arguments), killed at the
-    end whatever happens."""
+def cluster(folder: Path, workers: dict[str, tuple] | None = None, env: dict | None = None,
+            scheduler_env: dict | None = None):
+    """A scheduler and ``workers`` (name -> extra ``dask worker`` arguments; ``env``: name ->
+    extra environment), killed at the end whatever happens."""
     c = Cluster(folder)
     try:
-        c.start_scheduler()
+        c.start_scheduler(scheduler_env)
         for name, args in (workers or {}).items():
             c.start_worker(name, *args, env=(env or {}).get(name))
         if workers:

@@ -257,6 +257,37 @@ def test_one_worker_per_gpu_records_which_device_computed_which_chunk(tmp_path):
     json.dumps(who)  # a sidecar entry
 
 
+def die_in_chunks() -> None:
+    """On a worker: every chunk kills its worker process (as a chunk too large for memory)."""
+    from csale_app import distributed as dist
+
+    dist.run_backend_chunk = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_no_worker_and_a_chunk_that_kills_its_workers_are_one_line_exit_69(
+        demo_input, small_chunks, tmp_path, capsys):
+    """A scheduler without workers: exit 69 after --dask-timeout (not a wait for ever). A
+    chunk whose workers die more than allowed-failures times (0 here): exit 69 naming it."""
+    out = tmp_path / "out"
+    no_retry = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    with dask_procs.cluster(tmp_path / "empty", scheduler_env=no_retry) as cluster:
+        code = main([str(demo_input), str(out), "group", *FAST, "--dask-timeout", "2",
+                     "--dask-scheduler-file", str(cluster.scheduler_file)])
+        err = errors(capsys)
+        assert code == 69 and len(err) == 1, err
+        assert "no worker joined it within 2 s (--dask-timeout)" in err[0]
+        cluster.start_worker("w0")
+        cluster.wait_for_workers(1)
+        with client_of(cluster) as client:
+            client.run(die_in_chunks)
+        code = main([str(demo_input), str(out), "group", *FAST, "--dask-timeout", "30",
+                     "--dask-scheduler-file", str(cluster.scheduler_file)])
+    err = errors(capsys)
+    assert code == 69 and len(err) == 1, err
+    assert "the workers running permutation chunk" in err[0] and "died 1 time (" in err[0]
+    assert "allowed-failures = 0" in err[0] and "finished permutation chunks are kept" in err[0]
+
+
 # ---- the SLURM batch script of README, with sbatch and srun replaced by local processes ----
 SRUN_SHIM = """#!/usr/bin/env bash
 # srun for tests: the step's command, --ntasks=N times, as local background processes
