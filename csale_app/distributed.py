@@ -1,6 +1,7 @@
-"""Permutation chunks on a Dask cluster (``--dask-scheduler ADDRESS``).
+"""Permutation chunks on a Dask cluster (``--dask-scheduler ADDRESS`` or
+``--dask-scheduler-file PATH``, resolved by :mod:`csale_app.dask_client`).
 
-Imported only when ``--dask-scheduler`` is given: the package never imports dask otherwise.
+Imported only when a cluster is given: the package never imports dask otherwise.
 Needs the ``distributed`` extra (``pip install 'csale-app[distributed]'``) here and on the
 workers, and the same csale_app version on every worker (checked when connecting).
 
@@ -8,8 +9,12 @@ Work units are the permutation chunks of :mod:`csale_app.stats.montecarlo`: each
 function of (seed, first permutation, count), so where it runs does not change a number.
 
 - The null plan (grid, kernels, experiments, sampler) and the chunk's fixed arguments are
-  sent to every worker once per analysis (``client.scatter(..., broadcast=True)``); a task
-  carries only (start, count).
+  one task per analysis (:func:`same_value`), fetched by each worker once; a chunk task
+  carries only (index, start, count). Not scattered data: that is lost for good when every
+  worker holding it dies, and the scheduler can recompute a task.
+- Each chunk returns who computed it (:func:`where_computed`: worker, host, device,
+  CUDA_VISIBLE_DEVICES) with its arrays; the caller's ledger becomes the sidecars'
+  ``ComputedBy``.
 - Each worker makes its own backend once (:func:`worker_backend`): numba on the worker's
   threads (``dask worker --nthreads N``; one chunk at a time per worker process, all N
   threads on it), or the worker's GPU with ``--device cuda``/``auto`` (one GPU per worker:
@@ -18,9 +23,12 @@ function of (seed, first permutation, count), so where it runs does not change a
   per-chunk top-K lists are merged on the workers as a tree of adjacent ranges (the merge
   is associative and keeps equal values in permutation order, so any tree gives the
   sequential result).
-- Finished chunks are checkpointed by the caller as without a cluster, so a rerun after a
-  lost scheduler or client resumes; a killed worker's tasks are recomputed by Dask (same
-  numbers), costing only its unfinished chunks.
+- Finished chunks are checkpointed by the caller as without a cluster. A lost scheduler
+  (or a chunk whose workers keep dying: KilledWorker) ends the run with one line, exit 69
+  (:class:`~csale_app.errors.ServiceUnavailableError`), and a rerun resumes; a killed
+  worker's tasks are recomputed by Dask (same numbers), costing only its unfinished chunks.
+- Connecting waits at most ``--dask-timeout`` for the scheduler and for a first worker; a
+  client whose scheduler is gone is closed without waiting (:func:`_close_quickly`).
 """
 
 from __future__ import annotations
