@@ -58,7 +58,7 @@ def test_ale_csale_macm_on_two_workers_equal_one_process(demo_input, cluster, re
         assert who["PermutationsPerChunk"] == CHUNK and who["ChunksFromCheckpoints"] == []
         chunks = sorted(c for w in who["Workers"] for c in w["Chunks"])
         assert chunks == list(range(5)), side
-        assert {w["Worker"] for w in who["Workers"]} <= set(cluster.scheduler_info()["workers"])
+        assert {w["Worker"] for w in who["Workers"]} <= set(cluster.scheduler_info["workers"])
         assert all(w["Device"].startswith("CPU") for w in who["Workers"])
     null = pd.read_csv(next(out.rglob("*meta-csale_desc-null_values.tsv")), sep="\t")
     assert len(null) == 40 and null["max_cluster_size"].max() > 0  # cluster FWE exercised
