@@ -196,11 +196,11 @@ class DaskExecutor:
                 raise  # the task's own error
             LOG.debug("Dask cluster failure", exc_info=True)
             what = ("lost the Dask scheduler mid-run" if lost else
-                    "the cluster cancelled permutation chunks")
+                    f"the cluster cancelled permutation chunks ({_one_line(exc)})")
             if lost:
                 _forget(self.client)
             raise ServiceUnavailableError(
-                f"--dask-scheduler {self.address}: {what} ({_one_line(exc)}); finished "
+                f"--dask-scheduler {self.address}: {what}; finished "
                 "permutation chunks are kept in the work folder: run the same command again "
                 "(on a new cluster, or without --dask-scheduler) to resume with identical "
                 "results") from None
