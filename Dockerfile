@@ -1,7 +1,7 @@
 # csale-app: ALE, C-SALE and MACM coordinate-based meta-analysis (BIDS App), CPU or NVIDIA GPU.
 #
 # Tag scheme (one for Dockerfile, Singularity.def, README, boutiques.json): csale-app:<version>,
-# <version> = pyproject.toml's version = --build-arg VERSION.
+# <version> = csale_app/_version.py's __version__ = --build-arg VERSION.
 #   ../shared/tools/container-build csale-app:0.1.0 -- --build-arg VERSION=0.1.0   # podman
 #   docker build --build-arg VERSION=0.1.0 -t csale-app:0.1.0 .
 #   docker run --rm -u $(id -u):$(id -g) -v /data/in:/in:ro -v /data/out:/out csale-app:0.1.0 /in /out group

@@ -4,7 +4,8 @@
 the estimators are imported on first use, so ``csale-app --version`` stays fast.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
+
 __all__ = ["ALE", "CSALE", "MACM", "__version__"]
 
 

@@ -37,11 +37,10 @@ from .stages import run_analyses
 from .settings import Settings
 from .validate import usage_problems
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 #: Settings an estimator takes as keywords (the rest is per call or CLI-only).
 _NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "work_dir", "overwrite",
-                 "verbose", "dask_scheduler", "dask_scheduler_file", "dask_timeout"}
-_ESTIMATOR_ANALYSES = {"ale": "ALE", "csale": "C-SALE", "macm": "MACM"}
+                 "verbose", "dask_scheduler", "dask_scheduler_file", "dask_timeout", "terms"}
 
 
 def _materialise(source, folder: Path, name: str) -> Path:
@@ -127,19 +126,29 @@ class _Estimator:
                    if v != getattr(Settings(), k)}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
-    def fit(self, studyset, database=None, roi=None, label: str | None = None) -> MetaResult:
+    def fit(self, studyset=None, database=None, roi=None, label: str | None = None,
+            term: str | None = None) -> MetaResult:
         """Run the analysis on ``studyset`` (see the module docstring for what it takes).
 
         ``database``: the reference database (C-SALE, MACM): one source or a list; default
         the studyset itself (with a warning for C-SALE). ``roi``: a NIfTI path or a built-in
-        name (``"cerebellum"``); ``roi_coords`` is an estimator option."""
-        from .io.readers import find_studysets, study_label
+        name (``"cerebellum"``); ``roi_coords`` is an estimator option. ``term`` instead of
+        ``studyset``: the studies of a Neurosynth/NeuroQuery ``database`` folder with weight
+        >= ``term_threshold`` for the term (the CLI's ``--term``)."""
+        from .io.readers import database_sources, study_label
+        from .io.terms import term_label
 
+        if (term is None) == (studyset is None):
+            raise TypeError("fit() takes a studyset or term=, not both or neither")
+        if term is not None and database is None:
+            raise ValueError("term= needs database= (a Neurosynth or NeuroQuery folder)")
         tmp = Path(tempfile.mkdtemp(prefix="csale_api_"))
         try:
-            path = _materialise(studyset, tmp, label or "studyset")
-            label = label or study_label(path)
+            path = term if term is not None else _materialise(studyset, tmp,
+                                                              label or "studyset")
+            label = label or (term_label(term) if term is not None else study_label(path))
             s = replace(self.settings, roi=None if roi is None else str(roi),
+                        terms=() if term is None else (term,),
                         database=(str(database) if isinstance(database, (str, Path))
                                   else None if database is None else "given"),
                         work_dir=self.settings.work_dir or str(tmp / "work"))
@@ -151,13 +160,13 @@ class _Estimator:
                 db_files = []
                 for k, item in enumerate(items):
                     p = _materialise(item, tmp, f"database{k}")
-                    db_files += find_studysets(p) if p.is_dir() else [p]
+                    db_files += database_sources(p)
                 source = "the database given (" + ", ".join(
                     str(x) if isinstance(x, (str, Path)) else type(x).__name__
                     for x in items) + ")"
             t0 = time.perf_counter()
             ctx, loaded, extra = pipe.build_context([(label, path)], (db_files, source))
-            _, _, exps = loaded[0]
+            _, path, exps = loaded[0]  # a term is now its TermStudyset
             source_digest = pipe.source_digest(path)
             job = StudysetJob(label, path, exps, studyset_digest(ctx, source_digest),
                               source_digest)
@@ -173,9 +182,10 @@ class _Estimator:
 
             lock = bids.prepare_output_dir(out_dir, [label])
             try:
-                bids.write_dataset_description(out_dir)
+                bids.write_dataset_description(out_dir, s.authors)
                 if not reusable(out_dir, label, job.digest, overwrite):
                     write_studyset(out_dir, ctx, job, outputs, summary)
+                bids.write_dataset_description(out_dir, s.authors)  # with this studyset
             finally:
                 if lock is not None:
                     lock.release()

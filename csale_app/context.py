@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from .io.templates import SPACE
 from .kernels.plan import Grid
 from .settings import Settings
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,9 +40,24 @@ class Database:
         return set(self.file_digests) == {source_digest}
 
     def describe(self) -> dict:
-        return {"source": self.source, "files": [Path(f).name for f in self.files],
-                "paths": list(self.files), "n_experiments": self.experiments.n_experiments,
-                "n_foci": self.experiments.n_foci}
+        out = {"source": self.source, "files": [Path(f).name for f in self.files],
+               "paths": list(self.files), "n_experiments": self.experiments.n_experiments,
+               "n_foci": self.experiments.n_foci}
+        n_default = defaulted_count(self.experiments)
+        if n_default is not None:
+            out["n_experiments_default_sample_size"] = n_default
+        return out
+
+
+def defaulted_count(exps: Experiments) -> int | None:
+    """How many of the experiments got --default-sample-size (None: option not set)."""
+    from .io.experiments import DEFAULTED
+
+    table = exps.table
+    if "sample_size_source" not in getattr(table, "columns", ()):
+        return None
+    used = table["experiment_id"].isin(exps.ids) & table["sample_size_source"].eq(DEFAULTED)
+    return int(used.sum())
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,6 @@ class RunContext:
     work_root: Path
     inputs_digest: str  # brain mask and ROI content
     executor: object | None = None  # csale_app.distributed executor (--dask-scheduler)
-    warn: Callable[[str], None] = field(default=lambda message: LOG.warning(message))
 
     @property
     def report_mask(self) -> np.ndarray | None:
@@ -133,6 +146,12 @@ def common_sidecar(ctx: RunContext, exps: Experiments, source, method: str,
                              if not np.all(np.isnan(exps.sample_size)) else None),
         "Sources": [str(source)],
     }
+    if settings.default_sample_size is not None:
+        side["DefaultSampleSize"] = {
+            "SampleSize": settings.default_sample_size,
+            "ExperimentsUsingIt": defaulted_count(exps) or 0,
+            "Rule": "experiments without a sample size in their input were given "
+                    "--default-sample-size (the kernel width follows from it)"}
     if extra:
         side.update(extra)
     return side

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from .errors import ServiceUnavailableError, UsageError
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 #: Seconds to wait for the scheduler before giving up (exit 69), unless --dask-timeout.
 CONNECT_TIMEOUT_S = 20
 _CLIENTS: dict[str, object] = {}  # address -> distributed.Client, one per process
@@ -138,7 +138,7 @@ def merge_states(reduce, left: tuple, right: tuple) -> tuple:
 
 
 def _worker_version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 
@@ -388,7 +388,7 @@ def connect(address: str, settings=None) -> DaskExecutor:
             f"--dask-scheduler {address}: the scheduler answered but no worker joined it "
             f"within {timeout:g} s (--dask-timeout); start workers (dask worker {address}) "
             "or wait longer with a larger --dask-timeout") from None
-    from . import __version__
+    from ._version import __version__
 
     try:
         versions = client.run(_worker_version)

@@ -17,9 +17,17 @@ EXIT_CANT_CREATE = 73
 
 
 class CsaleError(Exception):
-    """Base class: an error the CLI reports as one line and maps to an exit code."""
+    """Base class: an error the CLI reports as one line and maps to an exit code.
+
+    Each subclass also derives from the Python built-in that says the same thing
+    (``ValueError``, ``FileNotFoundError``, ``PermissionError``, ``OSError``,
+    ``RuntimeError``), so API users catch them with ordinary ``except`` clauses."""
 
     exit_code = EXIT_FAILURE
+
+    def __str__(self) -> str:
+        # OSError subclasses would otherwise format their (errno, strerror) pair
+        return str(self.args[0]) if self.args else ""
 
     def one_line(self) -> str:
         return " ".join(str(self).split())
@@ -41,7 +49,7 @@ def display_path(path) -> str:
     return text
 
 
-class InputError(CsaleError):
+class InputError(CsaleError, ValueError):
     """Malformed input data: names the file, the line/row and what is wrong (exit 65)."""
 
     exit_code = EXIT_DATA
@@ -54,25 +62,33 @@ class InputError(CsaleError):
         super().__init__(f"{where}: {message}")
 
 
-class MissingInputError(CsaleError):
+class MissingInputError(CsaleError, OSError):
     """A required input is missing or unreadable (exit 66)."""
 
     exit_code = EXIT_NO_INPUT
 
 
-class EmptySelectionError(CsaleError):
+class InputNotFoundError(MissingInputError, FileNotFoundError):
+    """A required input does not exist (exit 66)."""
+
+
+class InputPermissionError(MissingInputError, PermissionError):
+    """A required input exists but cannot be read: permissions (exit 66)."""
+
+
+class EmptySelectionError(CsaleError, ValueError):
     """Nothing to analyse: no studyset, or none with enough experiments (exit 18)."""
 
     exit_code = EXIT_EMPTY_SELECTION
 
 
-class OutputError(CsaleError):
+class OutputError(CsaleError, OSError):
     """The output cannot be created or would clobber other results (exit 73)."""
 
     exit_code = EXIT_CANT_CREATE
 
 
-class UsageError(CsaleError):
+class UsageError(CsaleError, ValueError):
     """Options that cannot give a valid result, found after parsing (exit 64)."""
 
     exit_code = EXIT_USAGE
@@ -85,7 +101,7 @@ class ServiceUnavailableError(CsaleError):
     exit_code = EXIT_UNAVAILABLE
 
 
-class DeviceError(CsaleError):
+class DeviceError(CsaleError, RuntimeError):
     """The requested compute device is not usable (exit 1)."""
 
     exit_code = EXIT_FAILURE
@@ -134,6 +150,8 @@ def write_errors(path, doing: str = "cannot write"):
     system, quota: ``WRITE_ERRNOS``) into :func:`output_error` naming ``path``; others pass."""
     try:
         yield
+    except CsaleError:
+        raise  # already says what failed (an OutputError is an OSError too)
     except OSError as exc:
         if exc.errno in WRITE_ERRNOS:
             raise output_error(path, exc, doing) from None

@@ -22,13 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, interrupt
+from . import interrupt
+from ._version import __version__
 from .context import Database, RunContext, StudysetJob
-from .errors import EmptySelectionError, MissingInputError, OutputError, UsageError
+from .errors import (EmptySelectionError, InputNotFoundError, MissingInputError, OutputError,
+                     UsageError)
 from .io.digest import array_digest, file_digest
-from .io.database import load_database
+from .io.database import build_database_experiments, load_database
 from .io.experiments import Experiments, build_experiments, restrict_to_mask
-from .io.readers import find_studysets, read_studyset, study_label
+from .io.terms import TermStudyset, load_features, term_label, term_studyset
+from .io.readers import database_sources, find_studysets, read_studyset, study_label
 from .io.roi import ROI, dilate, load_roi, voxel_size_mm
 from .io.workdir import DEFAULT_WORK, remove_checkpoints, report_figure_dir
 from .io.templates import load_brain_mask
@@ -38,10 +41,11 @@ from .outputs import bids
 from .settings import Settings
 from .outputs import names
 from .stages import run_analyses
+from .stats.subsamples import subsample_count
 from .tasks import run_all
 from .validate import memory_problem
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 #: Fewer experiments than this give unreliable ALE (Eickhoff et al. 2016): warn.
 RELIABLE_EXPERIMENTS = 20
 #: GPU batches are large; checkpoints every 4,096 permutations are frequent enough.
@@ -63,8 +67,11 @@ class Pipeline:
         self.on_output_ready = lambda: None
         self.t_start = time.perf_counter()
 
-    def source_digest(self, path: Path) -> str:
-        """The digest of an input file's bytes, read once per run."""
+    def source_digest(self, path: Path | TermStudyset) -> str:
+        """The digest of an input file's bytes, read once per run (of a term studyset: of
+        its database, features and selection rule)."""
+        if isinstance(path, TermStudyset):
+            return path.digest
         path = Path(path)
         if path not in self._source_digests:
             self._source_digests[path] = file_digest(path)
@@ -78,7 +85,7 @@ class Pipeline:
     # ---- inputs -------------------------------------------------------------------------
     def check_paths(self) -> None:
         if not self.input_dir.is_dir():
-            raise MissingInputError(f"{self.input_dir}: input folder does not exist or is not a folder")
+            raise InputNotFoundError(f"{self.input_dir}: input folder does not exist or is not a folder")
         inp = self.input_dir.resolve()
         out = self.output_dir.resolve()
         if out == inp or inp in out.parents:
@@ -100,12 +107,26 @@ class Pipeline:
             self._scheduler_address = scheduler_address(self.s)
         return self._scheduler_address
 
-    def all_studysets(self) -> list[tuple[str, Path]]:
+    def all_studysets(self) -> list[tuple[str, Path | str]]:
+        """(label, file) of every studyset in INPUT_DIR, then (label, term) of every
+        --term (resolved against the database by :meth:`resolve_terms`)."""
         files = find_studysets(self.input_dir)
-        if not files:
+        if not files and not self.s.terms:
             raise EmptySelectionError(f"{self.input_dir}: no coordinate tables found "
                                       "(.txt, .tsv, .csv, .json)")
-        return [(study_label(f), f) for f in files]
+        found = [(study_label(f), f) for f in files]
+        taken = {lab.lower(): str(f) for lab, f in found}
+        for term in self.s.terms:
+            label = term_label(term)
+            if label == "term":
+                raise UsageError(f"--term {term!r} has no ASCII letters or digits to make a "
+                                 "studyset label")
+            if label.lower() in taken:
+                raise UsageError(f"--term {term!r} makes studyset label {label!r}, the same "
+                                 f"as {taken[label.lower()]} (labels are case-insensitive)")
+            taken[label.lower()] = f"--term {term!r}"
+            found.append((label, term))
+        return found
 
     def select_studysets(self, labelled: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
         if not self.s.studyset_labels:
@@ -118,15 +139,33 @@ class Pipeline:
                 f"(found: {', '.join(lab for lab, _ in labelled) or 'none'})")
         return [(lab, f) for lab, f in labelled if lab in wanted]
 
-    def load_experiments(self, path: Path, affine, shape) -> Experiments:
+    def load_experiments(self, path: Path | TermStudyset, affine, shape) -> Experiments:
+        if isinstance(path, TermStudyset):  # the database's experiments of those studies
+            db = self.database.experiments
+            return db.subset(path.experiment_mask(db.study_ids))
         foci = read_studyset(path)
         for w in foci.attrs.get("warnings", []):
             self.warn(w)
-        exps = build_experiments(foci, affine, shape, merge_contrasts=self.s.merge_contrasts,
-                                 kernel_fwhm=self.s.kernel_fwhm)
+        # a Neurosynth-size file set: the vectorized builder (same result, no loop)
+        build = build_database_experiments if foci.attrs.get("refuse_outside") \
+            else build_experiments
+        exps = build(foci, affine, shape, merge_contrasts=self.s.merge_contrasts,
+                     kernel_fwhm=self.s.kernel_fwhm,
+                     default_sample_size=self.s.default_sample_size)
         for w in exps.warnings:
             self.warn(f"{path.name}: {w}")
+        self.note_defaulted(exps, f"studyset {path.name}")
         return exps
+
+    def note_defaulted(self, exps: Experiments, what: str) -> None:
+        """A warning (console, log, report) naming how many experiments got
+        --default-sample-size."""
+        from .context import defaulted_count
+
+        n = defaulted_count(exps)
+        if n:
+            self.warn(f"{what}: {n} of {exps.n_experiments} experiments have no sample size "
+                      f"and were given --default-sample-size {self.s.default_sample_size:g}")
 
     def database_files(self, every_studyset: list[tuple[str, Path]]) -> tuple[list[Path], str]:
         """The reference database's files and where they came from (see the module
@@ -134,15 +173,15 @@ class Pipeline:
         if self.s.database:
             src = Path(self.s.database)
             if not src.exists():
-                raise MissingInputError(f"{src}: --database does not exist")
-            files = find_studysets(src) if src.is_dir() else [src]
+                raise InputNotFoundError(f"{src}: --database does not exist")
+            files = database_sources(src)
             source = f"the database given ({src})"
         elif (self.input_dir / "database").is_dir():
             src = self.input_dir / "database"
-            files = find_studysets(src)
+            files = database_sources(src)
             source = "INPUT_DIR/database/"
         else:
-            src, files = self.input_dir, [f for _, f in every_studyset]
+            src, files = self.input_dir, [f for _, f in every_studyset if isinstance(f, Path)]
             source = "every studyset in INPUT_DIR"
         if not files:
             raise MissingInputError(f"{src}: the reference database folder holds no "
@@ -154,9 +193,14 @@ class Pipeline:
         # an experiment listed in several files (same IDs and foci) counts once; repeated
         # foci within one experiment are kept, as NiMARE keeps them (io/database.py)
         db = load_database(files, affine, shape, merge_contrasts=self.s.merge_contrasts,
-                           kernel_fwhm=self.s.kernel_fwhm)
+                           kernel_fwhm=self.s.kernel_fwhm,
+                           default_sample_size=self.s.default_sample_size)
+        if db.foci.attrs.get("refuse_outside"):  # a file set: UNKNOWN spaces counted
+            for w in db.foci.attrs.get("warnings", []):
+                self.warn(w)
         LOG.info("reference database (%s): %d experiments, %d foci from %d file(s)",
                  source, db.n_experiments, db.n_foci, len(files))
+        self.note_defaulted(db, f"reference database ({source})")
         per_file = tuple(self.source_digest(f) for f in files)
         digest = hashlib.sha256("".join(per_file).encode()).hexdigest()
         return Database(db, tuple(str(f) for f in files), source, digest, per_file)
@@ -194,6 +238,10 @@ class Pipeline:
                                  else int(brain.sum()))
         if problem:
             raise UsageError(problem)
+        if any(isinstance(p, str) for _, p in studysets):  # terms select from the database
+            files, source = database or self.database_files(every)
+            self.database = self.load_database(files, source, affine, brain.shape)
+            studysets = self.resolve_terms(studysets)
         loaded = []
         for label, path in studysets:
             exps = self.load_experiments(path, affine, brain.shape)
@@ -207,11 +255,12 @@ class Pipeline:
             if exps.n_experiments < RELIABLE_EXPERIMENTS:
                 self.warn(f"studyset '{label}': only {exps.n_experiments} experiments; ALE "
                           "needs about 20 or more to be reliable (Eickhoff et al. 2016)")
+            self.check_subsample_size(label, exps)
             loaded.append((label, path, exps))
         if not loaded:
             raise EmptySelectionError(f"{self.input_dir}: no studyset has at least "
                                       f"--min-experiments {s.min_experiments} experiments")
-        if {"csale", "macm"} & set(s.analyses):
+        if {"csale", "macm"} & set(s.analyses) and self.database is None:
             files, source = database or self.database_files(every)
             self.database = self.load_database(files, source, affine, brain.shape)
             self.check_self_reference(loaded)
@@ -233,10 +282,46 @@ class Pipeline:
             brain_grid=build_grid(brain) if roi is not None else None, roi=roi,
             database=self.database, backend=backend,
             work_root=Path(s.work_dir) if s.work_dir else Path(self.output_dir) / DEFAULT_WORK,
-            inputs_digest=array_digest(brain) + roi_part, warn=self.warn, executor=executor)
+            inputs_digest=array_digest(brain) + roi_part, executor=executor)
         if ctx.brain_grid is None:
             ctx = replace(ctx, brain_grid=ctx.grid)
         return ctx, loaded, {"roi": self.roi_summary(analysis_mask)}
+
+    def resolve_terms(self, studysets: list) -> list:
+        """Replace each --term by its :class:`TermStudyset` (unknown term: exit 64 with the
+        closest terms, before OUTPUT_DIR is touched)."""
+        from .io.neurosynth import find_fileset
+
+        files = self.database.files
+        fileset = find_fileset(files[0]) if len(files) == 1 and Path(files[0]).is_dir() \
+            else None
+        if fileset is None:
+            raise UsageError("--term needs a Neurosynth or NeuroQuery file set as the "
+                             f"reference database (--database FOLDER or INPUT_DIR/database/); "
+                             f"the database is {self.database.source}")
+        features = load_features(fileset, self.s.term_vocab)
+        out = []
+        for label, path in studysets:
+            if isinstance(path, str):
+                path = term_studyset(features, path, self.s.term_threshold,
+                                     self.database.digest)
+                LOG.info("term studyset '%s': %d studies with weight >= %g", label,
+                         len(path.study_ids), self.s.term_threshold)
+            out.append((label, path))
+        return out
+
+    def check_subsample_size(self, label: str, exps: Experiments) -> None:
+        """Refuse (exit 64, before OUTPUT_DIR exists) a --subsample-size that leaves fewer
+        than 2 experiments or not fewer than the studyset's."""
+        s = self.s
+        if s.subsamples <= 0 or "csale" not in s.analyses:
+            return
+        try:
+            subsample_count(s.subsample_size, exps.n_experiments)
+        except ValueError as exc:
+            where = " with foci in the analysis mask" if self.roi is not None else ""
+            raise UsageError(f"--subsample-size {s.subsample_size:g}: studyset '{label}' "
+                             f"({exps.n_experiments} experiments{where}): {exc}") from None
 
     def check_self_reference(self, loaded) -> None:
         """Warn when C-SALE (also the C-SALE of a MACM, whose experiments are selected from
@@ -257,7 +342,7 @@ class Pipeline:
         ctx, loaded, extra = self.build_context(every)
         bids.prepare_output_dir(self.output_dir)
         self.on_output_ready()
-        bids.write_dataset_description(self.output_dir)
+        bids.write_dataset_description(self.output_dir, self.s.authors)
         reason = getattr(ctx.backend, "fallback_reason", None)
         LOG.info("compute device: %s%s", ctx.backend.describe(),
                  f"; no GPU used: {reason}" if reason else "", extra={"console": True})
@@ -268,6 +353,7 @@ class Pipeline:
             self.summaries.append(summary)
             if reused:
                 self.reused.append(label)
+        bids.write_dataset_description(self.output_dir, self.s.authors)  # with the results
         self.write_report(ctx)
         try:
             # only if empty: checkpoints are removed per analysis; the report's figures stay
@@ -357,6 +443,10 @@ def write_studyset(output_dir: Path, ctx: RunContext, job: StudysetJob, outputs:
                            "z_mni after Talairach to MNI conversion (tal2icbm) where needed",
             "Source": str(job.path)})
         bids.write_table(out.table_path(names.EXPERIMENTS_TABLE), exps.table)
+        if isinstance(job.path, TermStudyset):
+            bids.write_table(out.table_path(names.TERM_STUDIES),
+                             job.path.table(ctx.database.experiments.table),
+                             job.path.sidecar(exps.n_experiments))
         roi = ctx.roi
         if roi is not None:
             bids.write_mask(out.folder() / names.roi_mask_filename(job.label, roi.label),

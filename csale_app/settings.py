@@ -20,7 +20,7 @@ import ipaddress
 import json
 import math
 import re
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 DEFAULT_SEED = 20260101
 MAX_SEED = 2**64 - 1  # the counter-based RNG keys on an unsigned 64-bit integer
@@ -67,6 +67,15 @@ def _float(text: str, ok, what: str) -> float:
 
 def probability(text: str) -> float:
     return _float(text, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+def subsample_size(text: str) -> int | float:
+    """A count of experiments (an integer >= 2) or a fraction of the studyset (in (0, 1))."""
+    token = str(text).strip()
+    what = "a count of experiments >= 2 (e.g. 25) or a fraction in (0, 1) (e.g. 0.2)"
+    if token.isdigit():
+        return _int(token, 2, None, what)
+    return _float(token, lambda v: 0 < v < 1, what)
 
 
 def positive_float(text: str) -> float:
@@ -158,6 +167,18 @@ class Settings:
     min_experiments: int = option(
         15, role="result", group="selection", parse=positive_int, metavar="N",
         help="skip studysets/MACM seeds with fewer experiments [15]")
+    terms: tuple[str, ...] = option(
+        (), role="input", group="selection", flags=("--term",), nargs="+", action="extend",
+        metavar="LABEL", help="one studyset per term of the database's vocabulary (its "
+        "studies with weight >= --term-threshold), labelled term<LABEL>; repeatable; needs "
+        "a Neurosynth/NeuroQuery file set as the database")
+    term_threshold: float = option(
+        0.001, role="result", group="selection", parse=positive_float, metavar="W",
+        help="smallest term weight (tf-idf) that selects a study for --term [0.001]")
+    term_vocab: str | None = option(
+        None, role="result", group="selection", metavar="NAME",
+        help="feature set for --term when the database has several: its vocab (terms, "
+             "LDA50) or vocab_source_type (terms_abstract_tfidf)")
     # region of interest
     roi: str | None = option(
         None, role="input", group="region of interest", metavar="PATH|cerebellum",
@@ -191,6 +212,10 @@ class Settings:
     kernel_fwhm: float | None = option(
         None, role="result", group="statistics", parse=positive_float, metavar="MM",
         help="fixed kernel FWHM instead of sample-size kernels")
+    default_sample_size: float | None = option(
+        None, role="result", group="statistics", parse=positive_float, metavar="N",
+        help="sample size of experiments that have none (Neurosynth, NeuroQuery; the "
+             "C-SALE study used 20); counted and reported")
     random_seed: int = option(
         DEFAULT_SEED, role="result", group="statistics", parse=seed_value, metavar="S",
         help=f"seed of the permutation nulls, 0 to 2**64 - 1 [{DEFAULT_SEED}]")
@@ -201,10 +226,11 @@ class Settings:
         help="null foci from the base-rate map or the reference foci [probabilistic]")
     subsamples: int = option(
         0, role="result", group="C-SALE", parse=nonneg_int, metavar="N",
-        help="repeat C-SALE on N random subsamples [0]")
-    subsample_fraction: float = option(
-        0.8, role="result", group="C-SALE", parse=probability, metavar="F",
-        help="fraction of experiments per subsample [0.8]")
+        help="repeat C-SALE on N random subsamples (the study: 50) [0]")
+    subsample_size: int | float = option(
+        0.8, role="result", group="C-SALE", parse=subsample_size, metavar="N|F",
+        help="experiments per subsample: a count (25) or a fraction of the studyset (0.2); "
+             "must leave 2 or more and fewer than the studyset's experiments [0.8]")
     # MACM
     macm_seed: str | None = option(
         None, role="result", group="MACM", choices=("roi", "clusters", "each-cluster"),
@@ -245,6 +271,10 @@ class Settings:
         None, role="runtime", group="compute", flags=("-w", "--work-dir"), metavar="PATH",
         help="folder for checkpoints (resume a killed run) [OUTPUT_DIR/.csale_work]")
     # output
+    authors: tuple[str, ...] = option(
+        (), role="runtime", group="output", nargs="+", metavar="NAME",
+        help="authors of the derivative dataset (dataset_description.json Authors; kept "
+             "from an earlier run when not given) [none]")
     overwrite: bool = option(
         False, role="runtime", group="output", action="store_true",
         help="replace results of other inputs or settings in OUTPUT_DIR")
@@ -277,7 +307,3 @@ class Settings:
 def options() -> tuple:
     """The settings fields, in definition order (parser groups follow this order)."""
     return fields(Settings)
-
-
-def default_of(f) -> object:
-    return None if f.default is MISSING else f.default

@@ -19,18 +19,21 @@ import pandas as pd
 
 from .context import Progress, RunContext, StudysetJob, common_sidecar
 from .io.experiments import Experiments, select_by_seed
+from .io.terms import TermStudyset
 from .io.workdir import ChunkDir
 from .kernels.plan import Grid
 from .outputs import names
 from .results import AnalysisOutput
 from .stats.ale_analysis import ALEParams, run_ale
 from .stats.contributions import contributions, summarize
-from .stats.csale import CSALEParams, run_csale, subsample_share
+from .stats.csale import CSALEParams, run_csale
 from .stats.montecarlo import NullRun, computed_by
+from .stats import subsamples
 from .tasks import run_all
 from .stats.labels import add_labels, peaks_table
+from .stats.tables import cluster_table
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 def cluster_tables(meta, clusters, labels, stat, grid, affine, exps, ma,
@@ -149,24 +152,75 @@ def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
                             ctx.affine, exps, res.observed.ma, side)
     null = pd.DataFrame({"max_ale": res.null_max, "max_cluster_size": res.null_cluster_size})
     tables[names.analysis_table("csale", names.NULL_VALUES)] = (null, None)
+    extent = add_labels(cluster_table(res.extent_labels, res.stat, grid, ctx.affine,
+                                      value_name="peak_ale"), res.extent_labels, grid,
+                        ctx.affine, label_column="label").drop(columns="label")
+    tables[names.analysis_table("csale", names.EXTENT_CLUSTERS)] = (extent, side)
     maps, map_sidecars = dict(res.maps), {}
+    summary_extra = {}
     if s.subsamples > 0 and macm is None:
-        prog = Progress(s.n_iters * s.subsamples, f"{tag} C-SALE subsamples "
-                        f"({s.subsamples} x {s.subsample_fraction:g})", s.quiet)
-        maps[names.SUBSAMPLE_MAP] = subsample_share(
-            exps, db.experiments, grid, ctx.affine, report_mask, params,
-            null_run(ctx, None, prog), n_subsamples=s.subsamples,
-            fraction=s.subsample_fraction)
-        prog.close()
-        map_sidecars[names.SUBSAMPLE_MAP] = {
-            "Statistic": "share of subsamples in which the voxel lies in a significant "
-                         "cluster (cluster-FWE)",
-            "Subsamples": s.subsamples, "SubsampleFraction": s.subsample_fraction}
+        shares, table, summary_extra = subsample_outputs(ctx, tag, exps, grid, report_mask,
+                                                         params, res.maps["stat-z"])
+        for name, (values, map_side) in shares.items():
+            maps[name], map_sidecars[name] = values, map_side
+        tables[names.analysis_table("csale", names.SUBSAMPLE_TABLE)] = table
     summary = {"n_clusters": int(len(res.clusters)), "null_seconds": round(seconds, 2),
                "n_extent_clusters": int(res.extent_labels.max()),
-               "n_experiments": exps.n_experiments}
+               "n_experiments": exps.n_experiments, **summary_extra}
     return AnalysisOutput("csale", macm, grid, ctx.affine, maps, side, map_sidecars, tables,
                           {}, summary, SignificantClusters(res.significant_labels))
+
+
+def subsample_outputs(ctx: RunContext, tag: str, exps: Experiments, grid: Grid,
+                      report_mask, params: CSALEParams, full_z: np.ndarray):
+    """C-SALE of ``--subsamples`` random subsamples (independent units: side by side on a
+    Dask cluster): ({map: (share, sidecar)}, (correlation table, sidecar), summary)."""
+    s = ctx.settings
+    prog = Progress(s.n_iters * s.subsamples, f"{tag} C-SALE subsamples "
+                    f"({s.subsamples} x {s.subsample_size:g})", s.quiet)
+    units = subsamples.subsample_units(
+        exps, ctx.database.experiments, grid, ctx.affine, report_mask, params,
+        null_run(ctx, None, prog), full_z, n_subsamples=s.subsamples, size=s.subsample_size)
+    results = run_all(ctx.executor, units)
+    prog.close()
+    count = len(results[0].experiments)
+    where = "the ROI" if report_mask is not None else "the analysis mask"
+    common = {"Subsamples": s.subsamples, "SubsampleSize": s.subsample_size,
+              "ExperimentsPerSubsample": count,
+              "Draw": "experiments drawn without replacement, each subsample independently"}
+    extent, fwe = subsamples.share_maps(results)
+    shares = {
+        names.SUBSAMPLE_EXTENT_MAP: (extent, {**common, "Statistic": (
+            "share of subsamples in which the voxel lies in the cluster-extent map (the "
+            f"study's rule: {where} first, p < {s.voxel_thresh:g}, faces connectivity, "
+            f"clusters of more than {s.min_cluster_size} voxels)")}),
+        names.SUBSAMPLE_FWE_MAP: (fwe, {**common, "Statistic": (
+            "share of subsamples in which the voxel lies in a significant cluster "
+            f"(cluster-level FWE p < {s.cluster_alpha:g}, clusters formed at "
+            f"p < {s.voxel_thresh:g} in the analysis mask, reported in {where})")}),
+    }
+    table = subsamples.correlation_table(results, exps)
+    r = table["pearson_r"].to_numpy(dtype=float)
+    if np.isnan(r).any():
+        ctx.warn(f"{tag}: {int(np.isnan(r).sum())} of {len(r)} subsample z maps (or the full "
+                 f"sample's) are constant in {where}, so their correlation is undefined (n/a)")
+    side = {**common, "Description": "One row per C-SALE subsample: the Pearson correlation "
+            f"of its unthresholded z map with the full sample's z map inside {where}, and the "
+            "voxels that survive each rule",
+            "pearson_r": {"Description": "Pearson correlation of the subsample's "
+                          f"unthresholded z map with the full sample's, voxels of {where}"},
+            "extent_voxels": {"Description": "voxels in the subsample's cluster-extent map",
+                              "Units": "voxels"},
+            "significant_voxels": {"Description": "voxels in the subsample's significant "
+                                   "clusters (cluster-level FWE)", "Units": "voxels"},
+            "subsample": {"Description": "subsample number (1-based)"},
+            "seed": {"Description": "seed of the subsample's permutation null"},
+            "n_experiments": {"Description": "experiments in the subsample"},
+            "experiment_ids": {"Description": "experiments of the subsample ('|'-separated)"}}
+    ok = r[np.isfinite(r)]
+    summary = {"n_subsamples": len(results), "subsample_experiments": count,
+               "subsample_median_r": float(np.median(ok)) if len(ok) else None}
+    return shares, (table, side), summary
 
 
 def macm_seeds(ctx: RunContext, csale_res):
@@ -244,6 +298,8 @@ def run_analyses(ctx: RunContext, job: StudysetJob,
                             {**ctx.database.describe(),
                              "same_as_studyset": ctx.database.is_only(job.source_digest)}),
                **(extra or {})}
+    if isinstance(job.path, TermStudyset):
+        summary["term"] = job.path.summary()
     outputs: list[AnalysisOutput] = []
     csale = None
     if "ale" in s.analyses:

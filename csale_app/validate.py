@@ -61,6 +61,12 @@ def usage_problems(s: Settings) -> str | None:
         return "--roi and --roi-coords are mutually exclusive"
     if s.dask_scheduler and s.dask_scheduler_file:
         return "--dask-scheduler and --dask-scheduler-file are mutually exclusive"
+    if s.default_sample_size is not None and s.kernel_fwhm is not None:
+        return ("--default-sample-size and --kernel-fwhm are mutually exclusive (a fixed "
+                "kernel uses no sample size)")
+    if s.default_sample_size is not None and s.default_sample_size < 1:
+        return (f"--default-sample-size {s.default_sample_size:g}: a sample size counts "
+                "subjects and must be >= 1")
     if s.n_iters > MAX_ITERS:
         return f"--n-iters {s.n_iters} exceeds the largest supported count {MAX_ITERS}"
     need, why = min_iters(s)

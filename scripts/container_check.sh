@@ -13,7 +13,7 @@
 # first on PATH for that step (Debian's podman-docker package does the same system-wide).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' csale_app/_version.py)
 TAG=csale-app:$VERSION
 DEMO_ITERS=${DEMO_ITERS:-2000}
 PAIN_ITERS=${PAIN_ITERS:-1000}

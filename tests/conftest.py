@@ -99,4 +99,5 @@ def reference(demo_input, tmp_path_factory):
     digest = results_digest(out)
     assert any("meta-csale" in k for k in digest) and any("macm-" in k for k in digest)
     assert any("meta-ale" in k for k in digest)
+    assert any("desc-subsamplesextent" in k for k in digest)
     return digest

@@ -139,7 +139,8 @@ def results_digest(folder: Path) -> dict[str, str]:
 #: C-SALE's cluster FWE needs n_iters >= 1 / voxel_thresh; a small ROI keeps it quick.
 FAST = ["--n-iters", "40", "--voxel-thresh", "0.05", "--nprocs", "1", "--quiet",
         "--roi-coords=-30,-62,-28", "--roi-radius", "10", "--macm-seed", "roi",
-        "--min-experiments", "5", "--studyset-label", "flanker"]
+        "--min-experiments", "5", "--studyset-label", "flanker",
+        "--subsamples", "2", "--subsample-size", "0.5"]  # subsamples: units side by side
 CHUNK = 8  # 5 chunks of 8 permutations: the tree reduction has several levels
 
 

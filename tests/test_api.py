@@ -3,6 +3,7 @@ CLI; NiMARE Dataset input; map names (ours and NiMARE's)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,17 @@ def test_api_to_bids_equals_cli_byte_for_byte_on_pain(pain_api_and_cli):
     _, out = pain_api_and_cli
     a, b = tree_digest(out / "api" / "studyset-pain"), tree_digest(out / "cli" / "studyset-pain")
     assert len(a) > 15 and a == b
+
+
+def test_api_to_bids_is_valid_bids(pain_api_and_cli, pain_dir):
+    from .bids_check import assert_valid_bids
+
+    _, out = pain_api_and_cli
+    assert_valid_bids(out / "api")
+    desc = json.loads((out / "api" / "dataset_description.json").read_text())
+    assert [s["URL"] for s in desc["SourceDatasets"]] == [
+        (pain_dir / "pain.json").resolve().as_uri()]
+    assert "studyset-pain/" in (out / "api" / "README.md").read_text()
 
 
 def test_map_names_ours_and_nimares(pain_api_and_cli):
@@ -176,3 +188,29 @@ def test_macm_estimator_gives_seed_tables_and_both_maps(pain_dir):
     csale = res.get_map("z", meta="csale")
     assert ale.shape == csale.shape == (91, 109, 91)
     assert np.asanyarray(ale.dataobj).any()
+
+
+def test_errors_are_python_builtins_for_api_users(pain_dir, tmp_path):
+    """An API user catches our errors with ordinary except clauses; each keeps its exit code."""
+    import pandas as pd
+
+    from csale_app import errors
+
+    with pytest.raises(FileNotFoundError, match="cerebelum"):
+        ALE(n_iters=60).fit(pain_dir / "pain.json", roi="cerebelum")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        ALE(n_iters=60).fit(tmp_path / "absent.tsv")
+    no_z = pd.DataFrame({"study_id": ["a"], "contrast_id": ["1"], "x": [0.0], "y": [0.0],
+                         "space": ["MNI"], "sample_size": [10]})
+    with pytest.raises(ValueError, match="missing required column"):
+        ALE(n_iters=60).fit(no_z)
+    assert issubclass(errors.InputError, ValueError) and errors.InputError.exit_code == 65
+    assert issubclass(errors.UsageError, ValueError) and errors.UsageError.exit_code == 64
+    assert issubclass(errors.InputNotFoundError, FileNotFoundError)
+    assert issubclass(errors.InputPermissionError, PermissionError)
+    assert errors.InputPermissionError.exit_code == errors.MissingInputError.exit_code == 66
+    assert issubclass(errors.OutputError, OSError) and errors.OutputError.exit_code == 73
+    assert issubclass(errors.EmptySelectionError, ValueError)
+    assert issubclass(errors.DeviceError, RuntimeError)
+    # an OSError subclass still prints its message, not an (errno, strerror) pair
+    assert str(errors.OutputError("out: cannot write")) == "out: cannot write"

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -55,7 +55,7 @@ def test_bosh_validate():
 def test_descriptor_metadata(descriptor):
     from csale_app import __version__, errors
 
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = re.search(r'__version__ = "([^"]+)"', (ROOT / "csale_app" / "_version.py").read_text())[1]
     assert descriptor["schema-version"] == "0.5"
     assert descriptor["name"] == "csale-app"
     assert descriptor["tool-version"] == version == __version__
@@ -127,10 +127,11 @@ def test_every_descriptor_flag_is_a_parser_option(descriptor):
 
 # -- bosh exec simulate: three invocations, the exact command lines -------------------------
 
-DEFAULTS = ("--merge-contrasts --min-experiments 15 --roi-radius 10.0 --roi-dilation-mm 6.0 "
+DEFAULTS = ("--merge-contrasts --min-experiments 15 --term-threshold 0.001 --roi-radius 10.0 "
+            "--roi-dilation-mm 6.0 "
             "--brain-mask brain --n-iters {n} --voxel-thresh 0.001 --cluster-alpha 0.05 "
             "--min-cluster-size 50 --random-seed 20260101 --csale-null probabilistic "
-            "--subsamples 0 --subsample-fraction 0.8")
+            "--subsamples 0 --subsample-size 0.8")
 
 SIMULATIONS = [
     pytest.param(
@@ -218,7 +219,7 @@ def test_bosh_launch_absolute_output_folder(descriptor, tmp_path, monkeypatch, p
         assert found[name].resolve().is_relative_to(out_dir.resolve()), (name, found[name])
     description = json.loads((out_dir / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
-    assert "CodeURL" not in description["GeneratedBy"][0]
+    assert description["GeneratedBy"][0]["CodeURL"]
     assert list((out_dir / "studyset-pain").glob("studyset-pain_*_meta-ale_stat-z_statmap.nii.gz"))
     assert not any(launch.glob("studyset-*"))  # nothing written into the launch folder
     assert (in_dir / "pain.json").read_bytes() == Path(pain_json).read_bytes()

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 from csale_app.cli.run import main
+from csale_app.outputs.names import PYBIDS_CONFIG
+
+from .bids_check import assert_valid_bids
 
 SMALL = ["--analyses", "ale", "--n-iters", "60", "--quiet", "--min-experiments", "5"]
 
@@ -79,7 +82,7 @@ def test_end_to_end_ale_outputs_query_with_pybids(pain_input, tmp_path):
     assert main([str(pain_input), str(out), "group", *SMALL, "--nprocs", "2"]) == 0
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
-    layout = BIDSLayout(out, validate=False, config=[str(out / "csale_app_pybids_config.json")])
+    layout = BIDSLayout(out, validate=False, config=[str(out / PYBIDS_CONFIG)])
     maps = layout.get(studyset="pain", meta="ale", extension=".nii.gz")
     stats = {f.get_entities().get("stat") for f in maps}
     assert {"ale", "z", "p", "logp"} <= stats
@@ -99,6 +102,7 @@ def test_end_to_end_ale_outputs_query_with_pybids(pain_input, tmp_path):
     assert main([str(pain_input), str(out), "group", *SMALL, "--random-seed", "7"]) == 73
     assert main([str(pain_input), str(out), "group", *SMALL, "--random-seed", "7",
                  "--overwrite"]) == 0
+    assert_valid_bids(out)  # ALE, reused and overwritten: still a valid BIDS derivative
 
 
 def test_nprocs_does_not_change_results(pain_input, tmp_path):
@@ -133,16 +137,18 @@ def test_csale_with_roi_spheres_and_subsamples(pain_input, tmp_path):
                  "--voxel-thresh", "0.05", "--subsamples", "2", "--min-experiments", "5",
                  "--quiet"])
     assert code == 0
-    layout = BIDSLayout(out, validate=False, config=[str(out / "csale_app_pybids_config.json")])
+    layout = BIDSLayout(out, validate=False, config=[str(out / PYBIDS_CONFIG)])
     for meta in ("ale", "csale"):
         assert layout.get(studyset="pain", meta=meta, desc="thresholded", extension=".nii.gz")
     rate = layout.get(studyset="pain", meta="csale", stat="prob", desc="baserate",
                       extension=".nii.gz")[0]
     data = np.asanyarray(nib.load(rate.path).dataobj)
     assert data.sum() == pytest.approx(1.0, rel=1e-4)
-    share = layout.get(studyset="pain", meta="csale", desc="subsamples", extension=".nii.gz")[0]
-    vals = np.asanyarray(nib.load(share.path).dataobj)
-    assert vals.min() >= 0 and vals.max() <= 1
+    for desc in ("subsamplesextent", "subsamplesclusterfwe"):
+        share = layout.get(studyset="pain", meta="csale", desc=desc, extension=".nii.gz")[0]
+        vals = np.asanyarray(nib.load(share.path).dataobj)
+        assert vals.min() >= 0 and vals.max() <= 1
     roi = list((out / "studyset-pain").glob("studyset-pain_roi-*_mask.nii.gz"))
     assert len(roi) == 1
     assert (out / "report.html").exists()
+    assert_valid_bids(out)  # ALE + C-SALE with subsamples in an ROI

@@ -112,3 +112,33 @@ def test_demo_report_fits_1280_in_chromium(demo, run, tmp_path):
     assert not chromium.overflowing(res), chromium.overflowing(res)
     assert not console and not res["errors"], (console, res["errors"])
     assert all(f.get("canvas") and not f.get("errors") for f in res["frames"]), res["frames"]
+
+
+def test_demo_output_folders_are_valid_bids(demo, tmp_path):
+    """The demo's three OUTPUT_DIRs (scripts/demo.sh) pass the official validator: the two
+    above and the MACM seeded by the n-back C-SALE clusters (with few permutations they may
+    be empty; then, as an equally valid seed file, the n-back ALE clusters)."""
+    import shutil
+
+    import nibabel as nib
+
+    from .bids_check import assert_valid_bids
+
+    assert_valid_bids(demo["all"])
+    assert_valid_bids(demo["nback_vs_flanker"])
+    folder = demo["nback_vs_flanker"] / "studyset-nback"
+    seed = next(folder.glob("*_meta-csale_stat-z_desc-thresholded_statmap.nii.gz"))
+    if not nib.load(seed).get_fdata().any():
+        seed = next((demo["all"] / "studyset-nback").glob(
+            "*_meta-ale_stat-z_desc-thresholded_statmap.nii.gz"))
+    assert nib.load(seed).get_fdata().any()
+    seed_file = tmp_path / "seed" / "nback_csale_clusters.nii.gz"
+    seed_file.parent.mkdir()
+    shutil.copy(seed, seed_file)
+    inp = demo["all"].parent / "in"
+    out = tmp_path / "demo_output_macm"
+    assert main([str(inp), str(out), "group", "--analyses", "macm", "--macm-seed", "roi",
+                 "--roi", str(seed_file), "--studyset-label", "nback", "--n-iters", "40",
+                 "--voxel-thresh", "0.05", "--quiet"]) == 0
+    assert list((out / "studyset-nback").glob("macm-*"))
+    assert_valid_bids(out)

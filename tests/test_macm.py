@@ -31,6 +31,8 @@ from csale_app.kernels.plan import build_grid
 from csale_app.settings import Settings
 from csale_app.stats.ale import kernels_for, observed_ale
 
+from .bids_check import assert_valid_bids
+
 # A 10 mm sphere on the right anterior insula, where 8 of the 21 pain experiments have foci.
 SPHERE = (38.0, 4.0, 4.0)
 RADIUS = 10.0
@@ -197,6 +199,12 @@ def nimare_macm(tmp_path_factory, cli_sphere_run, brain):
     finally:
         nlog.setLevel(level)
     return seed, wdir
+
+
+def test_cli_sphere_macm_is_valid_bids(cli_sphere_run):
+    code, _, out = cli_sphere_run
+    assert code == 0
+    assert_valid_bids(out)  # MACM seeded by an ROI (spheres)
 
 
 def test_cli_sphere_macm_matches_nimare(cli_sphere_run, nimare_macm, pain_dset, brain,
@@ -480,6 +488,16 @@ def test_each_cluster_cli_gives_one_folder_per_cluster(monkeypatch, tmp_path, pa
     assert sorted(macm["seeds"]) == ["cluster1", "cluster2", "cluster3"]
     assert "min-experiments" in summary["skipped"]["macm-cluster3"]
     assert "skipped" in macm["seeds"]["cluster3"]
+    assert_valid_bids(out)  # each-cluster seeds
+    # --macm-seed clusters: one MACM seeded by the union of the clusters, also valid BIDS
+    seen.clear()
+    out = tmp_path / "out_clusters"
+    code = main([str(inp), str(out), "group", "--analyses", "csale", "macm", "--macm-seed",
+                 "clusters", "--no-merge-contrasts", "--n-iters", "30", "--voxel-thresh",
+                 "0.05", "--min-experiments", "3", "--quiet"])
+    assert code == 0 and seen == [None, "clusters"]
+    assert list((out / "studyset-pain" / "macm-clusters").glob("*_meta-ale_stat-z_statmap*"))
+    assert_valid_bids(out)
 
 
 # ---- (5) too few selected experiments --------------------------------------------------------

@@ -82,7 +82,7 @@ def test_entrypoint_and_cmd(final_stage):
     assert cmd[-1] == ["--help"]
 
 
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "csale_app" / "_version.py").read_text())[1]
 LOCK = ROOT / "requirements" / "lock-cuda12.txt"
 BUILD_LOCK = ROOT / "requirements" / "lock-build.txt"
 
@@ -425,14 +425,25 @@ def test_container_provenance(tmp_path):
         "singularity"
 
 
-def test_dataset_description_has_no_false_code_url(tmp_path, monkeypatch):
+def test_dataset_description_code_url_is_the_code_that_ran(tmp_path, monkeypatch):
+    """CodeURL: the package's declared source URL if pyproject declares one, else the
+    file:// URI of the installed package (never a guessed address)."""
+    from importlib import metadata
+
+    import csale_app
     from csale_app.outputs.bids import write_dataset_description
 
     monkeypatch.setenv("APPTAINER_CONTAINER", "/images/c.sif")
     write_dataset_description(tmp_path)
     gen = json.loads((tmp_path / "dataset_description.json").read_text())["GeneratedBy"][0]
-    assert "CodeURL" not in gen
+    declared = [u.split(",", 1)[1].strip() for u in
+                metadata.metadata("csale-app").get_all("Project-URL") or []]
+    if declared:
+        assert gen["CodeURL"] in declared
+    else:
+        assert gen["CodeURL"] == Path(csale_app.__file__).resolve().parent.as_uri()
     assert gen["Container"]["Type"] == "apptainer"
+    assert "Authors" not in json.loads((tmp_path / "dataset_description.json").read_text())
 
 
 def test_templates_read_without_importing_nimare():

@@ -268,7 +268,8 @@ def test_digest_covers_exactly_the_result_settings():
         other = {"analyses": ("ale",), "roi_coords": ((1.0, 2.0, 3.0),),
                  "merge_contrasts": False, "kernel_fwhm": 9.0, "brain_mask": "gm",
                  "csale_null": "deterministic", "macm_seed": "roi",
-                 "macm_coverage": 0.5}.get(f.name)
+                 "macm_coverage": 0.5, "term_vocab": "LDA50",
+                 "default_sample_size": 20.0}.get(f.name)
         if other is None:
             other = getattr(base, f.name) + 1 if isinstance(getattr(base, f.name), int) \
                 else getattr(base, f.name) / 2

@@ -193,15 +193,14 @@ def test_read_only_input_dir_is_never_written(pain_input, tmp_path, capsys):
 # --------------------------------------------------------------------------- SIGTERM
 
 
-FINAL_TOP_LEVEL = {"dataset_description.json", ".bidsignore", "csale_app_pybids_config.json",
-                   "logs"}
+FINAL_TOP_LEVEL = {"dataset_description.json", ".bidsignore", "README.md", "code", "logs"}
 
 
 def _check_no_partial_outputs(out: Path) -> None:
     """What may sit in OUTPUT_DIR after a killed run, and that each such file is complete.
 
-    Allowed: dataset_description.json, csale_app_pybids_config.json (valid JSON),
-    .bidsignore, logs/*.log, and the hidden checkpoint folder .csale_work/ whose chunk files
+    Allowed: dataset_description.json, code/csale_app_pybids_config.json (valid JSON),
+    README.md, .bidsignore, logs/*.log, and the hidden checkpoint folder .csale_work/ whose chunk files
     must each load. Not allowed: any studyset-*/ results folder, report.html, a staging
     folder (a killed run discards its own), or any temporary ``*.part*`` file anywhere.
     """
@@ -213,11 +212,11 @@ def _check_no_partial_outputs(out: Path) -> None:
     assert not [p for p in out.rglob("*") if ".part" in p.name], "temporary file left over"
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "csale_app"
-    config = out / "csale_app_pybids_config.json"
+    config = out / "code" / "csale_app_pybids_config.json"
     if config.exists():
         assert json.loads(config.read_text())
     if (out / ".bidsignore").exists():
-        assert "logs/" in (out / ".bidsignore").read_text().splitlines()
+        assert "/studyset-*" in (out / ".bidsignore").read_text().splitlines()
     assert all(p.suffix == ".log" for p in (out / "logs").iterdir())
     for chunk in (out / ".csale_work").rglob("*"):
         if chunk.is_file() and "report-figures" not in chunk.parts:  # a report's, by content

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
-import sys
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from ..settings import OptionValueError, Settings, options
 
 EPILOG = """\
@@ -24,6 +23,8 @@ examples:
     csale-app /data/in /data/out group --analyses csale --roi cerebellum --database /data/brainmap
   MACM seeded by the significant C-SALE clusters:
     csale-app /data/in /data/out group --analyses csale macm --roi cerebellum --macm-seed clusters
+  C-SALE of the Neurosynth studies of a term in the cerebellum against all of Neurosynth:
+    csale-app /data/empty /data/out group --database /data/neurosynth --term "working memory" --default-sample-size 20 --analyses csale --roi cerebellum
   one studyset per job-array task, then one run that reuses them and writes the report:
     csale-app /data/in /data/out group --studyset-label "$LABEL"   # in each task
     csale-app /data/in /data/out group                            # after the array
@@ -33,6 +34,8 @@ INPUT_DIR/roi.nii.gz optional):
   .txt   Sleuth/GingerALE text (// Reference=MNI|Talairach, // Subjects=N)
   .tsv/.csv  columns study_id, contrast_id, x, y, z, space, sample_size (+ JSON sidecar)
   .json  NiMARE Dataset JSON or NIMADS/NeuroStore studyset JSON; a folder: NiMARE parquet
+  a folder of Neurosynth v7 / NeuroQuery v1 files (data-neurosynth_version-7_coordinates.tsv.gz,
+  ..._metadata.tsv.gz, ..._features.npz, ..._vocabulary.txt) as downloaded
 
 exit codes:
   0 success; 1 failure (also --device cuda without a usable GPU); 18 empty selection;
@@ -83,6 +86,8 @@ def _add_option(group, f) -> None:
         kw.update(action=action, default=default)
     else:
         kw["default"] = list(default) if isinstance(default, tuple) else default
+        if action == "extend":  # repeatable: --term a --term b (and --term a b)
+            kw["action"] = action
         if meta["parse"] is not None:
             kw["type"] = _type(meta["parse"])
         for key in ("choices", "nargs", "metavar"):
@@ -139,9 +144,3 @@ def parse_settings(argv: list[str] | None) -> tuple[argparse.Namespace, Settings
     if problem:
         parser.error(problem)
     return args, settings
-
-
-def main_usage_error(message: str) -> int:
-    """Print a usage error the way the parser does (for checks made after parsing)."""
-    print(f"csale-app: error: {message} (see csale-app --help)", file=sys.stderr)
-    return 64

@@ -24,7 +24,7 @@ from .. import interrupt
 from ..settings import Settings
 from .parser import parse_settings
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 class LogFileHandler(logging.FileHandler):
@@ -104,7 +104,10 @@ def lock_output(settings: Settings, input_dir: Path, output_dir: Path) -> None:
     from ..io.readers import find_studysets, study_label
     from ..outputs import bids
 
-    labels = set(settings.studyset_labels) or {study_label(f) for f in find_studysets(input_dir)}
+    from ..io.terms import term_label
+
+    labels = set(settings.studyset_labels) or ({study_label(f) for f in find_studysets(input_dir)}
+                                               | {term_label(t) for t in settings.terms})
     bids.OutputLock(output_dir, labels).acquire()
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .experiments import Experiments, place_foci
+from .experiments import Experiments, fill_default_sample_size, mark_defaulted, place_foci
 from .read_common import (
     COLUMNS,
     check_regular_file,
@@ -266,11 +266,13 @@ def _join_groups(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.nda
 
 def build_database_experiments(foci: pd.DataFrame, affine: np.ndarray,
                                shape: tuple[int, int, int], merge_contrasts: bool = True,
-                               kernel_fwhm: float | None = None) -> Experiments:
+                               kernel_fwhm: float | None = None,
+                               default_sample_size: float | None = None) -> Experiments:
     """:func:`.experiments.build_experiments` without a loop over experiments (same
     validation, same errors, same arrays and tables)."""
     foci = foci.copy()
     warnings: list[str] = []
+    defaulted = fill_default_sample_size(foci, default_sample_size, kernel_fwhm)
     if kernel_fwhm is None:
         missing = foci["sample_size"].isna() | ~(foci["sample_size"] > 0)
         tiny = ~(foci["sample_size"] >= 1) | ~np.isfinite(foci["sample_size"])
@@ -314,6 +316,7 @@ def build_database_experiments(foci: pd.DataFrame, affine: np.ndarray,
         "source_file": foci["source_file"].to_numpy()[first_row].astype(str).astype(object),
         "status": np.where(has, "kept", "dropped: no foci inside the template").astype(object),
     }) if n_exp else pd.DataFrame()
+    mark_defaulted(table, foci, defaulted)
     warnings.extend(f"experiment '{e}' dropped: none of its foci lie in the template"
                     for e in np.asarray(exp_ids)[~has])
     rows = order[inside[order]]
@@ -333,9 +336,14 @@ def build_database_experiments(foci: pd.DataFrame, affine: np.ndarray,
 
 
 def load_database(files, affine: np.ndarray, shape: tuple[int, int, int], *,
-                  merge_contrasts: bool = True,
-                  kernel_fwhm: float | None = None) -> Experiments:
-    """Read, de-duplicate and index the reference database files (in this order)."""
-    foci = deduplicate([read_database_file(f) for f in files])
+                  merge_contrasts: bool = True, kernel_fwhm: float | None = None,
+                  default_sample_size: float | None = None) -> Experiments:
+    """Read, de-duplicate and index the reference database files (in this order). A
+    Neurosynth/NeuroQuery file set alone is not de-duplicated: its ids are unique (checked)
+    and one study is one experiment."""
+    frames = [read_database_file(f) for f in files]
+    foci = frames[0] if len(frames) == 1 and frames[0].attrs.get("refuse_outside") \
+        else deduplicate(frames)
     return build_database_experiments(foci, affine, shape, merge_contrasts=merge_contrasts,
-                                      kernel_fwhm=kernel_fwhm)
+                                      kernel_fwhm=kernel_fwhm,
+                                      default_sample_size=default_sample_size)

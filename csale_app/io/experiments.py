@@ -113,11 +113,55 @@ def place_foci(foci: pd.DataFrame, affine: np.ndarray, shape: tuple[int, int, in
     if not inside.all():
         n_out = int((~inside).sum())
         first = foci[~inside].iloc[0]
+        if foci.attrs.get("refuse_outside"):  # database files: nothing is dropped unseen
+            raise InputError(first["source_file"], int(first["source_line"]),
+                             f"focus ({first['x']:g}, {first['y']:g}, {first['z']:g}) of "
+                             f"study {first['study_id']} lies outside the template's "
+                             f"bounding box ({n_out} foci do); fix or remove these rows")
         warnings.append(
             f"{n_out} foci outside the template's bounding box were dropped "
             f"(first: {first['source_file']}:{first['source_line']})"
         )
     return inside
+
+
+#: ``sample_size_source`` of an experiment given --default-sample-size (column present
+#: only when the option is set).
+DEFAULTED = "--default-sample-size"
+
+
+def fill_default_sample_size(foci: pd.DataFrame, default: float | None,
+                             kernel_fwhm: float | None) -> np.ndarray | None:
+    """Give foci without a sample size ``default`` (in place); returns which foci got it
+    (None when the option is not set). Database files that carry no sample size at all
+    (Neurosynth, NeuroQuery) are refused here without the option or ``--kernel-fwhm``,
+    naming the file and the options."""
+    if kernel_fwhm is not None:
+        return None
+    missing = foci["sample_size"].isna().to_numpy()
+    if default is None:
+        if foci.attrs.get("no_sample_sizes") and missing.all() and len(foci):
+            raise InputError(foci.attrs["no_sample_sizes"], None,
+                             "these database files carry no sample sizes; give "
+                             "--default-sample-size N (the C-SALE study used 20 for "
+                             "Neurosynth) or a fixed kernel with --kernel-fwhm MM")
+        return None
+    foci.loc[missing, "sample_size"] = float(default)
+    return missing
+
+
+def mark_defaulted(table: pd.DataFrame, foci: pd.DataFrame,
+                   defaulted: np.ndarray | None) -> None:
+    """Add ``sample_size_source`` to the experiments table when --default-sample-size is
+    set: the option's name for experiments that had no sample size, else "input"."""
+    if defaulted is None or not len(table):
+        return
+    if defaulted.all() or not defaulted.any():  # a database file set: all of them
+        used = np.full(len(table), bool(defaulted.any()))
+    else:
+        given = foci.loc[defaulted, "experiment_id"].drop_duplicates()
+        used = table["experiment_id"].isin(given).to_numpy()
+    table["sample_size_source"] = np.where(used, DEFAULTED, "input").astype(object)
 
 
 def build_experiments(
@@ -126,10 +170,12 @@ def build_experiments(
     shape: tuple[int, int, int],
     merge_contrasts: bool = True,
     kernel_fwhm: float | None = None,
+    default_sample_size: float | None = None,
 ) -> Experiments:
     """Validate sample sizes, convert to MNI, merge contrasts and place foci on the grid."""
     foci = foci.copy()
     warnings: list[str] = []
+    defaulted = fill_default_sample_size(foci, default_sample_size, kernel_fwhm)
     if kernel_fwhm is None:
         missing = foci["sample_size"].isna() | ~(foci["sample_size"] > 0)
         if missing.any():
@@ -138,7 +184,8 @@ def build_experiments(
                 row["source_file"],
                 int(row["source_line"]),
                 f"experiment '{row['study_id']}' has no positive sample size "
-                f"(got {row['sample_size']}); give one or set --kernel-fwhm",
+                f"(got {row['sample_size']}); give one, or set --default-sample-size N "
+                "or --kernel-fwhm MM",
             )
         # A sample size counts subjects: below 1 the kernel width (Eickhoff 2009) has no
         # meaning and overflows; non-integer sizes >= 1 are used as given (as NiMARE does),
@@ -182,6 +229,8 @@ def build_experiments(
         kept_ijk.append(grp.loc[keep, ["i", "j", "k"]].to_numpy())
         kept_xyz.append(grp.loc[keep, ["x_mni", "y_mni", "z_mni"]].to_numpy())
         starts.append(starts[-1] + int(keep.sum()))
+    table = pd.DataFrame(rows)
+    mark_defaulted(table, foci, defaulted)
     return Experiments(
         ids=ids,
         study_ids=studies,
@@ -190,7 +239,7 @@ def build_experiments(
         focus_start=np.array(starts, dtype=np.int64),
         ijk=(np.concatenate(kept_ijk) if kept_ijk else np.zeros((0, 3))).astype(np.int32),
         xyz_mni=np.concatenate(kept_xyz) if kept_xyz else np.zeros((0, 3)),
-        table=pd.DataFrame(rows),
+        table=table,
         foci=foci,
         warnings=warnings,
     )

@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from csale_app.errors import InputError, MissingInputError, display_path
+from csale_app.errors import (
+    InputError,
+    InputNotFoundError,
+    InputPermissionError,
+    MissingInputError,
+    display_path,
+)
 
 #: Columns of the internal foci table, in this order.
 COLUMNS = [
@@ -202,10 +208,10 @@ def _unreadable(path, err: OSError):
         return MissingInputError(f"{display_path(path)}: cannot be read: symbolic link loop "
                                  "(too many levels of symbolic links)")
     if err.errno in (errno.ENOENT, errno.ENOTDIR):
-        return MissingInputError(f"{display_path(path)}: cannot be read: no such file "
+        return InputNotFoundError(f"{display_path(path)}: cannot be read: no such file "
                                  "(a broken symbolic link?)")
     if err.errno in (errno.EACCES, errno.EPERM):
-        return MissingInputError(f"{display_path(path)}: cannot be read: permission denied")
+        return InputPermissionError(f"{display_path(path)}: cannot be read: permission denied")
     return InputError(path, None, f"cannot read file: {err.strerror or err}")
 
 

@@ -24,7 +24,6 @@ from csale_app.io.read_common import (
 
 PARQUET_FORMAT = "nimare-studyset-parquet"
 COUNT_COLUMN = "ParticipantDemographicsExtractor.groups[0].count"
-UNKNOWN_SPACES = ("OTHER", "UNKNOWN")
 
 
 def is_parquet_studyset(path: Path) -> bool:

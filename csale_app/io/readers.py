@@ -22,13 +22,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from csale_app.errors import InputError, MissingInputError
+from csale_app.errors import InputError, InputNotFoundError
 from csale_app.io.read_common import (
     COLUMNS,
     _unreadable,
     check_regular_file,
     normalize_space,
 )
+from csale_app.io.neurosynth import find_fileset, read_fileset
 from csale_app.io.read_json import read_json_studyset
 from csale_app.io.read_parquet import is_parquet_studyset, read_parquet_studyset
 from csale_app.io.read_sleuth import read_sleuth
@@ -38,6 +39,7 @@ __all__ = [
     "COLUMNS",
     "FORMATS",
     "STUDYSET_SUFFIXES",
+    "database_sources",
     "find_studysets",
     "is_parquet_studyset",
     "is_sidecar",
@@ -50,7 +52,8 @@ __all__ = [
     "study_label",
 ]
 
-FORMATS = ("sleuth", "tsv", "csv", "nimare-json", "nimads-json", "nimare-parquet")
+FORMATS = ("sleuth", "tsv", "csv", "nimare-json", "nimads-json", "nimare-parquet",
+           "neurosynth", "neuroquery")
 STUDYSET_SUFFIXES = (".txt", ".tsv", ".csv", ".json")
 #: Files a JSON sidecar can describe (a sidecar is never read as a studyset).
 _SIDECAR_OF = (".tsv", ".csv", ".nii", ".nii.gz", ".tsv.gz")
@@ -59,7 +62,7 @@ DATABASE_DIR = "database"
 #: Longest studyset label; longer ones are cut and get a hash of the full name, so the
 #: BIDS file names built from them stay far below the 255-byte file-name limit.
 MAX_LABEL = 64
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 def read_studyset(
@@ -77,14 +80,20 @@ def read_studyset(
                 os.stat(path)
             except OSError as err:
                 raise _unreadable(path, err) from None
-        raise MissingInputError(f"{path}: no such file or folder")
+        raise InputNotFoundError(f"{path}: no such file or folder")
     if path.is_dir():
+        fileset = None if is_parquet_studyset(path) else find_fileset(path)
+        if fileset is not None:
+            if where is not None:
+                raise ValueError("where= selects analyses of parquet studyset folders only")
+            return read_fileset(fileset)
         if not is_parquet_studyset(path):
             raise InputError(
                 path,
                 None,
                 "folder is not a parquet studyset (needs studyset.json with format "
-                "'nimare-studyset-parquet')",
+                "'nimare-studyset-parquet') nor a Neurosynth/NeuroQuery file set "
+                "(data-neurosynth_version-7_coordinates.tsv.gz, ..._metadata.tsv.gz)",
             )
         return read_parquet_studyset(path, where, unknown_space=unknown_space)
     if where is not None:
@@ -148,8 +157,18 @@ def _valid_name(entry: Path) -> bool:
     return True
 
 
+def database_sources(path) -> list[Path]:
+    """The studysets a reference database path stands for: a Neurosynth/NeuroQuery file-set
+    folder is one source, another folder every studyset in it, a file itself."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    return [path] if find_fileset(path) is not None else find_studysets(path)
+
+
 def find_studysets(input_dir) -> list[Path]:
-    """Studyset files (.txt/.tsv/.csv/.json) and parquet folders directly in input_dir.
+    """Studyset files (.txt/.tsv/.csv/.json), parquet folders and Neurosynth/NeuroQuery
+    file-set folders directly in input_dir.
 
     Skips hidden entries, JSON sidecars, dataset_description.json, README/CHANGES/LICENSE
     and the ``database/`` folder. Two studysets whose labels differ only in case or
@@ -157,7 +176,7 @@ def find_studysets(input_dir) -> list[Path]:
     """
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
-        raise MissingInputError(f"{input_dir}: input folder does not exist")
+        raise InputNotFoundError(f"{input_dir}: input folder does not exist")
     found = []
     try:
         entries = sorted(input_dir.iterdir())
@@ -175,7 +194,8 @@ def find_studysets(input_dir) -> list[Path]:
                 raise _unreadable(entry, err) from None
             continue
         if stat.S_ISDIR(mode):
-            if name != DATABASE_DIR and is_parquet_studyset(entry):
+            if name != DATABASE_DIR and (is_parquet_studyset(entry)
+                                         or find_fileset(entry) is not None):
                 if not _valid_name(entry):
                     raise InputError(entry, None, "the folder name is not valid UTF-8; "
                                      "rename the folder")

@@ -19,9 +19,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError, MissingInputError, display_path
+from ..errors import (InputError, InputNotFoundError, InputPermissionError, MissingInputError,
+                      display_path)
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 BUILTIN = ("cerebellum",)
 
 
@@ -90,13 +91,13 @@ def nifti_roi(path: Path, template: nib.Nifti1Image, brain: np.ndarray) -> ROI:
 
     warnings = []
     if not path.exists() and not os.path.lexists(path):
-        raise MissingInputError(f"{display_path(path)}: ROI file does not exist")
+        raise InputNotFoundError(f"{display_path(path)}: ROI file does not exist")
     check_regular_file(path)  # a FIFO or device is never opened; link loops, size cap
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except PermissionError as exc:  # unreadable input: 66, not malformed data (65)
-        raise MissingInputError(f"{display_path(path)}: cannot read the ROI ({exc.strerror})") from None
+        raise InputPermissionError(f"{display_path(path)}: cannot read the ROI ({exc.strerror})") from None
     except MemoryError:
         raise InputError(path, None, "the ROI image is too large to load") from None
     except Exception as exc:  # nibabel raises many kinds for a broken file
@@ -199,5 +200,5 @@ def load_roi(spec: str | None, coords, radius: float, template: nib.Nifti1Image,
         close = difflib.get_close_matches(spec.lower(), BUILTIN, n=1, cutoff=0.6)
         hint = (f"; did you mean the built-in ROI '{close[0]}'?" if close else
                 f" (built-in ROIs: {', '.join(BUILTIN)})")
-        raise MissingInputError(f"{spec}: ROI file does not exist{hint}")
+        raise InputNotFoundError(f"{spec}: ROI file does not exist{hint}")
     return nifti_roi(Path(spec), template, brain)

@@ -16,7 +16,6 @@ import nibabel as nib
 import numpy as np
 
 SPACE = "MNI152NLin6Asym"
-RES = "2"
 
 
 @functools.lru_cache(maxsize=4)

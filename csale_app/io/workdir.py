@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError, display_path, write_errors
+from ..errors import write_errors
 from ..outputs.atomic import write_atomic
 
 DEFAULT_WORK = ".csale_work"  # OUTPUT_DIR/.csale_work unless -w/--work-dir
@@ -19,35 +18,6 @@ def report_figure_dir(output_dir: Path) -> Path:
     OUTPUT_DIR whatever -w says, so runs into one OUTPUT_DIR with different work folders
     (a job array, then the group run) share them and a reused studyset is not drawn again."""
     return Path(output_dir) / DEFAULT_WORK / "report-figures"
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    child, parent = Path(child).resolve(), Path(parent).resolve()
-    return child == parent or parent in child.parents
-
-
-def check_work_dir(input_dir: Path, work_dir) -> None:
-    """Refuse ``-w/--work-dir`` equal to INPUT_DIR or inside it (exit 64), before anything
-    is written (symbolic links are resolved, so a link into INPUT_DIR is refused too)."""
-    if work_dir is None:
-        return
-    if _inside(Path(work_dir), Path(input_dir)):
-        raise UsageError(
-            f"{display_path(work_dir)}: -w/--work-dir must not be the input folder or inside "
-            f"it (inputs are never written); choose a folder outside "
-            f"{display_path(input_dir)}")
-
-
-def prepare_work_dir(work_dir: Path) -> Path:
-    """Create the work folder and check that it takes a file; an unwritable one is an
-    OutputError (exit 73) naming it, raised before any permutation is run."""
-    work_dir = Path(work_dir)
-    with write_errors(work_dir, "cannot use the work folder"):
-        work_dir.mkdir(parents=True, exist_ok=True)
-        probe = work_dir / f".csale_write_test_{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    return work_dir
 
 
 class ChunkDir:

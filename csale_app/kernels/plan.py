@@ -48,10 +48,6 @@ class Grid:
         ps = self.padded_shape
         return (ijk[:, 0] * ps[1] + ijk[:, 1]) * ps[2] + ijk[:, 2]
 
-    def in_box(self, ijk: np.ndarray) -> np.ndarray:
-        ijk = np.asarray(ijk)
-        return np.all((ijk >= 0) & (ijk < np.array(self.shape)), axis=1)
-
     def to_volume(self, values: np.ndarray, fill=0) -> np.ndarray:
         out = np.full(self.shape, fill, dtype=np.asarray(values).dtype)
         out[self.mask] = values

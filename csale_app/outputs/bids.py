@@ -23,11 +23,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .. import __version__
+from .._version import __version__
 from ..errors import (WRITE_ERRNOS, OutputError, display_path, output_error, write_cause,
                       write_errors)
 from ..kernels.plan import Grid
-from .atomic import public_mode, write_atomic, write_json, write_text
+from .atomic import public_mode, write_atomic, write_json
 
 from . import names
 from .names import SPACE_ENT  # noqa: F401  (re-exported: older imports use bids.SPACE_ENT)
@@ -39,7 +39,7 @@ STAGING_PREFIX = ".csale_staging-"
 STAGING_MARKER = ".csale_staging"
 #: One lock file per studyset being written: ``OUTPUT_DIR/.csale_lock-studyset-<S>``.
 LOCK_PREFIX = ".csale_lock-studyset-"
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 def pybids_config_path() -> Path:
@@ -85,21 +85,12 @@ def container_provenance(environ=None, root: Path = Path("/")) -> dict | None:
     return {"Type": "unknown", "Tag": tag} if tag else None
 
 
-def write_dataset_description(output_dir: Path) -> None:
-    # CodeURL is left out: the package has no public code URL yet (BIDS: optional).
-    generated = {"Name": "csale_app", "Version": __version__}
-    container = container_provenance()
-    if container:
-        generated["Container"] = container
-    write_json(output_dir / "dataset_description.json", {
-        "Name": "csale_app coordinate-based meta-analysis",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [generated],
-    })
-    write_text(output_dir / ".bidsignore", "logs/\nreport.html\n*.bib\n.csale_*\n*_provenance.json\n")
-    write_atomic(output_dir / "csale_app_pybids_config.json",
-                 lambda p: shutil.copyfile(pybids_config_path(), p))
+def write_dataset_description(output_dir: Path, authors=()) -> None:
+    """dataset_description.json, README.md, .bidsignore and the pybids config: see
+    :mod:`csale_app.outputs.dataset`."""
+    from .dataset import write_dataset_files
+
+    write_dataset_files(output_dir, authors)
 
 
 def write_map(path: Path, values: np.ndarray, grid: Grid, affine: np.ndarray,

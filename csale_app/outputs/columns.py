@@ -29,6 +29,10 @@ COLUMNS: dict[str, dict] = {
     "in_template": {"Description": "whether the focus lies inside the template's bounding box"},
     "sample_size": {"Description": "number of subjects (merged experiments: rounded mean over "
                                    "their contrasts); sets the kernel width"},
+    "sample_size_source": {"Description": "where the sample size came from: the input, or "
+                                          "--default-sample-size (the input had none)"},
+    "weight": {"Description": "the study's weight for the term in the feature set "
+                              "(tf-idf for Neurosynth's terms)"},
     "source_file": {"Description": "input file the row came from"},
     "source_line": {"Description": "line (or record) of the input file"},
     "n_foci": {"Description": "foci of the experiment inside the template"},
@@ -72,6 +76,13 @@ TABLES = [
                                 "position"),
     (r"_desc-experiments_table\.tsv$", "One row per experiment of the studyset: what was "
                                        "analysed and why any experiment was not"),
+    (r"_desc-extent_clusters\.tsv$", "Clusters of the cluster-extent map (the study's rule: "
+                                     "ROI first, p < voxel threshold, faces connectivity, "
+                                     "more than K voxels), one row per connected component, "
+                                     "with peak, centre, labels"),
+    (r"_desc-subsamples_correlations\.tsv$", "One row per C-SALE subsample: experiments, "
+                                             "null seed, z-map correlation with the full "
+                                             "sample, voxels surviving each rule"),
     (r"_clusters\.tsv$", "Significant clusters (cluster-level FWE) with peak, centre, labels"),
     (r"_peaks\.tsv$", "Peaks and sub-peaks (>= 8 mm apart) of every significant cluster"),
     (r"_contributions\.tsv$", "Contribution of each experiment to each cluster"),

@@ -23,7 +23,11 @@ CSALE_MAPS = (
     "stat-z_level-cluster_corr-FWE_desc-size", "stat-logp_level-cluster_corr-FWE_desc-size",
     "stat-z_desc-thresholded", "stat-z_desc-extentthresholded", "stat-prob_desc-baserate",
 )
-SUBSAMPLE_MAP = "stat-prob_desc-subsamples"
+#: Share of subsamples in which a voxel survives, per rule: the study's cluster-extent rule
+#: (stat-z_desc-extentthresholded) and cluster-level FWE (stat-z_desc-thresholded).
+SUBSAMPLE_EXTENT_MAP = "stat-prob_desc-subsamplesextent"
+SUBSAMPLE_FWE_MAP = "stat-prob_desc-subsamplesclusterfwe"
+SUBSAMPLE_MAPS = (SUBSAMPLE_EXTENT_MAP, SUBSAMPLE_FWE_MAP)
 THRESHOLDED = "stat-z_desc-thresholded"
 
 #: NiMARE 0.22's map names (MetaResult.maps after ALE + FWECorrector(montecarlo)) -> ours.
@@ -47,9 +51,13 @@ NIMARE_ALIASES = {
 # ---- table names (the part after the studyset/MACM prefix) ---------------------------------
 INPUT_FOCI = "desc-input_foci"
 EXPERIMENTS_TABLE = "desc-experiments_table"
+TERM_STUDIES = "desc-termstudies_table"
 MACM_EXPERIMENTS = "experiments"
-TABLE_KINDS = ("clusters", "peaks", "contributions")
 NULL_VALUES = "desc-null_values"
+#: One row per C-SALE subsample: its size, seed and the correlation of its z map.
+SUBSAMPLE_TABLE = "desc-subsamples_correlations"
+#: Clusters of C-SALE's cluster-extent map (one row per connected component of it).
+EXTENT_CLUSTERS = "desc-extent_clusters"
 
 
 def map_name(name: str) -> str:
@@ -69,8 +77,8 @@ def map_filename(label: str, meta: str, stat: str, macm: str | None = None) -> s
 
 def analysis_table(meta: str, kind: str) -> str:
     """Table part for an analysis table: clusters/peaks/contributions carry the space."""
-    if kind == NULL_VALUES:
-        return f"meta-{meta}_{NULL_VALUES}"
+    if kind in (NULL_VALUES, SUBSAMPLE_TABLE):
+        return f"meta-{meta}_{kind}"
     return f"{SPACE_ENT}_meta-{meta}_{kind}"
 
 
@@ -89,4 +97,41 @@ def seed_mask_filename(label: str, macm: str) -> str:
 # ---- reading names back (report) ------------------------------------------------------------
 MAP_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<part>.+)_statmap\.nii\.gz$")
 TABLE_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<kind>clusters|peaks|"
-                           r"contributions|desc-null_values)\.tsv$")
+                           r"contributions|desc-null_values|desc-extent_clusters|"
+                           r"desc-subsamples_correlations)\.tsv$")
+
+
+# ---- dataset-level files (OUTPUT_DIR itself) -----------------------------------------------
+DESCRIPTION = "dataset_description.json"
+#: The dataset README (BIDS: README, README.md, README.rst or README.txt at the top level).
+DATASET_README = "README.md"
+#: The pybids config sits in ``code/``: BIDS's folder for code and configuration used on the
+#: dataset (opaque to the validator). A JSON file at the top level would be read by BIDS as
+#: an inherited sidecar without a data file (SIDECAR_WITHOUT_DATAFILE).
+PYBIDS_CONFIG = "code/csale_app_pybids_config.json"
+#: Where the config sat before; removed when a run writes into an older OUTPUT_DIR.
+LEGACY_PYBIDS_CONFIG = "csale_app_pybids_config.json"
+BIBLIOGRAPHY = "references.bib"
+
+#: ``.bidsignore``: only what BIDS has no rule for, each pattern with the reason. Every other
+#: top-level entry has a BIDS rule: dataset_description.json and README.md (modality-agnostic
+#: files), code/ and logs/ (folders a derivative dataset may hold, not validated inside), the
+#: hidden .csale_* files and folders (the validator skips dot files).
+BIDSIGNORE = (
+    ("BIDS defines no entity or folder for the results of a meta-analysis of a group of "
+     "studies (no sub-/ses-), and the validator checks a folder's own name before its "
+     "files: studyset-<S>/ holds those results, named by BIDS's rules (entity-label pairs, "
+     "suffix, extension) with entities of their own, which the pybids config in "
+     + PYBIDS_CONFIG + " indexes. (No trailing slash: bids-validator 3.0.2 tests a "
+     "folder's path without it, so 'studyset-*/' would not match the folder.)",
+     ("/studyset-*",)),
+    ("the HTML report (the entry page and any pages it links): BIDS has no rule for "
+     "reports", ("*.html",)),
+    ("the report's bibliography: BIDS has no rule for it", ("/" + BIBLIOGRAPHY,)),
+)
+
+
+#: Every result file's name: ``studyset-<S>`` then entity-label pairs, a suffix and an
+#: extension (BIDS's naming rule; the entities are those of the pybids config).
+RESULT_NAME = re.compile(r"^studyset-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*_[A-Za-z0-9]+"
+                         r"\.(?:nii\.gz|tsv|json)$")

@@ -20,7 +20,7 @@ from .sections import Section  # noqa: F401  (re-exported)
 from .studysets import ran, skipped, studyset_section
 from .tables import Table, fmt, fmt_seconds, kv_table  # noqa: F401
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 
 
 def _environment():
@@ -90,7 +90,7 @@ def unique_dbs(summaries: list[dict]) -> list[dict]:
 def render_report(output_dir: Path, context: dict | None = None) -> str:
     import datetime
 
-    from .. import __version__
+    from .._version import __version__
     from ..stats.labels import atlas_credits
 
     context = dict(context or {})

@@ -22,6 +22,9 @@ from ..outputs import names
 META_ORDER = {"ale": 0, "csale": 1}
 _MAP_RE = names.MAP_PATTERN
 _TABLE_RE = names.TABLE_PATTERN
+#: Short names of the tables an analysis holds (``Analysis.tables``).
+TABLE_KINDS = {names.NULL_VALUES: "null", names.SUBSAMPLE_TABLE: "subsamples",
+               names.EXTENT_CLUSTERS: "extent_clusters"}
 
 
 @dataclass
@@ -29,10 +32,22 @@ class Analysis:
     meta: str  # "ale", "csale", ...
     prefix: str  # "studyset-S" or "studyset-S_macm-M"
     maps: dict[str, Path] = field(default_factory=dict)  # "stat-z_desc-thresholded" -> path
-    tables: dict[str, Path] = field(default_factory=dict)  # clusters/peaks/contributions/null
+    tables: dict[str, Path] = field(default_factory=dict)  # clusters/.../null/subsamples
 
     def map(self, part: str) -> Path | None:
         return self.maps.get(part)
+
+    def map_sidecar(self, part: str) -> dict:
+        """The JSON sidecar of the map ``part``, or {}."""
+        path = self.maps.get(part)
+        if path is None:
+            return {}
+        try:
+            data = json.loads(path.with_name(path.name[: -len(".nii.gz")] + ".json")
+                              .read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def sidecar(self) -> dict:
         """The JSON sidecar of the thresholded map (else of any map), or {}."""
@@ -84,7 +99,7 @@ def find_analyses(folder: Path, prefix: str) -> list[Analysis]:
     for p in sorted(folder.glob(f"{prefix}_*.tsv")):
         m = _TABLE_RE.search(p.name)
         if m:
-            kind = "null" if m["kind"] == "desc-null_values" else m["kind"]
+            kind = TABLE_KINDS.get(m["kind"], m["kind"])
             found.setdefault(m["meta"], Analysis(m["meta"], prefix)).tables[kind] = p
     return sorted(found.values(), key=lambda a: (META_ORDER.get(a.meta, 9), a.meta))
 

@@ -34,7 +34,7 @@ from ..errors import CsaleError
 from ..io.digest import array_digest, file_digest
 from ..outputs.atomic import write_text
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 PAGE_TEXT = ("title", "caption", "attrs")  # arguments that are not drawn
 SUFFIX = ".json"
 
@@ -44,7 +44,7 @@ def salt() -> bytes:
     import matplotlib
     import nilearn
 
-    from .. import __version__
+    from .._version import __version__
 
     h = hashlib.sha256(f"{__version__}|{nilearn.__version__}|{matplotlib.__version__}".encode())
     here = Path(__file__).parent

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from .figure_cache import cached  # noqa: E402
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 DPI = 80
 PNG_URI = "data:image/png;base64,"
 
@@ -108,14 +108,6 @@ def mm_of(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return np.atleast_2d(ijk) @ affine[:3, :3].T + affine[:3, 3]
 
 
-def peak_mm(img: nib.Nifti1Image) -> tuple[float, float, float] | None:
-    data = np.abs(np.nan_to_num(np.asanyarray(img.dataobj)))
-    if not data.any():
-        return None
-    ijk = np.array(np.unravel_index(int(np.argmax(data)), data.shape))
-    return tuple(float(v) for v in mm_of(ijk, img.affine)[0])
-
-
 def centre_mm(mask_img: nib.Nifti1Image) -> tuple[float, float, float] | None:
     data = np.asanyarray(mask_img.dataobj) != 0
     if not data.any():
@@ -166,13 +158,15 @@ def glass_brain_figure(img: nib.Nifti1Image, title: str, threshold: float = 1e-6
 @figure
 def slices_figure(img: nib.Nifti1Image, title: str, cut_coords=None, display_mode: str = "z",
                   threshold: float = 1e-6, cmap: str = "autumn", caption: str = "",
-                  symmetric: bool = False) -> Figure:
+                  symmetric: bool = False, vmax: float | None = None) -> Figure:
     from nilearn.plotting import plot_stat_map
 
     def draw(fig):
         fig.set_size_inches(10, 2.6 if display_mode == "z" else 3.4)
         data = _finite(img)
         kw = {} if symmetric else {"vmin": 0, "symmetric_cbar": False}
+        if vmax is not None:
+            kw["vmax"] = vmax
         plot_stat_map(data, bg_img=_background(), display_mode=display_mode,
                       cut_coords=cut_coords, figure=fig, threshold=threshold, cmap=cmap,
                       colorbar=True, annotate=True, draw_cross=False, black_bg=True, dim=0,
@@ -254,6 +248,29 @@ def null_figure(null, title: str, caption: str = "", observed: dict | None = Non
             ax.set_title(str(c), fontsize=9)
             ax.tick_params(labelsize=7)
             ax.legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+
+    return _render(title, draw, caption)
+
+
+@figure
+def box_figure(values, title: str, xlabel: str, caption: str = "") -> Figure:
+    """A horizontal box plot of ``values`` (NaN left out) with every value as a dot."""
+
+    def draw(fig):
+        v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            raise ValueError("no finite values to plot")
+        fig.set_size_inches(6, 1.9)
+        ax = fig.add_subplot(1, 1, 1)
+        ax.boxplot(v, vert=False, widths=0.5, showfliers=False,
+                   medianprops={"color": "#c0392b"})
+        jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(v))  # fixed: same pixels
+        ax.scatter(v, 1 + jitter, s=10, color="#4a7ab7", alpha=0.7, zorder=3)
+        ax.set_yticks([])
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.tick_params(labelsize=8)
         fig.tight_layout()
 
     return _render(title, draw, caption)

@@ -222,21 +222,52 @@ def _ale_inference(f: Facts) -> str:
             f"{_fmt(alpha)}) " + _c("eickhoff2016"))
 
 
-def _csale_inference(f: Facts, mask: str = "the analysis mask") -> str:
+def _csale_inference(f: Facts, mask: str = "the analysis mask", roi: bool = False) -> str:
     s = f.settings
     n = s.get("n_iters", 10000)
     null = s.get("csale_null", "probabilistic")
     k = s.get("min_cluster_size")
+    thr = _fmt(s.get("voxel_thresh", 0.001))
+    where = "the ROI" if roi else mask
+    extent = ("the cluster-extent map (desc-extentthresholded) follows the study's order "
+              + _c("magielse2025")
+              + (": the p map is first restricted to the ROI itself (not its dilation), then"
+                 if roi else ": within " + mask + ",")
+              + f" voxels with p < {thr} are grouped into faces-connected clusters and "
+              + (f"clusters of more than {k} voxels are kept" if k else "every cluster is kept"))
+    fwe = ("cluster-level FWE (desc-thresholded) forms clusters of voxels with "
+           f"p < {thr} in {mask}" + (" (the dilated ROI)" if roi else "")
+           + " and keeps those whose size has an FWE p < "
+           f"{_fmt(s.get('cluster_alpha', 0.05))} against the permutations' maximum "
+           f"cluster sizes, reported within {where}")
+    diff = (" So a cluster that crosses the ROI boundary counts with its whole size for "
+            "cluster-level FWE but only with its part inside the ROI for the extent map."
+            if roi else "")
     return ("the null distribution kept each experiment's number of foci and drew their "
             + ("positions from a base-rate map (the sum of the kernels of all foci in the "
                f"reference database, restricted to {mask} and normalised to sum 1)"
                if null == "probabilistic" else "positions from the foci of the reference "
                "database") + f" ({_n(n)} iterations); the voxel-wise p is the share of "
-            f"permutations with an ALE at least as high, so the smallest p is 1/{_n(n)}; "
-            f"voxels were thresholded at p < {_fmt(s.get('voxel_thresh', 0.001))}"
-            + (f" with a minimum cluster extent of {k} voxels" if k else "")
-            + f", and cluster-level FWE p < {_fmt(s.get('cluster_alpha', 0.05))} was computed "
-            "from the permutations")
+            f"permutations with an ALE at least as high, so the smallest p is 1/{_n(n)}. "
+            f"Two thresholded maps are written: {extent}; {fwe}.{diff}")
+
+
+def _subsampling(f: Facts, n: int) -> str:
+    size = f.settings.get("subsample_size", 0.8)
+    each = (f"{size} experiments" if isinstance(size, int) and not isinstance(size, bool)
+            else f"{100 * float(size):g}% of the experiments (rounded)")
+    where = "the ROI" if _has_roi(f) else "the analysis mask"
+    return (f"Stability was assessed as in the study: C-SALE was repeated on {n} subsamples "
+            f"of {each}, drawn without replacement, each with its own null; per voxel, the "
+            "share of subsamples in which it survives the cluster-extent rule "
+            "(desc-subsamplesextent, the study's measure) and the cluster-level FWE rule "
+            "(desc-subsamplesclusterfwe) was mapped, and each subsample's unthresholded z map "
+            f"was correlated (Pearson) with the full sample's within {where}.")
+
+
+def _has_roi(f: Facts) -> bool:
+    return bool(f.settings.get("roi") or f.settings.get("roi_coords")) or any(
+        isinstance(x, dict) and isinstance(x.get("roi"), dict) for x in f.studysets)
 
 
 def _data(f: Facts) -> str:
@@ -252,6 +283,28 @@ def _data(f: Facts) -> str:
     return ("Studysets analysed: " + _list(parts) + (
         "; with the ROI, only experiments with at least one focus in the analysis mask "
         "entered, and only their foci in the mask." if roi else "."))
+
+
+def _sample_sizes_and_terms(f: Facts) -> str:
+    """What --default-sample-size and --term did (empty when neither was used)."""
+    s = f.settings
+    text = ""
+    n = s.get("default_sample_size")
+    if n and not s.get("kernel_fwhm"):
+        text += (f" Experiments without a reported sample size (Neurosynth and NeuroQuery "
+                 f"report none) were assigned N = {_fmt(n)}, which sets their kernel width; "
+                 "how many experiments this concerns is stated in every output's sidecar.")
+    terms = list(s.get("terms") or ())
+    if terms:
+        vocab = s.get("term_vocab")
+        text += (" Studysets were defined by terms of the reference database's vocabulary"
+                 + (f" (feature set {vocab})" if vocab else "") + ": "
+                 + _list([f"'{t}'" for t in terms]) + "; a study entered a term's studyset "
+                 f"when its weight for the term (tf-idf) was at least "
+                 f"{_fmt(s.get('term_threshold', 0.001))}, as in Neurosynth and NiMARE, each "
+                 "study (all its tables pooled) being one experiment, and each term studyset "
+                 "was tested against the base rate of the whole database.")
+    return text
 
 
 def _macm_counts(f: Facts) -> str:
@@ -293,6 +346,7 @@ def methods_paragraphs(facts: Facts | str, settings: dict | None = None,
           "treated as separate experiments") + ". Each experiment's modelled activation map "
           f"was the voxel-wise maximum of {kernel}, and ALE was computed as the voxel-wise "
           "union of these maps. " + (_data(f) if {"ale", "csale"} & f.analyses else ""))
+    p += _sample_sizes_and_terms(f)
     out.append(p.strip())
     if roi and ({"ale", "csale"} & f.analyses):
         out.append(_roi_rule(f))
@@ -301,11 +355,10 @@ def methods_paragraphs(facts: Facts | str, settings: dict | None = None,
     if "csale" in f.analyses:
         p = ("C-SALE " + _c("magielse2025") + " tests convergence beyond the base rate of "
              "reported activations, following the specific-ALE approach " + _c("langner2014")
-             + ": " + _csale_inference(f) + ".")
+             + ": " + _csale_inference(f, roi=_has_roi(f)))
         sub = s.get("subsamples", 0)
         if sub:
-            p += (f" Stability was assessed with {sub} subsamples of "
-                  f"{100 * float(s.get('subsample_fraction', 0.8)):g}% of the experiments.")
+            p += " " + _subsampling(f, int(sub))
         out.append(p + " " + _database(f))
     if "macm" in f.analyses:
         seeds = {"roi": "the region of interest", "clusters": "the significant C-SALE "
@@ -322,7 +375,7 @@ def methods_paragraphs(facts: Facts | str, settings: dict | None = None,
              "brain mask, and the ROI restricts neither the nulls nor the reported results. "
              "Its ALE: " + _ale_inference(f) + ". Its C-SALE (specific ALE " + _c("langner2014")
              + ", base rate from the whole reference database): "
-             + _csale_inference(f, "the brain mask") + "." + _macm_counts(f))
+             + _csale_inference(f, "the brain mask") + _macm_counts(f))
         if "csale" not in f.analyses:
             p += " " + _database(f)
         out.append(p)

@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..outputs import names
 from . import discover, figures
-from .tables import (Table, anchor, cluster_table, contributions_table, fmt, fmt_seconds,
-                     kv_table, peaks_table, read_tsv, unique)
+from .tables import (Table, anchor, cluster_table, contributions_table, df_table, fmt,
+                     fmt_seconds, kv_table, peaks_table, read_tsv, unique)
 from .viewer import viewer
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 TITLES = {"ale": "ALE", "csale": "C-SALE"}
 THRESHOLDED = "stat-z_desc-thresholded"
 BASERATE = "stat-prob_desc-baserate"
+EXTENT = "stat-z_desc-extentthresholded"
 MAX_PEAK_VIEWS = 6
 OUTLINE = "cyan outline"
 
@@ -85,8 +87,10 @@ def database_of(summary: dict, an: discover.Analysis | None = None) -> dict | No
     side = an.sidecar() if an is not None else {}
     ref = side.get("ReferenceDatabase") if isinstance(side, dict) else None
     if isinstance(ref, dict):
-        return {"files": [Path(str(f)).name for f in ref.get("files", [])],
-                "n_experiments": ref.get("experiments"), "n_foci": ref.get("foci")}
+        # the sidecar holds Database.describe(): the same keys as the pipeline's summary
+        return {"source": ref.get("source"),
+                "files": [Path(str(f)).name for f in ref.get("files", [])],
+                "n_experiments": ref.get("n_experiments"), "n_foci": ref.get("n_foci")}
     return None
 
 
@@ -186,6 +190,66 @@ def _figures_csale(sec, an, title, thr_img, roi_img, clusters, n_iters):
                               cut_coords=_peaks(clusters)[0][1] if _peaks(clusters) else None))
 
 
+def _extent_rule(side: dict, roi: bool) -> str:
+    ext = side.get("ExtentThreshold") if isinstance(side.get("ExtentThreshold"), dict) else {}
+    p, k = ext.get("p", "the voxel threshold"), ext.get("min_voxels", "K")
+    return (("restricted to the ROI first, then " if roi else "") + f"p < {fmt(p)}, faces "
+            f"connectivity, clusters of more than {fmt(k)} voxels")
+
+
+def _figure_extent(sec, an, title, roi_img):
+    """The cluster-extent map (the study's rule), beside the cluster-FWE figures."""
+    img = _load(an.map(EXTENT))
+    if figures.is_empty(img):
+        sec.notices.append("No cluster survived the cluster-extent rule (the cluster-extent "
+                           "map is empty).")
+        return
+    rule = _extent_rule(an.sidecar(), roi_img is not None)
+    sec.figures.append(figures.slices_figure(
+        img, f"{title}: cluster-extent map (the study's rule)", _cuts(img, roi_img), "z",
+        caption=f"z of the voxels that survive the cluster-extent rule ({rule}); unlike the "
+                "cluster-FWE map, its clusters are formed "
+                + ("inside the ROI itself." if roi_img is not None else "in the mask.")))
+
+
+def _subsample_parts(sec, an, title, roi_img):
+    """Share maps of both rules, the box plot and the table of subsample correlations."""
+    where = "the ROI" if roi_img is not None else "the analysis mask"
+    rules = {names.SUBSAMPLE_EXTENT_MAP: (
+                 "cluster-extent rule (the study's)",
+                 f"Share of subsamples in which the voxel survives the cluster-extent rule "
+                 f"({_extent_rule(an.sidecar(), roi_img is not None)}), as the study mapped "
+                 "it."),
+             names.SUBSAMPLE_FWE_MAP: (
+                 "cluster-level FWE rule",
+                 "Share of subsamples in which the voxel lies in a cluster significant at the "
+                 f"cluster level (FWE; clusters formed in the analysis mask, shown in {where}).")}
+    for name, (rule, caption) in rules.items():
+        if an.map(name) is None:
+            continue
+        img = _load(an.map(name))
+        side = an.map_sidecar(name)
+        n = side.get("Subsamples")
+        size = side.get("ExperimentsPerSubsample")
+        sec.figures.append(figures.slices_figure(
+            img, f"{title}: share of subsamples surviving the {rule}", _cuts(img, roi_img),
+            "z", cmap="viridis", vmax=1.0,
+            caption=caption + (f" {n} subsamples of {size} experiments." if n else "")))
+    if "subsamples" not in an.tables:
+        return
+    table = read_tsv(an.tables["subsamples"])
+    sec.figures.append(figures.box_figure(
+        table["pearson_r"].to_numpy(dtype=float),
+        f"{title}: correlation of each subsample's z map with the full sample's "
+        f"({len(table)} subsamples)", "Pearson r",
+        caption=f"Unthresholded z maps, voxels of {where}; one dot per subsample."))
+    shown = table.drop(columns=[c for c in ("experiment_ids",) if c in table])
+    sec.details.append(df_table(shown, f"{title}: subsamples (correlation with the full "
+                                       "sample, voxels surviving each rule)",
+                                note="Experiments of each subsample: the TSV's "
+                                     "experiment_ids column.", css="narrow"))
+
+
 def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
                      summary: dict | None = None, label: str = "", macm: bool = False) -> Section:
     title = TITLES.get(an.meta, an.meta)
@@ -226,6 +290,12 @@ def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
             _load(an.map("stat-z")), f"{title}: uncorrected z > 3.09 (orientation only)",
             threshold=3.09, caption="Not corrected for multiple comparisons."))
 
+    if an.meta == "csale" and an.map(EXTENT) is not None:
+        _safe(sec, "the cluster-extent map", lambda: _figure_extent(sec, an, title, roi_img))
+    if an.meta == "csale" and (set(names.SUBSAMPLE_MAPS) & set(an.maps)
+                               or "subsamples" in an.tables):
+        _safe(sec, "the subsamples", lambda: _subsample_parts(sec, an, title, roi_img))
+
     if an.map(BASERATE) is not None:
         def _base():
             img = _load(an.map(BASERATE))
@@ -236,7 +306,16 @@ def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
         _safe(sec, "the base-rate map", _base)
 
     if clusters is not None:
-        sec.tables.append(cluster_table(clusters, contrib, f"{title}: clusters"))
+        sec.tables.append(cluster_table(clusters, contrib, f"{title}: clusters"
+                                        + (" (cluster-level FWE)" if an.meta == "csale"
+                                           else "")))
+    if "extent_clusters" in an.tables:
+        extent = _safe(sec, "the cluster-extent table",
+                       lambda: read_tsv(an.tables["extent_clusters"]))
+        if extent is not None:
+            sec.tables.append(cluster_table(
+                extent, None, f"{title}: clusters of the cluster-extent map (the study's "
+                "rule)", fwe=False))
     if "peaks" in an.tables:
         peaks = _safe(sec, "the peak table", lambda: read_tsv(an.tables["peaks"]))
         if peaks is not None and len(peaks):

@@ -116,6 +116,11 @@ def studyset_section(ss: discover.Studyset, summary: dict,
     sec = Section(anchor("studyset", ss.label), f"Studyset {ss.label}")
     if "source" in summary:
         sec.info.append(("Source", fmt(summary["source"])))
+    term = summary.get("term") if isinstance(summary.get("term"), dict) else None
+    if term:  # a --term studyset: what selected its studies
+        sec.info.append(("Term", f"'{term.get('term')}': {fmt(term.get('n_studies'))} "
+                         f"studies with weight >= {fmt(term.get('threshold'))} in "
+                         f"{term.get('feature_set')} (table desc-termstudies)"))
     talairach = False
     if ss.experiments_table is not None:
         talairach = _experiments(sec, ss, summary)

@@ -146,9 +146,10 @@ def contributors(contrib: pd.DataFrame | None) -> dict:
 
 
 def cluster_table(clusters: pd.DataFrame, contrib: pd.DataFrame | None, title: str,
-                  stat_name: str = "peak_ale") -> Table:
-    """Clusters with one column each: id, size, peak, peak value, centre, FWE p, labels,
-    composition and contributors (jackknife share, foci in the cluster)."""
+                  stat_name: str = "peak_ale", fwe: bool = True) -> Table:
+    """Clusters with one column each: id, size, peak, peak value, centre, FWE p (unless not
+    ``fwe``: the cluster-extent map's clusters have none), labels, composition and
+    contributors (jackknife share, foci in the cluster)."""
     contrib_cells = contributors(contrib)
     cols = ["Cluster", "Voxels (mm³)", "Peak x, y, z (mm)", "Peak ALE", "Centre x, y, z",
             "p (cluster FWE)", "Peak label", "Composition"]
@@ -173,7 +174,11 @@ def cluster_table(clusters: pd.DataFrame, contrib: pd.DataFrame | None, title: s
                 cell = Cell(fmt(get("top_contributors", "")))
             row.append(cell)
         rows.append(row)
-    note = "" if len(clusters) else "No significant cluster."
+    if not fwe:
+        i = cols.index("p (cluster FWE)")
+        cols = cols[:i] + cols[i + 1:]
+        rows = [r[:i] + r[i + 1:] for r in rows]
+    note = "" if len(clusters) else ("No significant cluster." if fwe else "No cluster.")
     return Table(title, cols, rows, note)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .figure_cache import cached
 
-LOG = logging.getLogger("csale_app")
+LOG = logging.getLogger(__name__)
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:|//)|https?://""", re.I)
 
 

@@ -4,15 +4,15 @@ The null keeps each experiment's number of foci and draws their positions from t
 base-rate map of a reference database (sum of all its foci's kernels, restricted to the
 analysis mask, normalised to 1: "probabilistic") or from the reference foci themselves
 ("deterministic", NiMARE SCALE). Voxel p = #(null >= observed) / n, clipped to
-[1/n, 1 - 1/n]. Inference: cluster-extent (p < voxel_thresh, more than K voxels) and
-cluster-level FWE from one streaming pass that keeps each voxel's K smallest null values and
-their permutations (see kernels/cpu_csale.py).
+[1/n, 1 - 1/n]. Inference: cluster-extent (inside the ROI, p < voxel_thresh, more than
+K voxels: :func:`extent_labels`) and cluster-level FWE from one streaming pass that keeps
+each voxel's K smallest null values and their permutations (see kernels/cpu_csale.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -45,8 +45,19 @@ def base_rate_map(db: Experiments, grid: Grid, kernel_fwhm: float | None,
     return total / total.sum()
 
 
-#: Seed offset between subsamples: a prime, so subsample seeds of nearby user seeds differ.
-SUBSAMPLE_SEED_STEP = 7919
+def extent_labels(p: np.ndarray, grid: Grid, report_mask: np.ndarray | None,
+                  voxel_thresh: float, min_cluster_size: int) -> np.ndarray:
+    """Cluster ids of the cluster-extent map, in the study's order (Magielse et al. 2025,
+    ``cluster_extent_correction``): restrict to the ROI (``report_mask``) first, then keep
+    voxels with p < ``voxel_thresh``, label them with faces connectivity and keep clusters
+    of more than ``min_cluster_size`` voxels. Clusters are formed inside the ROI, so a
+    cluster that reaches the size only through the dilation zone of the analysis mask is
+    dropped (the cluster-FWE inference, by contrast, forms clusters in the analysis mask)."""
+    supra = p < voxel_thresh
+    if report_mask is not None:
+        supra = supra & report_mask
+    return label_clusters(np.where(supra, 1.0, 0.0), grid, 0.5,
+                          min_size=min_cluster_size).labels
 
 
 def top_k_size(voxel_thresh: float, n_iters: int) -> int:
@@ -133,7 +144,6 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
     supra_values = np.where(p < voxel_thresh, 1.0, 0.0)
     clusters = label_clusters(supra_values, grid, 0.5)
     p_cluster = null_to_p(clusters.sizes.astype(np.float64), null_sizes) if len(clusters.sizes) else np.zeros(0)
-    extent = label_clusters(supra_values, grid, 0.5, min_size=min_cluster_size)
     sig = p_cluster < cluster_alpha
     z = p_to_z(p).astype(np.float32)
     p_vfwe = null_to_p(obs.stat, pass1["max"])
@@ -141,8 +151,7 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
     table_df, significant = reported_clusters(
         clusters.labels, sig, obs.stat, grid, affine, report_mask,
         {"p_fwe_size": p_cluster}, "peak_ale", clusters.sizes)
-    in_report = np.ones(grid.n_mask, bool) if report_mask is None else report_mask
-    extent_lab = extent.labels * in_report
+    extent_lab = extent_labels(p, grid, report_mask, voxel_thresh, min_cluster_size)
     # Unthresholded maps cover the analysis mask (as ALE's); what is thresholded or
     # tabulated is restricted to the report mask (the ROI).
     maps = {
@@ -160,20 +169,3 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
     }
     return CSALEResult(obs.stat, p, rate, pass1["max"], null_sizes, maps,
                        table_df, significant, extent_lab, obs)
-
-
-def subsample_share(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray,
-                    report_mask: np.ndarray | None, params: CSALEParams, run: NullRun, *,
-                    n_subsamples: int, fraction: float) -> np.ndarray:
-    """Share of subsamples (round(fraction * n) experiments, drawn without replacement) in
-    which each voxel lies in a significant C-SALE cluster (cluster-FWE p < alpha)."""
-    n_keep = max(2, int(round(fraction * exps.n_experiments)))
-    hits = np.zeros(grid.n_mask, dtype=np.float64)
-    run = replace(run, store=None)  # subsample nulls are not checkpointed
-    for s in range(n_subsamples):
-        gen = np.random.default_rng([params.seed, s])
-        keep = np.sort(gen.choice(exps.n_experiments, size=n_keep, replace=False))
-        sub = replace(params, seed=(params.seed + SUBSAMPLE_SEED_STEP * (s + 1)) % 2**64)
-        res = run_csale(exps.subset(keep), db, grid, affine, report_mask, sub, run)
-        hits += res.significant_labels > 0
-    return (hits / n_subsamples).astype(np.float32)
