@@ -40,7 +40,7 @@ from .validate import usage_problems
 LOG = logging.getLogger(__name__)
 #: Settings an estimator takes as keywords (the rest is per call or CLI-only).
 _NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "work_dir", "overwrite",
-                 "verbose", "dask_scheduler", "terms"}
+                 "verbose", "dask_scheduler", "dask_scheduler_file", "dask_timeout", "terms"}
 
 
 def _materialise(source, folder: Path, name: str) -> Path:

@@ -12,6 +12,7 @@ EXIT_EMPTY_SELECTION = 18
 EXIT_USAGE = 64
 EXIT_DATA = 65
 EXIT_NO_INPUT = 66
+EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: a service (the Dask cluster) cannot be used
 EXIT_CANT_CREATE = 73
 
 
@@ -91,6 +92,13 @@ class UsageError(CsaleError, ValueError):
     """Options that cannot give a valid result, found after parsing (exit 64)."""
 
     exit_code = EXIT_USAGE
+
+
+class ServiceUnavailableError(CsaleError):
+    """The Dask scheduler cannot be reached, or was lost mid-run, or its workers keep dying
+    on a chunk (exit 69, EX_UNAVAILABLE). Finished permutation chunks stay checkpointed."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class DeviceError(CsaleError, RuntimeError):

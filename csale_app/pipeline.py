@@ -96,6 +96,16 @@ class Pipeline:
             if work == inp or inp in work.parents:
                 raise UsageError(f"{self.s.work_dir}: the work folder (-w/--work-dir) must not "
                                  "be the input folder or inside it (inputs are never written)")
+        self.scheduler_address()
+
+    def scheduler_address(self) -> str | None:
+        """--dask-scheduler, or the address in --dask-scheduler-file (read once, before any
+        work: exit 66/65 naming the file when it is missing or not a scheduler file)."""
+        if not hasattr(self, "_scheduler_address"):
+            from .dask_client import scheduler_address
+
+            self._scheduler_address = scheduler_address(self.s)
+        return self._scheduler_address
 
     def all_studysets(self) -> list[tuple[str, Path | str]]:
         """(label, file) of every studyset in INPUT_DIR, then (label, term) of every
@@ -260,10 +270,11 @@ class Pipeline:
                 backend.mem_limit_bytes = s.mem_gb * 2**30
             self.s = s = replace(s, chunk_size=max(s.chunk_size, GPU_CHUNK))
         executor = None
-        if s.dask_scheduler:
+        address = self.scheduler_address()
+        if address:
             from .distributed import connect  # dask is imported only when asked for
 
-            executor = connect(s.dask_scheduler, s)
+            executor = connect(address, s)
         roi_part = ("none" if roi is None else
                     array_digest(roi.mask) + "".join(file_digest(Path(f)) for f in roi.files))
         ctx = RunContext(
@@ -357,7 +368,9 @@ class Pipeline:
             "version": __version__,
             "command_line": self.command_line,
             "settings": asdict(self.s),
-            "device": ctx.backend.describe(),
+            "device": ctx.backend.describe() + (
+                f"; permutation chunks on the {ctx.executor.describe()} (sidecars: "
+                "ComputedBy)" if ctx.executor is not None else ""),
             "runtime_s": round(time.perf_counter() - self.t_start, 1),
             "warnings": self.warnings,
             "studysets": self.summaries,

@@ -16,8 +16,10 @@ from :func:`options`; a test fails when a field has no role.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 DEFAULT_SEED = 20260101
@@ -101,6 +103,42 @@ def coords(text: str) -> tuple[float, float, float]:
 
 def batch_size(text: str) -> str:
     return text if text == "auto" else str(positive_int(text))
+
+
+#: Transports a Dask scheduler listens on (``inproc`` is in-process only: not a cluster).
+DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                       r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
+
+
+def dask_address(text: str) -> str:
+    """``[SCHEME://]HOST:PORT`` of a Dask scheduler, normalised to ``SCHEME://HOST:PORT``
+    (``tcp`` when no scheme is given). Checked here, before anything starts, so that a typo
+    is a usage error (exit 64) instead of a client that cannot be built."""
+    raw = str(text).strip()
+    what = (f"expected a Dask scheduler address SCHEME://HOST:PORT (e.g. tcp://10.0.0.5:8786; "
+            f"a scheduler file goes to --dask-scheduler-file), got {text!r}")
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest = "tcp", raw
+    if scheme.lower() not in DASK_SCHEMES:
+        raise OptionValueError(f"{what}: scheme must be one of {', '.join(DASK_SCHEMES)}")
+    if rest.startswith("["):  # [IPv6]:port
+        host, close, port = rest[1:].partition("]")
+        if not close or not port.startswith(":"):
+            raise OptionValueError(what)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise OptionValueError(what) from None
+        host, port = f"[{host}]", port[1:]
+    else:
+        host, colon, port = rest.rpartition(":")
+        if not colon or not _HOSTNAME.match(host):
+            raise OptionValueError(what)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise OptionValueError(f"{what}: the port must be a number from 1 to 65535")
+    return f"{scheme.lower()}://{host}:{int(port)}"
 
 
 def option(default, *, role: str, help: str, group: str, flags: tuple[str, ...] = (),
@@ -235,9 +273,17 @@ class Settings:
         "auto", role="runtime", group="compute", parse=batch_size, metavar="auto|N",
         help="permutations per GPU batch: auto or N [auto]")
     dask_scheduler: str | None = option(
-        None, role="runtime", group="compute", metavar="ADDRESS",
+        None, role="runtime", group="compute", parse=dask_address, metavar="ADDRESS",
         help="run permutation chunks, studysets and MACM seeds on this Dask cluster "
              "(tcp://host:8786; needs the 'distributed' extra); results are identical")
+    dask_scheduler_file: str | None = option(
+        None, role="runtime", group="compute", metavar="PATH",
+        help="the same, with the scheduler's address read from the JSON file that 'dask "
+             "scheduler --scheduler-file PATH' or dask-jobqueue writes (waits up to "
+             "--dask-timeout for it to appear); not with --dask-scheduler")
+    dask_timeout: float = option(
+        20.0, role="runtime", group="compute", parse=positive_float, metavar="S",
+        help="seconds to wait for the Dask scheduler (and its file) before exit 69 [20]")
     work_dir: str | None = option(
         None, role="runtime", group="compute", flags=("-w", "--work-dir"), metavar="PATH",
         help="folder for checkpoints (resume a killed run) [OUTPUT_DIR/.csale_work]")

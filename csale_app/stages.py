@@ -31,7 +31,7 @@ from .stats.ale_analysis import ALEParams, run_ale
 from .stats.contributions import contributions, summarize
 from .stats.csale import CSALEParams, run_csale
 from .stats.mkdachi2 import mkdachi2
-from .stats.montecarlo import NullRun
+from .stats.montecarlo import NullRun, computed_by
 from .stats import subsamples
 from .tasks import run_all
 from .stats.labels import add_labels, peaks_table
@@ -74,7 +74,17 @@ class SignificantClusters:
 
 
 def null_run(ctx: RunContext, store, progress) -> NullRun:
-    return NullRun(ctx.backend, ctx.settings.chunk_size, store, progress, ctx.executor)
+    ledger = {} if ctx.executor is not None else None  # who computed each chunk
+    return NullRun(ctx.backend, ctx.settings.chunk_size, store, progress, ctx.executor, ledger)
+
+
+def computed_by_note(ctx: RunContext, run: NullRun) -> dict:
+    """``ComputedBy`` for the sidecars of a cluster run (nothing without a cluster, so a
+    local run's sidecars are unchanged)."""
+    if run.ledger is None:
+        return {}
+    return {"ComputedBy": computed_by(run.ledger, ctx.settings.n_iters, run.chunk_size,
+                                      getattr(ctx.executor, "address", ""))}
 
 
 def _tag(label: str, macm: str | None) -> str:
@@ -94,11 +104,13 @@ def ale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
     prog = Progress(s.n_iters, f"{tag} ALE null", s.quiet)
     params = ALEParams(s.n_iters, s.voxel_thresh, s.cluster_alpha, s.kernel_fwhm,
                        s.random_seed)
-    res = run_ale(exps, grid, ctx.affine, params, null_run(ctx, store, prog), report_mask)
+    run = null_run(ctx, store, prog)
+    res = run_ale(exps, grid, ctx.affine, params, run, report_mask)
     seconds = prog.close()
     extra = {"ClusterFormingThreshold": {"p": s.voxel_thresh, "ale": res.ss_thresh},
              "Connectivity": "faces (6-connected)", "NullIterations": s.n_iters,
-             "AnalysisMaskVoxels": grid.n_mask, **ctx.extent_note(macm is not None)}
+             "AnalysisMaskVoxels": grid.n_mask, **ctx.extent_note(macm is not None),
+             **computed_by_note(ctx, run)}
     if macm:
         extra["ReferenceDatabase"] = ctx.database.describe()
     side = common_sidecar(ctx, exps, source or job.path,
@@ -130,8 +142,8 @@ def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
     prog = Progress(s.n_iters, f"{tag} C-SALE null", s.quiet)
     params = CSALEParams(s.n_iters, s.voxel_thresh, s.cluster_alpha, s.min_cluster_size,
                          s.kernel_fwhm, s.random_seed, s.csale_null)
-    res = run_csale(exps, db.experiments, grid, ctx.affine, report_mask, params,
-                    null_run(ctx, store, prog))
+    run = null_run(ctx, store, prog)
+    res = run_csale(exps, db.experiments, grid, ctx.affine, report_mask, params, run)
     seconds = prog.close()
     side = common_sidecar(ctx, exps, source or job.path, "C-SALE: specific ALE against a "
                           "base-rate null (Magielse 2025; SCALE, Langner 2014)", {
@@ -145,7 +157,8 @@ def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
                               "ExtentThreshold": {"p": s.voxel_thresh,
                                                   "min_voxels": s.min_cluster_size},
                               "AnalysisMaskVoxels": grid.n_mask,
-                              **ctx.extent_note(macm is not None)})
+                              **ctx.extent_note(macm is not None),
+                              **computed_by_note(ctx, run)})
     tables = cluster_tables("csale", res.clusters, res.significant_labels, res.stat, grid,
                             ctx.affine, exps, res.observed.ma, side)
     null = pd.DataFrame({"max_ale": res.null_max, "max_cluster_size": res.null_cluster_size})

@@ -59,6 +59,8 @@ def usage_problems(s: Settings) -> str | None:
     """The first cross-option problem of ``s`` as one line, or None."""
     if s.roi is not None and s.roi_coords:
         return "--roi and --roi-coords are mutually exclusive"
+    if s.dask_scheduler and s.dask_scheduler_file:
+        return "--dask-scheduler and --dask-scheduler-file are mutually exclusive"
     if s.default_sample_size is not None and s.kernel_fwhm is not None:
         return ("--default-sample-size and --kernel-fwhm are mutually exclusive (a fixed "
                 "kernel uses no sample size)")

@@ -59,3 +59,45 @@ def demo_input(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("demo") / "in"
     write_demo_input(d)
     return d
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Runs with chunks of tests.dask_procs.CHUNK permutations (several chunks, several
+    levels of the C-SALE tree reduction, on tiny nulls)."""
+    from dataclasses import replace
+
+    from csale_app import pipeline
+    from tests.dask_procs import CHUNK
+
+    init = pipeline.Pipeline.__init__
+
+    def patched(self, settings, *args, **kwargs):
+        init(self, replace(settings, chunk_size=CHUNK), *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.Pipeline, "__init__", patched)
+
+
+@pytest.fixture(scope="session")
+def reference(demo_input, tmp_path_factory):
+    """The single-process run (--nprocs 1, tests.dask_procs.FAST, small chunks) that every
+    cluster run must equal: digest of its maps and tables (tests.dask_procs.results_digest)."""
+    from dataclasses import replace
+
+    from csale_app import pipeline
+    from csale_app.cli.run import main
+    from tests.dask_procs import CHUNK, FAST, results_digest
+
+    out = tmp_path_factory.mktemp("ref") / "out"
+    init = pipeline.Pipeline.__init__
+    pipeline.Pipeline.__init__ = lambda self, s, *a, **k: init(self, replace(s, chunk_size=CHUNK),
+                                                               *a, **k)
+    try:
+        assert main([str(demo_input), str(out), "group", *FAST]) == 0
+    finally:
+        pipeline.Pipeline.__init__ = init
+    digest = results_digest(out)
+    assert any("meta-csale" in k for k in digest) and any("macm-" in k for k in digest)
+    assert any("meta-ale" in k for k in digest)
+    assert any("desc-subsamplesextent" in k for k in digest)
+    return digest

@@ -67,7 +67,8 @@ def test_descriptor_metadata(descriptor):
     codes = {e["code"] for e in descriptor["error-codes"]}
     assert codes == {errors.EXIT_OK, errors.EXIT_FAILURE, errors.EXIT_EMPTY_SELECTION,
                      errors.EXIT_USAGE, errors.EXIT_DATA, errors.EXIT_NO_INPUT,
-                     errors.EXIT_CANT_CREATE} == {0, 1, 18, 64, 65, 66, 73}
+                     errors.EXIT_UNAVAILABLE, errors.EXIT_CANT_CREATE} == {0, 1, 18, 64, 65,
+                                                                          66, 69, 73}
     for out in descriptor["output-files"]:
         assert out["path-template"].startswith("[OUTPUT_DIR]/")
     # The container user: documented (bosh exec launch -u).
@@ -83,7 +84,7 @@ def test_every_value_key_once_in_the_command_line(descriptor):
 
 # -- paths: every path-like input is a File (bosh mounts File inputs only) ------------------
 
-PATH_INPUTS = ("input_dir", "output_dir", "roi", "database", "work_dir")
+PATH_INPUTS = ("input_dir", "output_dir", "roi", "database", "work_dir", "dask_scheduler_file")
 
 
 def test_path_inputs_are_files(inputs):
@@ -137,7 +138,8 @@ SIMULATIONS = [
     pytest.param(
         {"input_dir": "/data/in", "output_dir": "/data/out", "analysis_level": "group"},
         "csale-app /data/in /data/out group --analyses ale csale macm "
-        + DEFAULTS.format(n=10000) + MKDA_DEFAULTS + " --device auto --batch-size auto",
+        + DEFAULTS.format(n=10000) + MKDA_DEFAULTS
+        + " --device auto --batch-size auto --dask-timeout 20",
         id="defaults"),
     pytest.param(
         {"input_dir": "/data/in", "output_dir": "/data/out", "analysis_level": "group",
@@ -146,7 +148,8 @@ SIMULATIONS = [
         "csale-app /data/in /data/out group --analyses csale --database /data/brainmap "
         + DEFAULTS.format(n=2000).replace("--roi-radius", "--roi /data/roi.nii.gz --roi-radius")
         + MKDA_DEFAULTS
-        + " --device auto --nprocs 4 --batch-size auto --work-dir /scratch/w --quiet",
+        + " --device auto --nprocs 4 --batch-size auto --dask-timeout 20 --work-dir /scratch/w"
+          " --quiet",
         id="roi-file-database-workdir"),
     pytest.param(
         {"input_dir": "in", "output_dir": "out", "analysis_level": "group",
@@ -157,7 +160,8 @@ SIMULATIONS = [
         "csale-app in out group --studyset-label nback flanker --analyses ale csale macm "
         + DEFAULTS.format(n=10000).replace("--merge-contrasts", "--no-merge-contrasts")
                                   .replace("--roi-radius", "--roi cerebellum --roi-radius")
-        + " --macm-seed each-cluster" + MKDA_DEFAULTS + " --device cuda --gpu-id 1 --batch-size 64 --overwrite -vv",
+        + " --macm-seed each-cluster" + MKDA_DEFAULTS
+        + " --device cuda --gpu-id 1 --batch-size 64 --dask-timeout 20 --overwrite -vv",
         id="builtin-roi-gpu"),
 ]
 

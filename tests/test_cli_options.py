@@ -34,6 +34,10 @@ VALUES = {
     "--csale-null": st.sampled_from(["probabilistic", "deterministic", "other"]),
     "--macm-seed": st.sampled_from(["roi", "clusters", "each-cluster", "none"]),
     "--device": st.sampled_from(["auto", "cpu", "cuda", "tpu"]),
+    "--dask-scheduler": st.sampled_from(["tcp://10.0.0.5:8786", "node7:8786", "[::1]:1",
+                                         "::not an address::", "tcp://h", "http://h:1"]),
+    "--dask-scheduler-file": st.sampled_from(["/scratch/scheduler.json"]),
+    "--dask-timeout": st.sampled_from(["20", "0.5", "0", "-1", "x"]),
     "--n-iter": st.sampled_from(["500"]),  # an abbreviation: must be refused
     "--bogus": st.sampled_from(["1"]),
 }

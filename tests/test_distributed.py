@@ -9,15 +9,13 @@ test_group_run_after_the_array_reuses_both_studysets).
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,33 +28,7 @@ from csale_app.io.readers import read_studyset
 
 distributed = pytest.importorskip("distributed")
 
-#: C-SALE's cluster FWE needs n_iters >= 1 / voxel_thresh; a small ROI keeps it quick.
-FAST = ["--n-iters", "40", "--voxel-thresh", "0.05", "--nprocs", "1", "--quiet",
-        "--roi-coords=-30,-62,-28", "--roi-radius", "10", "--macm-seed", "roi",
-        "--min-experiments", "5", "--studyset-label", "flanker",
-        "--subsamples", "2", "--subsample-size", "0.5"]  # subsamples: units side by side
-CHUNK = 8  # 5 chunks of 8 permutations: the tree reduction has several levels
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    """Every map and table of the run (provenance, logs and report record run times)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".csale_provenance.json"
-            and p.suffix in (".gz", ".tsv", ".json") and "logs" not in p.parts
-            and p.name != "dataset_description.json"}
-
-
-@pytest.fixture
-def small_chunks(monkeypatch):
-    from csale_app import pipeline
-
-    init = pipeline.Pipeline.__init__
-
-    def patched(self, settings, *args, **kwargs):
-        init(self, replace(settings, chunk_size=CHUNK), *args, **kwargs)
-
-    monkeypatch.setattr(pipeline.Pipeline, "__init__", patched)
+from tests.dask_procs import CHUNK, FAST, results_digest as tree_digest, slow_chunks
 
 
 @pytest.fixture(scope="module")
@@ -69,27 +41,6 @@ def cluster():
         disconnect(c.scheduler_address)
 
 
-@pytest.fixture(scope="module")
-def reference(demo_input, tmp_path_factory):
-    """The single-process run (--nprocs 1) that every cluster run must equal."""
-    from dataclasses import replace as _replace
-
-    from csale_app import pipeline
-
-    out = tmp_path_factory.mktemp("ref") / "out"
-    init = pipeline.Pipeline.__init__
-    pipeline.Pipeline.__init__ = lambda self, s, *a, **k: init(self, _replace(s, chunk_size=CHUNK), *a, **k)
-    try:
-        assert main([str(demo_input), str(out), "group", *FAST]) == 0
-    finally:
-        pipeline.Pipeline.__init__ = init
-    digest = tree_digest(out)
-    assert any("meta-csale" in k for k in digest) and any("macm-" in k for k in digest)
-    assert any("meta-ale" in k for k in digest)
-    assert any("desc-subsamplesextent" in k for k in digest)
-    return digest
-
-
 # ---- byte-identical on a cluster -----------------------------------------------------------
 def test_ale_csale_macm_on_two_workers_equal_one_process(demo_input, cluster, reference,
                                                          small_chunks, tmp_path):
@@ -98,26 +49,19 @@ def test_ale_csale_macm_on_two_workers_equal_one_process(demo_input, cluster, re
                  "--dask-scheduler", cluster.scheduler_address]) == 0
     got = tree_digest(out)
     assert got == reference, sorted(k for k in reference if reference[k] != got.get(k))
+    # the sidecars say which worker computed which chunk (5 chunks of 8 permutations)
+    sidecars = list(out.rglob("*_stat-z_statmap.json"))
+    assert len(sidecars) == 4  # ALE, C-SALE and the MACM's ALE and C-SALE
+    for side in sidecars:
+        who = json.loads(side.read_text())["ComputedBy"]
+        assert who["DaskScheduler"] == cluster.scheduler_address
+        assert who["PermutationsPerChunk"] == CHUNK and who["ChunksFromCheckpoints"] == []
+        chunks = sorted(c for w in who["Workers"] for c in w["Chunks"])
+        assert chunks == list(range(5)), side
+        assert {w["Worker"] for w in who["Workers"]} <= set(cluster.scheduler_info["workers"])
+        assert all(w["Device"].startswith("CPU") for w in who["Workers"])
     null = pd.read_csv(next(out.rglob("*meta-csale_desc-null_values.tsv")), sep="\t")
     assert len(null) == 40 and null["max_cluster_size"].max() > 0  # cluster FWE exercised
-
-
-def _slow_chunks(seconds: float) -> None:
-    """On a worker: make each chunk take ``seconds`` longer (0: undo). Tasks name the
-    function by module attribute, so the patched one runs."""
-    from csale_app import distributed as dist
-
-    original = getattr(dist, "_unpatched_chunk", dist.run_backend_chunk)
-    dist._unpatched_chunk = original
-    if seconds <= 0:
-        dist.run_backend_chunk = original
-        return
-
-    def slow(*args, **kwargs):
-        time.sleep(seconds)
-        return original(*args, **kwargs)
-
-    dist.run_backend_chunk = slow
 
 
 def test_killed_worker_costs_only_its_chunks(demo_input, cluster, reference, small_chunks,
@@ -125,7 +69,7 @@ def test_killed_worker_costs_only_its_chunks(demo_input, cluster, reference, sma
     """SIGKILL one worker process while chunks run: Dask recomputes its tasks (its nanny
     starts a new worker) and the maps are the same."""
     client = distributed.Client(cluster.scheduler_address, set_as_default=False)
-    client.run(_slow_chunks, 0.3)  # so that the kill lands inside a chunk
+    client.run(slow_chunks, 0.3)  # so that the kill lands inside a chunk
     killed = []
 
     def watch():
@@ -149,7 +93,7 @@ def test_killed_worker_costs_only_its_chunks(demo_input, cluster, reference, sma
     finally:
         t.join(timeout=5)
         client.wait_for_workers(2, timeout=60)
-        client.run(_slow_chunks, 0)
+        client.run(slow_chunks, 0)
         client.close()
     assert killed, "no worker was killed during the run"
     got = tree_digest(out)
@@ -197,14 +141,17 @@ def test_reduce_on_cluster_equals_sequential_and_resumes(cluster):
     assert all(np.array_equal(x[k], y[k]) for k in x)
 
 
-def test_unreachable_scheduler_is_one_line(demo_input, tmp_path, monkeypatch, capsys):
-    from csale_app import distributed as dist
-
-    monkeypatch.setattr(dist, "CONNECT_TIMEOUT_S", 1)
+def test_unreachable_scheduler_is_one_line_exit_69(demo_input, tmp_path, capsys):
+    t0 = time.monotonic()
     code = main([str(demo_input), str(tmp_path / "out"), "group", *FAST,
-                 "--dask-scheduler", "tcp://127.0.0.1:9"])
+                 "--dask-scheduler", "127.0.0.1:9", "--dask-timeout", "1.5"])
+    elapsed = time.monotonic() - t0
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert code == 66 and "cannot reach the Dask scheduler" in err[-1]
+    assert code == 69, err
+    assert not any("Traceback" in line or "Error" in line for line in err), err
+    assert [line for line in err if "WARNING" not in line] == [err[-1]], err  # one line
+    assert "tcp://127.0.0.1:9" in err[-1] and "within 1.5 s (--dask-timeout)" in err[-1]
+    assert elapsed < 20  # the timeout, plus the inputs and a short close; no 40 s wait
 
 
 def test_package_does_not_import_dask():

@@ -40,6 +40,7 @@ INPUT_DIR/roi.nii.gz optional):
 exit codes:
   0 success; 1 failure (also --device cuda without a usable GPU); 18 empty selection;
   64 usage error; 65 malformed input (file:line named); 66 missing or unreadable input;
+  69 the Dask scheduler cannot be reached or was lost (--dask-scheduler[-file]);
   73 output cannot be created, is in use, or holds results of other settings
 """
 

@@ -55,7 +55,8 @@ def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, params: ALEParams
     plan = build_null_plan(grid, table, kernel_ids, exps.foci_counts(), uniform_sampler(grid), seed)
     null = run_chunked(n_iters, run.chunk_size,
                        BackendChunk(fwe_call, run.backend, plan, (ss_thresh,)),
-                       store=run.store, progress=run.progress, executor=run.executor)
+                       store=run.store, progress=run.progress, executor=run.executor,
+                       ledger=run.ledger)
     fwe = montecarlo_fwe_maps(obs.stat, grid, ss_thresh, null["max"], null["size"], null["mass"])
     sig = fwe.cluster_p_size < cluster_alpha
     clusters, significant = reported_clusters(

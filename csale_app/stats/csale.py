@@ -134,7 +134,8 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
 
     pass1 = run_chunked_reduce(
         n_iters, run.chunk_size, BackendChunk(csale_pass1_call, backend, plan, (obs_log, K)),
-        pass1_reducer(K), store=run.store, progress=run.progress, executor=run.executor)
+        pass1_reducer(K), store=run.store, progress=run.progress, executor=run.executor,
+        ledger=run.ledger)
     null_sizes = cluster_null_sizes(pass1["top"], pass1["top_id"], voxel_thresh * (n_iters - 1),
                                     n_iters, grid.forward_neighbours,
                                     backend.n_threads).astype(np.float64)

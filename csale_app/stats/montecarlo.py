@@ -45,6 +45,7 @@ class NullRun:
     store: ChunkStore | None = None
     progress: Callable[[int], None] | None = None
     executor: object | None = None
+    ledger: dict | None = None  # chunk index -> who computed it (with an executor)
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,12 @@ def run_chunked(n_iters: int, chunk_size: int,
                 compute: Callable[[int, int], dict[str, np.ndarray]],
                 store: ChunkStore | None = None,
                 progress: Callable[[int], None] | None = None,
-                executor=None) -> dict[str, np.ndarray]:
+                executor=None, ledger: dict | None = None) -> dict[str, np.ndarray]:
     """Run ``compute(start, count)`` over all chunks and concatenate the results.
 
     With ``executor``, the chunks not in ``store`` run on the cluster (each stored as it
-    finishes); the concatenation is in chunk order, so the result is the same."""
+    finishes; ``ledger[index]`` records the worker and device); the concatenation is in
+    chunk order, so the result is the same."""
     bounds = chunk_bounds(n_iters, chunk_size)
     parts: list[dict[str, np.ndarray] | None] = [None] * len(bounds)
     if executor is not None:
@@ -87,7 +89,7 @@ def run_chunked(n_iters: int, chunk_size: int,
                 todo.append((index, start, count))
             elif progress is not None:
                 progress(count)
-        for index, arrays in executor.map_chunks(compute, todo):
+        for index, arrays in executor.map_chunks(compute, todo, ledger=ledger):
             parts[index] = arrays
             if store is not None:
                 store.put(index, arrays)
@@ -111,7 +113,7 @@ def run_chunked_reduce(n_iters: int, chunk_size: int,
                        reduce: Callable[[dict | None, dict], dict],
                        store: ChunkStore | None = None,
                        progress: Callable[[int], None] | None = None,
-                       executor=None) -> dict[str, np.ndarray]:
+                       executor=None, ledger: dict | None = None) -> dict[str, np.ndarray]:
     """Like :func:`run_chunked`, but folds each chunk into a running state (``reduce``).
 
     The store keeps the state after each finished chunk (the previous one is superseded),
@@ -147,7 +149,8 @@ def run_chunked_reduce(n_iters: int, chunk_size: int,
                 progress(bounds[index][1])
 
         return executor.reduce_chunks(compute, reduce, todo, state, first,
-                                      on_chunk=done, on_prefix=checkpoint) or {}
+                                      on_chunk=done, on_prefix=checkpoint,
+                                      ledger=ledger) or {}
     for index, (start, count) in enumerate(bounds):
         if index < first:
             continue
@@ -157,3 +160,24 @@ def run_chunked_reduce(n_iters: int, chunk_size: int,
         if progress is not None:
             progress(count)
     return state or {}
+
+
+def computed_by(ledger: dict, n_iters: int, chunk_size: int, cluster: str) -> dict:
+    """The sidecars' ``ComputedBy``: which worker (and device, CUDA_VISIBLE_DEVICES) computed
+    which permutation chunks of a cluster run; chunks not in ``ledger`` came from the work
+    folder's checkpoints (an earlier, interrupted run)."""
+    workers: dict[tuple, list[int]] = {}
+    for index in sorted(ledger):
+        w = ledger[index]
+        key = (w.get("worker"), w.get("name"), w.get("host"), w.get("device"),
+               w.get("cuda_visible_devices"))
+        workers.setdefault(key, []).append(int(index))
+    n_chunks = len(chunk_bounds(n_iters, chunk_size))
+    return {
+        "DaskScheduler": cluster,
+        "PermutationsPerChunk": chunk_size,
+        "Workers": [{"Worker": k[0], "Name": k[1], "Host": k[2], "Device": k[3],
+                     "CUDA_VISIBLE_DEVICES": k[4], "Chunks": chunks}
+                    for k, chunks in sorted(workers.items(), key=lambda kv: kv[1][0])],
+        "ChunksFromCheckpoints": [i for i in range(n_chunks) if i not in ledger],
+    }
