@@ -60,7 +60,7 @@ def database(n_experiments: int):
 
 def coactivation(img, brain, db, rule: str) -> dict:
     """Selection + uniformity + association + FDR, timed per step."""
-    from csale_app.io.experiments import select_by_points, select_by_seed
+    from csale_app.stats.selection import select_by_points, select_by_seed
     from csale_app.kernels.spheres import active_counts, sphere_offsets
     from csale_app.stats.mkdachi2 import mkdachi2
 

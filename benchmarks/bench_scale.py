@@ -58,7 +58,7 @@ def child_load(db_path: Path) -> None:
 
 
 def macm_plans(img, brain, db, k_iters: int):
-    from csale_app.io.experiments import select_by_seed
+    from csale_app.stats.selection import select_by_seed
     from csale_app.kernels.engine import build_null_plan
     from csale_app.kernels.plan import build_grid, uniform_sampler, weighted_sampler
     from csale_app.stats.ale import kernels_for, observed_ale

@@ -19,8 +19,7 @@ import pandas as pd
 
 from .context import Progress, RunContext, StudysetJob, common_sidecar
 from .errors import EmptySelectionError
-from .io.experiments import (Experiments, rest_of_database, restrict_to_mask,
-                             select_by_points, select_by_seed)
+from .io.experiments import Experiments, rest_of_database, restrict_to_mask
 from .io.terms import TermStudyset
 from .io.workdir import ChunkDir
 from .kernels.plan import Grid
@@ -31,6 +30,7 @@ from .stats.ale_analysis import ALEParams, run_ale
 from .stats.contributions import contributions, summarize
 from .stats.csale import CSALEParams, run_csale
 from .stats.mkdachi2 import mkdachi2
+from .stats.selection import select_by_points, select_by_seed
 from .stats.montecarlo import NullRun, computed_by
 from .stats import subsamples
 from .tasks import run_all

@@ -25,6 +25,8 @@ from csale_app.stats.subsamples import (correlation_table, share_maps, subsample
                                         subsample_units)
 from csale_app.tasks import ClientLock, run_all
 
+from . import report_pages
+
 STUDY_FACES = ndimage.generate_binary_structure(3, 1)
 
 
@@ -189,7 +191,7 @@ def test_subsample_share_maps_and_correlations_on_nback(nback_vs_flanker):
         assert round(float(share.sum(dtype=np.float64)) * N_SUB) == table[column].sum()
     map_side = json.loads(next(folder.glob("*_desc-subsamplesextent_statmap.json")).read_text())
     assert "cluster-extent" in map_side["Statistic"] and map_side["Subsamples"] == N_SUB
-    report = (folder.parent / "report.html").read_text()
+    report = report_pages.text(folder.parent)
     for text in ("share of subsamples surviving the cluster-extent rule",
                  "share of subsamples surviving the cluster-level FWE rule",
                  "correlation of each subsample", "cluster-extent map (the study"):

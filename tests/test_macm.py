@@ -24,7 +24,8 @@ import pandas as pd
 import pytest
 
 from csale_app.cli.run import main
-from csale_app.io.experiments import build_experiments, select_by_seed
+from csale_app.io.experiments import build_experiments
+from csale_app.stats.selection import select_by_seed
 from csale_app.io.readers import read_studyset
 from csale_app.io.roi import sphere_roi
 from csale_app.kernels.spheres import sphere_offsets

@@ -22,6 +22,8 @@ from csale_app.io.neurosynth import find_fileset, read_fileset
 from csale_app.io.readers import database_sources, find_studysets, read_studyset
 from csale_app.io.terms import load_features, term_label
 
+from . import report_pages
+
 NIMARE_DATA = Path(__import__("nimare").__file__).parent / "tests" / "data"
 PREFIX = "data-neurosynth_version-7_"
 FEATURES = PREFIX + "vocab-terms_source-abstract_type-tfidf_features.npz"
@@ -326,7 +328,7 @@ def test_cli_term_studysets_end_to_end(sample, tmp_path):
     assert stat_side["ReferenceDatabase"]["n_experiments"] == 20
     assert stat_side["ReferenceDatabase"]["n_experiments_default_sample_size"] == 20
     assert not (out / "studyset-termable").exists()
-    report = (out / "report.html").read_text()
+    report = report_pages.text(out)
     assert "studyset &#39;termable&#39; skipped" in report or "studyset 'termable' skipped" \
         in report
     assert "were assigned N = 20" in report and "&#39;activations&#39;" in report

@@ -280,35 +280,6 @@ def foci_per_experiment(exps: Experiments, per_focus: np.ndarray) -> np.ndarray:
     return np.where(exps.foci_counts() > 0, sums, 0)
 
 
-def select_by_seed(db: Experiments, seed: np.ndarray, coverage: float | None = None,
-                   offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """MACM selection by an image seed (template-grid mask): experiments with >= 1 focus
-    in ``seed``, or, with ``coverage``, whose union of spheres (``offsets``, see
-    :func:`csale_app.kernels.spheres.sphere_offsets`) covers more than that share of the
-    seed (Neurosynth's rule; 0 = any overlap). Returns (selected bool per experiment,
-    foci-in-seed counts)."""
-    in_seed = seed[tuple(db.ijk.T)] if db.n_foci else np.zeros(0, bool)
-    counts = foci_per_experiment(db, in_seed)
-    if coverage is None:
-        return counts > 0, counts
-    from ..kernels.spheres import covered_voxels
-
-    covered = covered_voxels(db.ijk, db.focus_start, seed, offsets)
-    return covered / max(int(np.count_nonzero(seed)), 1) > coverage, counts
-
-
-def select_by_points(db: Experiments, points, radius_mm: float
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """MACM selection by a coordinate seed: experiments with a focus (MNI) within
-    ``radius_mm`` of a seed point (Neurosynth's ``get_studies(peaks=..., r=...)``, NiMARE's
-    ``get_studies_by_coordinate``). Returns (selected, foci-within-radius counts)."""
-    near = np.zeros(db.n_foci, dtype=bool)
-    for point in np.asarray(points, dtype=np.float64).reshape(-1, 3):
-        near |= ((db.xyz_mni - point) ** 2).sum(axis=1) <= radius_mm ** 2
-    counts = foci_per_experiment(db, near)
-    return counts > 0, counts
-
-
 def rest_of_database(db: Experiments, studyset: Experiments) -> tuple[np.ndarray, int]:
     """Database experiments that are not in ``studyset`` (bool per database experiment) and
     how many were removed: an experiment is in the studyset when it shares the study id and

@@ -143,6 +143,9 @@ BIDSIGNORE = (
      ("/studyset-*",)),
     ("the HTML report (the entry page and any pages it links): BIDS has no rule for "
      "reports", ("*.html",)),
+    ("the report's per-studyset pages (report/studyset-<S>.html): the validator reports the "
+     "folder itself as not included, whatever ignores its files (no trailing slash, as "
+     "above)", ("/report",)),
     ("the report's bibliography: BIDS has no rule for it", ("/" + BIBLIOGRAPHY,)),
 )
 
