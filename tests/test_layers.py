@@ -18,7 +18,7 @@ def test_import_contracts_hold():
     lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     if lint is None:
         pytest.fail("import-linter is not installed (it is in the test extra)")
-    proc = subprocess.run([lint, "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=ROOT,
+    proc = subprocess.run([lint, str(ROOT / "pyproject.toml"), "--no-cache"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "BROKEN" not in proc.stdout and "0 broken" in proc.stdout
@@ -48,7 +48,7 @@ def test_a_broken_contract_is_seen(tmp_path):
         '[[tool.importlinter.contracts]]\nname = "kernels below report"\ntype = "forbidden"\n'
         'source_modules = ["layered.kernels"]\nforbidden_modules = ["layered.report"]\n')
     lint = Path(sys.executable).parent / "lint-imports"
-    proc = subprocess.run([str(lint), "--config", "setup.toml", "--no-cache"], cwd=tmp_path,
+    proc = subprocess.run([str(lint), "setup.toml", "--no-cache"], cwd=tmp_path,
                           capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path),
                                                                "PATH": "/usr/bin:/bin"})
     assert proc.returncode != 0 and "BROKEN" in proc.stdout, proc.stdout + proc.stderr
