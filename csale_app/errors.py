@@ -94,7 +94,7 @@ class UsageError(CsaleError, ValueError):
     exit_code = EXIT_USAGE
 
 
-class ServiceUnavailableError(CsaleError):
+class ServiceUnavailableError(CsaleError, ConnectionError):
     """The Dask scheduler cannot be reached, or was lost mid-run, or its workers keep dying
     on a chunk (exit 69, EX_UNAVAILABLE). Finished permutation chunks stay checkpointed."""
 

@@ -212,5 +212,7 @@ def test_errors_are_python_builtins_for_api_users(pain_dir, tmp_path):
     assert issubclass(errors.OutputError, OSError) and errors.OutputError.exit_code == 73
     assert issubclass(errors.EmptySelectionError, ValueError)
     assert issubclass(errors.DeviceError, RuntimeError)
+    assert issubclass(errors.ServiceUnavailableError, ConnectionError)
+    assert errors.ServiceUnavailableError.exit_code == 69
     # an OSError subclass still prints its message, not an (errno, strerror) pair
     assert str(errors.OutputError("out: cannot write")) == "out: cannot write"
