@@ -188,7 +188,7 @@ def main(argv=None) -> int:
              lambda n, c: run_csale(backend, cs_plan, obs_log, n, c))):
         for chunk in chunk_sizes:
             chunk = min(chunk, args.iters)
-            _, dt = timed(lambda: fn(args.iters, chunk))
+            _, dt = timed(lambda fn=fn, chunk=chunk: fn(args.iters, chunk))
             print(f"| {name} | {plan.grid.n_mask} | {exps.n_experiments} | {exps.n_foci} | "
                   f"{backend.device_name} | {chunk} | {backend.last_batch_size} | "
                   f"{args.iters} | {dt:.2f} | {args.iters / dt:.1f} |", flush=True)

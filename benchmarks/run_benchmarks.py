@@ -113,7 +113,7 @@ def nimare_dataset(exps, mask_img=None):
     from nimare.dataset import Dataset
 
     data = {}
-    for e, eid in enumerate(exps.ids):
+    for e in range(exps.n_experiments):
         xyz = exps.xyz_mni[exps.focus_start[e]:exps.focus_start[e + 1]]
         data[f"s{e}"] = {"contrasts": {"1": {
             "coords": {"space": "MNI", "x": xyz[:, 0].tolist(), "y": xyz[:, 1].tolist(),

@@ -85,7 +85,8 @@ class Pipeline:
     # ---- inputs -------------------------------------------------------------------------
     def check_paths(self) -> None:
         if not self.input_dir.is_dir():
-            raise InputNotFoundError(f"{self.input_dir}: input folder does not exist or is not a folder")
+            raise InputNotFoundError(
+                f"{self.input_dir}: input folder does not exist or is not a folder")
         inp = self.input_dir.resolve()
         out = self.output_dir.resolve()
         if out == inp or inp in out.parents:

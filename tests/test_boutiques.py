@@ -181,7 +181,7 @@ def test_roi_file_and_builtin_are_exclusive(tmp_path):
     inv = tmp_path / "inv.json"
     inv.write_text(json.dumps({"input_dir": "i", "output_dir": "o", "analysis_level": "group",
                                "roi": "r.nii.gz", "roi_builtin": "cerebellum"}))
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - bosh raises its own exception classes
         bosh()(["exec", "simulate", "-i", str(inv), str(DESCRIPTOR)])
 
 

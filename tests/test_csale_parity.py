@@ -43,7 +43,7 @@ def test_deterministic_csale_matches_nimare_scale(roi_setup, pain_experiments):
                                  seed=11, null_kind="deterministic"), NullRun(CPUBackend(2)))
     # the same experiments, foci and pool for NiMARE
     data = {}
-    for e, eid in enumerate(exps.ids):
+    for e in range(exps.n_experiments):
         xyz = exps.xyz_mni[exps.focus_start[e]:exps.focus_start[e + 1]]
         data[f"s{e}"] = {"contrasts": {"1": {
             "coords": {"space": "MNI", "x": xyz[:, 0].tolist(), "y": xyz[:, 1].tolist(),

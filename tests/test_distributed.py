@@ -28,7 +28,7 @@ from csale_app.io.readers import read_studyset
 
 distributed = pytest.importorskip("distributed")
 
-from tests.dask_procs import CHUNK, FAST, results_digest as tree_digest, slow_chunks
+from tests.dask_procs import CHUNK, FAST, results_digest as tree_digest, slow_chunks  # noqa: E402
 
 
 @pytest.fixture(scope="module")

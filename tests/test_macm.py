@@ -313,7 +313,7 @@ def synthetic_foci(rng, centre, n_exp=30):
     for e in range(n_exp):
         n = int(rng.integers(1, 7))
         xyz = np.asarray(centre) + rng.normal(0, 9, (n, 3))
-        for f, (x, y, z) in enumerate(xyz):
+        for x, y, z in xyz:
             rows.append({"study_id": f"s{e:02d}", "contrast_id": "1", "x": x, "y": y, "z": z,
                          "space": "MNI", "sample_size": float(rng.integers(8, 40)),
                          "source_file": "synthetic", "source_line": len(rows) + 1})

@@ -24,7 +24,8 @@ examples:
   MACM seeded by the significant C-SALE clusters:
     csale-app /data/in /data/out group --analyses csale macm --roi cerebellum --macm-seed clusters
   C-SALE of the Neurosynth studies of a term in the cerebellum against all of Neurosynth:
-    csale-app /data/empty /data/out group --database /data/neurosynth --term "working memory" --default-sample-size 20 --analyses csale --roi cerebellum
+    csale-app /data/empty /data/out group --database /data/neurosynth \\
+        --term "working memory" --default-sample-size 20 --analyses csale --roi cerebellum
   one studyset per job-array task, then one run that reuses them and writes the report:
     csale-app /data/in /data/out group --studyset-label "$LABEL"   # in each task
     csale-app /data/in /data/out group                            # after the array

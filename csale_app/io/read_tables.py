@@ -182,7 +182,7 @@ def read_table(path: Path) -> pd.DataFrame:
                 path, line, f"row has {len(row)} fields but the header has {n_fields}"
             )
 
-        def cell(name: str) -> str:
+        def cell(name: str, row=row) -> str:
             idx = columns.get(name)
             return row[idx].strip() if idx is not None and idx < len(row) else ""
 

@@ -97,12 +97,14 @@ def nifti_roi(path: Path, template: nib.Nifti1Image, brain: np.ndarray) -> ROI:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except PermissionError as exc:  # unreadable input: 66, not malformed data (65)
-        raise InputPermissionError(f"{display_path(path)}: cannot read the ROI ({exc.strerror})") from None
+        raise InputPermissionError(
+            f"{display_path(path)}: cannot read the ROI ({exc.strerror})") from None
     except MemoryError:
         raise InputError(path, None, "the ROI image is too large to load") from None
     except Exception as exc:  # nibabel raises many kinds for a broken file
         msg = " ".join(str(exc).split())[:200]
-        raise InputError(path, None, f"cannot read the ROI as NIfTI ({type(exc).__name__}: {msg})") from None
+        raise InputError(path, None, f"cannot read the ROI as NIfTI "
+                         f"({type(exc).__name__}: {msg})") from None
     if data.dtype.fields is not None or not (
             np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
             or data.dtype == np.bool_):

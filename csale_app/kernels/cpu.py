@@ -5,7 +5,8 @@ each experiment's log(1 - MA) into a float32 accumulator over mask voxels, then 
 scan of the mask gives the max ALE and the supra-threshold list, and union-find over that
 list gives cluster sizes and masses (faces connectivity). A focus whose kernel box
 overlaps no other focus of its experiment adds straight into the accumulator; overlapping
-foci form the per-experiment minimum of log(1 - k) (= max MA) in a scratch array first. Permutations run in parallel chunks, one buffer set per chunk, and each
+foci form the per-experiment minimum of log(1 - k) (= max MA) in a scratch array first.
+Permutations run in parallel chunks, one buffer set per chunk, and each
 permutation depends only on (seed, index), so results do not depend on the thread count.
 """
 

@@ -14,7 +14,8 @@ from .gaussian import KERNEL_BOX, KERNEL_HALF
 from .plan import NullPlan
 
 #: Threads per block -> (i, j, k) voxel tile shape (one thread per voxel of a tile).
-TILE_SHAPES = {8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8), 256: (4, 8, 8)}
+TILE_SHAPES = {8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8),
+               256: (4, 8, 8)}
 _NOT_IN_SUPPORT = np.float32(1.0)  # sentinel in the dense log-kernel boxes (logs are <= 0)
 
 
@@ -136,7 +137,8 @@ def parse_batch_size(batch_size) -> int | None:
     try:
         n = int(batch_size)
     except (TypeError, ValueError):
-        raise ValueError(f"--batch-size must be 'auto' or a positive integer, not {batch_size!r}")
+        raise ValueError(f"--batch-size must be 'auto' or a positive integer, "
+                         f"not {batch_size!r}") from None
     if n < 1:
         raise ValueError(f"--batch-size must be 'auto' or a positive integer, not {batch_size!r}")
     return n

@@ -84,7 +84,8 @@ def select_backend(device: str = "auto", gpu_id: int | None = None, n_threads: i
     """The backend for ``--device``: a ``CUDABackend`` or a ``CPUBackend``.
 
     ``cuda`` without a usable GPU raises :class:`DeviceError`; ``auto`` then falls back to the
-    CPU (and sets ``fallback_reason`` on the returned backend). The chosen backend's ``describe()`` says which one runs. An invalid ``batch_size``
+    CPU (and sets ``fallback_reason`` on the returned backend). The chosen backend's
+    ``describe()`` says which one runs. An invalid ``batch_size``
     raises ``ValueError``.
     """
     from .engine import CPUBackend

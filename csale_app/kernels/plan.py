@@ -101,7 +101,8 @@ class KernelTable:
     cube_log: np.ndarray  # float32: dense log1p(-k) cubes, C order (i, j, k)
 
 
-def build_kernel_table(fwhms: np.ndarray, grid: Grid, voxel_volume: float) -> tuple[KernelTable, np.ndarray]:
+def build_kernel_table(fwhms: np.ndarray, grid: Grid,
+                       voxel_volume: float) -> tuple[KernelTable, np.ndarray]:
     """Kernel table for the distinct FWHMs in ``fwhms``; returns it and each entry's kernel id."""
     distinct, kernel_ids = np.unique(np.asarray(fwhms, dtype=np.float64), return_inverse=True)
     ps = grid.padded_shape

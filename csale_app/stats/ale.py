@@ -44,7 +44,8 @@ def kernels_for(exps: Experiments, grid: Grid, kernel_fwhm: float | None,
     return build_kernel_table(experiment_fwhm(exps.sample_size, kernel_fwhm), grid, voxel_volume)
 
 
-def observed_ma(exps: Experiments, grid: Grid, table: KernelTable, kernel_ids: np.ndarray) -> MAMaps:
+def observed_ma(exps: Experiments, grid: Grid, table: KernelTable,
+                kernel_ids: np.ndarray) -> MAMaps:
     foci_flat = grid.padded_flat(exps.ijk)
     indptr, cols, vals = ma_csr(foci_flat, exps.focus_start, kernel_ids, table.start,
                                 table.flat_offsets, table.values, grid.gridmap, grid.n_mask)
@@ -174,7 +175,8 @@ class ObservedALE:
         return nullhist_to_threshold(self.null_weights, self.bins, p)
 
 
-def observed_ale(exps: Experiments, grid: Grid, table: KernelTable, kernel_ids: np.ndarray) -> ObservedALE:
+def observed_ale(exps: Experiments, grid: Grid, table: KernelTable,
+                 kernel_ids: np.ndarray) -> ObservedALE:
     """ALE, p, z and -log10 p over the mask, p from the approximate null."""
     ma = observed_ma(exps, grid, table, kernel_ids)
     stat = ale_statistic(ma)

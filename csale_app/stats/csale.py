@@ -143,7 +143,8 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
 
     supra_values = np.where(p < voxel_thresh, 1.0, 0.0)
     clusters = label_clusters(supra_values, grid, 0.5)
-    p_cluster = null_to_p(clusters.sizes.astype(np.float64), null_sizes) if len(clusters.sizes) else np.zeros(0)
+    p_cluster = (null_to_p(clusters.sizes.astype(np.float64), null_sizes)
+                 if len(clusters.sizes) else np.zeros(0))
     sig = p_cluster < cluster_alpha
     z = p_to_z(p).astype(np.float32)
     p_vfwe = null_to_p(obs.stat, pass1["max"])

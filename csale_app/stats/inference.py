@@ -68,7 +68,8 @@ def montecarlo_fwe_maps(stat: np.ndarray, grid: Grid, ss_thresh: float, null_max
     """Voxel- and cluster-level FWE maps as nimare CBMAEstimator.correct_fwe_montecarlo."""
     clusters = label_clusters(stat, grid, ss_thresh)
     p_vox = null_to_p(stat, null_max)
-    p_size_cl = null_to_p(clusters.sizes.astype(np.float64), null_size) if len(clusters.sizes) else np.zeros(0)
+    p_size_cl = (null_to_p(clusters.sizes.astype(np.float64), null_size)
+                 if len(clusters.sizes) else np.zeros(0))
     p_mass_cl = null_to_p(clusters.masses, null_mass) if len(clusters.masses) else np.zeros(0)
     p_size = cluster_p_map(clusters, clusters.sizes, null_size)
     p_mass = cluster_p_map(clusters, clusters.masses, null_mass)
