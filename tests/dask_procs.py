@@ -160,3 +160,19 @@ def slow_chunks(seconds: float) -> None:
         return original(*args, **kwargs)
 
     dist.run_backend_chunk = slow
+
+
+def kill_inside_a_chunk(client, killed: list, worker: str | None = None,
+                        tries: int = 600) -> None:
+    """SIGKILL a worker process as soon as it runs a C-SALE chunk (``worker``: that worker's
+    address only; else the first busy one), as the kernel's OOM killer does; its pid goes to
+    ``killed``. Polls the scheduler every 50 ms, ``tries`` times at most."""
+    for _ in range(tries):
+        for addr, keys in client.processing().items():
+            if (worker is None or addr == worker) and any("csale-chunk" in str(k)
+                                                          for k in keys):
+                pid = client.run(os.getpid, workers=[addr])[addr]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.05)

@@ -181,18 +181,8 @@ def test_killed_worker_and_worker_over_memory_limit_are_retried(
             by_name = {w["name"]: a for a, w in client.scheduler_info()["workers"].items()}
             client.run(slow_chunks, 0.3, workers=[by_name["oom"]])
             client.run(hog_memory_once, workers=[by_name["limited"]])
-            oom_pid = client.run(os.getpid, workers=[by_name["oom"]])[by_name["oom"]]
-
-            def kill_inside_a_chunk():
-                for _ in range(1200):
-                    keys = client.processing().get(by_name["oom"], ())
-                    if any("csale-chunk" in str(k) for k in keys):
-                        os.kill(oom_pid, signal.SIGKILL)
-                        killed.append(oom_pid)
-                        return
-                    time.sleep(0.05)
-
-            watcher = threading.Thread(target=kill_inside_a_chunk, daemon=True)
+            watcher = threading.Thread(target=dask_procs.kill_inside_a_chunk,
+                                       args=(client, killed, by_name["oom"], 1200), daemon=True)
             watcher.start()
             code = main([str(demo_input), str(out), "group", *FAST, "--dask-scheduler-file",
                          str(cluster.scheduler_file), "--dask-timeout", "60"])

@@ -10,8 +10,6 @@ test_group_run_after_the_array_reuses_both_studysets).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +26,8 @@ from csale_app.io.readers import read_studyset
 
 distributed = pytest.importorskip("distributed")
 
-from tests.dask_procs import CHUNK, FAST, results_digest as tree_digest, slow_chunks  # noqa: E402
+from tests.dask_procs import (  # noqa: E402
+    CHUNK, FAST, kill_inside_a_chunk, results_digest as tree_digest, slow_chunks)
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +71,7 @@ def test_killed_worker_costs_only_its_chunks(demo_input, cluster, reference, sma
     client.run(slow_chunks, 0.3)  # so that the kill lands inside a chunk
     killed = []
 
-    def watch():
-        # kill as soon as a worker is inside a chunk (slowed down below)
-        for _ in range(600):
-            busy = client.processing()
-            for addr, keys in busy.items():
-                if any("csale-chunk" in str(k) for k in keys):
-                    pid = client.run(os.getpid, workers=[addr])[addr]
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    return
-            time.sleep(0.05)
-
-    t = threading.Thread(target=watch, daemon=True)
+    t = threading.Thread(target=kill_inside_a_chunk, args=(client, killed), daemon=True)
     t.start()
     out = tmp_path / "out"
     try:
