@@ -92,7 +92,7 @@ def run_ale(backend, plan, thresh, n, chunk):
 def run_csale(backend, plan, obs_log, n, chunk):
     """The permutation pass and the cluster null as the pipeline runs them
     (stats.csale.run_csale)."""
-    from csale_app.kernels.cpu_csale import cluster_null_sizes, merge_top
+    from csale_app.kernels.cpu.csale import cluster_null_sizes, merge_top
     from csale_app.stats.csale import top_k_size
 
     K = top_k_size(VOXEL_THRESH, n)
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     if not ok:
         print(f"bench_gpu: needs an NVIDIA GPU; none usable here ({text}). Nothing timed.")
         return 0
-    from csale_app.kernels.cuda import CUDABackend
+    from csale_app.kernels.cuda.backend import CUDABackend
     from csale_app.settings import Settings
 
     backend = CUDABackend(args.gpu_id, args.batch_size)

@@ -75,7 +75,7 @@ def _time_until(run, n: int, min_seconds: float, fixed: int | None) -> dict:
 def time_ours(case: str, nprocs: int, min_seconds: float, iters: int | None) -> dict:
     """Time the permutation phase only (as NiMARE's FWECorrector / SCALE loop is timed):
     the observed map, approximate null and plan are built once, before the clock starts."""
-    from csale_app.kernels.cpu_csale import cluster_null_sizes
+    from csale_app.kernels.cpu.csale import cluster_null_sizes
     from csale_app.kernels.engine import CPUBackend, build_null_plan
     from csale_app.kernels.plan import build_grid, pool_sampler, uniform_sampler
     from csale_app.stats.ale import kernels_for, observed_ale

@@ -13,7 +13,7 @@ import os
 
 from .settings import Settings
 
-#: top-K permutation ids are int32 (kernels/cpu_csale.py), so a run has at most this many.
+#: top-K permutation ids are int32 (kernels/cpu/csale.py), so a run has at most this many.
 MAX_ITERS = 2**31 - 1
 
 

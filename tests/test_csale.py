@@ -5,11 +5,11 @@ import pytest
 from scipy import stats
 
 from csale_app.io.experiments import Experiments
-from csale_app.kernels import cpu
+from csale_app.kernels.cpu import ale as cpu
 from csale_app.kernels import rng as crng
 from csale_app.kernels.gaussian import ale_kernel
 from csale_app.kernels.engine import CPUBackend, build_null_plan, plan_args
-from csale_app.kernels.cpu_csale import cluster_null_sizes, merge_top
+from csale_app.kernels.cpu.csale import cluster_null_sizes, merge_top
 from csale_app.kernels.plan import build_grid, build_kernel_table, pool_sampler, weighted_sampler
 from csale_app.stats.csale import base_rate_map, observed_log, top_k_size
 

@@ -19,7 +19,7 @@ import pytest
 
 from csale_app.errors import DeviceError
 from csale_app.kernels import rng
-from csale_app.kernels.cpu_csale import cluster_null_sizes
+from csale_app.kernels.cpu.csale import cluster_null_sizes
 from csale_app.kernels.engine import CPUBackend, build_null_plan
 from csale_app.kernels.plan import (build_grid, build_kernel_table, pool_sampler,
                                     uniform_sampler, weighted_sampler)
@@ -177,7 +177,7 @@ _DEVICE_SCRIPT = SIM_PREAMBLE + r"""
 import json, os, time
 from tests.test_cuda_sim import CSALE_RUNS, RUNS, THRESH, csale_inputs, csale_ks, scenarios
 from csale_app.errors import DeviceError
-from csale_app.kernels.cuda import CUDABackend
+from csale_app.kernels.cuda.backend import CUDABackend
 from csale_app.kernels.device import select_backend
 
 out = {}
@@ -341,7 +341,7 @@ def test_cuda_without_gpu_is_a_device_error(monkeypatch):
 
 
 def test_tiles_partition_the_mask():
-    from csale_app.kernels.cuda import TILE_SHAPES, build_tiles
+    from csale_app.kernels.cuda.backend import TILE_SHAPES, build_tiles
 
     grid = next(iter(scenarios().values())).grid
     for tpb in (16, 128):
@@ -357,7 +357,7 @@ def test_tiles_partition_the_mask():
 
 def test_dense_log_boxes_hold_the_kernel_table():
     from csale_app.kernels.gaussian import KERNEL_HALF
-    from csale_app.kernels.cuda import _offsets_ijk, dense_log_boxes
+    from csale_app.kernels.cuda.backend import _offsets_ijk, dense_log_boxes
 
     plan = scenarios()["uniform"]
     k, ps = plan.kernels, plan.grid.padded_shape

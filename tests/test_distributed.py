@@ -91,7 +91,7 @@ def test_reduce_on_cluster_equals_sequential_and_resumes(cluster):
     """The tree reduction gives the sequential fold (equal values keep permutation order),
     checkpoints are the sequential run's files, and a run resumes from them."""
     from csale_app.distributed import connect
-    from csale_app.kernels.cpu_csale import merge_top
+    from csale_app.kernels.cpu.csale import merge_top
     from csale_app.stats.montecarlo import run_chunked, run_chunked_reduce
 
     K = 4

@@ -324,7 +324,7 @@ def test_no_writable_cache_anywhere_compiles_without_cache(shared_dir):
         assert any("compiling without a cache" in n for n in notes), notes
         import numpy as np
         from csale_app.stats import ale          # @njit(cache=True) at import
-        import csale_app.kernels.cpu             # noqa: F401
+        import csale_app.kernels.cpu.ale         # noqa: F401
         import nimare.meta.cbma.permutation      # NiMARE's cached functions
         print("ok", notes)
     """)

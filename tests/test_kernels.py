@@ -7,7 +7,7 @@ from csale_app.kernels import rng
 from csale_app.kernels.gaussian import ale_kernel
 from csale_app.kernels.engine import CPUBackend, build_null_plan, log_threshold
 from csale_app.kernels.plan import build_grid, build_kernel_table, uniform_sampler, weighted_sampler
-from csale_app.kernels.cpu import ma_csr
+from csale_app.kernels.cpu.ale import ma_csr
 
 from . import naive
 
@@ -115,7 +115,7 @@ def test_overlapping_and_isolated_foci_sum_bit_exactly():
     """Long thin grid: some random foci share kernel boxes (min path), others stand alone
     (direct add). The accumulator must equal, bit for bit, a float32 dense replay that
     takes each experiment's voxelwise minimum of log(1 - k) and adds experiments in order."""
-    from csale_app.kernels import cpu
+    from csale_app.kernels.cpu import ale as cpu
     from csale_app.kernels.engine import plan_args
 
     shape = (90, 11, 10)

@@ -74,7 +74,7 @@ def describe_device() -> str:
 
 
 def _cuda_backend(gpu_id, batch_size, n_threads=1):
-    from .cuda import CUDABackend
+    from .cuda.backend import CUDABackend
 
     return CUDABackend(0 if gpu_id is None else int(gpu_id), batch_size, n_threads=n_threads)
 
@@ -93,7 +93,7 @@ def select_backend(device: str = "auto", gpu_id: int | None = None, n_threads: i
     dev = str(device or "auto").strip().lower()
     if dev not in DEVICES:
         raise DeviceError(f"--device {device}: expected one of {', '.join(DEVICES)}")
-    from .cuda import parse_batch_size
+    from .cuda.backend import parse_batch_size
 
     parse_batch_size(batch_size)  # validate early, whatever the device
     if dev == "cpu":

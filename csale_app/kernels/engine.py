@@ -12,7 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from . import cpu, cpu_csale
+from .cpu import ale as cpu
+from .cpu import csale as cpu_csale
 from .plan import Grid, KernelTable, NullPlan, Sampler
 from .rng import seed_key
 
@@ -20,7 +21,7 @@ from .rng import seed_key
 @runtime_checkable
 class Backend(Protocol):
     """What ``stats`` needs of a compute backend (``CPUBackend`` here, ``CUDABackend`` in
-    kernels/cuda.py). Chunks are pure functions of (plan, start, count): the same arrays on
+    kernels/cuda/backend.py). Chunks are pure functions of (plan, start, count): the same arrays on
     every backend for the same seed."""
 
     name: str

@@ -14,7 +14,7 @@ from numba import njit
 
 from ..io.experiments import Experiments
 from ..kernels.gaussian import experiment_fwhm
-from ..kernels.cpu import ma_csr
+from ..kernels.cpu.ale import ma_csr
 from ..kernels.plan import Grid, KernelTable, build_kernel_table
 from .pvalues import nlogp_to_logp, nullhist_to_p, p_to_z
 

@@ -6,7 +6,7 @@ analysis mask, normalised to 1: "probabilistic") or from the reference foci them
 ("deterministic", NiMARE SCALE). Voxel p = #(null >= observed) / n, clipped to
 [1/n, 1 - 1/n]. Inference: cluster-extent (inside the ROI, p < voxel_thresh, more than
 K voxels: :func:`extent_labels`) and cluster-level FWE from one streaming pass that keeps
-each voxel's K smallest null values and their permutations (see kernels/cpu_csale.py).
+each voxel's K smallest null values and their permutations (see kernels/cpu/csale.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pandas as pd
 from ..errors import EmptySelectionError
 from ..io.experiments import Experiments
 from ..kernels.gaussian import experiment_fwhm
-from ..kernels.cpu import kernel_sum
-from ..kernels.cpu_csale import cluster_null_sizes, merge_top
+from ..kernels.cpu.ale import kernel_sum
+from ..kernels.cpu.csale import cluster_null_sizes, merge_top
 from ..kernels.engine import build_null_plan
 from ..kernels.plan import Grid, build_kernel_table, pool_sampler, weighted_sampler
 from .ale import kernels_for, observed_ale

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from . import cpu
-from .gaussian import KERNEL_BOX, KERNEL_HALF
-from .plan import NullPlan
+from ..cpu import ale as cpu
+from ..gaussian import KERNEL_BOX, KERNEL_HALF
+from ..plan import NullPlan
 
 #: Threads per block -> (i, j, k) voxel tile shape (one thread per voxel of a tile).
 TILE_SHAPES = {8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8),

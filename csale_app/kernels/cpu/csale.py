@@ -21,8 +21,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .cpu import cluster_max, max_foci_per_experiment, null_log_sum
-from .shared import compile_shared
+from .ale import cluster_max, max_foci_per_experiment, null_log_sum
+from ..shared import compile_shared
 
 insert_top, log_to_ale = compile_shared(njit(cache=True, inline="always"))
 

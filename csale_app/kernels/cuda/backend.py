@@ -27,13 +27,13 @@ labels clusters with the CPU's union-find (:func:`.cpu.cluster_max`), with the v
 expressions as the CPU pass; a permutation whose list overflowed the cap is finished from its
 full accumulator row.
 
-C-SALE's pass (:mod:`.cpu_csale`) reuses stages 1-2 and adds its own reduction: one thread
+C-SALE's pass (:mod:`..cpu.csale`) reuses stages 1-2 and adds its own reduction: one thread
 per mask voxel walks the batch's permutations *in order*, counts exceedances
 (``acc <= obs_log``) and keeps the K smallest values and their permutation indices in
 device arrays ``top[K, n_mask]``/``top_id[K, n_mask]`` (voxel-fastest, so the loads are
 coalesced) by the same insertion as the CPU; the per-permutation minimum (max null ALE)
 comes from the FWE reduce kernel. The cluster-FWE null is then read off the kept lists on
-the host (:func:`.cpu_csale.cluster_null_sizes`), as for the CPU engine.
+the host (:func:`..cpu.csale.cluster_null_sizes`), as for the CPU engine.
 
 Counts, top values and ids, max ALE and cluster sizes equal the CPU's exactly, for any
 batch size.
@@ -52,12 +52,12 @@ import warnings
 import numpy as np
 from numba import cuda  # module global: the simulator swaps it inside kernels
 
-from . import cpu
-from .gaussian import KERNEL_BOX, KERNEL_HALF
-from .plan import NullPlan
-from .rng import compile_rng
-from .shared import compile_shared
-from .cuda_host import (_NOT_IN_SUPPORT, TILE_SHAPES, _finish_batch,  # noqa: F401
+from ..cpu import ale as cpu
+from ..gaussian import KERNEL_BOX, KERNEL_HALF
+from ..plan import NullPlan
+from ..rng import compile_rng
+from ..shared import compile_shared
+from .host import (_NOT_IN_SUPPORT, TILE_SHAPES, _finish_batch,  # noqa: F401
                         _finish_row, _max_ale, _offsets_ijk, build_tiles, dense_log_boxes,
                         parse_batch_size)
 
@@ -304,7 +304,7 @@ class CUDABackend:
     def __init__(self, gpu_id: int = 0, batch_size="auto", threads_per_block: int | None = None,
                  n_threads: int | None = 1):
         self.simulated = simulator_enabled()
-        # host-side work (the C-SALE cluster null, cpu_csale.cluster_null_sizes) uses
+        # host-side work (the C-SALE cluster null, cpu.csale.cluster_null_sizes) uses
         # --nprocs CPU threads, as on the CPU backend
         self.n_threads = cpu.set_threads(n_threads)
         self.gpu_id = int(gpu_id or 0)
@@ -411,7 +411,7 @@ class CUDABackend:
     def fwe_chunk(self, plan: NullPlan, start: int, count: int, ale_thresh: float):
         """Monte Carlo FWE null of permutations [start, start + count): max ALE, max cluster
         size and max cluster mass, exactly as ``CPUBackend.fwe_chunk``."""
-        from .engine import log_threshold
+        from ..engine import log_threshold
 
         count = int(count)
         out_max = np.zeros(count, dtype=np.float64)

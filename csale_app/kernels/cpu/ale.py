@@ -17,9 +17,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .plan import PAD
-from .rng import compile_rng
-from .shared import compile_shared
+from ..plan import PAD
+from ..rng import compile_rng
+from ..shared import compile_shared
 
 _mix64, uniform01, draw_index = compile_rng(njit(cache=True, inline="always"))
 _insert_top, log_to_ale = compile_shared(njit(cache=True, inline="always"))
