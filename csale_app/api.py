@@ -13,27 +13,29 @@ a :class:`~csale_app.results.MetaResult`::
     res.get_table("clusters")                        # DataFrame
     res.to_bids("derivatives/csale"); res.report("derivatives/csale")
 
-The CLI runs every studyset through :func:`csale_app.stages.run_analyses`, the same code
-``fit`` runs, so API
-and CLI results are the same numbers and, written with ``to_bids``, the same bytes.
+``fit`` is the in-memory core (:mod:`csale_app.core`: load the studyset, build the run
+context, run the analyses); the CLI's pipeline runs the same core for every studyset it
+finds, so API and CLI results are the same numbers and, written with ``to_bids``, the same
+bytes. Nothing is written to disk unless asked for (``work_dir`` keeps checkpoints,
+``to_bids``/``report`` write results).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-import time
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
+from functools import partial
 from pathlib import Path
 
-import pandas as pd
-
-from .context import StudysetJob
+from ._version import __version__
+from .core import (DatabaseSpec, Warnings, analyse, build_context, check_self_reference,
+                   device_text, needs_database, prepare_studyset, roi_summary, studyset_job,
+                   term_studysets)
+from .errors import EmptySelectionError
+from .io.readers import database_sources
 from .io.workdir import remove_checkpoints
-from .pipeline import Pipeline, reusable, studyset_digest, write_studyset
+from .outputs.studyset_writer import write_result
 from .results import MetaResult
-from .stages import run_analyses
 from .settings import Settings
 from .validate import usage_problems
 
@@ -41,45 +43,6 @@ LOG = logging.getLogger(__name__)
 #: Settings an estimator takes as keywords (the rest is per call or CLI-only).
 _NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "work_dir", "overwrite",
                  "verbose", "dask_scheduler", "dask_scheduler_file", "dask_timeout", "terms"}
-
-
-def _materialise(source, folder: Path, name: str) -> Path:
-    """A path for ``source`` (a path, a DataFrame of foci, or a NiMARE Dataset/Studyset)."""
-    if isinstance(source, (str, Path)):
-        return Path(source)
-    if hasattr(source, "to_dataset") and not hasattr(source, "coordinates"):
-        source = source.to_dataset()  # nimare.nimads.Studyset
-    if hasattr(source, "coordinates") and hasattr(source, "metadata"):  # nimare Dataset
-        source = _dataset_frame(source)
-    if isinstance(source, pd.DataFrame):
-        path = folder / f"{name}.tsv"
-        source.to_csv(path, sep="\t", index=False)
-        return path
-    raise TypeError(f"cannot read a studyset from {type(source).__name__}; give a path, a "
-                    "DataFrame of foci or a NiMARE Dataset/Studyset")
-
-
-def _dataset_frame(dset) -> pd.DataFrame:
-    """A NiMARE Dataset's foci with one sample size per contrast (mean of its list, as
-    NiMARE's ALE kernel uses)."""
-    coords = dset.coordinates.copy()
-    if callable(getattr(coords, "to_pandas", None)):
-        coords = coords.to_pandas()
-    meta = dset.metadata
-    sizes = {}
-    if "sample_sizes" in meta:
-        for ident, value in zip(meta["id"], meta["sample_sizes"]):
-            vals = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])
-                    if v is not None]
-            sizes[ident] = sum(vals) / len(vals) if vals else float("nan")
-    space = str(getattr(dset, "space", "MNI")).lower()
-    return pd.DataFrame({
-        "study_id": coords["study_id"].astype(str),
-        "contrast_id": coords["contrast_id"].astype(str),
-        "x": coords["x"], "y": coords["y"], "z": coords["z"],
-        "space": "TAL" if "tal" in space else "MNI",
-        "sample_size": coords["id"].map(sizes),
-    })
 
 
 def _coerce(name: str, value):
@@ -113,9 +76,9 @@ class _Estimator:
         analyses = ("csale", "macm") if self.analysis == "macm" and \
             options.get("macm_seed") in ("clusters", "each-cluster") else (self.analysis,)
         self.settings = Settings(analyses=analyses, **options)
-        problem = usage_problems(self.settings)
+        problem = usage_problems(self.settings, style="api")
         if problem:
-            raise ValueError(problem.replace("--", "").replace("-", "_"))
+            raise ValueError(problem)
 
     def get_params(self) -> dict:
         return {f.name: getattr(self.settings, f.name) for f in fields(Settings)
@@ -134,65 +97,60 @@ class _Estimator:
         the studyset itself (with a warning for C-SALE). ``roi``: a NIfTI path or a built-in
         name (``"cerebellum"``); ``roi_coords`` is an estimator option. ``term`` instead of
         ``studyset``: the studies of a Neurosynth/NeuroQuery ``database`` folder with weight
-        >= ``term_threshold`` for the term (the CLI's ``--term``)."""
-        from .io.readers import database_sources, study_label
-        from .io.terms import term_label
-
+        >= ``term_threshold`` for the term (the CLI's ``--term``). Checkpoints are kept
+        only in ``work_dir`` when the estimator was given one."""
         if (term is None) == (studyset is None):
             raise TypeError("fit() takes a studyset or term=, not both or neither")
         if term is not None and database is None:
             raise ValueError("term= needs database= (a Neurosynth or NeuroQuery folder)")
-        tmp = Path(tempfile.mkdtemp(prefix="csale_api_"))
-        try:
-            path = term if term is not None else _materialise(studyset, tmp,
-                                                              label or "studyset")
-            label = label or (term_label(term) if term is not None else study_label(path))
-            s = replace(self.settings, roi=None if roi is None else str(roi),
-                        terms=() if term is None else (term,),
-                        database=(str(database) if isinstance(database, (str, Path))
-                                  else None if database is None else "given"),
-                        work_dir=self.settings.work_dir or str(tmp / "work"))
-            pipe = Pipeline(s, None, None)
-            if database is None:
-                db_files, source = [path], "the analysed studyset itself (no database given)"
-            else:
-                items = database if isinstance(database, (list, tuple)) else [database]
-                db_files = []
-                for k, item in enumerate(items):
-                    p = _materialise(item, tmp, f"database{k}")
-                    db_files += database_sources(p)
-                source = "the database given (" + ", ".join(
-                    str(x) if isinstance(x, (str, Path)) else type(x).__name__
-                    for x in items) + ")"
-            t0 = time.perf_counter()
-            ctx, loaded, extra = pipe.build_context([(label, path)], (db_files, source))
-            _, path, exps = loaded[0]  # a term is now its TermStudyset
-            source_digest = pipe.source_digest(path)
-            job = StudysetJob(label, path, exps, studyset_digest(ctx, source_digest),
-                              source_digest)
-            outputs, summary = run_analyses(ctx, job, extra)
-            remove_checkpoints(ctx.work_root, label, job.digest)  # results are in memory
-            summary["runtime_s"] = round(time.perf_counter() - t0, 2)
-            report_context = pipe.report_context(ctx)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # results are in memory
+        s = replace(self.settings, roi=None if roi is None else str(roi),
+                    terms=() if term is None else (term,),
+                    database=str(database) if isinstance(database, (str, Path)) else None)
+        warn = Warnings()
+        spec = _database_spec(database, studyset) if needs_database(s) else None
+        ctx = build_context(s, spec, s.roi, work_root=Path(s.work_dir) if s.work_dir else None,
+                            warn=warn, style="api")
+        source = term_studysets(ctx, [term], "api")[0] if term is not None else studyset
+        found = prepare_studyset(ctx, source, label, warn, "api")
+        if found is None:
+            raise EmptySelectionError(f"{warn.messages[-1]}; lower min_experiments= to "
+                                      "analyse it anyway")
+        check_self_reference(ctx, [found], warn, "api")
+        job = studyset_job(ctx, found)
+        outputs, summary = analyse(ctx, job)
+        remove_checkpoints(ctx.work_root, job.label, job.digest)  # results are in memory
+        context = {
+            "version": __version__, "command_line": "csale_app Python API",
+            "settings": asdict(ctx.settings), "device": device_text(ctx),
+            "runtime_s": summary["runtime_s"], "warnings": warn.messages,
+            "studysets": [summary], "inputs": {"Input": str(found.source)},
+            "database": ctx.database.describe() if ctx.database is not None else None,
+            "roi": roi_summary(ctx), "reused": []}
+        return MetaResult(job.label, outputs, warn.messages,
+                          write=partial(write_result, ctx=ctx, job=job, outputs=outputs,
+                                        summary=summary),
+                          report=partial(_report, context), source=str(found.source),
+                          summary=summary)
 
-        def writer(out_dir: Path, overwrite: bool) -> Path:
-            from .outputs import bids
 
-            lock = bids.prepare_output_dir(out_dir, [label])
-            try:
-                bids.write_dataset_description(out_dir, s.authors)
-                if not reusable(out_dir, label, job.digest, overwrite):
-                    write_studyset(out_dir, ctx, job, outputs, summary)
-                bids.write_dataset_description(out_dir, s.authors)  # with this studyset
-            finally:
-                if lock is not None:
-                    lock.release()
-            return out_dir / f"studyset-{label}"
+def _report(context: dict, out_dir: Path) -> Path:
+    from .report.build import build_report
 
-        report_context["studysets"] = [summary]
-        return MetaResult(label, outputs, writer, pipe.warnings, report_context)
+    return build_report(out_dir, {**context, "output_dir": str(out_dir)})
+
+
+def _database_spec(database, studyset) -> DatabaseSpec:
+    """The reference database a fit uses: ``database`` (a source or a list of them), else
+    the studyset itself."""
+    if database is None:
+        return DatabaseSpec((studyset,), "the analysed studyset itself (no database given)")
+    items = list(database) if isinstance(database, (list, tuple)) else [database]
+    sources: list = []
+    for item in items:
+        sources += database_sources(item) if isinstance(item, (str, Path)) else [item]
+    named = ", ".join(str(x) if isinstance(x, (str, Path)) else type(x).__name__
+                      for x in items)
+    return DatabaseSpec(tuple(sources), f"the database given ({named})")
 
 
 class ALE(_Estimator):

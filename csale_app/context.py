@@ -69,7 +69,7 @@ class RunContext:
     roi: ROI | None
     database: Database | None
     backend: object
-    work_root: Path
+    work_root: Path | None  # checkpoints (None: a Python API fit without work_dir)
     inputs_digest: str  # brain mask and ROI content
     executor: object | None = None  # csale_app.distributed executor (--dask-scheduler)
 
@@ -93,7 +93,7 @@ class RunContext:
 @dataclass(frozen=True)
 class StudysetJob:
     label: str
-    path: Path
+    path: object  # the source: a Path, an io.terms.TermStudyset or an in-memory description
     experiments: Experiments
     digest: str  # of everything its results depend on (names checkpoints, decides reuse)
     source_digest: str  # of the studyset file's bytes

@@ -1,9 +1,10 @@
 """Results of an analysis held in memory: maps over a grid, tables, sidecars.
 
 :class:`AnalysisOutput` is what a stage computes (one analysis of one studyset, or one MACM
-seed); :func:`write_output` is the only way it reaches the disk, used by the CLI and by
-:meth:`MetaResult.to_bids` alike, so the two cannot disagree. :class:`MetaResult` is what the
-public estimators (:mod:`csale_app.api`) return.
+seed); :mod:`csale_app.outputs.studyset_writer` is the only way it reaches the disk, used by
+the CLI and by :meth:`MetaResult.to_bids` alike, so the two cannot disagree.
+:class:`MetaResult` is what the public estimators (:mod:`csale_app.api`) return; this module
+holds data only (the writer and the report are given to it as functions).
 """
 
 from __future__ import annotations
@@ -42,19 +43,6 @@ class AnalysisOutput:
         return img
 
 
-def write_output(out, o: AnalysisOutput) -> None:
-    """Write one analysis output into a studyset's staging folder (``bids.StudysetOutput``)."""
-    from .outputs import bids
-
-    for name, values in o.maps.items():
-        bids.write_map(out.map_path(o.meta, name, o.macm), values, o.grid, o.affine,
-                       {**o.sidecar, "Statistic": name, **o.map_sidecars.get(name, {})})
-    for part, (df, side) in o.tables.items():
-        bids.write_table(out.table_path(part, o.macm), df, side)
-    for filename, (vol, side) in o.masks.items():
-        bids.write_mask(out.folder(o.macm) / filename, vol, o.affine, side)
-
-
 class MetaResult:
     """What :meth:`csale_app.api.ALE.fit` (and CSALE, MACM) return.
 
@@ -64,13 +52,17 @@ class MetaResult:
     writes for the studyset, and ``report(out_dir)`` the HTML report of that folder.
     """
 
-    def __init__(self, label: str, outputs: list[AnalysisOutput], writer,
-                 warnings: list[str], report_context: dict):
+    def __init__(self, label: str, outputs: list[AnalysisOutput], warnings: list[str], *,
+                 write, report, source: str = "", summary: dict | None = None):
+        """``write(out_dir, overwrite) -> Path`` and ``report(out_dir) -> Path`` do the
+        disk work (:mod:`csale_app.api` passes the writer and the report builder)."""
         self.label = label
         self.outputs = outputs
-        self._writer = writer
         self.warnings = list(warnings)
-        self._report_context = report_context
+        self.source = source  # what the studyset came from (a path or a description)
+        self.summary = dict(summary or {})
+        self._write = write
+        self._report = report
 
     def _pick(self, meta: str | None, seed: str | None) -> AnalysisOutput:
         found = [o for o in self.outputs if o.maps and o.macm == seed
@@ -131,14 +123,11 @@ class MetaResult:
 
     def to_bids(self, out_dir, overwrite: bool = False) -> Path:
         """Write the BIDS derivatives (the same files as the CLI) into ``out_dir``."""
-        return self._writer(Path(out_dir), overwrite)
+        return self._write(Path(out_dir), overwrite)
 
     def report(self, out_dir) -> Path:
         """Write ``out_dir/report.html`` (after :meth:`to_bids` into the same folder)."""
-        from .report.build import build_report
-
         out_dir = Path(out_dir)
         if not (out_dir / f"studyset-{self.label}").is_dir():
             self.to_bids(out_dir)
-        return build_report(out_dir, {**self._report_context, "output_dir": str(out_dir),
-                                      "command_line": "csale_app Python API"})
+        return self._report(out_dir)

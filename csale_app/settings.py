@@ -321,6 +321,23 @@ class Settings:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+#: How option names are shown: as command-line flags or as Python API keywords.
+STYLES = ("cli", "api")
+
+
+def option_name(name: str, style: str = "cli") -> str:
+    """How the user spelled option ``name`` (a Settings field): ``--voxel-thresh`` on the
+    command line, ``voxel_thresh=`` in the Python API. Messages are built with this, never
+    by rewriting one style into the other."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
+    meta = next(f.metadata for f in fields(Settings) if f.name == name)
+    if style == "api":
+        return f"{name}="
+    long = [f for f in meta["flags"] if f.startswith("--")]
+    return long[0] if long else f"--{name.replace('_', '-')}"
+
+
 def options() -> tuple:
     """The settings fields, in definition order (parser groups follow this order)."""
     return fields(Settings)

@@ -4,8 +4,8 @@ results are published, so a run that fails while writing resumes without recompu
 
 Each stage takes the run's :class:`~csale_app.context.RunContext` and the studyset's
 :class:`~csale_app.context.StudysetJob` and returns :class:`~csale_app.results.AnalysisOutput`
-(written by :func:`csale_app.results.write_output`). The public estimators
-(:mod:`csale_app.api`) call these, and the CLI calls the estimators.
+(written by :mod:`csale_app.outputs.studyset_writer`). The in-memory core
+(:mod:`csale_app.core`) calls :func:`run_analyses` for the Python API and the CLI alike.
 """
 
 from __future__ import annotations

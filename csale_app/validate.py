@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .settings import Settings
+from .settings import Settings, option_name
 
 #: top-K permutation ids are int32 (kernels/cpu/csale.py), so a run has at most this many.
 MAX_ITERS = 2**31 - 1
@@ -38,40 +38,55 @@ def min_iters_csale(voxel_thresh: float, cluster_alpha: float) -> int:
     return n
 
 
-def min_iters(s: Settings) -> tuple[int, str]:
-    """(smallest valid --n-iters, why) for the analyses of ``s``."""
+def _given(name: str, value, style: str) -> str:
+    """An option with its value as the user wrote it: ``--n-iters 500`` or ``n_iters=500``."""
+    shown = option_name(name, style)
+    return f"{shown}{value}" if style == "api" else f"{shown} {value}"
+
+
+def min_iters(s: Settings, style: str = "cli") -> tuple[int, str]:
+    """(smallest valid n_iters, why) for the analyses of ``s``; option names in ``style``
+    (:func:`csale_app.settings.option_name`)."""
     need, why = 1, ""
     if {"ale", "macm"} & set(s.analyses):
         n = min_iters_ale(s.cluster_alpha)
         if n > need:
-            need, why = n, f"a cluster-FWE p below --cluster-alpha {s.cluster_alpha:g} needs " \
-                           f"more than {n - 1} permutations (p >= 1/n)"
+            alpha = _given("cluster_alpha", f"{s.cluster_alpha:g}", style)
+            need, why = n, (f"a cluster-FWE p below {alpha} needs more than {n - 1} "
+                            "permutations (p >= 1/n)")
     if {"csale", "macm"} & set(s.analyses):
         n = min_iters_csale(s.voxel_thresh, s.cluster_alpha)
         if n > need:
             need, why = n, (f"C-SALE p-values are #(null >= observed)/n >= 1/n, and each "
                             f"permutation's p is taken against the other n - 1, so "
-                            f"--voxel-thresh {s.voxel_thresh:g} needs at least {n} permutations")
+                            f"{_given('voxel_thresh', f'{s.voxel_thresh:g}', style)} needs at "
+                            f"least {n} permutations")
     return need, why
 
 
-def usage_problems(s: Settings) -> str | None:
-    """The first cross-option problem of ``s`` as one line, or None."""
+def usage_problems(s: Settings, style: str = "cli") -> str | None:
+    """The first cross-option problem of ``s`` as one line, or None. ``style`` names the
+    options as the caller wrote them: ``"cli"`` flags or ``"api"`` keywords."""
+    def opt(name: str) -> str:
+        return option_name(name, style)
+
     if s.roi is not None and s.roi_coords:
-        return "--roi and --roi-coords are mutually exclusive"
+        return f"{opt('roi')} and {opt('roi_coords')} are mutually exclusive"
     if s.dask_scheduler and s.dask_scheduler_file:
-        return "--dask-scheduler and --dask-scheduler-file are mutually exclusive"
+        return f"{opt('dask_scheduler')} and {opt('dask_scheduler_file')} are mutually exclusive"
     if s.default_sample_size is not None and s.kernel_fwhm is not None:
-        return ("--default-sample-size and --kernel-fwhm are mutually exclusive (a fixed "
-                "kernel uses no sample size)")
+        return (f"{opt('default_sample_size')} and {opt('kernel_fwhm')} are mutually "
+                "exclusive (a fixed kernel uses no sample size)")
     if s.default_sample_size is not None and s.default_sample_size < 1:
-        return (f"--default-sample-size {s.default_sample_size:g}: a sample size counts "
-                "subjects and must be >= 1")
+        return (f"{_given('default_sample_size', f'{s.default_sample_size:g}', style)}: a "
+                "sample size counts subjects and must be >= 1")
     if s.n_iters > MAX_ITERS:
-        return f"--n-iters {s.n_iters} exceeds the largest supported count {MAX_ITERS}"
-    need, why = min_iters(s)
+        return (f"{_given('n_iters', s.n_iters, style)} exceeds the largest supported count "
+                f"{MAX_ITERS}")
+    need, why = min_iters(s, style)
     if s.n_iters < need:
-        return f"--n-iters {s.n_iters} is too small: {why}; use --n-iters {need} or more"
+        return (f"{_given('n_iters', s.n_iters, style)} is too small: {why}; use "
+                f"{_given('n_iters', need, style)} or more")
     return None
 
 
@@ -103,15 +118,17 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def memory_problem(s: Settings, n_voxels: int) -> str | None:
-    """A one-line refusal when the permutation stage cannot fit in memory, else None."""
+def memory_problem(s: Settings, n_voxels: int, style: str = "cli") -> str | None:
+    """A one-line refusal when the permutation stage cannot fit in memory, else None
+    (option names in ``style``, as :func:`usage_problems`)."""
     threads = s.nprocs or os.cpu_count() or 1
     need = memory_estimate_bytes(s, n_voxels, threads)
     limits = [x for x in (available_memory_bytes(),
                           int(s.mem_gb * 2**30) if s.mem_gb else None) if x]
     if not limits or need <= min(limits):
         return None
-    return (f"--n-iters {s.n_iters} needs about {need / 2**30:.1f} GiB for {n_voxels} "
-            f"analysis-mask voxels with {threads} thread(s), more than the "
-            f"{min(limits) / 2**30:.1f} GiB available; lower --n-iters or --nprocs, "
-            "or use a smaller ROI")
+    return (f"{_given('n_iters', s.n_iters, style)} needs about {need / 2**30:.1f} GiB "
+            f"for {n_voxels} analysis-mask voxels with {threads} thread(s), more than the "
+            f"{min(limits) / 2**30:.1f} GiB available; lower "
+            f"{option_name('n_iters', style)} or {option_name('nprocs', style)}, or use a "
+            "smaller ROI")

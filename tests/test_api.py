@@ -105,8 +105,11 @@ def test_dataframe_input(pain_api_and_cli, pain_dir):
 def test_options_are_checked_like_the_cli():
     with pytest.raises(TypeError, match="unknown options"):
         ALE(n_iter=100)
-    with pytest.raises(ValueError, match="n_iters 1002 or more"):
+    with pytest.raises(ValueError, match="use n_iters=1002 or more") as err:
         CSALE(n_iters=500)
+    # rendered from the option names for the API, not rewritten from the CLI's flags
+    assert "--" not in str(err.value) and "C-SALE" in str(err.value)
+    assert "the other n - 1" in str(err.value) and "voxel_thresh=0.001" in str(err.value)
     assert ALE().get_params()["n_iters"] == 10000
 
 

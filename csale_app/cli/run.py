@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -111,6 +112,27 @@ def lock_output(settings: Settings, input_dir: Path, output_dir: Path) -> None:
     bids.OutputLock(output_dir, labels).acquire()
 
 
+@contextlib.contextmanager
+def frozen_heap():
+    """Around the report's drawing in a CLI run: nilearn calls gc.collect() for every image
+    it reads (dozens per figure); with a large heap (pandas, matplotlib, nilearn's own
+    modules) that dominates the report's time. Importing the plotting stack first and
+    freezing every object that exists then keeps those collections short; objects made
+    while drawing are still collected. Only the CLI does this: it owns its process, a
+    library call must not change its caller's garbage collector."""
+    import gc
+
+    import matplotlib.pyplot  # noqa: F401
+    import nilearn.plotting  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _die(code: int, message: str) -> int:
     print(f"csale-app: error: {' '.join(message.split())}", file=sys.stderr)
     return code
@@ -138,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.WARNING)
 
     pipe = Pipeline(settings, args.input_dir, args.output_dir)
+    pipe.report_drawing = frozen_heap
     pipe.command_line = "csale-app " + " ".join(argv if argv is not None else sys.argv[1:])
     log_file = None
     try:

@@ -35,7 +35,7 @@ from .read_common import (
     sample_size_value,
     space_or_error,
 )
-from .read_tables import ALIASES, REQUIRED, _norm, canonical, read_sidecar
+from .read_tables import ALIASES, REQUIRED, normalize_column, canonical, read_sidecar
 from .readers import read_studyset
 
 KEY = ["study_id", "contrast_id"]
@@ -78,14 +78,14 @@ def _fast_table(path: Path) -> pd.DataFrame | None:
     given: dict[str, str] = {}
     seen: set[str] = set()
     for idx, name in enumerate(header):
-        key, canon = _norm(name), canonical(name)
+        key, canon = normalize_column(name), canonical(name)
         if canon is None:
             continue
         if key in seen:
             return None
         seen.add(key)
         rank = ALIASES[canon].index(key)
-        if canon not in columns or rank < ALIASES[canon].index(_norm(given[canon])):
+        if canon not in columns or rank < ALIASES[canon].index(normalize_column(given[canon])):
             columns[canon], given[canon] = idx, name.strip()
     defaults = read_sidecar(path)
     if any(c not in columns for c in REQUIRED) or ("space" not in columns
@@ -338,10 +338,11 @@ def build_database_experiments(foci: pd.DataFrame, affine: np.ndarray,
 def load_database(files, affine: np.ndarray, shape: tuple[int, int, int], *,
                   merge_contrasts: bool = True, kernel_fwhm: float | None = None,
                   default_sample_size: float | None = None) -> Experiments:
-    """Read, de-duplicate and index the reference database files (in this order). A
+    """Read, de-duplicate and index the reference database files (in this order; an item
+    that is already a foci table, an in-memory database, is used as it is). A
     Neurosynth/NeuroQuery file set alone is not de-duplicated: its ids are unique (checked)
     and one study is one experiment."""
-    frames = [read_database_file(f) for f in files]
+    frames = [f if isinstance(f, pd.DataFrame) else read_database_file(f) for f in files]
     foci = frames[0] if len(frames) == 1 and frames[0].attrs.get("refuse_outside") \
         else deduplicate(frames)
     return build_database_experiments(foci, affine, shape, merge_contrasts=merge_contrasts,

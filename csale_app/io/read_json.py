@@ -131,7 +131,7 @@ def _line(container, key=None) -> int:
     return getattr(container, "line", 1)
 
 
-def _sample_size(path, meta, line, where) -> float:
+def sample_size_of(path, meta, line, where) -> float:
     """First sample-size key in a metadata object; mean of a list; NaN if none."""
     if not isinstance(meta, dict):
         return math.nan
@@ -200,7 +200,7 @@ def _read_nimare(path: Path, data: dict) -> pd.DataFrame:
                 path, _line(data, sid), f"{where}: expected an object with a 'contrasts' object"
             )
         contrasts = study["contrasts"]
-        study_size = _sample_size(path, study.get("metadata"), _line(study), where)
+        study_size = sample_size_of(path, study.get("metadata"), _line(study), where)
         for cid, con in contrasts.items():
             where = f"studies.{_tag(sid)}.contrasts.{_tag(cid)}"
             at = _line(contrasts, cid)
@@ -240,7 +240,7 @@ def _read_nimare(path: Path, data: dict) -> pd.DataFrame:
                     f"{where}.coords: no 'space' (use \"MNI\" or \"TAL\")",
                 )
             space = space_or_error(coords["space"], path, _line(coords, "space"), f"{where}: ")
-            size = _sample_size(path, con.get("metadata"), _line(con), where)
+            size = sample_size_of(path, con.get("metadata"), _line(con), where)
             if math.isnan(size):
                 size = study_size
             for i in range(len(axes[0])):
@@ -278,7 +278,7 @@ def _read_nimads(path: Path, data: dict) -> pd.DataFrame:
             )
         seen_studies[sid] = at
         where = f"studies[{_tag(sid)}]"
-        study_size = _sample_size(path, study.get("metadata"), at, where)
+        study_size = sample_size_of(path, study.get("metadata"), at, where)
         analyses = study.get("analyses", [])
         if analyses is None:
             analyses = []
@@ -305,7 +305,7 @@ def _read_nimads(path: Path, data: dict) -> pd.DataFrame:
             if not points:
                 no_coords.append(f"{_tag(sid)}/{_tag(cid)}")
                 continue
-            size = _sample_size(path, analysis.get("metadata"), at, awhere)
+            size = sample_size_of(path, analysis.get("metadata"), at, awhere)
             if math.isnan(size):
                 size = study_size
             first_space = None

@@ -58,12 +58,12 @@ REQUIRED = ("study_id", "x", "y", "z")
 SIDECAR_KEYS = ("space", "sample_size", "contrast_id")
 
 
-def _norm(name: str) -> str:
+def normalize_column(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.replace("\ufeff", "").strip().lower())
 
 
 def canonical(name: str) -> str | None:
-    key = _norm(name)
+    key = normalize_column(name)
     for canon, names in ALIASES.items():
         if key in names:
             return canon
@@ -136,7 +136,7 @@ def read_table(path: Path) -> pd.DataFrame:
     given: dict[str, str] = {}
     seen: dict[str, str] = {}
     for idx, name in enumerate(header):
-        key = _norm(name)
+        key = normalize_column(name)
         canon = canonical(name)
         if canon is None:
             continue
@@ -148,7 +148,7 @@ def read_table(path: Path) -> pd.DataFrame:
             )
         seen[key] = name.strip()
         rank = ALIASES[canon].index(key)
-        if canon not in columns or rank < ALIASES[canon].index(_norm(given[canon])):
+        if canon not in columns or rank < ALIASES[canon].index(normalize_column(given[canon])):
             columns[canon] = idx
             given[canon] = name.strip()
     missing = [c for c in REQUIRED if c not in columns]

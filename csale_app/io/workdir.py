@@ -21,17 +21,23 @@ def report_figure_dir(output_dir: Path) -> Path:
 
 
 class ChunkDir:
-    """One folder per (studyset, analysis, settings digest); one .npz per finished chunk."""
+    """One folder per (studyset, analysis, settings digest); one .npz per finished chunk.
 
-    def __init__(self, root: Path, name: str):
-        self.path = Path(root) / name
-        with write_errors(self.path, "cannot create the work folder"):
-            self.path.mkdir(parents=True, exist_ok=True)
+    With ``root`` None (a Python API fit without ``work_dir``) nothing is kept: every
+    chunk is computed, nothing is written."""
+
+    def __init__(self, root: Path | None, name: str):
+        self.path = None if root is None else Path(root) / name
+        if self.path is not None:
+            with write_errors(self.path, "cannot create the work folder"):
+                self.path.mkdir(parents=True, exist_ok=True)
 
     def _file(self, index: int) -> Path:
         return self.path / f"chunk-{index:06d}.npz"
 
     def get(self, index: int) -> dict[str, np.ndarray] | None:
+        if self.path is None:
+            return None
         f = self._file(index)
         if not f.exists():
             return None
@@ -42,6 +48,8 @@ class ChunkDir:
             return None  # a damaged checkpoint is recomputed
 
     def put(self, index: int, arrays: dict[str, np.ndarray]) -> None:
+        if self.path is None:
+            return
         def _save(tmp: Path) -> None:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
@@ -49,12 +57,15 @@ class ChunkDir:
         write_atomic(self._file(index), _save)
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
-def remove_checkpoints(root: Path, label: str, digest: str) -> None:
+def remove_checkpoints(root: Path | None, label: str, digest: str) -> None:
     """Remove a studyset's checkpoint folders (``<label>[-<macm>]-<analysis>-<digest>-c<n>``)
     once its results are published; the work root itself goes when it is empty."""
+    if root is None:
+        return
     root = Path(root)
     if not root.is_dir():
         return

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import gc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,34 +195,25 @@ def _remove_stale_pages(output_dir: Path) -> None:
 
 
 def build_report(output_dir: Path, context: dict | None = None,
-                 figure_dir: Path | None = None) -> Path:
+                 figure_dir: Path | None = None, drawing=None) -> Path:
     """Write OUTPUT_DIR/report.html (the entry page), OUTPUT_DIR/report/studyset-<S>.html
     (one self-contained page per studyset) and OUTPUT_DIR/references.bib, each atomically.
 
     ``figure_dir``: where drawn figures are kept by content (see :mod:`.figure_cache`), so
     a later run that reuses a studyset does not draw its figures again; None keeps them in
-    memory for this report only.
+    memory for this report only. ``drawing``: a context manager factory around the
+    drawing (the CLI's heap freeze), None for none.
     """
     from .._version import __version__
 
     output_dir = Path(output_dir)
     context = dict(context or {})
     context.setdefault("version", __version__)
-    # nilearn calls gc.collect() for every image it reads (dozens per figure); with a large
-    # heap (pandas, matplotlib, nilearn's own modules) that dominates the report's time.
-    # Importing the plotting stack first and freezing every object that exists then keeps
-    # those collections short; objects made while building are still collected.
-    import matplotlib.pyplot  # noqa: F401
-    import nilearn.plotting  # noqa: F401
-
     cache = figure_cache.FigureCache(figure_dir)
-    gc.collect()
-    gc.freeze()
-    try:
-        with figure_cache.active(cache):
-            pages = write_studyset_pages(output_dir, context)
-    finally:
-        gc.unfreeze()
+    # ``drawing`` wraps the figure drawing: the CLI freezes its heap there (cli/run.py),
+    # a library call leaves the caller's garbage collector alone
+    with (drawing or contextlib.nullcontext)(), figure_cache.active(cache):
+        pages = write_studyset_pages(output_dir, context)
     _remove_stale_pages(output_dir)
     write_text(output_dir / "references.bib", methods.bibtex())
     path = write_text(output_dir / "report.html", render_index(output_dir, context, pages))
