@@ -52,3 +52,17 @@ def test_a_broken_contract_is_seen(tmp_path):
                           capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path),
                                                                "PATH": "/usr/bin:/bin"})
     assert proc.returncode != 0 and "BROKEN" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_gc_freeze_only_from_the_cli_entry():
+    """A library call (the Python API, report building) never freezes its caller's garbage
+    collector: gc.freeze() is called only in csale_app/cli/."""
+    import ast
+
+    found = []
+    for path in (ROOT / "csale_app").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "freeze" and \
+                    isinstance(node.value, ast.Name) and node.value.id == "gc":
+                found.append(path.relative_to(ROOT).as_posix())
+    assert found and all(p.startswith("csale_app/cli/") for p in found), found

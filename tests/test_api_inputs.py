@@ -1,0 +1,100 @@
+"""In-memory inputs of the Python API: errors in the caller's terms (the DataFrame's row
+label and column, the Dataset's study and contrast; never a temporary file), sources
+recorded as what they are, and option names rendered for the API or the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from csale_app import ALE
+from csale_app.errors import InputError
+from csale_app.io.studyset import load_studyset, read_source
+from csale_app.io.templates import load_brain_mask
+
+
+def foci(n: int = 6) -> pd.DataFrame:
+    return pd.DataFrame({"study_id": [f"s{i // 2}" for i in range(n)],
+                         "contrast_id": "c1", "x": np.arange(n, dtype=float) * 4 - 10,
+                         "y": -20.0, "z": 8.0, "space": "MNI", "sample_size": 12})
+
+
+def test_missing_column_names_the_dataframe_and_column():
+    with pytest.raises(ValueError) as err:
+        ALE(n_iters=30).fit(foci().drop(columns="z"))
+    text = str(err.value)
+    assert isinstance(err.value, InputError)
+    assert "pandas DataFrame (6 rows)" in text and "missing required column(s) z" in text
+    assert ".tsv" not in text and "tmp" not in text
+
+
+def test_nan_coordinate_names_the_row_label_and_column():
+    df = foci().set_axis(list("abcdef"))
+    df.loc["d", "y"] = np.nan
+    with pytest.raises(ValueError, match=r"row 'd', column 'y': y coordinate is missing"):
+        read_source(df)
+    df["y"] = df["y"].astype(object)
+    df.loc["d", "y"] = "twelve"
+    with pytest.raises(ValueError, match=r"row 'd', column 'y': y coordinate 'twelve' is not"):
+        read_source(df)
+
+
+def test_bad_space_and_mixed_sample_sizes_are_named():
+    df = foci()
+    df.loc[3, "space"] = "Colin27"
+    with pytest.raises(ValueError, match=r"row 3, column 'space': unknown coordinate space"):
+        read_source(df)
+    df = foci()
+    df.loc[1, "sample_size"] = 30
+    with pytest.raises(ValueError, match=r"row 1, column 'sample_size': experiment 's0'/'c1' "
+                                         r"has sample size 30"):
+        read_source(df)
+
+
+def test_nimare_dataset_error_names_study_and_contrast(pain_json):
+    from nimare.dataset import Dataset
+
+    with pytest.warns(FutureWarning):
+        dset = Dataset(str(pain_json))
+    row = dset.coordinates.index[3]
+    study, contrast = dset.coordinates.loc[row, ["study_id", "contrast_id"]]
+    dset.coordinates.loc[row, "x"] = np.nan
+    with pytest.raises(ValueError) as err:
+        read_source(dset)
+    text = str(err.value)
+    assert f"study {study!r}, contrast {contrast!r}" in text and "x coordinate is missing" in text
+    assert text.startswith("NiMARE Dataset (")
+
+
+def test_dataframe_studyset_is_in_memory_with_a_content_digest():
+    mask = load_brain_mask()
+    shape = mask.shape
+    first = load_studyset(foci(), mask.affine, shape)
+    assert first.label == "studyset" and first.source == "pandas DataFrame (6 rows)"
+    assert first.experiments.n_experiments == 3 and first.experiments.n_foci == 6
+    again = load_studyset(foci(), mask.affine, shape, label="mine")
+    assert again.label == "mine" and again.digest == first.digest
+    moved = foci()
+    moved.loc[0, "x"] += 2
+    assert load_studyset(moved, mask.affine, shape).digest != first.digest
+    # the same foci from a TSV file give the same experiments
+    assert set(first.experiments.foci["source_file"]) == {"pandas DataFrame (6 rows)"}
+
+
+def test_option_names_per_style():
+    from csale_app.settings import Settings, option_name
+    from csale_app.validate import usage_problems
+
+    assert option_name("voxel_thresh") == "--voxel-thresh"
+    assert option_name("voxel_thresh", "api") == "voxel_thresh="
+    assert option_name("nprocs") == "--nprocs" and option_name("work_dir") == "--work-dir"
+    s = Settings(analyses=("csale",), n_iters=500)
+    cli, api = usage_problems(s), usage_problems(s, style="api")
+    assert cli.startswith("--n-iters 500 is too small") and "--voxel-thresh 0.001" in cli
+    assert api.startswith("n_iters=500 is too small") and "--" not in api
+    assert "C-SALE" in api and "n - 1" in api and "n _ 1" not in api
+    s = Settings(roi="cerebellum", roi_coords=((0.0, 0.0, 0.0),))
+    assert usage_problems(s, style="api") == "roi= and roi_coords= are mutually exclusive"
+    with pytest.raises(ValueError, match="style"):
+        option_name("n_iters", "python")
