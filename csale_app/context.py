@@ -130,7 +130,7 @@ class Progress:
 
 def common_sidecar(ctx: RunContext, exps: Experiments, source, method: str,
                    extra: dict | None = None) -> dict:
-    from .outputs.bids import software_versions
+    from .provenance import software_versions
 
     settings = ctx.settings
     side = {

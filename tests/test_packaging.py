@@ -400,7 +400,7 @@ def test_wrapper_respects_the_callers_settings(tmp_path):
 # -- GeneratedBy.Container: the real runtime -------------------------------------------------
 
 def test_container_provenance(tmp_path):
-    from csale_app.outputs.bids import container_provenance
+    from csale_app.provenance import container_provenance
 
     tag = {"CSALE_CONTAINER": f"csale-app:{VERSION}"}
     root = tmp_path / "root"

@@ -87,7 +87,7 @@ def input_files(provenance: list[dict]) -> list[Path]:
 
 
 def description(output_dir: Path, provenance: list[dict], authors=()) -> dict:
-    from .bids import container_provenance
+    from ..provenance import container_provenance
 
     generated = {"Name": "csale_app", "Version": __version__, "CodeURL": code_url()}
     container = container_provenance()
