@@ -92,7 +92,7 @@ def test_nimare_dataset_input_gives_the_same_numbers(pain_api_and_cli, pain_json
         b.drop(columns="top_contributors", errors="ignore"))
 
 
-def test_dataframe_input(pain_api_and_cli, pain_dir):
+def test_dataframe_input(pain_api_and_cli, pain_dir, tmp_path):
     from csale_app.io.readers import read_studyset
 
     res, _ = pain_api_and_cli
@@ -100,6 +100,14 @@ def test_dataframe_input(pain_api_and_cli, pain_dir):
                                                   "space", "sample_size"]]
     df_res = ALE(n_iters=60, nprocs=1, min_experiments=5, random_seed=11).fit(foci)
     assert np.array_equal(df_res.get_map("z").get_fdata(), res.get_map("z").get_fdata())
+    # recorded as what it is: no (deleted) temporary file anywhere
+    what = f"pandas DataFrame ({len(foci)} rows)"
+    assert df_res.source == what and df_res.summary["source"] == what
+    folder = df_res.to_bids(tmp_path / "df")
+    side = json.loads(next(folder.glob("*_desc-input_foci.json")).read_text())
+    assert side["Source"] == what
+    desc = json.loads((tmp_path / "df" / "dataset_description.json").read_text())
+    assert "SourceDatasets" not in desc
 
 
 def test_options_are_checked_like_the_cli():

@@ -76,11 +76,11 @@ def input_files(provenance: list[dict]) -> list[Path]:
         paths.extend([settings.get("roi"), settings.get("database")])
     out = []
     for p in paths:
-        if not p or p == "given":
+        if not p:
             continue
         path = Path(p)
-        # only what exists: a built-in ROI is a name, the API's in-memory studysets are
-        # written to a temporary file that is gone by now
+        # only files: a built-in ROI is a name, an in-memory studyset (Python API) a
+        # description such as "pandas DataFrame (120 rows)"
         if path.is_file() and path.resolve() not in out:
             out.append(path.resolve())
     return out
