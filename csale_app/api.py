@@ -41,7 +41,7 @@ from .validate import usage_problems
 
 LOG = logging.getLogger(__name__)
 #: Settings an estimator takes as keywords (the rest is per call or CLI-only).
-_NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "work_dir", "overwrite",
+_NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "overwrite",
                  "verbose", "dask_scheduler", "dask_scheduler_file", "dask_timeout", "terms"}
 
 

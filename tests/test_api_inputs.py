@@ -98,3 +98,28 @@ def test_option_names_per_style():
     assert usage_problems(s, style="api") == "roi= and roi_coords= are mutually exclusive"
     with pytest.raises(ValueError, match="style"):
         option_name("n_iters", "python")
+
+
+def small_foci() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    n = 8 * 5
+    return pd.DataFrame({"study_id": [f"s{i // 5}" for i in range(n)], "x": rng.uniform(-40, 40, n),
+                         "y": rng.uniform(-60, 20, n), "z": rng.uniform(-20, 40, n),
+                         "space": "MNI", "sample_size": 15})
+
+
+def test_fit_keeps_checkpoints_only_in_a_given_work_dir(tmp_path, monkeypatch):
+    from csale_app.io import workdir
+
+    opts = dict(n_iters=40, nprocs=1, min_experiments=5, random_seed=2, chunk_size=20)
+    writes = []
+    real = workdir.write_atomic
+    monkeypatch.setattr(workdir, "write_atomic", lambda path, fn: writes.append(path)
+                        or real(path, fn))
+    res = ALE(**opts).fit(small_foci())
+    assert writes == [] and res.label == "studyset"  # nothing on disk without work_dir
+    work = tmp_path / "work"
+    again = ALE(**opts, work_dir=str(work)).fit(small_foci())
+    assert len(writes) == 2 and all(work in p.parents for p in writes)  # 2 chunks of 20
+    assert not any(work.rglob("*.npz"))  # removed once the results are in memory
+    assert np.array_equal(again.get_map("z").get_fdata(), res.get_map("z").get_fdata())
