@@ -50,8 +50,8 @@ DEFAULT_ROI_FILES = ("roi.nii.gz", "roi.nii")
 class Pipeline:
     def __init__(self, settings: Settings, input_dir: Path, output_dir: Path):
         self.s = settings
-        self.input_dir = None if input_dir is None else Path(input_dir)
-        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.input_dir = Path(input_dir)
+        self.output_dir = Path(output_dir)
         self.warn = Warnings()
         self.summaries: list[dict] = []
         self.reused: list[str] = []
