@@ -39,7 +39,7 @@ from .kernels.device import select_backend
 from .kernels.plan import build_grid
 from .outputs import bids
 from .settings import Settings
-from .outputs import names
+from . import names
 from .stages import run_analyses
 from .stats.subsamples import subsample_count
 from .tasks import run_all

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .kernels.plan import Grid
-from .outputs import names
+from . import names
 
 
 @dataclass(frozen=True)

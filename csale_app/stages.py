@@ -24,7 +24,7 @@ from .io.terms import TermStudyset
 from .io.workdir import ChunkDir
 from .kernels.plan import Grid
 from .kernels.spheres import active_counts, sphere_offsets
-from .outputs import names
+from . import names
 from .results import AnalysisOutput
 from .stats.ale_analysis import ALEParams, run_ale
 from .stats.contributions import contributions, summarize
@@ -171,7 +171,7 @@ def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
     summary_extra = {}
     if s.subsamples > 0 and macm is None:
         shares, table, summary_extra = subsample_outputs(ctx, tag, exps, grid, report_mask,
-                                                         params, res.maps["stat-z"])
+                                                         params, res.maps[names.Z])
         for name, (values, map_side) in shares.items():
             maps[name], map_sidecars[name] = values, map_side
         tables[names.analysis_table("csale", names.SUBSAMPLE_TABLE)] = table
@@ -232,15 +232,15 @@ def subsample_outputs(ctx: RunContext, tag: str, exps: Experiments, grid: Grid,
     summary = {"n_subsamples": len(results), "subsample_experiments": count,
                "subsample_median_r": float(np.median(ok)) if len(ok) else None}
     return shares, (table, side), summary
-MKDACHI2_MAP_NOTES = {
-    "stat-prob_desc-A": "P(A): share of all compared experiments active at the voxel",
-    "stat-prob_desc-AgF": "P(A|F): share of the selected experiments active at the voxel",
-    "stat-prob_desc-FgA": "P(F|A) = P(A|F) P(F) / P(A), P(F) = selected / all compared",
-    "stat-prob_desc-AgFprior": "P(A) with P(F) = --prior: prior P(A|F) + (1 - prior) "
-                               "P(A|~F) (NiMARE's prob_desc-AgF_prior)",
-    "stat-prob_desc-FgAprior": "P(F|A) with P(F) = --prior: P(A|F) prior / (prior P(A|F) + "
-                               "(1 - prior) P(A|~F)) (Neurosynth's posterior probability map)",
-}
+MKDACHI2_MAP_NOTES = {names.mkdachi2_probability(which): note for which, note in {
+    "A": "P(A): share of all compared experiments active at the voxel",
+    "AgF": "P(A|F): share of the selected experiments active at the voxel",
+    "FgA": "P(F|A) = P(A|F) P(F) / P(A), P(F) = selected / all compared",
+    "AgFprior": "P(A) with P(F) = --prior: prior P(A|F) + (1 - prior) P(A|~F) (NiMARE's "
+                "prob_desc-AgF_prior)",
+    "FgAprior": "P(F|A) with P(F) = --prior: P(A|F) prior / (prior P(A|F) + (1 - prior) "
+                "P(A|~F)) (Neurosynth's posterior probability map)",
+}.items()}
 
 
 def mkdachi2_output(ctx: RunContext, grid: Grid, counts: np.ndarray, n_selected: int,
@@ -272,8 +272,8 @@ def mkdachi2_output(ctx: RunContext, grid: Grid, counts: np.ndarray, n_selected:
                        ("association", "two-way chi-square (no Yates) of active/inactive x "
                                        "selected/rest (reverse inference, P(F|A)); sign: "
                                        "P(A|F) - P(A|~F)")):
-        for stat in ("chi2", "p", "logp", "z"):
-            map_sidecars[f"stat-{stat}_desc-{test}"] = {"Description": what, "DoF": 1}
+        for stat in names.MKDACHI2_TEST_STATS:
+            map_sidecars[names.mkdachi2_test(stat, test)] = {"Description": what, "DoF": 1}
         map_sidecars[names.mkdachi2_fdr(test)] = {
             "Description": f"z of the {test} test where Benjamini-Hochberg FDR at q = "
                            f"{s.fdr_q:g} over the mask keeps the voxel, else 0",

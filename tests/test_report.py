@@ -234,13 +234,13 @@ def test_one_copy_of_each_column_and_message(report):
 
 
 def test_contributors_top_few_with_the_rest_in_details(tmp_path):
-    from csale_app.report.tables import TOP_CONTRIBUTORS, cluster_table
+    from csale_app.report.tables import TOP_CONTRIBUTORS, clusters_report_table
 
     clusters = pd.DataFrame({"cluster_id": [1], "size_voxels": [10], "peak_x": [0.0],
                              "peak_y": [0.0], "peak_z": [0.0]})
     contrib = pd.DataFrame({"cluster_id": [1] * 8, "experiment_id": [f"e{i}" for i in range(8)],
                             "jackknife": np.linspace(0.4, 0.05, 8), "n_foci_in_cluster": 1})
-    t = cluster_table(clusters, contrib, "t")
+    t = clusters_report_table(clusters, contrib, "t")
     cell = t.rows[0][-1]
     assert cell.text.count("(") == TOP_CONTRIBUTORS and cell.text.startswith("e0")
     assert len(cell.more) == 8 - TOP_CONTRIBUTORS and cell.more_label == "5 more"

@@ -29,8 +29,7 @@ from ..errors import (WRITE_ERRNOS, OutputError, display_path, output_error, wri
 from ..kernels.plan import Grid
 from .atomic import public_mode, write_atomic, write_json
 
-from . import names
-from .names import SPACE_ENT  # noqa: F401  (re-exported: older imports use bids.SPACE_ENT)
+from .. import names
 PROVENANCE = ".csale_provenance.json"
 #: Staging folders are ``OUTPUT_DIR/.csale_staging-studyset-<S>-XXXX``; they are hidden and
 #: deliberately not ``.staging-studyset-*``, so a run started for other studysets of a job

@@ -147,7 +147,7 @@ def write_studyset_pages(output_dir: Path, context: dict) -> list[Page]:
                  if isinstance(s, dict)}
     reused = {str(r) for r in context.get("reused") or []}
     pages = []
-    for ss in discover.find_studysets(Path(output_dir)):
+    for ss in discover.find_results(Path(output_dir)):
         sec, tal = studyset_section(ss, summaries.get(ss.label, {}), ss.label in reused)
         kinds = {a.meta for a in ss.analyses} | ({"macm"} if ss.macms else set())
         n_exp = next((v for k, v in sec.info if k == "Experiments analysed"), None)

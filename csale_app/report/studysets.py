@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import discover, figures
-from .sections import (Section, _load, _safe, analysis_section, comparison_section,
+from .sections import (Section, load_image, guarded, analysis_section, comparison_section,
                        database_of, database_table)
 from .tables import anchor, experiments_tables, fmt, fmt_seconds, read_tsv, unique
 
@@ -57,18 +57,18 @@ def macm_section(m: discover.Macm, parent_id: str, summary: dict) -> Section:
     sec.info.append(("Extent", "whole brain mask (the ROI does not restrict the MACM)"))
     if m.seed_mask is not None:
         def _seed():
-            img = _load(m.seed_mask)
+            img = load_image(m.seed_mask)
             n = int((np.asanyarray(img.dataobj) != 0).sum())
             sec.info.append(("Seed voxels", str(n)))
             sec.figures.append(figures.roi_figure(img, f"MACM seed {m.name}"))
-        _safe(sec, "the MACM seed", _seed)
+        guarded(sec, "the MACM seed", _seed)
     else:
         sec.notices.append("No seed mask found for this MACM.")
     db = database_of(summary, next((a for a in m.analyses if a.meta == "csale"), None))
     if db is not None:
         sec.tables.append(database_table(db))
     if m.experiments is not None:
-        df = _safe(sec, "the selected experiments", lambda: read_tsv(m.experiments))
+        df = guarded(sec, "the selected experiments", lambda: read_tsv(m.experiments))
         if df is not None:
             rule = _selection_rule(m.experiments)
             sec.info.append(("Selected experiments", f"{len(df)} ({rule})"))
@@ -97,7 +97,7 @@ def _selection_rule(experiments_tsv) -> str:
 def _experiments(sec: Section, ss: discover.Studyset, summary: dict) -> bool:
     """Experiments tables (analysed / not) and the counts beside them; True if Talairach."""
     talairach = False
-    df = _safe(sec, "the experiments table", lambda: read_tsv(ss.experiments_table))
+    df = guarded(sec, "the experiments table", lambda: read_tsv(ss.experiments_table))
     if df is None:
         return False
     if "space" in df.columns:
@@ -153,13 +153,13 @@ def studyset_section(ss: discover.Studyset, summary: dict,
         sec.info.append(("ROI", roi_text(roi)))
     for p in ss.roi_masks:
         def _roi(p=p):
-            img = _load(p)
+            img = load_image(p)
             name = p.name.split("_roi-", 1)[1].split("_", 1)[0]
             if not roi:
                 sec.info.append(("ROI", name))
             sec.figures.append(figures.roi_figure(img, f"Region of interest: {name}"))
             return img
-        img = _safe(sec, f"the ROI mask {p.name}", _roi)
+        img = guarded(sec, f"the ROI mask {p.name}", _roi)
         roi_img = roi_img if roi_img is not None else img
     if ss.input_foci is not None:
         def _foci():
@@ -174,7 +174,7 @@ def studyset_section(ss: discover.Studyset, summary: dict,
             drawn = foci[[c for c in figures.FOCI_COLUMNS if c in foci.columns]]
             sec.figures.append(figures.foci_figure(
                 drawn, f"Input foci of {ss.label}", roi_img, caption=cap + "."))
-        _safe(sec, "the input foci", _foci)
+        guarded(sec, "the input foci", _foci)
     for an in ss.analyses:
         sec.children.append(analysis_section(an, sec.id, roi_img, run_info(summary, an.meta),
                                              summary=summary, label=ss.label))

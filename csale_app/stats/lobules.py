@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import names
 from ..io.atlases import ATLAS_INFO, load_atlas
 
 OUTSIDE = "outside the SUIT lobules"
@@ -54,4 +55,4 @@ def sidecar() -> dict:
     return {"Atlas": {"Name": info["name"], "Source": info["package"],
                       "License": info["license"], "Reference": info["reference"],
                       "Resampling": "nearest neighbour onto the 2 mm MNI152NLin6Asym grid"},
-            "Map": "stat-z_desc-thresholded (the significant voxels)"}
+            "Map": f"{names.THRESHOLDED} (the significant voxels)"}

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .. import names
 from ..io.experiments import Experiments
 from ..kernels.plan import Grid
 from .csale import CSALEParams, run_csale
@@ -93,7 +94,7 @@ def run_subsample(exps: Experiments, db: Experiments, grid: Grid, affine: np.nda
     res = run_csale(exps.subset(keep), db, grid, affine, report_mask,
                     replace(params, seed=seed), replace(run, store=None))
     inside = slice(None) if report_mask is None else report_mask
-    r = pearson(res.maps["stat-z"][inside], full_z[inside])
+    r = pearson(res.maps[names.Z][inside], full_z[inside])
     return SubsampleResult(index, keep, seed, res.extent_labels > 0,
                            res.significant_labels > 0, r)
 
