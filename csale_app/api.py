@@ -172,7 +172,7 @@ class _Estimator:
                               source_digest)
             outputs, summary = run_analyses(ctx, job, extra)
             remove_checkpoints(ctx.work_root, label, job.digest)  # results are in memory
-            summary["runtime_s"] = round(time.perf_counter() - t0, 2)
+            summary = summary.with_runtime(time.perf_counter() - t0)
             report_context = pipe.report_context(ctx)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # results are in memory

@@ -25,6 +25,7 @@ import numpy as np
 from . import interrupt
 from ._version import __version__
 from .context import Database, RunContext, StudysetJob
+from .records import RunRecord, StudysetSummary
 from .errors import (EmptySelectionError, InputNotFoundError, MissingInputError, OutputError,
                      UsageError)
 from .io.digest import array_digest, file_digest
@@ -59,7 +60,7 @@ class Pipeline:
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.warnings: list[str] = []
         self._source_digests: dict[Path, str] = {}
-        self.summaries: list[dict] = []
+        self.summaries: list[StudysetSummary] = []
         self.reused: list[str] = []
         self.database: Database | None = None
         self.roi: ROI | None = None
@@ -337,7 +338,7 @@ class Pipeline:
                           "give a reference database with --database PATH or "
                           "INPUT_DIR/database/ (database= in the Python API)")
 
-    def run(self) -> list[dict]:
+    def run(self) -> list[StudysetSummary]:
         self.check_paths()
         every = self.all_studysets()
         ctx, loaded, extra = self.build_context(every)
@@ -391,17 +392,17 @@ class Pipeline:
         LOG.info("report: %s", path)
 
     def run_studyset(self, ctx: RunContext, label: str, path: Path, exps: Experiments,
-                     extra: dict) -> tuple[dict, bool]:
+                     extra: dict) -> tuple[StudysetSummary, bool]:
         """One studyset's analyses, published in one rename: (summary, reused)."""
         interrupt.checkpoint()
         digest = studyset_digest(ctx, self.source_digest(path))
         if reusable(self.output_dir, label, digest, self.s.overwrite):
-            return (bids.read_provenance(self.output_dir / f"studyset-{label}")
-                    .get("summary", {"label": label}), True)
+            record = bids.read_provenance(self.output_dir / f"studyset-{label}")
+            return RunRecord.from_json(record).summary, True
         job = StudysetJob(label, path, exps, digest, self.source_digest(path))
         t0 = time.perf_counter()
         outputs, summary = run_analyses(ctx, job, extra)
-        summary["runtime_s"] = round(time.perf_counter() - t0, 2)
+        summary = summary.with_runtime(time.perf_counter() - t0)
         write_studyset(self.output_dir, ctx, job, outputs, summary)
         remove_checkpoints(ctx.work_root, label, digest)
         return summary, False
@@ -432,7 +433,7 @@ def reusable(output_dir: Path, label: str, digest: str, overwrite: bool) -> bool
 
 
 def write_studyset(output_dir: Path, ctx: RunContext, job: StudysetJob, outputs: list,
-                   summary: dict) -> None:
+                   summary: StudysetSummary) -> None:
     """Stage every file of one studyset and publish the folder in one rename."""
     from .results import write_output
 
@@ -457,8 +458,8 @@ def write_studyset(output_dir: Path, ctx: RunContext, job: StudysetJob, outputs:
                                 "VoxelsDroppedOutsideBrainMask": roi.n_outside_brain})
         for o in outputs:
             write_output(out, o)
-        out.commit({"digest": job.digest, "settings": ctx.settings.result_params(),
-                    "summary": summary, "version": __version__})
+        out.commit(RunRecord(job.digest, ctx.settings.result_params(), summary,
+                             __version__).to_json())
     except BaseException:
         out.discard()
         raise

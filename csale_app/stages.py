@@ -25,6 +25,7 @@ from .io.workdir import ChunkDir
 from .kernels.plan import Grid
 from .kernels.spheres import active_counts, sphere_offsets
 from . import names
+from .records import StudysetSummary
 from .results import AnalysisOutput
 from .stats.ale_analysis import ALEParams, run_ale
 from .stats.contributions import contributions, summarize
@@ -425,43 +426,49 @@ def macm_outputs(ctx: RunContext, job: StudysetJob,
 
 
 def run_analyses(ctx: RunContext, job: StudysetJob,
-                 extra: dict | None = None) -> tuple[list[AnalysisOutput], dict]:
-    """Every analysis of ``ctx.settings.analyses`` for one studyset: (outputs, summary)."""
+                 extra: dict | None = None) -> tuple[list[AnalysisOutput], StudysetSummary]:
+    """Every analysis of ``ctx.settings.analyses`` for one studyset: (outputs, summary).
+    ``extra``: what the run knows beyond the studyset (``{"roi": Pipeline.roi_summary}``)."""
     s = ctx.settings
     exps = job.experiments
-    summary = {"label": job.label, "source": str(job.path),
-               "n_experiments": exps.n_experiments, "n_foci": exps.n_foci,
-               "analyses": {}, "skipped": {},
-               "database": (None if ctx.database is None else
-                            {**ctx.database.describe(),
-                             "same_as_studyset": ctx.database.is_only(job.source_digest)}),
-               **(extra or {})}
-    if isinstance(job.path, TermStudyset):
-        summary["term"] = job.path.summary()
+    unknown = set(extra or {}) - {"roi"}
+    if unknown:
+        raise TypeError(f"run_analyses: unknown extra fact(s) {sorted(unknown)}")
+    analyses: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
     outputs: list[AnalysisOutput] = []
     csale = None
     if "ale" in s.analyses:
         ale = ale_output(ctx, job)
         outputs.append(ale)
-        summary["analyses"]["ale"] = ale.summary
+        analyses["ale"] = ale.summary
     if "csale" in s.analyses:
         csale = csale_output(ctx, job)
         outputs.append(csale)
-        summary["analyses"]["csale"] = csale.summary
+        analyses["csale"] = csale.summary
     if "mkdachi2" in s.analyses:
         try:
             chi2 = mkdachi2_studyset(ctx, job)
         except EmptySelectionError as exc:
             reason = exc.one_line()
             LOG.warning("%s", reason)
-            summary["skipped"]["mkdachi2"] = reason
+            skipped["mkdachi2"] = reason
         else:
             outputs.append(chi2)
-            summary["analyses"]["mkdachi2"] = chi2.summary
+            analyses["mkdachi2"] = chi2.summary
     if "macm" in s.analyses:
-        macm, macm_summary, skipped = macm_outputs(
+        macm, macm_summary, macm_skipped = macm_outputs(
             ctx, job, csale.raw if csale is not None else None)
         outputs += macm
-        summary["analyses"]["macm"] = macm_summary
-        summary["skipped"].update(skipped)
+        analyses["macm"] = macm_summary
+        skipped.update(macm_skipped)
+    database = None
+    if ctx.database is not None:
+        database = {**ctx.database.describe(),
+                    "same_as_studyset": ctx.database.is_only(job.source_digest)}
+    summary = StudysetSummary(
+        label=job.label, source=str(job.path), n_experiments=exps.n_experiments,
+        n_foci=exps.n_foci, analyses=analyses, skipped=skipped, database=database,
+        roi=(extra or {}).get("roi"),
+        term=job.path.summary() if isinstance(job.path, TermStudyset) else None)
     return outputs, summary

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from csale_app.records import StudysetSummary
 from csale_app.report import build_report
 
 from . import chromium, report_pages
@@ -136,7 +137,7 @@ def report(tmp_path_factory):
                      "csale_null": "probabilistic", "random_seed": 7, "min_cluster_size": 50},
         "device": "CPU (numba, 2 threads)", "runtime_s": 125.3,
         "warnings": [f"experiment '{EVIL}' has few foci"],
-        "studysets": [
+        "studysets": [StudysetSummary.from_json(s) for s in [
             {"label": "cerebellum", "n_experiments": 2, "n_foci": 12,
              "analyses": {"ale": {"n_clusters": 2}, "csale": {"n_clusters": 1}, "macm": {}},
              "database": {"source": "INPUT_DIR/database/", "files": ["db1.tsv", "db2.tsv"],
@@ -150,7 +151,7 @@ def report(tmp_path_factory):
                           "n_experiments": 3, "n_foci": 12, "same_as_studyset": True}},
             {"label": "tiny", "n_experiments": 4, "n_foci": 9, "analyses": {},
              "skipped": {"all": "4 experiments < --min-experiments 15"}},
-        ],
+        ]],
         "reused": ["wholebrain"],
     }
     path = build_report(out, context)

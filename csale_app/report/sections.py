@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import names
+from ..records import StudysetSummary
 from . import discover, figures, flatmap
 from .tables import (Table, anchor, clusters_report_table, contributions_table, df_table, fmt,
                      fmt_seconds, kv_table, lobules_table, peaks_report_table, read_tsv, unique)
@@ -76,11 +77,12 @@ def _observed(an: discover.Analysis, clusters: pd.DataFrame | None) -> dict:
 
 
 # ---- the reference database ------------------------------------------------------------------
-def database_of(summary: dict, an: discover.Analysis | None = None) -> dict | None:
-    """The run's reference database: the pipeline's summary, else the C-SALE sidecar."""
-    db = summary.get("database") if isinstance(summary, dict) else None
-    if isinstance(db, dict):
-        return db
+def database_of(summary: StudysetSummary | None,
+                an: discover.Analysis | None = None) -> dict | None:
+    """The run's reference database: this run's summary, else (results an earlier run left
+    in OUTPUT_DIR) the C-SALE sidecar."""
+    if summary is not None and summary.database is not None:
+        return summary.database
     side = an.sidecar() if an is not None else {}
     ref = side.get("ReferenceDatabase") if isinstance(side, dict) else None
     if isinstance(ref, dict):
@@ -271,7 +273,8 @@ def _subsample_parts(sec, an, title, roi_img):
 
 
 def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
-                     summary: dict | None = None, label: str = "", macm: bool = False) -> Section:
+                     summary: StudysetSummary | None = None, label: str = "",
+                     macm: bool = False) -> Section:
     if an.meta == "mkdachi2":
         from .mkdachi2 import mkdachi2_section
 
@@ -287,7 +290,7 @@ def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
                      for k, v in run_info.items() if k in _RUN_INFO]
     n_iters = side.get("NullIterations")
     if an.meta == "csale":
-        _database_parts(sec, database_of(summary or {}, an), label)
+        _database_parts(sec, database_of(summary, an), label)
 
     clusters = None
     if "clusters" in an.tables:
