@@ -118,12 +118,13 @@ def ale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
                           "ALE with Monte Carlo FWE (Eickhoff 2012, 2016)", extra)
     tables = cluster_tables("ale", res.clusters, res.significant_labels, res.observed.stat,
                             grid, ctx.affine, exps, res.observed.ma, side)
-    null = pd.DataFrame({"max_ale": res.null["max"], "max_cluster_size": res.null["size"],
-                         "max_cluster_mass": res.null["mass"]})
+    null = pd.DataFrame({"max_ale": res.null.max_stat,
+                         "max_cluster_size": res.null.max_cluster_size,
+                         "max_cluster_mass": res.null.max_cluster_mass})
     tables[names.analysis_table("ale", names.NULL_VALUES)] = (null, None)
     summary = {"n_clusters": int(len(res.clusters)), "ss_thresh": res.ss_thresh,
                "null_seconds": round(seconds, 2), "n_experiments": exps.n_experiments,
-               "vfwe_threshold": float(np.percentile(res.null["max"], 95))}
+               "vfwe_threshold": float(np.percentile(res.null.max_stat, 95))}
     # the MA maps (the largest arrays of a run) are not kept once the tables are made
     return AnalysisOutput("ale", macm, grid, ctx.affine, res.maps, side, {}, tables, {},
                           summary, None)
@@ -200,13 +201,13 @@ def subsample_outputs(ctx: RunContext, tag: str, exps: Experiments, grid: Grid,
     common = {"Subsamples": s.subsamples, "SubsampleSize": s.subsample_size,
               "ExperimentsPerSubsample": count,
               "Draw": "experiments drawn without replacement, each subsample independently"}
-    extent, fwe = subsamples.share_maps(results)
+    share = subsamples.share_maps(results)
     shares = {
-        names.SUBSAMPLE_EXTENT_MAP: (extent, {**common, "Statistic": (
+        names.SUBSAMPLE_EXTENT_MAP: (share.extent, {**common, "Statistic": (
             "share of subsamples in which the voxel lies in the cluster-extent map (the "
             f"study's rule: {where} first, p < {s.voxel_thresh:g}, faces connectivity, "
             f"clusters of more than {s.min_cluster_size} voxels)")}),
-        names.SUBSAMPLE_FWE_MAP: (fwe, {**common, "Statistic": (
+        names.SUBSAMPLE_FWE_MAP: (share.cluster_fwe, {**common, "Statistic": (
             "share of subsamples in which the voxel lies in a significant cluster "
             f"(cluster-level FWE p < {s.cluster_alpha:g}, clusters formed at "
             f"p < {s.voxel_thresh:g} in the analysis mask, reported in {where})")}),

@@ -17,12 +17,21 @@ from .montecarlo import BackendChunk, NullRun, fwe_call, run_chunked
 from .tables import reported_clusters
 
 
+@dataclass(frozen=True)
+class ALENull:
+    """Per permutation of the Monte Carlo null: the largest ALE, cluster size and mass."""
+
+    max_stat: np.ndarray
+    max_cluster_size: np.ndarray
+    max_cluster_mass: np.ndarray
+
+
 @dataclass
 class ALEResult:
     observed: ObservedALE
     fwe: FWEMaps
     ss_thresh: float
-    null: dict[str, np.ndarray]  # per-permutation max ALE, max cluster size and mass
+    null: ALENull
     maps: dict[str, np.ndarray]  # names.ALE_MAPS -> values over mask voxels
     clusters: pd.DataFrame
     significant_labels: np.ndarray  # per mask voxel: cluster id (renumbered) or 0
@@ -78,4 +87,5 @@ def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, params: ALEParams
         names.LOGP_CLUSTER_MASS_FWE: fwe.maps["logp_desc-mass_level-cluster"],
         names.THRESHOLDED: z_thr.astype(np.float32),
     }
-    return ALEResult(obs, fwe, ss_thresh, null, maps, clusters, significant)
+    return ALEResult(obs, fwe, ss_thresh, ALENull(null["max"], null["size"], null["mass"]),
+                     maps, clusters, significant)

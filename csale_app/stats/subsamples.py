@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -109,13 +109,19 @@ def subsample_units(exps: Experiments, db: Experiments, grid: Grid, affine: np.n
                     count, s) for s in range(n_subsamples)]
 
 
-def share_maps(results: list[SubsampleResult]) -> tuple[np.ndarray, np.ndarray]:
-    """(cluster-extent share, cluster-FWE share): per voxel, the share of subsamples in
-    which it survives each rule."""
+class ShareMaps(NamedTuple):
+    """Per voxel, the share of subsamples in which it survives each rule."""
+
+    extent: np.ndarray  # the study's cluster-extent rule
+    cluster_fwe: np.ndarray  # cluster-level FWE
+
+
+def share_maps(results: list[SubsampleResult]) -> ShareMaps:
+    """The share of subsamples in which each voxel survives each rule."""
     n = len(results)
     extent = np.sum([r.extent for r in results], axis=0, dtype=np.float64) / n
     fwe = np.sum([r.significant for r in results], axis=0, dtype=np.float64) / n
-    return extent.astype(np.float32), fwe.astype(np.float32)
+    return ShareMaps(extent.astype(np.float32), fwe.astype(np.float32))
 
 
 def correlation_table(results: list[SubsampleResult], exps: Experiments) -> pd.DataFrame:
