@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from csale_app import names
 from csale_app.records import RunRecord, StudysetSummary
 
 SUMMARY = StudysetSummary(
@@ -106,6 +107,9 @@ def test_record_of_a_real_run(demo_input, tmp_path):
     assert s.label == "flanker" and s.ran() == ["ale"] and s.runtime_s > 0
     assert s.roi["label"] == "cerebellum" and s.database is None  # ALE needs no database
     assert s.analyses["ale"]["n_experiments"] == s.n_experiments
+    written = {names.MAP_PATTERN.search(f.name)["part"]
+               for f in (out / "studyset-flanker").glob("*_meta-ale_*_statmap.nii.gz")}
+    assert written == set(names.ALE_MAPS)  # the stats' keys are names.py's, as the files
     first = _page(out, "flanker")
     assert main(args) == 0
     assert path.read_text() == text  # reused, not rewritten
