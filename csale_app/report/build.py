@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from ..outputs.atomic import write_text
 from . import discover, figure_cache, methods
-from .sections import TITLES, Section  # noqa: F401  (Section re-exported)
+from .sections import TITLES
 from ..records import StudysetSummary
 from .studysets import studyset_section
 from .tables import Link, Table, fmt, fmt_seconds, kv_table, read_tsv
