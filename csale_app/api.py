@@ -122,7 +122,7 @@ class _Estimator:
         context = {
             "version": __version__, "command_line": "csale_app Python API",
             "settings": asdict(ctx.settings), "device": device_text(ctx),
-            "runtime_s": summary["runtime_s"], "warnings": warn.messages,
+            "runtime_s": summary.runtime_s, "warnings": warn.messages,
             "studysets": [summary], "inputs": {"Input": str(found.source)},
             "database": ctx.database.describe() if ctx.database is not None else None,
             "roi": roi_summary(ctx), "reused": []}

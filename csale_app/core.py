@@ -20,6 +20,7 @@ import numpy as np
 
 from ._version import __version__
 from .context import Database, RunContext, StudysetJob, defaulted_count
+from .records import StudysetSummary
 from .errors import UsageError
 from .io.database import load_database as read_database
 from .io.digest import array_digest, file_digest
@@ -237,12 +238,11 @@ def roi_summary(ctx: RunContext) -> dict | None:
             "dilation_mm": ctx.settings.roi_dilation_mm, "n_analysis_voxels": ctx.grid.n_mask}
 
 
-def analyse(ctx: RunContext, job: StudysetJob) -> tuple[list, dict]:
+def analyse(ctx: RunContext, job: StudysetJob) -> tuple[list, StudysetSummary]:
     """Every analysis of the run for one studyset, in memory: (outputs, summary)."""
     t0 = time.perf_counter()
     outputs, summary = run_analyses(ctx, job, {"roi": roi_summary(ctx)})
-    summary["runtime_s"] = round(time.perf_counter() - t0, 2)
-    return outputs, summary
+    return outputs, summary.with_runtime(time.perf_counter() - t0)
 
 
 def device_text(ctx: RunContext) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 from . import interrupt
 from ._version import __version__
 from .context import RunContext
+from .records import RunRecord, StudysetSummary
 from .core import (DatabaseSpec, Warnings, analyse, build_context, check_self_reference,
                    device_text, needs_database, prepare_studyset, roi_summary, studyset_job,
                    term_studysets)
@@ -53,7 +54,7 @@ class Pipeline:
         self.input_dir = Path(input_dir)
         self.output_dir = Path(output_dir)
         self.warn = Warnings()
-        self.summaries: list[dict] = []
+        self.summaries: list[StudysetSummary] = []
         self.reused: list[str] = []
         self.command_line = ""
         self.on_output_ready = lambda: None
@@ -241,8 +242,8 @@ class Pipeline:
         interrupt.checkpoint()
         job = studyset_job(ctx, studyset)
         if reusable(self.output_dir, job.label, job.digest, self.s.overwrite):
-            return (bids.read_provenance(self.output_dir / f"studyset-{job.label}")
-                    .get("summary", {"label": job.label}), True)
+            record = bids.read_provenance(self.output_dir / f"studyset-{job.label}")
+            return RunRecord.from_json(record).summary, True
         outputs, summary = analyse(ctx, job)
         write_studyset(self.output_dir, ctx, job, outputs, summary)
         remove_checkpoints(ctx.work_root, job.label, job.digest)

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .kernels.plan import Grid
-from .outputs import names
+from . import names
+from .records import StudysetSummary
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,14 @@ class MetaResult:
     """
 
     def __init__(self, label: str, outputs: list[AnalysisOutput], warnings: list[str], *,
-                 write, report, source: str = "", summary: dict | None = None):
+                 write, report, source: str = "", summary: StudysetSummary | None = None):
         """``write(out_dir, overwrite) -> Path`` and ``report(out_dir) -> Path`` do the
         disk work (:mod:`csale_app.api` passes the writer and the report builder)."""
         self.label = label
         self.outputs = outputs
         self.warnings = list(warnings)
         self.source = source  # what the studyset came from (a path or a description)
-        self.summary = dict(summary or {})
+        self.summary = summary  # records.StudysetSummary: counts, what ran, runtime
         self._write = write
         self._report = report
 

@@ -24,7 +24,8 @@ from .io.terms import TermStudyset
 from .io.workdir import ChunkDir
 from .kernels.plan import Grid
 from .kernels.spheres import active_counts, sphere_offsets
-from .outputs import names
+from . import names
+from .records import StudysetSummary
 from .results import AnalysisOutput
 from .stats.ale_analysis import ALEParams, run_ale
 from .stats.contributions import contributions, summarize
@@ -117,12 +118,13 @@ def ale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
                           "ALE with Monte Carlo FWE (Eickhoff 2012, 2016)", extra)
     tables = cluster_tables("ale", res.clusters, res.significant_labels, res.observed.stat,
                             grid, ctx.affine, exps, res.observed.ma, side)
-    null = pd.DataFrame({"max_ale": res.null["max"], "max_cluster_size": res.null["size"],
-                         "max_cluster_mass": res.null["mass"]})
+    null = pd.DataFrame({"max_ale": res.null.max_stat,
+                         "max_cluster_size": res.null.max_cluster_size,
+                         "max_cluster_mass": res.null.max_cluster_mass})
     tables[names.analysis_table("ale", names.NULL_VALUES)] = (null, None)
     summary = {"n_clusters": int(len(res.clusters)), "ss_thresh": res.ss_thresh,
                "null_seconds": round(seconds, 2), "n_experiments": exps.n_experiments,
-               "vfwe_threshold": float(np.percentile(res.null["max"], 95))}
+               "vfwe_threshold": float(np.percentile(res.null.max_stat, 95))}
     # the MA maps (the largest arrays of a run) are not kept once the tables are made
     return AnalysisOutput("ale", macm, grid, ctx.affine, res.maps, side, {}, tables, {},
                           summary, None)
@@ -171,7 +173,7 @@ def csale_output(ctx: RunContext, job: StudysetJob, macm: str | None = None,
     summary_extra = {}
     if s.subsamples > 0 and macm is None:
         shares, table, summary_extra = subsample_outputs(ctx, tag, exps, grid, report_mask,
-                                                         params, res.maps["stat-z"])
+                                                         params, res.maps[names.Z])
         for name, (values, map_side) in shares.items():
             maps[name], map_sidecars[name] = values, map_side
         tables[names.analysis_table("csale", names.SUBSAMPLE_TABLE)] = table
@@ -199,13 +201,13 @@ def subsample_outputs(ctx: RunContext, tag: str, exps: Experiments, grid: Grid,
     common = {"Subsamples": s.subsamples, "SubsampleSize": s.subsample_size,
               "ExperimentsPerSubsample": count,
               "Draw": "experiments drawn without replacement, each subsample independently"}
-    extent, fwe = subsamples.share_maps(results)
+    share = subsamples.share_maps(results)
     shares = {
-        names.SUBSAMPLE_EXTENT_MAP: (extent, {**common, "Statistic": (
+        names.SUBSAMPLE_EXTENT_MAP: (share.extent, {**common, "Statistic": (
             "share of subsamples in which the voxel lies in the cluster-extent map (the "
             f"study's rule: {where} first, p < {s.voxel_thresh:g}, faces connectivity, "
             f"clusters of more than {s.min_cluster_size} voxels)")}),
-        names.SUBSAMPLE_FWE_MAP: (fwe, {**common, "Statistic": (
+        names.SUBSAMPLE_FWE_MAP: (share.cluster_fwe, {**common, "Statistic": (
             "share of subsamples in which the voxel lies in a significant cluster "
             f"(cluster-level FWE p < {s.cluster_alpha:g}, clusters formed at "
             f"p < {s.voxel_thresh:g} in the analysis mask, reported in {where})")}),
@@ -232,15 +234,15 @@ def subsample_outputs(ctx: RunContext, tag: str, exps: Experiments, grid: Grid,
     summary = {"n_subsamples": len(results), "subsample_experiments": count,
                "subsample_median_r": float(np.median(ok)) if len(ok) else None}
     return shares, (table, side), summary
-MKDACHI2_MAP_NOTES = {
-    "stat-prob_desc-A": "P(A): share of all compared experiments active at the voxel",
-    "stat-prob_desc-AgF": "P(A|F): share of the selected experiments active at the voxel",
-    "stat-prob_desc-FgA": "P(F|A) = P(A|F) P(F) / P(A), P(F) = selected / all compared",
-    "stat-prob_desc-AgFprior": "P(A) with P(F) = --prior: prior P(A|F) + (1 - prior) "
-                               "P(A|~F) (NiMARE's prob_desc-AgF_prior)",
-    "stat-prob_desc-FgAprior": "P(F|A) with P(F) = --prior: P(A|F) prior / (prior P(A|F) + "
-                               "(1 - prior) P(A|~F)) (Neurosynth's posterior probability map)",
-}
+MKDACHI2_MAP_NOTES = {names.mkdachi2_probability(which): note for which, note in {
+    "A": "P(A): share of all compared experiments active at the voxel",
+    "AgF": "P(A|F): share of the selected experiments active at the voxel",
+    "FgA": "P(F|A) = P(A|F) P(F) / P(A), P(F) = selected / all compared",
+    "AgFprior": "P(A) with P(F) = --prior: prior P(A|F) + (1 - prior) P(A|~F) (NiMARE's "
+                "prob_desc-AgF_prior)",
+    "FgAprior": "P(F|A) with P(F) = --prior: P(A|F) prior / (prior P(A|F) + (1 - prior) "
+                "P(A|~F)) (Neurosynth's posterior probability map)",
+}.items()}
 
 
 def mkdachi2_output(ctx: RunContext, grid: Grid, counts: np.ndarray, n_selected: int,
@@ -272,8 +274,8 @@ def mkdachi2_output(ctx: RunContext, grid: Grid, counts: np.ndarray, n_selected:
                        ("association", "two-way chi-square (no Yates) of active/inactive x "
                                        "selected/rest (reverse inference, P(F|A)); sign: "
                                        "P(A|F) - P(A|~F)")):
-        for stat in ("chi2", "p", "logp", "z"):
-            map_sidecars[f"stat-{stat}_desc-{test}"] = {"Description": what, "DoF": 1}
+        for stat in names.MKDACHI2_TEST_STATS:
+            map_sidecars[names.mkdachi2_test(stat, test)] = {"Description": what, "DoF": 1}
         map_sidecars[names.mkdachi2_fdr(test)] = {
             "Description": f"z of the {test} test where Benjamini-Hochberg FDR at q = "
                            f"{s.fdr_q:g} over the mask keeps the voxel, else 0",
@@ -425,43 +427,49 @@ def macm_outputs(ctx: RunContext, job: StudysetJob,
 
 
 def run_analyses(ctx: RunContext, job: StudysetJob,
-                 extra: dict | None = None) -> tuple[list[AnalysisOutput], dict]:
-    """Every analysis of ``ctx.settings.analyses`` for one studyset: (outputs, summary)."""
+                 extra: dict | None = None) -> tuple[list[AnalysisOutput], StudysetSummary]:
+    """Every analysis of ``ctx.settings.analyses`` for one studyset: (outputs, summary).
+    ``extra``: what the run knows beyond the studyset (``{"roi": Pipeline.roi_summary}``)."""
     s = ctx.settings
     exps = job.experiments
-    summary = {"label": job.label, "source": str(job.path),
-               "n_experiments": exps.n_experiments, "n_foci": exps.n_foci,
-               "analyses": {}, "skipped": {},
-               "database": (None if ctx.database is None else
-                            {**ctx.database.describe(),
-                             "same_as_studyset": ctx.database.is_only(job.source_digest)}),
-               **(extra or {})}
-    if isinstance(job.path, TermStudyset):
-        summary["term"] = job.path.summary()
+    unknown = set(extra or {}) - {"roi"}
+    if unknown:
+        raise TypeError(f"run_analyses: unknown extra fact(s) {sorted(unknown)}")
+    analyses: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
     outputs: list[AnalysisOutput] = []
     csale = None
     if "ale" in s.analyses:
         ale = ale_output(ctx, job)
         outputs.append(ale)
-        summary["analyses"]["ale"] = ale.summary
+        analyses["ale"] = ale.summary
     if "csale" in s.analyses:
         csale = csale_output(ctx, job)
         outputs.append(csale)
-        summary["analyses"]["csale"] = csale.summary
+        analyses["csale"] = csale.summary
     if "mkdachi2" in s.analyses:
         try:
             chi2 = mkdachi2_studyset(ctx, job)
         except EmptySelectionError as exc:
             reason = exc.one_line()
             LOG.warning("%s", reason)
-            summary["skipped"]["mkdachi2"] = reason
+            skipped["mkdachi2"] = reason
         else:
             outputs.append(chi2)
-            summary["analyses"]["mkdachi2"] = chi2.summary
+            analyses["mkdachi2"] = chi2.summary
     if "macm" in s.analyses:
-        macm, macm_summary, skipped = macm_outputs(
+        macm, macm_summary, macm_skipped = macm_outputs(
             ctx, job, csale.raw if csale is not None else None)
         outputs += macm
-        summary["analyses"]["macm"] = macm_summary
-        summary["skipped"].update(skipped)
+        analyses["macm"] = macm_summary
+        skipped.update(macm_skipped)
+    database = None
+    if ctx.database is not None:
+        database = {**ctx.database.describe(),
+                    "same_as_studyset": ctx.database.is_only(job.source_digest)}
+    summary = StudysetSummary(
+        label=job.label, source=str(job.path), n_experiments=exps.n_experiments,
+        n_foci=exps.n_foci, analyses=analyses, skipped=skipped, database=database,
+        roi=(extra or {}).get("roi"),
+        term=job.path.summary() if isinstance(job.path, TermStudyset) else None)
     return outputs, summary

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from csale_app.outputs import names
+from csale_app import names
 from csale_app.outputs.bids import pybids_config_path
 from csale_app.outputs.dataset import KNOWN_WARNINGS
 

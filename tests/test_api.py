@@ -102,7 +102,7 @@ def test_dataframe_input(pain_api_and_cli, pain_dir, tmp_path):
     assert np.array_equal(df_res.get_map("z").get_fdata(), res.get_map("z").get_fdata())
     # recorded as what it is: no (deleted) temporary file anywhere
     what = f"pandas DataFrame ({len(foci)} rows)"
-    assert df_res.source == what and df_res.summary["source"] == what
+    assert df_res.source == what and df_res.summary.source == what
     folder = df_res.to_bids(tmp_path / "df")
     side = json.loads(next(folder.glob("*_desc-input_foci.json")).read_text())
     assert side["Source"] == what

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from csale_app.cli.run import main
-from csale_app.outputs import names
+from csale_app import names
 
 from .bids_check import assert_valid_bids, errors, misnamed, validate
 

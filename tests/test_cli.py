@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from csale_app.cli.run import main
-from csale_app.outputs.names import PYBIDS_CONFIG
+from csale_app.names import PYBIDS_CONFIG
 
 from .bids_check import assert_valid_bids
 

@@ -67,8 +67,8 @@ def test_unreadable_map_is_drawn_not_keyed(tmp_path, mask_img):
 def test_same_picture_is_drawn_once_in_a_report(mask_img, monkeypatch):
     cache = FigureCache()
     calls = []
-    real = figures._render
-    monkeypatch.setattr(figures, "_render", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = figures.render_figure
+    monkeypatch.setattr(figures, "render_figure", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     with active(cache):
         a = figures.roi_figure(mask_img, "Region of interest: one", caption="first")
         b = figures.roi_figure(nib.Nifti1Image(np.asanyarray(mask_img.dataobj).copy(), AFFINE),
@@ -98,7 +98,7 @@ def test_stored_figures_are_reused_by_a_later_report_and_pruned(tmp_path, mask_i
     def no_drawing(*a, **k):
         raise AssertionError("drawn again")
 
-    monkeypatch.setattr(figures, "_render", no_drawing)
+    monkeypatch.setattr(figures, "render_figure", no_drawing)
     monkeypatch.setattr("nilearn.plotting.view_img", no_drawing)
     with active(FigureCache(folder)) as second:
         again = figures.roi_figure(mask_img, "ROI, second run")

@@ -5,6 +5,7 @@ import pytest
 from scipy import ndimage
 
 from csale_app.kernels.plan import build_grid
+from csale_app.io import atlases as A
 from csale_app.stats import labels as L
 from csale_app.stats.tables import cluster_table
 
@@ -74,8 +75,8 @@ def test_ho_atlas_not_mirrored():
     # voxel of the template must read the left-hemisphere voxel of the file.
     import nibabel as nib
 
-    ho = L.load_atlas("ho_cortical")
-    raw = nib.load(str(L.atlas_files()["ho_cortical"]))
+    ho = A.load_atlas("ho_cortical")
+    raw = nib.load(str(A.atlas_files()["ho_cortical"]))
     data = np.asanyarray(raw.dataobj)
     inv = np.linalg.inv(raw.affine)
     from csale_app.io.templates import load_brain_mask
@@ -89,7 +90,7 @@ def test_ho_atlas_not_mirrored():
 
 
 def test_suit_labels_are_integers_1_to_28():
-    suit = L.load_atlas("suit_cerebellar")
+    suit = A.load_atlas("suit_cerebellar")
     vals = np.unique(suit.data)
     assert vals[0] == 0 and set(vals[1:]) <= set(range(1, 29)) and len(vals) > 20
 
@@ -151,7 +152,7 @@ def test_max_subpeaks_and_distance():
 
 
 def test_atlas_credits():
-    credits = L.atlas_credits()
+    credits = A.atlas_credits()
     assert {c["key"] for c in credits} == set(L.ATLASES)
     text = " ".join(c["license"] for c in credits)
     assert "non-commercial" in text and "CC BY-ND 4.0" in text

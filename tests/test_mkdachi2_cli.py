@@ -19,7 +19,7 @@ from csale_app.io.database import load_database
 from csale_app.io.experiments import build_experiments
 from csale_app.io.readers import read_studyset
 from csale_app.kernels.spheres import active_counts, sphere_offsets
-from csale_app.outputs import names
+from csale_app import names
 from csale_app.stats.mkdachi2 import mkdachi2
 
 SPACE = "space-MNI152NLin6Asym_res-2"

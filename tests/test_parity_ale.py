@@ -78,7 +78,7 @@ def test_voxel_fwe_threshold_within_3_percent(fwe_both):
     est = cres.estimator
     ref_null = est.null_distributions_["values_level-voxel_corr-fwe_method-montecarlo"]
     ref = np.percentile(ref_null, 95)
-    assert np.percentile(ours.null["max"], 95) == pytest.approx(ref, rel=0.03)
+    assert np.percentile(ours.null.max_stat, 95) == pytest.approx(ref, rel=0.03)
 
 
 def test_same_significant_clusters(fwe_both, brain):

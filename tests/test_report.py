@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from csale_app.records import StudysetSummary
 from csale_app.report import build_report
 
 from . import chromium, report_pages
@@ -136,7 +137,7 @@ def report(tmp_path_factory):
                      "csale_null": "probabilistic", "random_seed": 7, "min_cluster_size": 50},
         "device": "CPU (numba, 2 threads)", "runtime_s": 125.3,
         "warnings": [f"experiment '{EVIL}' has few foci"],
-        "studysets": [
+        "studysets": [StudysetSummary.from_json(s) for s in [
             {"label": "cerebellum", "n_experiments": 2, "n_foci": 12,
              "analyses": {"ale": {"n_clusters": 2}, "csale": {"n_clusters": 1}, "macm": {}},
              "database": {"source": "INPUT_DIR/database/", "files": ["db1.tsv", "db2.tsv"],
@@ -150,7 +151,7 @@ def report(tmp_path_factory):
                           "n_experiments": 3, "n_foci": 12, "same_as_studyset": True}},
             {"label": "tiny", "n_experiments": 4, "n_foci": 9, "analyses": {},
              "skipped": {"all": "4 experiments < --min-experiments 15"}},
-        ],
+        ]],
         "reused": ["wholebrain"],
     }
     path = build_report(out, context)
@@ -234,13 +235,13 @@ def test_one_copy_of_each_column_and_message(report):
 
 
 def test_contributors_top_few_with_the_rest_in_details(tmp_path):
-    from csale_app.report.tables import TOP_CONTRIBUTORS, cluster_table
+    from csale_app.report.tables import TOP_CONTRIBUTORS, clusters_report_table
 
     clusters = pd.DataFrame({"cluster_id": [1], "size_voxels": [10], "peak_x": [0.0],
                              "peak_y": [0.0], "peak_z": [0.0]})
     contrib = pd.DataFrame({"cluster_id": [1] * 8, "experiment_id": [f"e{i}" for i in range(8)],
                             "jackknife": np.linspace(0.4, 0.05, 8), "n_foci_in_cluster": 1})
-    t = cluster_table(clusters, contrib, "t")
+    t = clusters_report_table(clusters, contrib, "t")
     cell = t.rows[0][-1]
     assert cell.text.count("(") == TOP_CONTRIBUTORS and cell.text.startswith("e0")
     assert len(cell.more) == 8 - TOP_CONTRIBUTORS and cell.more_label == "5 more"

@@ -134,7 +134,7 @@ def test_lobule_table_sums_to_the_map_voxel_count(sixty):
 
 def test_lobule_table_counts_by_hand():
     """Two lobules and the outside, on the template grid: counts, shares and the order."""
-    from csale_app.stats.labels import load_atlas
+    from csale_app.io.atlases import load_atlas
     from csale_app.stats.lobules import OUTSIDE, lobule_table
 
     atlas = load_atlas("suit_cerebellar").data

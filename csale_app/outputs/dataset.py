@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .._version import __version__
 from .atomic import write_atomic, write_json, write_text
-from . import names
+from .. import names
 
 LOG = logging.getLogger(__name__)
 #: The BIDS version whose rules the outputs follow: the schema of the pinned validator

@@ -17,7 +17,9 @@ from pathlib import Path
 from .._version import __version__
 from ..errors import OutputError
 from ..io.terms import TermStudyset
-from . import bids, names
+from .. import names
+from ..records import RunRecord, StudysetSummary
+from . import bids
 
 LOG = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def reusable(output_dir: Path, label: str, digest: str, overwrite: bool) -> bool
     return False
 
 
-def write_studyset(output_dir: Path, ctx, job, outputs: list, summary: dict) -> None:
+def write_studyset(output_dir: Path, ctx, job, outputs: list, summary: StudysetSummary) -> None:
     """Stage every file of one studyset (``job``: a ``context.StudysetJob``; ``ctx``: the
     run's ``context.RunContext``) and publish the folder in one rename."""
     out = bids.StudysetOutput(output_dir, job.label)
@@ -75,15 +77,15 @@ def write_studyset(output_dir: Path, ctx, job, outputs: list, summary: dict) -> 
                                 "VoxelsDroppedOutsideBrainMask": roi.n_outside_brain})
         for o in outputs:
             write_output(out, o)
-        out.commit({"digest": job.digest, "settings": ctx.settings.result_params(),
-                    "summary": summary, "version": __version__})
+        out.commit(RunRecord(job.digest, ctx.settings.result_params(), summary,
+                             __version__).to_json())
     except BaseException:
         out.discard()
         raise
 
 
 def write_result(output_dir: Path, overwrite: bool, *, ctx, job, outputs: list,
-                 summary: dict) -> Path:
+                 summary: StudysetSummary) -> Path:
     """One studyset's results into a BIDS derivatives folder of its own (what
     ``MetaResult.to_bids`` writes): lock, dataset description, the studyset folder."""
     output_dir = Path(output_dir)

@@ -21,8 +21,9 @@ from urllib.parse import quote
 
 from ..outputs.atomic import write_text
 from . import discover, figure_cache, methods
-from .sections import TITLES, Section  # noqa: F401  (Section re-exported)
-from .studysets import ran, skipped, studyset_section
+from .sections import TITLES
+from ..records import StudysetSummary
+from .studysets import studyset_section
 from .tables import Link, Table, fmt, fmt_seconds, kv_table, read_tsv
 
 LOG = logging.getLogger(__name__)
@@ -43,38 +44,46 @@ def database_text(db: dict) -> str:
             f"{fmt(db.get('n_foci'))} foci)")
 
 
+def summaries_of(context: dict) -> dict[str, StudysetSummary]:
+    """This run's studyset summaries (``context["studysets"]``) by label."""
+    found = {}
+    for s in context.get("studysets") or []:
+        if not isinstance(s, StudysetSummary):
+            raise TypeError(f"report context: a studyset summary is a StudysetSummary, not "
+                            f"{type(s).__name__} (StudysetSummary.from_json reads one)")
+        found[s.label] = s
+    return found
+
+
 def _summary_tables(context: dict, pages: list[Page]) -> list[Table]:
-    cmd = context.get("command_line", context.get("command", ""))
+    cmd = context.get("command_line", "")
     run = [("csale_app version", context.get("version", "")),
            ("Command line", " ".join(map(str, cmd)) if isinstance(cmd, (list, tuple)) else cmd),
            ("Device", context.get("device", "")),
-           ("Runtime", fmt_seconds(context.get("runtime_s", context.get("runtime_seconds"))))]
-    for key in ("input_dir", "output_dir", "started", "finished"):
+           ("Runtime", fmt_seconds(context.get("runtime_s")))]
+    for key in ("input_dir", "output_dir"):
         if key in context:
             run.append((key.replace("_", " ").capitalize(), context[key]))
-    summaries = [s for s in context.get("studysets") or [] if isinstance(s, dict)]
-    dbs = unique_dbs(summaries)
+    by = summaries_of(context)
+    dbs = unique_dbs(list(by.values()))
     if dbs:
         run.append(("Reference database", "; ".join(database_text(d) for d in dbs)))
-    if isinstance(context.get("inputs"), dict):
-        run += list(context["inputs"].items())
-    elif context.get("inputs"):
-        run.append(("Inputs", context["inputs"]))
     tables = [kv_table("Run", run)]
     settings = context.get("settings") or {}
     rows = []
     by_page = {p.label: p for p in pages}
-    labels = [str(s.get("label", "")) for s in summaries] + \
-        [p.label for p in pages if p.label not in {str(s.get("label", "")) for s in summaries}]
-    by = {str(s.get("label", "")): s for s in summaries}
+    labels = list(by) + [p.label for p in pages if p.label not in by]
     reused = {str(r) for r in context.get("reused") or []}
     for lab in labels:
-        s, page = by.get(lab, {}), by_page.get(lab)
-        n_exp = s.get("n_experiments", page.n_experiments if page else None)
-        rows.append([Link(lab, page.href) if page else lab, fmt(n_exp), fmt(s.get("n_foci")),
-                     ", ".join(ran(s)) or ("see its page" if page else "none"),
+        s, page = by.get(lab), by_page.get(lab)
+        n_exp = s.n_experiments if s is not None else page.n_experiments if page else None
+        rows.append([Link(lab, page.href) if page else lab, fmt(n_exp),
+                     fmt(s.n_foci if s is not None else None),
+                     ", ".join(s.ran() if s is not None else []) or (
+                         "see its page" if page else "none"),
                      page.clusters if page else "none",
-                     "; ".join(skipped(s)) or "none", "yes" if lab in reused else "no"])
+                     "; ".join(s.skip_reasons() if s is not None else []) or "none",
+                     "yes" if lab in reused else "no"])
     tables.append(Table("Studysets", ["Studyset", "Experiments analysed", "Foci",
                                       "Analyses run", "Significant clusters",
                                       "Skipped (reason)", "Reused"], rows,
@@ -85,11 +94,11 @@ def _summary_tables(context: dict, pages: list[Page]) -> list[Table]:
     return tables
 
 
-def unique_dbs(summaries: list[dict]) -> list[dict]:
+def unique_dbs(summaries: list[StudysetSummary]) -> list[dict]:
     out, seen = [], set()
     for s in summaries:
-        db = s.get("database")
-        if isinstance(db, dict):
+        db = s.database
+        if db is not None:
             key = database_text(db)
             if key not in seen:
                 seen.add(key)
@@ -142,12 +151,11 @@ def _render(env, **kw) -> str:
 def write_studyset_pages(output_dir: Path, context: dict) -> list[Page]:
     """Build, render and write each studyset's page in turn (one in memory at a time)."""
     env = _environment()
-    summaries = {str(s.get("label", "")): s for s in context.get("studysets") or []
-                 if isinstance(s, dict)}
+    summaries = summaries_of(context)
     reused = {str(r) for r in context.get("reused") or []}
     pages = []
-    for ss in discover.find_studysets(Path(output_dir)):
-        sec, tal = studyset_section(ss, summaries.get(ss.label, {}), ss.label in reused)
+    for ss in discover.find_results(Path(output_dir)):
+        sec, tal = studyset_section(ss, summaries.get(ss.label), ss.label in reused)
         kinds = {a.meta for a in ss.analyses} | ({"macm"} if ss.macms else set())
         n_exp = next((v for k, v in sec.info if k == "Experiments analysed"), None)
         path = page_path(output_dir, ss.label)
@@ -163,17 +171,16 @@ def write_studyset_pages(output_dir: Path, context: dict) -> list[Page]:
 
 def render_index(output_dir: Path, context: dict, pages: list[Page]) -> str:
     """The entry page: summary (one row per studyset, linked), methods, references."""
-    from ..stats.labels import atlas_credits
+    from ..io.atlases import atlas_credits
 
-    summaries = {str(s.get("label", "")): s for s in context.get("studysets") or []
-                 if isinstance(s, dict)}
+    summaries = summaries_of(context)
     settings = context.get("settings") or {}
     facts = methods.Facts(
         version=str(context.get("version", "")),
         settings=settings if isinstance(settings, dict) else {},
         analyses=set().union(*[p.kinds for p in pages]) if pages else set(),
         talairach=any(p.talairach for p in pages), device=str(context.get("device", "")),
-        studysets=[summaries.get(p.label, {"label": p.label}) for p in pages])
+        studysets=[summaries[p.label] for p in pages if p.label in summaries])
     return _render(
         _environment(), page="index", ctx=context, title="csale_app report",
         summary_tables=_summary_tables(context, pages),

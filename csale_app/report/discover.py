@@ -8,7 +8,9 @@ Layout (SPEC section 5)::
     studyset-<S>/studyset-<S>_[space-..._]meta-<m>_{clusters,peaks,contributions}.tsv
     studyset-<S>/studyset-<S>_[space-..._]meta-<m>_desc-null_values.tsv
     studyset-<S>/macm-<M>/studyset-<S>_macm-<M>_... (same families)
-    studyset-<S>/macm-<M>/studyset-<S>_macm-<M>_[...]experiments.tsv, ..._mask.nii.gz
+    studyset-<S>/macm-<M>/studyset-<S>_macm-<M>_experiments.tsv, ..._mask.nii.gz
+
+Every name comes from :mod:`csale_app.names`, as the writer's.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..outputs import names
+from .. import names
 
 META_ORDER = {"ale": 0, "csale": 1, "mkdachi2": 2}
 _MAP_RE = names.MAP_PATTERN
@@ -31,7 +33,7 @@ TABLE_KINDS = {names.NULL_VALUES: "null", names.SUBSAMPLE_TABLE: "subsamples",
 class Analysis:
     meta: str  # "ale", "csale", ...
     prefix: str  # "studyset-S" or "studyset-S_macm-M"
-    maps: dict[str, Path] = field(default_factory=dict)  # "stat-z_desc-thresholded" -> path
+    maps: dict[str, Path] = field(default_factory=dict)  # names.THRESHOLDED, ... -> path
     tables: dict[str, Path] = field(default_factory=dict)  # clusters/.../null/subsamples
 
     def map(self, part: str) -> Path | None:
@@ -51,7 +53,7 @@ class Analysis:
 
     def sidecar(self) -> dict:
         """The JSON sidecar of the thresholded map (else of any map), or {}."""
-        paths = [self.maps.get("stat-z_desc-thresholded")] + sorted(self.maps.values())
+        paths = [self.maps.get(names.THRESHOLDED)] + sorted(self.maps.values())
         for p in paths:
             if p is None:
                 continue
@@ -85,9 +87,9 @@ class Studyset:
     input_foci: Path | None = None
 
 
-def _one(folder: Path, pattern: str) -> Path | None:
-    hits = sorted(folder.glob(pattern))
-    return hits[0] if hits else None
+def _one(folder: Path, name: str) -> Path | None:
+    path = folder / name
+    return path if path.is_file() else None
 
 
 def find_analyses(folder: Path, prefix: str) -> list[Analysis]:
@@ -104,29 +106,31 @@ def find_analyses(folder: Path, prefix: str) -> list[Analysis]:
     return sorted(found.values(), key=lambda a: (META_ORDER.get(a.meta, 9), a.meta))
 
 
-def find_studysets(output_dir: Path) -> list[Studyset]:
+def find_results(output_dir: Path) -> list[Studyset]:
+    """The results of every studyset in OUTPUT_DIR (``studyset-<S>/`` folders)."""
     out = []
     for folder in sorted(Path(output_dir).glob("studyset-*")):
         if not folder.is_dir():
             continue
         label = folder.name[len("studyset-"):]
-        prefix = f"studyset-{label}"
+        prefix = names.prefix(label)
         macms = []
         for mf in sorted(folder.glob("macm-*")):
             if not mf.is_dir():
                 continue
             name = mf.name[len("macm-"):]
-            mp = f"{prefix}_macm-{name}"
-            seed = _one(mf, f"{mp}_mask.nii.gz") or _one(mf, f"{mp}_*mask.nii.gz")
-            exps = _one(mf, f"{mp}_experiments.tsv") or _one(mf, f"{mp}_*experiments.tsv")
-            macms.append(Macm(name, mf, seed, exps, find_analyses(mf, mp)))
+            macms.append(Macm(
+                name, mf, _one(mf, names.seed_mask_filename(label, name)),
+                _one(mf, names.table_filename(label, names.MACM_EXPERIMENTS, name)),
+                find_analyses(mf, names.prefix(label, name))))
         out.append(Studyset(
             label=label,
             folder=folder,
-            experiments_table=_one(folder, f"{prefix}_desc-experiments_table.tsv"),
-            roi_masks=sorted(folder.glob(f"{prefix}_roi-*_mask.nii.gz")),
+            experiments_table=_one(folder, names.table_filename(label,
+                                                                names.EXPERIMENTS_TABLE)),
+            roi_masks=sorted(folder.glob(names.roi_mask_filename(label, "*"))),
             analyses=find_analyses(folder, prefix),
             macms=macms,
-            input_foci=_one(folder, f"{prefix}_desc-input_foci.tsv"),
+            input_foci=_one(folder, names.table_filename(label, names.INPUT_FOCI)),
         ))
     return out

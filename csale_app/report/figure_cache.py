@@ -59,7 +59,7 @@ def salt() -> bytes:
 
         h.update(file_digest(template_files()["t1w"]).encode())
     except (OSError, KeyError, FileNotFoundError):
-        h.update(b"nilearn's own template")  # what figures._background falls back to
+        h.update(b"nilearn's own template")  # what figures.background_image falls back to
     return h.digest()
 
 

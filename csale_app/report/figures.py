@@ -60,7 +60,7 @@ def to_data_uri(fig) -> str:
     return PNG_URI + base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def _render(title: str, draw, caption: str = "") -> Figure:
+def render_figure(title: str, draw, caption: str = "") -> Figure:
     """Call ``draw(fig)`` on a new figure and encode it; failures become a notice."""
     fig = None
     try:
@@ -94,7 +94,7 @@ figure = cached(_payload, _from_payload)  # decorator: a figure is drawn once pe
 
 
 @functools.lru_cache(maxsize=1)
-def _background():
+def background_image():
     try:
         from ..io.templates import load_t1
 
@@ -105,7 +105,7 @@ def _background():
         return load_mni152_template(resolution=2)
 
 
-def _finite(img: nib.Nifti1Image) -> nib.Nifti1Image:
+def finite_image(img: nib.Nifti1Image) -> nib.Nifti1Image:
     data = np.nan_to_num(np.asanyarray(img.dataobj).astype(np.float32))
     return nib.Nifti1Image(data, img.affine)
 
@@ -156,13 +156,13 @@ def glass_brain_figure(img: nib.Nifti1Image, title: str, threshold: float = 1e-6
 
     def draw(fig):
         fig.set_size_inches(10, 3)
-        data = _finite(img)
+        data = finite_image(img)
         vmax = float(np.max(np.abs(np.asanyarray(data.dataobj)))) or 1.0
         plot_glass_brain(data, display_mode="lyrz", colorbar=True, figure=fig,
                          threshold=threshold, plot_abs=False, cmap=cmap, vmin=0, vmax=vmax,
                          symmetric_cbar=False, annotate=True, title=None)
 
-    return _render(title, draw, caption)
+    return render_figure(title, draw, caption)
 
 
 @figure
@@ -173,17 +173,17 @@ def slices_figure(img: nib.Nifti1Image, title: str, cut_coords=None, display_mod
 
     def draw(fig):
         fig.set_size_inches(10, 2.6 if display_mode == "z" else 3.4)
-        data = _finite(img)
+        data = finite_image(img)
         kw = {} if symmetric else {"vmin": 0, "symmetric_cbar": False}
         if vmax is not None:
             kw["vmax"] = vmax
-        plot_stat_map(data, bg_img=_background(), display_mode=display_mode,
+        plot_stat_map(data, bg_img=background_image(), display_mode=display_mode,
                       cut_coords=cut_coords, figure=fig, threshold=threshold, cmap=cmap,
                       colorbar=True, annotate=True, draw_cross=False, black_bg=True, dim=0,
                       **kw)
         fig.set_facecolor("black")
 
-    return _render(title, draw, caption)
+    return render_figure(title, draw, caption)
 
 
 @figure
@@ -197,7 +197,7 @@ def roi_figure(mask_img: nib.Nifti1Image, title: str, caption: str = "") -> Figu
         roi = nib.Nifti1Image(data, mask_img.affine)
         if not data.any():
             raise ValueError("the mask is empty")
-        bg = _background()
+        bg = background_image()
         ax1 = fig.add_axes([0, 0.5, 1, 0.5])
         ax2 = fig.add_axes([0, 0, 1, 0.5])
         plot_roi(roi, bg_img=bg, display_mode="ortho", cut_coords=centre_mm(roi), axes=ax1,
@@ -207,7 +207,7 @@ def roi_figure(mask_img: nib.Nifti1Image, title: str, caption: str = "") -> Figu
                  figure=fig, colorbar=False, cmap="autumn", black_bg=True, dim=0)
         fig.set_facecolor("black")
 
-    return _render(title, draw, caption)
+    return render_figure(title, draw, caption)
 
 
 @figure
@@ -219,8 +219,8 @@ def comparison_figure(maps: list[tuple[str, nib.Nifti1Image]], title: str, cut_c
     def draw(fig):
         n = len(maps)
         fig.set_size_inches(10, 2.4 * n)
-        datas = [_finite(img) for _, img in maps]
-        bg = _background()
+        datas = [finite_image(img) for _, img in maps]
+        bg = background_image()
         for i, ((name, _), data) in enumerate(zip(maps, datas)):
             vmax = float(np.max(np.abs(np.asanyarray(data.dataobj)))) or 1.0
             ax = fig.add_axes([0, 1 - (i + 1) / n, 1, 1 / n])
@@ -230,7 +230,7 @@ def comparison_figure(maps: list[tuple[str, nib.Nifti1Image]], title: str, cut_c
                           dim=0, draw_cross=False)
         fig.set_facecolor("black")
 
-    return _render(title, draw, caption)
+    return render_figure(title, draw, caption)
 
 
 @figure
@@ -260,7 +260,7 @@ def null_figure(null, title: str, caption: str = "", observed: dict | None = Non
             ax.legend(fontsize=7, frameon=False)
         fig.tight_layout()
 
-    return _render(title, draw, caption)
+    return render_figure(title, draw, caption)
 
 
 @figure
@@ -283,7 +283,7 @@ def box_figure(values, title: str, xlabel: str, caption: str = "") -> Figure:
         ax.tick_params(labelsize=8)
         fig.tight_layout()
 
-    return _render(title, draw, caption)
+    return render_figure(title, draw, caption)
 
 
 def _binary(img: nib.Nifti1Image) -> nib.Nifti1Image:
@@ -302,9 +302,9 @@ def logp_figure(logp_img: nib.Nifti1Image, clusters_img: nib.Nifti1Image | None,
 
     def draw(fig):
         fig.set_size_inches(10, 2.6 if display_mode == "z" else 3.4)
-        data = _finite(logp_img)
+        data = finite_image(logp_img)
         top = vmax or float(np.max(np.asanyarray(data.dataobj))) or 1.0
-        display = plot_stat_map(data, bg_img=_background(), display_mode=display_mode,
+        display = plot_stat_map(data, bg_img=background_image(), display_mode=display_mode,
                                 cut_coords=cut_coords, figure=fig, threshold=threshold,
                                 cmap="autumn", vmin=0, vmax=top, symmetric_cbar=False,
                                 colorbar=True, annotate=True, draw_cross=False, black_bg=True,
@@ -314,7 +314,7 @@ def logp_figure(logp_img: nib.Nifti1Image, clusters_img: nib.Nifti1Image | None,
                                  linewidths=1.6)
         fig.set_facecolor("black")
 
-    return _render(title, draw, caption)
+    return render_figure(title, draw, caption)
 
 
 @figure
@@ -327,9 +327,9 @@ def peak_figure(img: nib.Nifti1Image, title: str, peak: tuple[float, float, floa
 
     def draw(fig):
         fig.set_size_inches(10, 3.4)
-        data = _finite(img)
+        data = finite_image(img)
         top = vmax or float(np.max(np.abs(np.asanyarray(data.dataobj)))) or 1.0
-        display = plot_stat_map(data, bg_img=_background(), display_mode="ortho",
+        display = plot_stat_map(data, bg_img=background_image(), display_mode="ortho",
                                 cut_coords=peak, figure=fig, threshold=threshold, cmap=cmap,
                                 vmin=0, vmax=top, symmetric_cbar=False, colorbar=True,
                                 annotate=True, draw_cross=True, black_bg=True, dim=0)
@@ -338,7 +338,7 @@ def peak_figure(img: nib.Nifti1Image, title: str, peak: tuple[float, float, floa
                                  linewidths=1.4)
         fig.set_facecolor("black")
 
-    fig = _render(title, draw, caption)
+    fig = render_figure(title, draw, caption)
     fig.attrs = dict(attrs or {})
     return fig
 
@@ -384,4 +384,4 @@ def foci_figure(foci, title: str, roi_img: nib.Nifti1Image | None = None,
             display.add_contours(_binary(roi_img), levels=[0.5], colors=["#2d5fa3"],
                                  linewidths=1.2)
 
-    return _render(title, draw, caption)
+    return render_figure(title, draw, caption)

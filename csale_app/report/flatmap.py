@@ -23,7 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .figures import Figure, _finite, _render, figure
+from .figures import Figure, finite_image, render_figure, figure
 
 LOG = logging.getLogger(__name__)
 SUIT_SPACE = "FSL"  # SUITPy's name for its MNI152NLin6Asym surfaces
@@ -86,7 +86,7 @@ def suitpy_version() -> str:
 
 
 def _suit_labels() -> np.ndarray:
-    from ..stats.labels import load_atlas
+    from ..io.atlases import load_atlas
 
     return load_atlas("suit_cerebellar").data
 
@@ -118,7 +118,7 @@ def flatmap_figure(img: nib.Nifti1Image, title: str, vmax: float | None = None,
 
         fm = suit_flatmap()
         fig.set_size_inches(5.6, 4.4)
-        values = fm.vol_to_surf(_finite(img), space=SUIT_SPACE, ignore_zeros=True,
+        values = fm.vol_to_surf(finite_image(img), space=SUIT_SPACE, ignore_zeros=True,
                                 stats="nanmean")[:, 0]
         reached = bool(np.isfinite(values).any())
         top = vmax or (float(np.nanmax(np.abs(values))) if reached else 0.0) or 1.0
@@ -133,7 +133,7 @@ def flatmap_figure(img: nib.Nifti1Image, title: str, vmax: float | None = None,
         fig.colorbar(plt.cm.ScalarMappable(plt.Normalize(0.0, top), cmap), cax=bar)
         bar.tick_params(labelsize=8)
 
-    return _render(title, draw, caption)
+    return render_figure(title, draw, caption)
 
 
 CAPTION = ("SUIT flatmap of the cerebellar cortex (Diedrichsen & Zotow 2015; SUITPy "

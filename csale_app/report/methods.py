@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..records import StudysetSummary
+
 
 @dataclass(frozen=True)
 class Ref:
@@ -171,7 +173,7 @@ class Facts:
     analyses: set  # "ale", "csale", "mkdachi2" (studyset level), "macm" (a MACM folder)
     talairach: bool = False
     device: str = ""
-    studysets: list = field(default_factory=list)  # the pipeline's summary dicts
+    studysets: list[StudysetSummary] = field(default_factory=list)  # this run's
 
 
 def _n(v) -> str:
@@ -193,16 +195,15 @@ REUSE_RULE = ("Finished results are reused only when a digest of the bytes of ev
 
 
 def _database(f: Facts) -> str:
-    db = next((s.get("database") for s in f.studysets
-               if isinstance(s, dict) and isinstance(s.get("database"), dict)), None)
+    db = next((s.database for s in f.studysets if s.database is not None), None)
     if db is None:
         return DATABASE_RULE
     files = db.get("files") or []
     text = (DATABASE_RULE + f" In this run it was {db.get('source', 'chosen by the rule above')}"
             f" and held {_n(db.get('n_experiments'))} experiments with {_n(db.get('n_foci'))} "
             f"foci from {_list(files) if files else 'the listed files'}.")
-    same = [s.get("label") for s in f.studysets if isinstance(s, dict)
-            and isinstance(s.get("database"), dict) and s["database"].get("same_as_studyset")]
+    same = [s.label for s in f.studysets
+            if s.database is not None and s.database.get("same_as_studyset")]
     if same:
         text += (f" For {_list(same)} the database is exactly the analysed studyset, so "
                  "C-SALE tests the studyset against its own base rate.")
@@ -211,8 +212,7 @@ def _database(f: Facts) -> str:
 
 def _roi_rule(f: Facts) -> str:
     s = f.settings
-    roi = next((x.get("roi") for x in f.studysets if isinstance(x, dict)
-                and isinstance(x.get("roi"), dict)), None)
+    roi = next((x.roi for x in f.studysets if x.roi is not None), None)
     d = _fmt((roi or {}).get("dilation_mm", s.get("roi_dilation_mm", 6.0)))
     name = (roi or {}).get("label") or s.get("roi") or "the region of interest"
     text = (f"With an ROI ({name}"
@@ -286,7 +286,7 @@ def _subsampling(f: Facts, n: int) -> str:
 
 def _has_roi(f: Facts) -> bool:
     return bool(f.settings.get("roi") or f.settings.get("roi_coords")) or any(
-        isinstance(x, dict) and isinstance(x.get("roi"), dict) for x in f.studysets)
+        x.roi is not None for x in f.studysets)
 
 
 def _mkdachi2(f: Facts, studyset: bool, macm: bool) -> str:
@@ -323,11 +323,10 @@ def _mkdachi2(f: Facts, studyset: bool, macm: bool) -> str:
 def _mkdachi2_counts(f: Facts) -> str:
     parts = []
     for s in f.studysets:
-        an = s.get("analyses") if isinstance(s, dict) else None
-        m = an.get("mkdachi2") if isinstance(an, dict) else None
+        m = s.analyses.get("mkdachi2")
         if isinstance(m, dict) and "n_selected" in m:
             parts.append(f"{_n(m['n_selected'])} against {_n(m.get('n_unselected'))} for "
-                         f"{s.get('label')} ({_n(m.get('removed_overlap') or 0)} database "
+                         f"{s.label} ({_n(m.get('removed_overlap') or 0)} database "
                          "experiments in the studyset removed)")
     return (" Experiments compared: " + _list(parts) + ".") if parts else ""
 
@@ -336,10 +335,7 @@ def _data(f: Facts) -> str:
     roi = bool(f.settings.get("roi") or f.settings.get("roi_coords"))
     parts = []
     for s in f.studysets:
-        if not isinstance(s, dict) or "n_experiments" not in s:
-            continue
-        parts.append(f"{s.get('label')} ({_n(s['n_experiments'])} experiments, "
-                     f"{_n(s.get('n_foci'))} foci)")
+        parts.append(f"{s.label} ({_n(s.n_experiments)} experiments, {_n(s.n_foci)} foci)")
     if not parts:
         return ""
     return ("Studysets analysed: " + _list(parts) + (
@@ -372,12 +368,11 @@ def _sample_sizes_and_terms(f: Facts) -> str:
 def _macm_counts(f: Facts) -> str:
     parts = []
     for s in f.studysets:
-        an = s.get("analyses") if isinstance(s, dict) else None
-        m = an.get("macm") if isinstance(an, dict) else None
+        m = s.analyses.get("macm")
         seeds = m.get("seeds") if isinstance(m, dict) else None
         for name, v in (seeds.items() if isinstance(seeds, dict) else ()):
             if isinstance(v, dict) and "n_selected" in v:
-                parts.append(f"{_n(v['n_selected'])} for {s.get('label')} (seed {name})")
+                parts.append(f"{_n(v['n_selected'])} for {s.label} (seed {name})")
     return (" Experiments selected: " + _list(parts) + ".") if parts else ""
 
 

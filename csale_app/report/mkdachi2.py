@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import names
 from . import discover, figures
-from .sections import Section, _cuts, _load, _safe
+from .sections import Section, cuts_for, load_image, guarded
 from .tables import anchor, fmt, kv_table
 
 TITLE = "MKDA chi-square (Neurosynth)"
@@ -33,11 +34,11 @@ MACM_MEANING = (
 
 
 def _fdr_figure(sec: Section, an: discover.Analysis, test: str, roi_img, q) -> None:
-    path = an.map(f"stat-z_desc-{test}_level-voxel_corr-FDR")
+    path = an.map(names.mkdachi2_fdr(test))
     if path is None:
         sec.notices.append(f"No FDR-thresholded {test} map was written.")
         return
-    img = _load(path)
+    img = load_image(path)
     data = np.nan_to_num(np.asanyarray(img.dataobj))
     n_pos, n_neg = int((data > 0).sum()), int((data < 0).sum())
     title = f"{test.capitalize()} test: z where FDR q = {fmt(q)} keeps the voxel"
@@ -46,7 +47,7 @@ def _fdr_figure(sec: Section, an: discover.Analysis, test: str, roi_img, q) -> N
         return
     caption = (f"{MEANING[test]} Red: positive z ({n_pos} voxels), blue: negative z "
                f"({n_neg} voxels); zero where not significant.")
-    sec.figures.append(figures.slices_figure(img, title, _cuts(img, roi_img), "z",
+    sec.figures.append(figures.slices_figure(img, title, cuts_for(img, roi_img), "z",
                                              cmap="cold_hot", symmetric=True,
                                              caption=caption))
     if n_pos:
@@ -77,7 +78,7 @@ def mkdachi2_section(an: discover.Analysis, parent_id: str, roi_img,
                        + MEANING["association"])
     rows = []
     for test in ("uniformity", "association"):
-        path = an.map(f"stat-z_desc-{test}_level-voxel_corr-FDR")
+        path = an.map(names.mkdachi2_fdr(test))
         if path is None:
             continue
         fdr_side = discover.Analysis(an.meta, an.prefix, {"x": path}).sidecar()
@@ -86,17 +87,17 @@ def mkdachi2_section(an: discover.Analysis, parent_id: str, roi_img,
     if rows:
         sec.tables.append(kv_table("FDR (Benjamini-Hochberg over the mask)", rows))
     for test in ("association", "uniformity"):
-        _safe(sec, f"the {test} map",
+        guarded(sec, f"the {test} map",
               lambda t=test: _fdr_figure(sec, an, t, roi_img, side.get("FDRq")))
-    posterior = an.map("stat-prob_desc-FgAprior")
+    posterior = an.map(names.mkdachi2_probability("FgAprior"))
     if posterior is not None:
         def _posterior():
-            img = _load(posterior)
+            img = load_image(posterior)
             sec.figures.append(figures.slices_figure(
                 img, f"Posterior probability P(F|A) with P(F) = {fmt(side.get('Prior'))}",
-                _cuts(img, roi_img), "z", threshold=1e-6, cmap="viridis",
+                cuts_for(img, roi_img), "z", threshold=1e-6, cmap="viridis",
                 caption="Probability that an experiment activating the voxel belongs to the "
                         "selection, had the selection been that share of the experiments "
                         "(unthresholded)."))
-        _safe(sec, "the posterior probability map", _posterior)
+        guarded(sec, "the posterior probability map", _posterior)
     return sec.finish()

@@ -1,6 +1,6 @@
 """Report sections: one per studyset, with its analyses, comparison and MACMs.
 
-Each part runs under :func:`_safe`, so a part that fails becomes a notice, never an error.
+Each part runs under :func:`guarded`, so a part that fails becomes a notice, never an error.
 """
 
 from __future__ import annotations
@@ -12,17 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..outputs import names
+from .. import names
+from ..records import StudysetSummary
 from . import discover, figures, flatmap
-from .tables import (Table, anchor, cluster_table, contributions_table, df_table, fmt,
-                     fmt_seconds, kv_table, lobules_table, peaks_table, read_tsv, unique)
+from .tables import (Table, anchor, clusters_report_table, contributions_table, df_table, fmt,
+                     fmt_seconds, kv_table, lobules_table, peaks_report_table, read_tsv, unique)
 from .viewer import viewer
 
 LOG = logging.getLogger(__name__)
 TITLES = {"ale": "ALE", "csale": "C-SALE", "mkdachi2": "MKDA chi-square (Neurosynth)"}
-THRESHOLDED = "stat-z_desc-thresholded"
-BASERATE = "stat-prob_desc-baserate"
-EXTENT = "stat-z_desc-extentthresholded"
 MAX_PEAK_VIEWS = 6
 OUTLINE = "cyan outline"
 
@@ -46,7 +44,7 @@ class Section:
         return self
 
 
-def _safe(section: Section, what: str, fn):
+def guarded(section: Section, what: str, fn):
     """Run one part of a section; a failure is logged and shown as a notice."""
     try:
         return fn()
@@ -56,21 +54,21 @@ def _safe(section: Section, what: str, fn):
         return None
 
 
-def _load(path: Path | None):
+def load_image(path: Path | None):
     import nibabel as nib
 
     return None if path is None else nib.load(str(path))
 
 
-def _cuts(img, roi_img):
+def cuts_for(img, roi_img):
     return figures.z_cuts_within(roi_img) if roi_img is not None else figures.z_cuts_for(img)
 
 
 def _observed(an: discover.Analysis, clusters: pd.DataFrame | None) -> dict:
     obs = {}
-    p = an.map("stat-ale")
+    p = an.map(names.ALE_STAT)
     if p is not None:
-        v = float(np.nanmax(np.asanyarray(_load(p).dataobj)))
+        v = float(np.nanmax(np.asanyarray(load_image(p).dataobj)))
         obs.update({"max_ale": v, "max": v, "max_stat": v})
     if clusters is not None and len(clusters) and "size_voxels" in clusters:
         v = float(clusters["size_voxels"].max())
@@ -79,11 +77,12 @@ def _observed(an: discover.Analysis, clusters: pd.DataFrame | None) -> dict:
 
 
 # ---- the reference database ------------------------------------------------------------------
-def database_of(summary: dict, an: discover.Analysis | None = None) -> dict | None:
-    """The run's reference database: the pipeline's summary, else the C-SALE sidecar."""
-    db = summary.get("database") if isinstance(summary, dict) else None
-    if isinstance(db, dict):
-        return db
+def database_of(summary: StudysetSummary | None,
+                an: discover.Analysis | None = None) -> dict | None:
+    """The run's reference database: this run's summary, else (results an earlier run left
+    in OUTPUT_DIR) the C-SALE sidecar."""
+    if summary is not None and summary.database is not None:
+        return summary.database
     side = an.sidecar() if an is not None else {}
     ref = side.get("ReferenceDatabase") if isinstance(side, dict) else None
     if isinstance(ref, dict):
@@ -147,13 +146,13 @@ def _flatmap(sec: Section, img, title: str, roi_img, vmax=None, cmap: str = "aut
             sec.figures.insert(0, fig)
         else:
             sec.figures.append(fig)
-    _safe(sec, "the SUIT flatmap", _add)
+    guarded(sec, "the SUIT flatmap", _add)
 
 
 def _figures_ale(sec, an, title, thr_img, roi_img, clusters):
     sec.figures.append(figures.glass_brain_figure(
         thr_img, f"{title}: thresholded z map (glass brain)"))
-    cuts = _safe(sec, "slice positions", lambda: _cuts(thr_img, roi_img))
+    cuts = guarded(sec, "slice positions", lambda: cuts_for(thr_img, roi_img))
     sec.figures.append(figures.slices_figure(thr_img, f"{title}: axial slices", cuts, "z"))
     _flatmap(sec, thr_img, title, roi_img, what=" of the thresholded z map")
     table = an.tables.get("clusters")
@@ -167,11 +166,11 @@ def _figures_ale(sec, an, title, thr_img, roi_img, clusters):
 
 def _figures_csale(sec, an, title, thr_img, roi_img, clusters, n_iters):
     """-log10 p (the information C-SALE carries) with the p-floor and clusters outlined."""
-    logp_path = an.map("stat-logp")
+    logp_path = an.map(names.LOGP)
     if logp_path is None:
         sec.notices.append("No -log10 p map was written; showing the thresholded z map.")
         return _figures_ale(sec, an, title, thr_img, roi_img, clusters)
-    logp = _load(logp_path)
+    logp = load_image(logp_path)
     sig = thr_img is not None and not figures.is_empty(thr_img)
     floor = f"1/{n_iters} = {1 / n_iters:.2g}" if n_iters else "1/n"
     top = float(np.log10(n_iters)) if n_iters else None
@@ -192,7 +191,7 @@ def _figures_csale(sec, an, title, thr_img, roi_img, clusters, n_iters):
                  what=" of -log10 p in the significant clusters")
     sec.figures.append(figures.logp_figure(
         logp, thr_img if sig else None, f"{title}: -log10 p (p < 0.05 shown)",
-        _cuts(logp, roi_img), "z", vmax=top,
+        cuts_for(logp, roi_img), "z", vmax=top,
         caption=(f"Voxel-wise -log10 p against the base-rate null; {OUTLINE}: clusters "
                  "significant at the cluster level (FWE). " if sig else
                  "Voxel-wise -log10 p against the base-rate null, uncorrected; no cluster is "
@@ -220,14 +219,14 @@ def _extent_rule(side: dict, roi: bool) -> str:
 
 def _figure_extent(sec, an, title, roi_img):
     """The cluster-extent map (the study's rule), beside the cluster-FWE figures."""
-    img = _load(an.map(EXTENT))
+    img = load_image(an.map(names.EXTENT_THRESHOLDED))
     if figures.is_empty(img):
         sec.notices.append("No cluster survived the cluster-extent rule (the cluster-extent "
                            "map is empty).")
         return
     rule = _extent_rule(an.sidecar(), roi_img is not None)
     sec.figures.append(figures.slices_figure(
-        img, f"{title}: cluster-extent map (the study's rule)", _cuts(img, roi_img), "z",
+        img, f"{title}: cluster-extent map (the study's rule)", cuts_for(img, roi_img), "z",
         caption=f"z of the voxels that survive the cluster-extent rule ({rule}); unlike the "
                 "cluster-FWE map, its clusters are formed "
                 + ("inside the ROI itself." if roi_img is not None else "in the mask.")))
@@ -248,12 +247,12 @@ def _subsample_parts(sec, an, title, roi_img):
     for name, (rule, caption) in rules.items():
         if an.map(name) is None:
             continue
-        img = _load(an.map(name))
+        img = load_image(an.map(name))
         side = an.map_sidecar(name)
         n = side.get("Subsamples")
         size = side.get("ExperimentsPerSubsample")
         sec.figures.append(figures.slices_figure(
-            img, f"{title}: share of subsamples surviving the {rule}", _cuts(img, roi_img),
+            img, f"{title}: share of subsamples surviving the {rule}", cuts_for(img, roi_img),
             "z", cmap="viridis", vmax=1.0,
             caption=caption + (f" {n} subsamples of {size} experiments." if n else "")))
         _flatmap(sec, img, title, roi_img, vmax=1.0, cmap="viridis",
@@ -274,7 +273,8 @@ def _subsample_parts(sec, an, title, roi_img):
 
 
 def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
-                     summary: dict | None = None, label: str = "", macm: bool = False) -> Section:
+                     summary: StudysetSummary | None = None, label: str = "",
+                     macm: bool = False) -> Section:
     if an.meta == "mkdachi2":
         from .mkdachi2 import mkdachi2_section
 
@@ -290,68 +290,68 @@ def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
                      for k, v in run_info.items() if k in _RUN_INFO]
     n_iters = side.get("NullIterations")
     if an.meta == "csale":
-        _database_parts(sec, database_of(summary or {}, an), label)
+        _database_parts(sec, database_of(summary, an), label)
 
     clusters = None
     if "clusters" in an.tables:
-        clusters = _safe(sec, "the cluster table", lambda: read_tsv(an.tables["clusters"]))
+        clusters = guarded(sec, "the cluster table", lambda: read_tsv(an.tables["clusters"]))
     contrib = None
     if "contributions" in an.tables:
-        contrib = _safe(sec, "the contributions table",
+        contrib = guarded(sec, "the contributions table",
                         lambda: read_tsv(an.tables["contributions"]))
 
-    thr_img = _safe(sec, "the thresholded map", lambda: _load(an.map(THRESHOLDED)))
-    if an.map(THRESHOLDED) is None:
+    thr_img = guarded(sec, "the thresholded map", lambda: load_image(an.map(names.THRESHOLDED)))
+    if an.map(names.THRESHOLDED) is None:
         sec.notices.append("No thresholded map was written for this analysis.")
     elif thr_img is not None and figures.is_empty(thr_img):
         sec.notices.append("No cluster survived the threshold (thresholded map is empty).")
     if an.meta == "csale":
-        _safe(sec, "the C-SALE maps", lambda: _figures_csale(
+        guarded(sec, "the C-SALE maps", lambda: _figures_csale(
             sec, an, title, thr_img, roi_img, clusters,
             int(n_iters) if isinstance(n_iters, (int, float)) else None))
     elif thr_img is not None and not figures.is_empty(thr_img):
-        _safe(sec, "the ALE maps", lambda: _figures_ale(sec, an, title, thr_img, roi_img,
+        guarded(sec, "the ALE maps", lambda: _figures_ale(sec, an, title, thr_img, roi_img,
                                                         clusters))
-    elif an.map("stat-z") is not None:
+    elif an.map(names.Z) is not None:
         sec.figures.append(figures.glass_brain_figure(
-            _load(an.map("stat-z")), f"{title}: uncorrected z > 3.09 (orientation only)",
+            load_image(an.map(names.Z)), f"{title}: uncorrected z > 3.09 (orientation only)",
             threshold=3.09, caption="Not corrected for multiple comparisons."))
 
-    if an.meta == "csale" and an.map(EXTENT) is not None:
-        _safe(sec, "the cluster-extent map", lambda: _figure_extent(sec, an, title, roi_img))
+    if an.meta == "csale" and an.map(names.EXTENT_THRESHOLDED) is not None:
+        guarded(sec, "the cluster-extent map", lambda: _figure_extent(sec, an, title, roi_img))
     if an.meta == "csale" and (set(names.SUBSAMPLE_MAPS) & set(an.maps)
                                or "subsamples" in an.tables):
-        _safe(sec, "the subsamples", lambda: _subsample_parts(sec, an, title, roi_img))
+        guarded(sec, "the subsamples", lambda: _subsample_parts(sec, an, title, roi_img))
 
-    if an.map(BASERATE) is not None:
+    if an.map(names.BASERATE) is not None:
         def _base():
-            img = _load(an.map(BASERATE))
+            img = load_image(an.map(names.BASERATE))
             sec.figures.append(figures.slices_figure(
                 img, f"{title}: base-rate map (probability of a focus per voxel)",
-                _cuts(img, roi_img), "z", threshold=1e-12, cmap="viridis",
+                cuts_for(img, roi_img), "z", threshold=1e-12, cmap="viridis",
                 caption="Sum of the kernels of all reference-database foci, normalised to 1."))
-        _safe(sec, "the base-rate map", _base)
+        guarded(sec, "the base-rate map", _base)
 
     if clusters is not None:
-        sec.tables.append(cluster_table(clusters, contrib, f"{title}: clusters"
+        sec.tables.append(clusters_report_table(clusters, contrib, f"{title}: clusters"
                                         + (" (cluster-level FWE)" if an.meta == "csale"
                                            else "")))
     if "extent_clusters" in an.tables:
-        extent = _safe(sec, "the cluster-extent table",
+        extent = guarded(sec, "the cluster-extent table",
                        lambda: read_tsv(an.tables["extent_clusters"]))
         if extent is not None:
-            sec.tables.append(cluster_table(
+            sec.tables.append(clusters_report_table(
                 extent, None, f"{title}: clusters of the cluster-extent map (the study's "
                 "rule)", fwe=False))
     if "lobules" in an.tables:
-        lob = _safe(sec, "the SUIT lobule table", lambda: read_tsv(an.tables["lobules"]))
+        lob = guarded(sec, "the SUIT lobule table", lambda: read_tsv(an.tables["lobules"]))
         if lob is not None:
             sec.tables.append(lobules_table(
                 lob, f"{title}: significant voxels per SUIT lobule"))
     if "peaks" in an.tables:
-        peaks = _safe(sec, "the peak table", lambda: read_tsv(an.tables["peaks"]))
+        peaks = guarded(sec, "the peak table", lambda: read_tsv(an.tables["peaks"]))
         if peaks is not None and len(peaks):
-            sec.tables.append(peaks_table(peaks, f"{title}: peaks and sub-peaks "
+            sec.tables.append(peaks_report_table(peaks, f"{title}: peaks and sub-peaks "
                                                  "(>= 8 mm apart)"))
     if contrib is not None and len(contrib):
         sec.details.append(contributions_table(
@@ -363,7 +363,7 @@ def analysis_section(an: discover.Analysis, parent_id: str, roi_img, run_info,
                 null, f"{title}: null distributions ({len(null)} iterations)",
                 caption="Red: 95th percentile (FWE threshold); green: observed value.",
                 observed=_observed(an, clusters)))
-        _safe(sec, "the null distributions", _null)
+        guarded(sec, "the null distributions", _null)
     return sec.finish()
 
 
@@ -373,14 +373,15 @@ def comparison_section(analyses: list[discover.Analysis], parent_id: str,
     if not ({"ale", "csale"} <= set(by)):
         return None
     sec = Section(anchor(parent_id, "compare"), "ALE vs C-SALE")
-    if by["ale"].map(THRESHOLDED) is None or by["csale"].map(THRESHOLDED) is None:
+    if by["ale"].map(names.THRESHOLDED) is None or by["csale"].map(names.THRESHOLDED) is None:
         sec.notices.append("A thresholded map is missing; nothing to compare.")
         return sec
 
     def _cmp():
         import nibabel as nib
 
-        a, c = _load(by["ale"].map(THRESHOLDED)), _load(by["csale"].map(THRESHOLDED))
+        a = load_image(by["ale"].map(names.THRESHOLDED))
+        c = load_image(by["csale"].map(names.THRESHOLDED))
         da = np.nan_to_num(np.asanyarray(a.dataobj)) != 0
         dc = np.nan_to_num(np.asanyarray(c.dataobj)) != 0
         both = int((da & dc).sum())
@@ -397,5 +398,5 @@ def comparison_section(analyses: list[discover.Analysis], parent_id: str,
             [("ALE (z)", a), ("C-SALE (significant voxels)",
                               nib.Nifti1Image(dc.astype(np.float32), c.affine))],
             "ALE (top) and C-SALE (bottom), same slices", cuts))
-    _safe(sec, "the comparison", _cmp)
+    guarded(sec, "the comparison", _cmp)
     return sec.finish()

@@ -5,38 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from . import discover, figures
-from .sections import (Section, _load, _safe, analysis_section, comparison_section,
+from .sections import (Section, load_image, guarded, analysis_section, comparison_section,
                        database_of, database_table)
-from .tables import anchor, experiments_tables, fmt, fmt_seconds, read_tsv, unique
+from ..records import StudysetSummary
+from .tables import anchor, experiments_tables, fmt, fmt_seconds, read_tsv
 
 
-def run_info(summary: dict, name: str):
-    an = summary.get("analyses") if isinstance(summary, dict) else None
-    return an.get(name) if isinstance(an, dict) else None
-
-
-def skipped(summary: dict) -> list[str]:
-    """'analysis: reason' for every skipped analysis, each once."""
-    out = []
-    sk = summary.get("skipped")
-    if isinstance(sk, dict):
-        out += [f"{k}: {v}" for k, v in sk.items()]
-    elif isinstance(sk, (list, tuple)):
-        for v in sk:
-            out.append(f"{v.get('analysis', '')}: {v.get('reason', '')}" if isinstance(v, dict)
-                       else str(v))
-    an = summary.get("analyses")
-    if isinstance(an, dict):
-        out += [f"{k}: {v['skipped']}" for k, v in an.items()
-                if isinstance(v, dict) and v.get("skipped")]
-    return unique(out)
-
-
-def ran(summary: dict) -> list[str]:
-    an = summary.get("analyses")
-    if isinstance(an, dict):
-        return [k for k, v in an.items() if not (isinstance(v, dict) and v.get("skipped"))]
-    return [str(a) for a in an] if isinstance(an, (list, tuple)) else []
+def run_info(summary: StudysetSummary | None, name: str) -> dict | None:
+    """The summary the stage of analysis ``name`` recorded (None: not in this run)."""
+    return None if summary is None else summary.analyses.get(name)
 
 
 def roi_text(roi: dict) -> str:
@@ -49,7 +26,7 @@ def roi_text(roi: dict) -> str:
     return text
 
 
-def macm_section(m: discover.Macm, parent_id: str, summary: dict) -> Section:
+def macm_section(m: discover.Macm, parent_id: str, summary: StudysetSummary | None) -> Section:
     sec = Section(anchor(parent_id, "macm", m.name), f"MACM: seed {m.name}")
     info = run_info(summary, "macm")
     if isinstance(info, dict) and info.get("seed"):
@@ -57,18 +34,18 @@ def macm_section(m: discover.Macm, parent_id: str, summary: dict) -> Section:
     sec.info.append(("Extent", "whole brain mask (the ROI does not restrict the MACM)"))
     if m.seed_mask is not None:
         def _seed():
-            img = _load(m.seed_mask)
+            img = load_image(m.seed_mask)
             n = int((np.asanyarray(img.dataobj) != 0).sum())
             sec.info.append(("Seed voxels", str(n)))
             sec.figures.append(figures.roi_figure(img, f"MACM seed {m.name}"))
-        _safe(sec, "the MACM seed", _seed)
+        guarded(sec, "the MACM seed", _seed)
     else:
         sec.notices.append("No seed mask found for this MACM.")
     db = database_of(summary, next((a for a in m.analyses if a.meta == "csale"), None))
     if db is not None:
         sec.tables.append(database_table(db))
     if m.experiments is not None:
-        df = _safe(sec, "the selected experiments", lambda: read_tsv(m.experiments))
+        df = guarded(sec, "the selected experiments", lambda: read_tsv(m.experiments))
         if df is not None:
             rule = _selection_rule(m.experiments)
             sec.info.append(("Selected experiments", f"{len(df)} ({rule})"))
@@ -94,10 +71,10 @@ def _selection_rule(experiments_tsv) -> str:
         return "with a focus in the seed"
 
 
-def _experiments(sec: Section, ss: discover.Studyset, summary: dict) -> bool:
+def _experiments(sec: Section, ss: discover.Studyset, summary: StudysetSummary | None) -> bool:
     """Experiments tables (analysed / not) and the counts beside them; True if Talairach."""
     talairach = False
-    df = _safe(sec, "the experiments table", lambda: read_tsv(ss.experiments_table))
+    df = guarded(sec, "the experiments table", lambda: read_tsv(ss.experiments_table))
     if df is None:
         return False
     if "space" in df.columns:
@@ -106,7 +83,7 @@ def _experiments(sec: Section, ss: discover.Studyset, summary: dict) -> bool:
         if n_tal:
             sec.info.append(("Converted from Talairach (tal2icbm)", f"{n_tal} experiments"))
     tables, counts = experiments_tables(df)
-    n = summary.get("n_experiments", counts["analysed"])
+    n = counts["analysed"] if summary is None else summary.n_experiments
     text = fmt(n)
     if counts["not_analysed"] or counts["contrasts"] != counts["total"]:
         text += f" (of {counts['total']} in the studyset"
@@ -123,12 +100,14 @@ def _experiments(sec: Section, ss: discover.Studyset, summary: dict) -> bool:
     return talairach
 
 
-def studyset_section(ss: discover.Studyset, summary: dict,
+def studyset_section(ss: discover.Studyset, summary: StudysetSummary | None,
                      reused: bool = False) -> tuple[Section, bool]:
+    """``summary``: what this run recorded for the studyset (None: results of an earlier run
+    that this run left in place; the section then shows what the files hold)."""
     sec = Section(anchor("studyset", ss.label), f"Studyset {ss.label}")
-    if "source" in summary:
-        sec.info.append(("Source", fmt(summary["source"])))
-    term = summary.get("term") if isinstance(summary.get("term"), dict) else None
+    if summary is not None and summary.source is not None:
+        sec.info.append(("Source", fmt(summary.source)))
+    term = summary.term if summary is not None else None
     if term:  # a --term studyset: what selected its studies
         sec.info.append(("Term", f"'{term.get('term')}': {fmt(term.get('n_studies'))} "
                          f"studies with weight >= {fmt(term.get('threshold'))} in "
@@ -136,30 +115,30 @@ def studyset_section(ss: discover.Studyset, summary: dict,
     talairach = False
     if ss.experiments_table is not None:
         talairach = _experiments(sec, ss, summary)
-    elif "n_experiments" in summary:
-        sec.info.append(("Experiments analysed", fmt(summary["n_experiments"])))
-    if "n_foci" in summary:
-        sec.info.append(("Foci in the analysed experiments", fmt(summary["n_foci"])))
-    if "runtime_s" in summary:
-        sec.info.append(("Runtime", fmt_seconds(summary["runtime_s"])))
+    elif summary is not None:
+        sec.info.append(("Experiments analysed", fmt(summary.n_experiments)))
+    if summary is not None:
+        sec.info.append(("Foci in the analysed experiments", fmt(summary.n_foci)))
+    if summary is not None and summary.runtime_s is not None:
+        sec.info.append(("Runtime", fmt_seconds(summary.runtime_s)))
     if reused:
         sec.notices.append("Results reused from an earlier run with the same input files, "
                            "version and settings (digest match).")
-    for s in skipped(summary):
+    for s in ([] if summary is None else summary.skip_reasons()):
         sec.notices.append(f"Skipped {s}")
     roi_img = None
-    roi = summary.get("roi") if isinstance(summary.get("roi"), dict) else None
+    roi = summary.roi if summary is not None else None
     if roi:
         sec.info.append(("ROI", roi_text(roi)))
     for p in ss.roi_masks:
         def _roi(p=p):
-            img = _load(p)
+            img = load_image(p)
             name = p.name.split("_roi-", 1)[1].split("_", 1)[0]
             if not roi:
                 sec.info.append(("ROI", name))
             sec.figures.append(figures.roi_figure(img, f"Region of interest: {name}"))
             return img
-        img = _safe(sec, f"the ROI mask {p.name}", _roi)
+        img = guarded(sec, f"the ROI mask {p.name}", _roi)
         roi_img = roi_img if roi_img is not None else img
     if ss.input_foci is not None:
         def _foci():
@@ -174,7 +153,7 @@ def studyset_section(ss: discover.Studyset, summary: dict,
             drawn = foci[[c for c in figures.FOCI_COLUMNS if c in foci.columns]]
             sec.figures.append(figures.foci_figure(
                 drawn, f"Input foci of {ss.label}", roi_img, caption=cap + "."))
-        _safe(sec, "the input foci", _foci)
+        guarded(sec, "the input foci", _foci)
     for an in ss.analyses:
         sec.children.append(analysis_section(an, sec.id, roi_img, run_info(summary, an.meta),
                                              summary=summary, label=ss.label))

@@ -153,8 +153,8 @@ def contributors(contrib: pd.DataFrame | None) -> dict:
     return out
 
 
-def cluster_table(clusters: pd.DataFrame, contrib: pd.DataFrame | None, title: str,
-                  stat_name: str = "peak_ale", fwe: bool = True) -> Table:
+def clusters_report_table(clusters: pd.DataFrame, contrib: pd.DataFrame | None, title: str,
+                          stat_name: str = "peak_ale", fwe: bool = True) -> Table:
     """Clusters with one column each: id, size, peak, peak value, centre, FWE p (unless not
     ``fwe``: the cluster-extent map's clusters have none), labels, composition and
     contributors (jackknife share, foci in the cluster)."""
@@ -190,7 +190,7 @@ def cluster_table(clusters: pd.DataFrame, contrib: pd.DataFrame | None, title: s
     return Table(title, cols, rows, note)
 
 
-def peaks_table(peaks: pd.DataFrame, title: str) -> Table:
+def peaks_report_table(peaks: pd.DataFrame, title: str) -> Table:
     value = next((c for c in peaks.columns if c not in ("cluster_id", "peak_id", "x", "y", "z")
                   and not c.startswith("label_")), None)
     rows = [[fmt(r.get("peak_id")), xyz(r["x"], r["y"], r["z"]),

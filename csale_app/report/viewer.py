@@ -87,14 +87,14 @@ def viewer(img: nib.Nifti1Image, title: str, cut_coords=None, vmax: float | None
     """A brainsprite viewer of a (thresholded, non-negative) map on the template."""
     from nilearn.plotting import view_img
 
-    from .figures import _background, _finite
+    from .figures import background_image, finite_image
 
     try:
-        data = _finite(img)
+        data = finite_image(img)
         top = vmax or float(np.max(np.abs(np.asanyarray(data.dataobj)))) or 1.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            view = view_img(data, bg_img=_background(), cut_coords=cut_coords, threshold=1e-6,
+            view = view_img(data, bg_img=background_image(), cut_coords=cut_coords, threshold=1e-6,
                             cmap=cmap, symmetric_cmap=False, vmin=0, vmax=top, black_bg=True,
                             dim=0, title=None, width_view=640, draw_cross=True, annotate=True,
                             resampling_interpolation="nearest")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .. import names
 from ..io.experiments import Experiments
 from ..kernels.engine import build_null_plan
 from ..kernels.plan import Grid, uniform_sampler
@@ -16,13 +17,22 @@ from .montecarlo import BackendChunk, NullRun, fwe_call, run_chunked
 from .tables import reported_clusters
 
 
+@dataclass(frozen=True)
+class ALENull:
+    """Per permutation of the Monte Carlo null: the largest ALE, cluster size and mass."""
+
+    max_stat: np.ndarray
+    max_cluster_size: np.ndarray
+    max_cluster_mass: np.ndarray
+
+
 @dataclass
 class ALEResult:
     observed: ObservedALE
     fwe: FWEMaps
     ss_thresh: float
-    null: dict[str, np.ndarray]  # per-permutation max ALE, max cluster size and mass
-    maps: dict[str, np.ndarray]  # BIDS "stat-..." name -> values over mask voxels
+    null: ALENull
+    maps: dict[str, np.ndarray]  # names.ALE_MAPS -> values over mask voxels
     clusters: pd.DataFrame
     significant_labels: np.ndarray  # per mask voxel: cluster id (renumbered) or 0
 
@@ -65,16 +75,17 @@ def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, params: ALEParams
         "peak_ale", fwe.clusters.sizes)
     z_thr = np.where(significant > 0, obs.z, 0.0)
     maps = {
-        "stat-ale": obs.stat,
-        "stat-z": obs.z.astype(np.float32),
-        "stat-p": obs.p.astype(np.float32),
-        "stat-logp": obs.logp,
-        "stat-z_level-voxel_corr-FWE": fwe.maps["z_level-voxel"],
-        "stat-logp_level-voxel_corr-FWE": fwe.maps["logp_level-voxel"],
-        "stat-z_level-cluster_corr-FWE_desc-size": fwe.maps["z_desc-size_level-cluster"],
-        "stat-logp_level-cluster_corr-FWE_desc-size": fwe.maps["logp_desc-size_level-cluster"],
-        "stat-z_level-cluster_corr-FWE_desc-mass": fwe.maps["z_desc-mass_level-cluster"],
-        "stat-logp_level-cluster_corr-FWE_desc-mass": fwe.maps["logp_desc-mass_level-cluster"],
-        "stat-z_desc-thresholded": z_thr.astype(np.float32),
+        names.ALE_STAT: obs.stat,
+        names.Z: obs.z.astype(np.float32),
+        names.P: obs.p.astype(np.float32),
+        names.LOGP: obs.logp,
+        names.Z_VOXEL_FWE: fwe.maps["z_level-voxel"],
+        names.LOGP_VOXEL_FWE: fwe.maps["logp_level-voxel"],
+        names.Z_CLUSTER_SIZE_FWE: fwe.maps["z_desc-size_level-cluster"],
+        names.LOGP_CLUSTER_SIZE_FWE: fwe.maps["logp_desc-size_level-cluster"],
+        names.Z_CLUSTER_MASS_FWE: fwe.maps["z_desc-mass_level-cluster"],
+        names.LOGP_CLUSTER_MASS_FWE: fwe.maps["logp_desc-mass_level-cluster"],
+        names.THRESHOLDED: z_thr.astype(np.float32),
     }
-    return ALEResult(obs, fwe, ss_thresh, null, maps, clusters, significant)
+    return ALEResult(obs, fwe, ss_thresh, ALENull(null["max"], null["size"], null["mass"]),
+                     maps, clusters, significant)

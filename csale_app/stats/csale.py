@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .. import names
 from ..errors import EmptySelectionError
 from ..io.experiments import Experiments
 from ..kernels.gaussian import experiment_fwhm
@@ -156,17 +157,17 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
     # Unthresholded maps cover the analysis mask (as ALE's); what is thresholded or
     # tabulated is restricted to the report mask (the ROI).
     maps = {
-        "stat-ale": obs.stat.astype(np.float32),
-        "stat-z": z,
-        "stat-p": p.astype(np.float32),
-        "stat-logp": p_to_logp(p),
-        "stat-z_level-voxel_corr-FWE": p_to_z(p_vfwe).astype(np.float32),
-        "stat-logp_level-voxel_corr-FWE": p_to_logp(p_vfwe),
-        "stat-z_level-cluster_corr-FWE_desc-size": p_to_z(p_cmap).astype(np.float32),
-        "stat-logp_level-cluster_corr-FWE_desc-size": p_to_logp(p_cmap),
-        "stat-z_desc-thresholded": np.where(significant > 0, z, 0).astype(np.float32),
-        "stat-z_desc-extentthresholded": np.where(extent_lab > 0, z, 0).astype(np.float32),
-        "stat-prob_desc-baserate": rate.astype(np.float32),
+        names.ALE_STAT: obs.stat.astype(np.float32),
+        names.Z: z,
+        names.P: p.astype(np.float32),
+        names.LOGP: p_to_logp(p),
+        names.Z_VOXEL_FWE: p_to_z(p_vfwe).astype(np.float32),
+        names.LOGP_VOXEL_FWE: p_to_logp(p_vfwe),
+        names.Z_CLUSTER_SIZE_FWE: p_to_z(p_cmap).astype(np.float32),
+        names.LOGP_CLUSTER_SIZE_FWE: p_to_logp(p_cmap),
+        names.THRESHOLDED: np.where(significant > 0, z, 0).astype(np.float32),
+        names.EXTENT_THRESHOLDED: np.where(extent_lab > 0, z, 0).astype(np.float32),
+        names.BASERATE: rate.astype(np.float32),
     }
     return CSALEResult(obs.stat, p, rate, pass1["max"], null_sizes, maps,
                        table_df, significant, extent_lab, obs)

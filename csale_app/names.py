@@ -10,18 +10,32 @@ SPACE_ENT = "space-MNI152NLin6Asym_res-2"
 STATMAP_SUFFIX = "_statmap.nii.gz"
 
 # ---- map names (the ``stat-...`` part of the BIDS file name) -------------------------------
+# The stats modules key their maps by these names, the writer turns them into file names
+# (map_filename) and the report looks maps up by them: one spelling for all three.
+ALE_STAT = "stat-ale"
+Z = "stat-z"
+P = "stat-p"
+LOGP = "stat-logp"
+Z_VOXEL_FWE = "stat-z_level-voxel_corr-FWE"
+LOGP_VOXEL_FWE = "stat-logp_level-voxel_corr-FWE"
+Z_CLUSTER_SIZE_FWE = "stat-z_level-cluster_corr-FWE_desc-size"
+LOGP_CLUSTER_SIZE_FWE = "stat-logp_level-cluster_corr-FWE_desc-size"
+Z_CLUSTER_MASS_FWE = "stat-z_level-cluster_corr-FWE_desc-mass"
+LOGP_CLUSTER_MASS_FWE = "stat-logp_level-cluster_corr-FWE_desc-mass"
+#: z where the voxel lies in a significant cluster (cluster-level FWE), else 0.
+THRESHOLDED = "stat-z_desc-thresholded"
+#: C-SALE: z where the voxel lies in a cluster of the study's cluster-extent rule, else 0.
+EXTENT_THRESHOLDED = "stat-z_desc-extentthresholded"
+#: C-SALE: the base rate (expected ALE under the database's null) per voxel.
+BASERATE = "stat-prob_desc-baserate"
+
 ALE_MAPS = (
-    "stat-ale", "stat-z", "stat-p", "stat-logp",
-    "stat-z_level-voxel_corr-FWE", "stat-logp_level-voxel_corr-FWE",
-    "stat-z_level-cluster_corr-FWE_desc-size", "stat-logp_level-cluster_corr-FWE_desc-size",
-    "stat-z_level-cluster_corr-FWE_desc-mass", "stat-logp_level-cluster_corr-FWE_desc-mass",
-    "stat-z_desc-thresholded",
+    ALE_STAT, Z, P, LOGP, Z_VOXEL_FWE, LOGP_VOXEL_FWE, Z_CLUSTER_SIZE_FWE,
+    LOGP_CLUSTER_SIZE_FWE, Z_CLUSTER_MASS_FWE, LOGP_CLUSTER_MASS_FWE, THRESHOLDED,
 )
 CSALE_MAPS = (
-    "stat-ale", "stat-z", "stat-p", "stat-logp",
-    "stat-z_level-voxel_corr-FWE", "stat-logp_level-voxel_corr-FWE",
-    "stat-z_level-cluster_corr-FWE_desc-size", "stat-logp_level-cluster_corr-FWE_desc-size",
-    "stat-z_desc-thresholded", "stat-z_desc-extentthresholded", "stat-prob_desc-baserate",
+    ALE_STAT, Z, P, LOGP, Z_VOXEL_FWE, LOGP_VOXEL_FWE, Z_CLUSTER_SIZE_FWE,
+    LOGP_CLUSTER_SIZE_FWE, THRESHOLDED, EXTENT_THRESHOLDED, BASERATE,
 )
 #: Share of subsamples in which a voxel survives, per rule: the study's cluster-extent rule
 #: (stat-z_desc-extentthresholded) and cluster-level FWE (stat-z_desc-thresholded).
@@ -32,18 +46,29 @@ SUBSAMPLE_MAPS = (SUBSAMPLE_EXTENT_MAP, SUBSAMPLE_FWE_MAP)
 #: chi-square tests and their FDR-thresholded z maps (zero where not significant).
 MKDACHI2_TESTS = ("uniformity", "association")
 MKDACHI2_PROBABILITIES = ("A", "AgF", "FgA", "AgFprior", "FgAprior")
+MKDACHI2_TEST_STATS = ("chi2", "p", "logp", "z")
+
+
+def mkdachi2_probability(which: str) -> str:
+    """The map of one of :data:`MKDACHI2_PROBABILITIES` (``"FgAprior"``: the posterior)."""
+    return f"stat-prob_desc-{which}"
+
+
+def mkdachi2_test(stat: str, test: str) -> str:
+    """The ``stat`` (chi2, p, logp or z) map of a chi-square ``test``."""
+    return f"stat-{stat}_desc-{test}"
 
 
 def mkdachi2_fdr(test: str) -> str:
+    """The FDR-thresholded z map of a chi-square ``test`` (0 where not significant)."""
     return f"stat-z_desc-{test}_level-voxel_corr-FDR"
 
 
 MKDACHI2_MAPS = (
-    tuple(f"stat-prob_desc-{p}" for p in MKDACHI2_PROBABILITIES)
-    + tuple(f"stat-{s}_desc-{t}" for t in MKDACHI2_TESTS for s in ("chi2", "p", "logp", "z"))
+    tuple(mkdachi2_probability(p) for p in MKDACHI2_PROBABILITIES)
+    + tuple(mkdachi2_test(s, t) for t in MKDACHI2_TESTS for s in MKDACHI2_TEST_STATS)
     + tuple(mkdachi2_fdr(t) for t in MKDACHI2_TESTS)
 )
-THRESHOLDED = "stat-z_desc-thresholded"
 
 #: NiMARE 0.22's map names (MetaResult.maps after ALE + FWECorrector(montecarlo)) -> ours.
 NIMARE_ALIASES = {
