@@ -12,6 +12,7 @@ from numba import njit
 from ..cpu import ale as cpu
 from ..gaussian import KERNEL_BOX, KERNEL_HALF
 from ..plan import NullPlan
+from ..scan import scan_accumulator
 
 #: Threads per block -> (i, j, k) voxel tile shape (one thread per voxel of a tile).
 TILE_SHAPES = {8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8),
@@ -52,17 +53,13 @@ def _finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, ma
 
 @njit(cache=True)
 def _finish_row(row, log_thresh, ale_thresh, fwd, parent, size, mass):
-    """Max cluster size and mass from one full accumulator row (overflow fallback)."""
+    """Max cluster size and mass from one full accumulator row (overflow fallback; the
+    row is zeroed)."""
     n_mask = row.shape[0]
     supra = np.empty(n_mask, dtype=np.int32)
     ale_of = np.empty(n_mask, dtype=np.float64)
-    n_supra = 0
-    for v in range(n_mask):
-        s = row[v]
-        if s < log_thresh:
-            supra[n_supra] = v
-            ale_of[n_supra] = cpu.log_to_ale(s)
-            n_supra += 1
+    _, n_supra = scan_accumulator(row, np.arange(n_mask, dtype=np.int32), log_thresh, supra,
+                                  ale_of)
     return cpu.cluster_max(supra, n_supra, ale_of, ale_thresh, fwd, parent, size, mass)
 
 
