@@ -35,7 +35,8 @@ from .io.readers import database_sources, find_studysets, read_studyset, study_l
 from .io.roi import ROI, dilate, load_roi, voxel_size_mm
 from .io.workdir import DEFAULT_WORK, remove_checkpoints, report_figure_dir
 from .io.templates import load_brain_mask
-from .kernels.device import select_backend
+from .kernels.backend_spec import BackendSpec
+from .kernels.device import make_backend
 from .kernels.plan import build_grid
 from .outputs import bids
 from .settings import Settings
@@ -265,10 +266,8 @@ class Pipeline:
             files, source = database or self.database_files(every)
             self.database = self.load_database(files, source, affine, brain.shape)
             self.check_self_reference(loaded)
-        backend = select_backend(s.device, s.gpu_id, s.nprocs, s.batch_size)
+        backend = make_backend(BackendSpec.from_settings(s))
         if backend.name == "cuda":
-            if s.mem_gb:
-                backend.mem_limit_bytes = s.mem_gb * 2**30
             self.s = s = replace(s, chunk_size=max(s.chunk_size, GPU_CHUNK))
         executor = None
         address = self.scheduler_address()
