@@ -151,10 +151,13 @@ def main(argv=None) -> int:
     if not ok:
         print(f"bench_gpu: needs an NVIDIA GPU; none usable here ({text}). Nothing timed.")
         return 0
+    from csale_app.kernels.backend_spec import BackendSpec
     from csale_app.kernels.cuda.backend import CUDABackend
-    from csale_app.settings import Settings
+    from csale_app.settings import Settings, batch_size
 
-    backend = CUDABackend(args.gpu_id, args.batch_size)
+    batch = batch_size(args.batch_size)  # the CLI's check of --batch-size
+    backend = CUDABackend(BackendSpec("cuda", gpu_id=args.gpu_id,
+                                      batch_size=None if batch == "auto" else int(batch)))
     if backend.simulated:
         print("bench_gpu: the numba CUDA simulator is enabled; timings would be meaningless.")
         return 0

@@ -29,7 +29,8 @@ from .io.roi import dilate, load_roi, voxel_size_mm
 from .io.studyset import Studyset, in_memory, load_studyset, read_source
 from .io.templates import load_brain_mask
 from .io.terms import TermStudyset
-from .kernels.device import select_backend
+from .kernels.backend_spec import BackendSpec
+from .kernels.device import make_backend
 from .kernels.plan import build_grid
 from .settings import Settings, option_name
 from .stages import run_analyses
@@ -136,10 +137,8 @@ def build_context(settings: Settings, database: DatabaseSpec | None, roi: str | 
         raise UsageError(problem)
     db = None if database is None else load_database(s, database, affine, brain.shape, warn,
                                                      style)
-    backend = select_backend(s.device, s.gpu_id, s.nprocs, s.batch_size)
+    backend = make_backend(BackendSpec.from_settings(s))
     if backend.name == "cuda":
-        if s.mem_gb:
-            backend.mem_limit_bytes = s.mem_gb * 2**30
         s = replace(s, chunk_size=max(s.chunk_size, GPU_CHUNK))
     roi_part = ("none" if roi_rec is None else
                 array_digest(roi_rec.mask) + "".join(file_digest(Path(f))

@@ -41,9 +41,10 @@ import socket
 import threading
 import uuid
 from concurrent.futures import CancelledError
-from dataclasses import dataclass
+from dataclasses import replace
 
 from .errors import ServiceUnavailableError, UsageError
+from .kernels.backend_spec import BackendSpec
 
 LOG = logging.getLogger(__name__)
 #: Seconds to wait for the scheduler before giving up (exit 69), unless --dask-timeout.
@@ -55,20 +56,9 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
-    """How a worker builds its backend (from the run's settings)."""
-
-    device: str = "cpu"
-    gpu_id: int | None = None
-    batch_size: str = "auto"
-    mem_gb: float | None = None
-    n_threads: int | None = None  # None: the worker's --nthreads
-
-
 # ---- on the workers ---------------------------------------------------------------------
 _LOCK = threading.Lock()  # one chunk at a time per worker process (numba / GPU)
-_BACKENDS: dict[WorkerSpec, object] = {}
+_BACKENDS: dict[BackendSpec, object] = {}
 
 
 def _worker_threads() -> int:
@@ -80,16 +70,15 @@ def _worker_threads() -> int:
         return 1
 
 
-def worker_backend(spec: WorkerSpec):
-    """The backend of this worker process for ``spec`` (made once, then reused)."""
+def worker_backend(spec: BackendSpec):
+    """The backend of this worker process for ``spec`` (made once, then reused); a spec
+    without ``n_threads`` takes the worker's ``--nthreads``."""
     backend = _BACKENDS.get(spec)
     if backend is None:
-        from .kernels.device import select_backend
+        from .kernels.device import make_backend
 
-        threads = spec.n_threads or _worker_threads()
-        backend = select_backend(spec.device, spec.gpu_id, threads, spec.batch_size)
-        if getattr(backend, "name", "") == "cuda" and spec.mem_gb:
-            backend.mem_limit_bytes = spec.mem_gb * 2**30
+        backend = make_backend(spec if spec.n_threads else
+                               replace(spec, n_threads=_worker_threads()))
         _BACKENDS[spec] = backend
     return backend
 
@@ -108,7 +97,7 @@ def where_computed(device: str | None) -> dict:
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
-def run_backend_chunk(spec: WorkerSpec, payload: tuple, index: int, start: int,
+def run_backend_chunk(spec: BackendSpec, payload: tuple, index: int, start: int,
                       count: int) -> tuple:
     """One chunk on a worker: ``payload`` = (call, plan, args), sent once per worker.
     Returns ``(((index, where),), arrays)``: the arrays and who computed them."""
@@ -147,7 +136,7 @@ def _worker_version() -> str:
 class DaskExecutor:
     """Runs chunks on the cluster behind ``client`` (see the module docstring)."""
 
-    def __init__(self, client, spec: WorkerSpec, address: str = "", timeout: float = 20.0):
+    def __init__(self, client, spec: BackendSpec, address: str = "", timeout: float = 20.0):
         from .tasks import ClientLock
 
         self.client = client
@@ -341,13 +330,12 @@ def _connection_lost(exc: BaseException) -> bool:
     return "connection-lost" in reason or "lost the connection" in str(exc).lower()
 
 
-def _spec(settings) -> WorkerSpec:
+def _spec(settings) -> BackendSpec:
+    """The workers' backend spec: the run's device, GPU, batch size and memory cap, and each
+    worker's own thread count (``dask worker --nthreads``), not the client's --nprocs."""
     if settings is None:
-        return WorkerSpec()
-    return WorkerSpec(device=str(getattr(settings, "device", "cpu") or "cpu"),
-                      gpu_id=getattr(settings, "gpu_id", None),
-                      batch_size=str(getattr(settings, "batch_size", "auto")),
-                      mem_gb=getattr(settings, "mem_gb", None))
+        return BackendSpec(device="cpu", n_threads=None)
+    return replace(BackendSpec.from_settings(settings), n_threads=None)
 
 
 def connect(address: str, settings=None) -> DaskExecutor:

@@ -19,6 +19,7 @@ import pytest
 
 from csale_app.errors import DeviceError
 from csale_app.kernels import rng
+from csale_app.kernels.backend_spec import BackendSpec
 from csale_app.kernels.cpu.csale import cluster_null_sizes
 from csale_app.kernels.engine import CPUBackend, build_null_plan
 from csale_app.kernels.plan import (build_grid, build_kernel_table, pool_sampler,
@@ -177,18 +178,18 @@ _DEVICE_SCRIPT = SIM_PREAMBLE + r"""
 import json, os, time
 from tests.test_cuda_sim import CSALE_RUNS, RUNS, THRESH, csale_inputs, csale_ks, scenarios
 from csale_app.errors import DeviceError
+from csale_app.kernels.backend_spec import BackendSpec
 from csale_app.kernels.cuda.backend import CUDABackend
-from csale_app.kernels.device import select_backend
+from csale_app.kernels.device import make_backend
 
 out = {}
 plans = scenarios()
 t0 = time.time()
 for name, plan in plans.items():
-    out[f"foci_{name}"] = CUDABackend(batch_size=2).draw_foci(plan, 2, 3)
+    out[f"foci_{name}"] = CUDABackend(BackendSpec("cuda", batch_size=2)).draw_foci(plan, 2, 3)
 for i, (name, start, count, batch, cap) in enumerate(RUNS):
-    be = CUDABackend(batch_size=batch)
-    if cap is not None:
-        be.supra_cap = cap
+    spec = BackendSpec("cuda", batch_size=None if batch == "auto" else batch)
+    be = CUDABackend(spec) if cap is None else CUDABackend(spec, supra_cap=cap)
     res = be.fwe_chunk(plans[name], start, count, THRESH)
     for key, val in res.items():
         out[f"run{i}_{key}"] = val
@@ -197,7 +198,7 @@ t1 = time.time()
 for i, (name, start, count, batch) in enumerate(CSALE_RUNS):
     plan = plans[name]
     obs_log = csale_inputs(plan)
-    be = CUDABackend(batch_size=batch)
+    be = CUDABackend(BackendSpec("cuda", batch_size=batch))
     for K in csale_ks(i):
         res = be.csale_pass1_chunk(plan, start, count, obs_log, K)
         for key, val in res.items():
@@ -205,14 +206,18 @@ for i, (name, start, count, batch) in enumerate(CSALE_RUNS):
     out[f"csale{i}_batch"] = np.array(be.last_batch_size)
 info = {"seconds": time.time() - t0, "csale_seconds": time.time() - t1}
 os.environ["CSALE_ALLOW_CUDASIM"] = "1"
-b = select_backend("auto", None, 1, "auto")
+b = make_backend(BackendSpec("auto"))
 info["auto_allowed"] = b.name
 info["describe"] = b.describe()
-info["cuda_allowed"] = select_backend("cuda", 0, 1, 4).name
+b = make_backend(BackendSpec("cuda", batch_size=4, mem_gb=0.5))
+info["cuda_allowed"] = b.name
+info["cuda_describe"] = b.describe()
+info["cuda_mem_limit"] = b.mem_limit_bytes
+info["cuda_fallback"] = b.fallback_reason
 del os.environ["CSALE_ALLOW_CUDASIM"]
-info["auto_not_allowed"] = select_backend("auto", None, 1, "auto").name
+info["auto_not_allowed"] = make_backend(BackendSpec("auto")).name
 try:
-    select_backend("cuda", 0, 1, "auto")
+    make_backend(BackendSpec("cuda"))
     info["cuda_not_allowed"] = "no error"
 except DeviceError as exc:
     info["cuda_not_allowed"] = exc.one_line()
@@ -310,7 +315,10 @@ def test_csale_results_do_not_depend_on_batch_size(device):
 def test_simulated_device_is_selected_only_when_allowed(device):
     info = device["info"]
     assert info["auto_allowed"] == "cuda" and info["cuda_allowed"] == "cuda"
-    assert info["describe"].startswith("CUDA GPU 0")
+    assert info["describe"].startswith("CUDA GPU 0") and info["describe"].endswith("batch auto)")
+    # the spec is the backend's whole configuration: batch size and memory cap included
+    assert info["cuda_describe"].endswith("batch 4)") and info["cuda_fallback"] is None
+    assert info["cuda_mem_limit"] == 0.5 * 2**30
     assert info["auto_not_allowed"] == "cpu"
     assert info["cuda_not_allowed"].startswith("--device cuda: no usable NVIDIA GPU (")
     assert "CSALE_ALLOW_CUDASIM" in info["cuda_not_allowed"]
@@ -319,29 +327,28 @@ def test_simulated_device_is_selected_only_when_allowed(device):
 def test_cuda_without_gpu_is_a_device_error(monkeypatch):
     from numba import cuda
 
-    from csale_app.kernels.device import describe_device, select_backend
+    from csale_app.kernels.device import describe_device, make_backend
 
     monkeypatch.delenv("CSALE_ALLOW_CUDASIM", raising=False)
     if cuda.is_available() and not os.environ.get("NUMBA_ENABLE_CUDASIM"):
         pytest.skip("a real GPU is present")
     with pytest.raises(DeviceError) as err:
-        select_backend("cuda", None, 1, "auto")
+        make_backend(BackendSpec("cuda"))
     msg = err.value.one_line()
     assert msg.startswith("--device cuda: no usable NVIDIA GPU (")
     assert msg.endswith("; use --device cpu or auto") and "\n" not in str(err.value)
     assert err.value.exit_code == 1
-    auto = select_backend("auto", None, 1, "auto")
+    auto = make_backend(BackendSpec("auto"))
     assert auto.name == "cpu" and auto.fallback_reason.startswith("no usable NVIDIA GPU")
-    assert select_backend("cpu", 3, 1, "auto").name == "cpu"
+    cpu = make_backend(BackendSpec("cpu", gpu_id=3, batch_size=8))
+    assert cpu.name == "cpu" and cpu.fallback_reason is None
     assert describe_device().startswith("no usable NVIDIA GPU (")
     with pytest.raises(DeviceError):
-        select_backend("tpu", None, 1, "auto")
-    with pytest.raises(ValueError):
-        select_backend("cpu", None, 1, "0")
+        make_backend(BackendSpec("tpu"))
 
 
 def test_tiles_partition_the_mask():
-    from csale_app.kernels.cuda.backend import TILE_SHAPES, build_tiles
+    from csale_app.kernels.cuda.host import TILE_SHAPES, build_tiles
 
     grid = next(iter(scenarios().values())).grid
     for tpb in (16, 128):
@@ -357,7 +364,7 @@ def test_tiles_partition_the_mask():
 
 def test_dense_log_boxes_hold_the_kernel_table():
     from csale_app.kernels.gaussian import KERNEL_HALF
-    from csale_app.kernels.cuda.backend import _offsets_ijk, dense_log_boxes
+    from csale_app.kernels.cuda.host import _offsets_ijk, dense_log_boxes
 
     plan = scenarios()["uniform"]
     k, ps = plan.kernels, plan.grid.padded_shape

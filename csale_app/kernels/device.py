@@ -1,4 +1,5 @@
-"""Choosing the compute backend: ``--device {auto,cpu,cuda}``, ``--gpu-id``, ``--batch-size``.
+"""Building the compute backend from a :class:`BackendSpec` (``--device {auto,cpu,cuda}``,
+``--gpu-id``, ``--nprocs``, ``--batch-size``, ``--mem``).
 
 ``auto`` takes the GPU when numba sees a usable CUDA device and falls back to the CPU
 otherwise; ``cuda`` insists on the GPU and ends the run (exit 1, one line) when there is
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 
 from ..errors import DeviceError
+from .backend_spec import BackendSpec, simulator_enabled
 
 DEVICES = ("auto", "cpu", "cuda")
 ALLOW_SIM_ENV = "CSALE_ALLOW_CUDASIM"
@@ -21,18 +23,9 @@ def _one_line(text) -> str:
     return " ".join(str(text).split()).rstrip(":").strip()
 
 
-def _simulator_enabled() -> bool:
-    try:
-        import numba
-
-        return bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
-    except Exception:  # pragma: no cover - numba is a hard dependency
-        return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
-
-
 def cuda_status() -> tuple[bool, str]:
     """(usable, text): whether a CUDA device can be used, and why not / which devices."""
-    simulated = _simulator_enabled()
+    simulated = simulator_enabled()
     if simulated and os.environ.get(ALLOW_SIM_ENV, "") != "1":
         return False, (f"the numba CUDA simulator is enabled (NUMBA_ENABLE_CUDASIM=1) and "
                        f"{ALLOW_SIM_ENV}=1 is not set")
@@ -73,40 +66,29 @@ def describe_device() -> str:
     return f"no usable NVIDIA GPU ({text})"
 
 
-def _cuda_backend(gpu_id, batch_size, n_threads=1):
-    from .cuda.backend import CUDABackend
-
-    return CUDABackend(0 if gpu_id is None else int(gpu_id), batch_size, n_threads=n_threads)
-
-
-def select_backend(device: str = "auto", gpu_id: int | None = None, n_threads: int | None = 1,
-                   batch_size="auto"):
-    """The backend for ``--device``: a ``CUDABackend`` or a ``CPUBackend``.
+def make_backend(spec: BackendSpec):
+    """The backend ``spec`` asks for, built whole: a ``CUDABackend`` or a ``CPUBackend``.
 
     ``cuda`` without a usable GPU raises :class:`DeviceError`; ``auto`` then falls back to the
-    CPU (and sets ``fallback_reason`` on the returned backend). The chosen backend's
-    ``describe()`` says which one runs. An invalid ``batch_size``
-    raises ``ValueError``.
+    CPU (whose ``fallback_reason`` says why, for the log and the report). The chosen
+    backend's ``describe()`` says which one runs. ``--device cpu`` never imports numba.cuda.
     """
     from .engine import CPUBackend
 
-    dev = str(device or "auto").strip().lower()
+    dev = spec.device
     if dev not in DEVICES:
-        raise DeviceError(f"--device {device}: expected one of {', '.join(DEVICES)}")
-    from .cuda.backend import parse_batch_size
-
-    parse_batch_size(batch_size)  # validate early, whatever the device
+        raise DeviceError(f"--device {dev}: expected one of {', '.join(DEVICES)}")
     if dev == "cpu":
-        return CPUBackend(n_threads)
+        return CPUBackend(spec.n_threads)
     ok, text = cuda_status()
     if ok:
         try:
-            return _cuda_backend(gpu_id, batch_size, n_threads)
+            from .cuda.backend import CUDABackend
+
+            return CUDABackend(spec)
         except Exception as exc:
             ok, text = False, _one_line(exc) or type(exc).__name__
     if dev == "cuda":
         raise DeviceError(f"--device cuda: no usable NVIDIA GPU ({text}); "
                           f"use --device cpu or auto")
-    backend = CPUBackend(n_threads)
-    backend.fallback_reason = f"no usable NVIDIA GPU ({text})"  # for the log / report
-    return backend
+    return CPUBackend(spec.n_threads, fallback_reason=f"no usable NVIDIA GPU ({text})")

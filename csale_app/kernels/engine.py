@@ -62,10 +62,10 @@ def plan_args(plan: NullPlan) -> tuple:
 
 class CPUBackend:
     name = "cpu"
-    fallback_reason: str | None = None
 
-    def __init__(self, n_threads: int = 1):
+    def __init__(self, n_threads: int | None = 1, fallback_reason: str | None = None):
         self.n_threads = cpu.set_threads(n_threads)
+        self.fallback_reason = fallback_reason  # why --device auto did not use a GPU
 
     def describe(self) -> str:
         return f"CPU (numba, {self.n_threads} thread{'s' if self.n_threads > 1 else ''})"

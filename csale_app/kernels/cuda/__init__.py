@@ -1,1 +1,2 @@
-"""CUDA engine (numba.cuda): device kernels and batches (:mod:`.backend`), host steps (:mod:`.host`)."""
+"""CUDA engine (numba.cuda): device kernels (:mod:`.kernels`), the backend and its batch loop
+(:mod:`.backend`), host steps (:mod:`.host`)."""

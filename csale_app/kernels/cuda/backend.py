@@ -1,42 +1,12 @@
-"""CUDA engine (numba.cuda): the permutation pass on an NVIDIA GPU.
+"""CUDA engine (numba.cuda): the permutation passes on an NVIDIA GPU.
 
-Same plan, same seed, same numbers as the CPU engine (:mod:`.cpu`). A batch of permutations
-runs as three kernels, then a short host step:
-
-1. **draw** - one thread per (permutation, focus): the counter-based RNG of :mod:`.rng`
-   (the *same* function bodies, compiled with ``cuda.jit(device=True)``) picks a candidate
-   voxel; the focus' template ijk goes to ``fijk[batch, n_foci, 3]``.
-2. **gather** - one thread per (permutation, mask voxel) builds that voxel's accumulator
-   value, sum over experiments of min over foci of log(1 - k), and writes it to
-   ``acc[batch, n_mask]`` (float32). Threads are grouped by *tiles* (small spatial bricks of
-   mask voxels, one tile per block); per chunk of foci the block keeps, in order, only those
-   whose kernel box reaches the tile's bounding box (a shared-memory prefix sum), and each
-   thread walks that short list. Walking the foci in their global order (experiments are
-   contiguous), each voxel forms the minimum of every experiment that reaches it and adds it
-   with one float32 addition, in experiment order - exactly the additions the CPU scatter
-   makes (:func:`.cpu.null_log_sum`) - so the accumulator is bit-identical to the CPU's and
-   no atomics are needed: the result depends neither on the batch size nor on the thread
-   schedule.
-3. **reduce** - one block per permutation: min of the accumulator (tree reduction in shared
-   memory) and the list of supra-threshold voxels (``acc < log_thresh``), compacted with an
-   atomic counter into a capped per-permutation list (stored as columns of a (cap, batch)
-   array, so the host copies only the rows in use).
-
-The host then sorts each (short) supra-threshold list, turns the minimum into the max ALE and
-labels clusters with the CPU's union-find (:func:`.cpu.cluster_max`), with the very same
-expressions as the CPU pass; a permutation whose list overflowed the cap is finished from its
-full accumulator row.
-
-C-SALE's pass (:mod:`..cpu.csale`) reuses stages 1-2 and adds its own reduction: one thread
-per mask voxel walks the batch's permutations *in order*, counts exceedances
-(``acc <= obs_log``) and keeps the K smallest values and their permutation indices in
-device arrays ``top[K, n_mask]``/``top_id[K, n_mask]`` (voxel-fastest, so the loads are
-coalesced) by the same insertion as the CPU; the per-permutation minimum (max null ALE)
-comes from the FWE reduce kernel. The cluster-FWE null is then read off the kept lists on
-the host (:func:`..cpu.csale.cluster_null_sizes`), as for the CPU engine.
-
-Counts, top values and ids, max ALE and cluster sizes equal the CPU's exactly, for any
-batch size.
+Same plan, same seed, same numbers as the CPU engine. :class:`CUDABackend` runs every pass
+through one batch loop (:meth:`CUDABackend.accumulator_batches`: draw the batch's null foci,
+gather its accumulator rows, both with the kernels of :mod:`.kernels`); the FWE pass then
+reduces each row on the device (minimum and capped supra-threshold list) and finishes the
+cluster statistics on the host (:mod:`.host`), the C-SALE pass updates each voxel's count and
+K smallest values on the device. Counts, top values and ids, max ALE and cluster sizes equal
+the CPU's exactly, for any batch size.
 
 Everything runs under ``NUMBA_ENABLE_CUDASIM=1`` (slowly: keep problems tiny there).
 """
@@ -44,29 +14,23 @@ Everything runs under ``NUMBA_ENABLE_CUDASIM=1`` (slowly: keep problems tiny the
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
-import os
 import warnings
 
 import numpy as np
 from numba import cuda  # module global: the simulator swaps it inside kernels
 
+from ..backend_spec import BackendSpec, simulator_enabled
 from ..cpu import ale as cpu
-from ..gaussian import KERNEL_BOX, KERNEL_HALF
 from ..plan import NullPlan
-from ..rng import compile_rng
-from ..shared import compile_shared
-from .host import (_NOT_IN_SUPPORT, TILE_SHAPES, _finish_batch,  # noqa: F401
-                        _finish_row, _max_ale, _offsets_ijk, build_tiles, dense_log_boxes,
-                        parse_batch_size)
+from .host import TILE_SHAPES, build_tiles, dense_log_boxes, finish_batch, finish_row, max_ale
+from .kernels import csale_kernels, fwe_kernels
 
 #: threads per block on a real GPU and under the simulator (each simulated thread is a
 #: Python thread, so small blocks - fewer idle slots in the spatial tiles, cheaper
 #: syncthreads - are much faster there)
 TPB_GPU = 128
 TPB_SIM = 16
-#: brick shape (i, j, k) of a tile for each block size; k (the fastest axis) is the longest
 #: largest batch the launch geometry allows (grid y dimension) and a practical cap
 MAX_BATCH = 4096
 MAX_BATCH_SIM = 16
@@ -74,197 +38,6 @@ MAX_BATCH_SIM = 16
 SUPRA_CAP = 8192
 #: share of free device memory a batch may use when the batch size is "auto"
 MEMORY_SHARE = 0.5
-
-
-
-def simulator_enabled() -> bool:
-    """True when numba's CUDA simulator replaces the real device (NUMBA_ENABLE_CUDASIM=1)."""
-    try:
-        import numba
-
-        return bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
-    except Exception:  # pragma: no cover - numba is a hard dependency
-        return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
-
-
-# --------------------------------------------------------------------------------------------
-# device kernels (compiled lazily, once per block size)
-# --------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def _kernels(tpb: int):
-    """(draw, gather, reduce) kernels for ``tpb`` threads per block (a power of two)."""
-    _mix64, uniform01, draw_index = compile_rng(cuda.jit(device=True))
-    box = KERNEL_BOX
-    half = KERNEL_HALF
-
-    @cuda.jit
-    def draw_kernel(key, perm_start, n_perm, cand_ijk, cdf, fijk):
-        """fijk[p, g] = template ijk of focus g of permutation perm_start + p."""
-        n_foci = fijk.shape[1]
-        idx = cuda.grid(1)
-        if idx < n_perm * n_foci:
-            p = idx // n_foci
-            g = idx - p * n_foci
-            u = uniform01(key, perm_start + p, g)
-            c = draw_index(u, cdf, cand_ijk.shape[0])
-            fijk[p, g, 0] = cand_ijk[c, 0]
-            fijk[p, g, 1] = cand_ijk[c, 1]
-            fijk[p, g, 2] = cand_ijk[c, 2]
-
-    @cuda.jit
-    def gather_kernel(fijk, focus_exp, focus_kid, k_half, boxes, tile_vox, tile_box, mask_ijk,
-                      acc):
-        """acc[p, v] = sum_e min_{f in e} log(1 - k_f(v)), replaying the CPU's float32 ops."""
-        tile = cuda.blockIdx.x
-        p = cuda.blockIdx.y
-        tid = cuda.threadIdx.x
-        scan = cuda.shared.array(tpb, dtype=np.int32)
-        kept_i = cuda.shared.array(tpb, dtype=np.int32)
-        kept_j = cuda.shared.array(tpb, dtype=np.int32)
-        kept_k = cuda.shared.array(tpb, dtype=np.int32)
-        kept_kid = cuda.shared.array(tpb, dtype=np.int32)
-        kept_exp = cuda.shared.array(tpb, dtype=np.int32)
-        n_foci = focus_exp.shape[0]
-        v = tile_vox[tile, tid]
-        vi = 0
-        vj = 0
-        vk = 0
-        if v >= 0:
-            vi = mask_ijk[v, 0]
-            vj = mask_ijk[v, 1]
-            vk = mask_ijk[v, 2]
-        lo_i = tile_box[tile, 0]
-        lo_j = tile_box[tile, 1]
-        lo_k = tile_box[tile, 2]
-        hi_i = tile_box[tile, 3]
-        hi_j = tile_box[tile, 4]
-        hi_k = tile_box[tile, 5]
-        total = np.float32(0.0)
-        cur_min = np.float32(0.0)
-        cur_exp = -1
-        for c0 in range(0, n_foci, tpb):
-            # 1) which foci of this chunk can reach the tile (kernel box meets tile box)
-            g = c0 + tid
-            flag = 0
-            fi = 0
-            fj = 0
-            fk = 0
-            kid = 0
-            if g < n_foci:
-                kid = focus_kid[g]
-                h = k_half[kid]
-                fi = fijk[p, g, 0]
-                fj = fijk[p, g, 1]
-                fk = fijk[p, g, 2]
-                if (fi - h <= hi_i and fi + h >= lo_i and fj - h <= hi_j and fj + h >= lo_j
-                        and fk - h <= hi_k and fk + h >= lo_k):
-                    flag = 1
-            scan[tid] = flag
-            cuda.syncthreads()
-            # 2) inclusive prefix sum -> the kept foci, in order, staged in shared memory
-            off = 1
-            while off < tpb:
-                add = 0
-                if tid >= off:
-                    add = scan[tid - off]
-                cuda.syncthreads()
-                scan[tid] += add
-                cuda.syncthreads()
-                off *= 2
-            if flag == 1:
-                slot = scan[tid] - 1
-                kept_i[slot] = fi
-                kept_j[slot] = fj
-                kept_k[slot] = fk
-                kept_kid[slot] = kid
-                kept_exp[slot] = focus_exp[g]
-            n_kept = scan[tpb - 1]
-            cuda.syncthreads()
-            # 3) each voxel walks the kept foci in global order
-            if v >= 0:
-                for j in range(n_kept):
-                    di = vi - kept_i[j] + half
-                    dj = vj - kept_j[j] + half
-                    dk = vk - kept_k[j] + half
-                    if di >= 0 and di < box and dj >= 0 and dj < box and dk >= 0 and dk < box:
-                        val = boxes[kept_kid[j], di, dj, dk]
-                        if val <= 0:
-                            e = kept_exp[j]
-                            if e != cur_exp:
-                                total += cur_min  # the previous experiment's minimum
-                                cur_exp = e
-                                cur_min = val
-                            elif val < cur_min:
-                                cur_min = val
-            cuda.syncthreads()
-        if v >= 0:
-            acc[p, v] = total + cur_min
-
-    @cuda.jit
-    def reduce_kernel(acc, log_thresh, out_min, counts, sidx, sval):
-        """Per permutation (one block each): min of acc and the capped supra-threshold list."""
-        p = cuda.blockIdx.x
-        tid = cuda.threadIdx.x
-        red = cuda.shared.array(tpb, dtype=np.float32)
-        n_mask = acc.shape[1]
-        cap = sidx.shape[0]
-        m = np.float32(0.0)
-        for v in range(tid, n_mask, tpb):
-            x = acc[p, v]
-            if x < m:
-                m = x
-            if x < log_thresh:
-                pos = cuda.atomic.add(counts, p, 1)
-                if pos < cap:
-                    sidx[pos, p] = v
-                    sval[pos, p] = x
-        red[tid] = m
-        cuda.syncthreads()
-        step = tpb // 2
-        while step > 0:
-            if tid < step:
-                if red[tid + step] < red[tid]:
-                    red[tid] = red[tid + step]
-            cuda.syncthreads()
-            step //= 2
-        if tid == 0:
-            out_min[p] = red[0]
-
-    return draw_kernel, gather_kernel, reduce_kernel
-
-
-@functools.lru_cache(maxsize=None)
-def _csale_kernels(tpb: int):
-    """The C-SALE pass kernel for ``tpb`` threads per block."""
-    insert_top, _ = compile_shared(cuda.jit(device=True))
-
-    @cuda.jit
-    def pass1_kernel(acc, obs_log, perm0, top, top_id, counts):
-        """Per voxel (one thread each): exceedance count and K smallest null values with
-        their permutations (row p of ``acc`` is permutation perm0 + p).
-
-        ``acc`` (n_perm, n_mask) is walked in permutation order, so the insertion into
-        ``top`` (K, n_mask, ascending along K) replays the CPU's exactly.
-        """
-        v = cuda.grid(1)
-        n_mask = acc.shape[1]
-        K = top.shape[0]
-        if v < n_mask:
-            o = obs_log[v]
-            c = 0
-            last = top[K - 1, v]
-            for p in range(acc.shape[0]):
-                s = acc[p, v]
-                if s <= o:
-                    c += 1
-                if s < last:
-                    insert_top(top[:, v], top_id[:, v], s, perm0 + p)
-                    last = top[K - 1, v]
-            counts[v] += c
-
-    return pass1_kernel
 
 
 class _DevicePlan:
@@ -296,19 +69,58 @@ class _DevicePlan:
                                 + focus_exp.nbytes * 2)
 
 
+class _Reductions:
+    """Device buffers of the reduce kernel for batches of up to ``batch`` permutations, with
+    a supra-threshold list of ``cap`` voxels per permutation (stored as columns of a
+    (cap, batch) array, so that the host copies only the rows in use)."""
+
+    def __init__(self, batch: int, cap: int):
+        self.out_min = cuda.device_array(batch, np.float32)
+        self.counts = cuda.device_array(batch, np.int32)
+        self.sidx = cuda.device_array((cap, batch), np.int32)  # column p: permutation p
+        self.sval = cuda.device_array((cap, batch), np.float32)
+        self._zeros = np.zeros(batch, dtype=np.int32)
+
+    def run(self, reduce, tpb: int, acc, log_thresh) -> tuple[np.ndarray, np.ndarray]:
+        """Reduce the (n, n_mask) accumulator ``acc``: host copies of each permutation's
+        minimum and supra-threshold count (lists in ``sidx``/``sval``, capped)."""
+        nb = acc.shape[0]
+        self.counts.copy_to_device(self._zeros)
+        reduce[nb, tpb](acc, log_thresh, self.out_min, self.counts, self.sidx, self.sval)
+        return self.out_min.copy_to_host()[:nb], self.counts.copy_to_host()[:nb]
+
+    def lists(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Host copies (rows, n) of the supra-threshold lists: only the rows in use
+        (contiguous); rows < cap means no list overflowed, rows == cap means exactly the
+        lists with count > cap did."""
+        nb = counts.shape[0]
+        n_rows = int(min(counts.max(), self.sidx.shape[0]))
+        if n_rows == 0:
+            return np.zeros((0, nb), np.int32), np.zeros((0, nb), np.float32)
+        return (self.sidx[:n_rows].copy_to_host()[:, :nb],
+                self.sval[:n_rows].copy_to_host()[:, :nb])
+
+
 class CUDABackend:
-    """Permutation engine on one NVIDIA GPU; same interface and results as ``CPUBackend``."""
+    """Permutation engine on one NVIDIA GPU; same interface and results as ``CPUBackend``.
+
+    Built whole from a :class:`~csale_app.kernels.backend_spec.BackendSpec` (device index,
+    host threads, batch size, memory cap); ``threads_per_block`` and ``supra_cap`` are tuning
+    knobs for tests and benchmarks."""
 
     name = "cuda"
+    fallback_reason: str | None = None
 
-    def __init__(self, gpu_id: int = 0, batch_size="auto", threads_per_block: int | None = None,
-                 n_threads: int | None = 1):
+    def __init__(self, spec: BackendSpec | None = None, threads_per_block: int | None = None,
+                 supra_cap: int = SUPRA_CAP):
+        spec = BackendSpec(device="cuda") if spec is None else spec
+        self.spec = spec
         self.simulated = simulator_enabled()
         # host-side work (the C-SALE cluster null, cpu.csale.cluster_null_sizes) uses
         # --nprocs CPU threads, as on the CPU backend
-        self.n_threads = cpu.set_threads(n_threads)
-        self.gpu_id = int(gpu_id or 0)
-        self._batch = parse_batch_size(batch_size)
+        self.n_threads = cpu.set_threads(spec.n_threads)
+        self.gpu_id = int(spec.gpu_id)
+        self.mem_limit_bytes = spec.mem_limit_bytes
         n_dev = len(cuda.gpus)
         if not 0 <= self.gpu_id < n_dev:
             raise ValueError(f"--gpu-id {self.gpu_id}: {n_dev} CUDA device(s) visible")
@@ -321,18 +133,15 @@ class CUDABackend:
         if tpb not in TILE_SHAPES:
             raise ValueError(f"threads_per_block must be one of {sorted(TILE_SHAPES)}")
         self.tpb = tpb
-        self.supra_cap = SUPRA_CAP
+        self.supra_cap = int(supra_cap)
         self._dplan: _DevicePlan | None = None
         self.last_batch_size: int | None = None
 
     # ---------------------------------------------------------------- description and sizing
     def describe(self) -> str:
         sim = ", simulator" if self.simulated else ""
-        batch = "auto" if self._batch is None else str(self._batch)
+        batch = "auto" if self.spec.batch_size is None else str(self.spec.batch_size)
         return f"CUDA GPU {self.gpu_id}: {self.device_name} (numba.cuda{sim}, batch {batch})"
-
-    mem_limit_bytes: float | None = None  # --mem: cap on the device memory a batch may use
-    fallback_reason: str | None = None
 
     def free_memory(self) -> float:
         free, _total = cuda.current_context().get_memory_info()
@@ -347,8 +156,8 @@ class CUDABackend:
     def batch_size_for(self, plan: NullPlan, count: int) -> int:
         """Permutations per launch: the given batch size, or what fits in free memory."""
         limit = MAX_BATCH_SIM if self.simulated else MAX_BATCH
-        if self._batch is not None:
-            return max(1, min(self._batch, count, MAX_BATCH))
+        if self.spec.batch_size is not None:
+            return max(1, min(self.spec.batch_size, count, MAX_BATCH))
         free = self.free_memory()
         if not math.isfinite(free):
             n = limit
@@ -378,7 +187,7 @@ class CUDABackend:
     def draw_batch(self, plan: NullPlan, start: int, n_perm: int, out=None):
         """Device array (n_perm, n_foci, 3) int32: the null foci of permutations start.."""
         dp = self._device_plan(plan)
-        draw, _, _ = _kernels(self.tpb)
+        draw, _, _ = fwe_kernels(self.tpb)
         fijk = out if out is not None else cuda.device_array((n_perm, dp.n_foci, 3), np.int32)
         n = n_perm * dp.n_foci
         if n > 0:
@@ -396,7 +205,7 @@ class CUDABackend:
         """Device array (n_perm, n_mask) float32: sum over experiments of log(1 - MA) of each
         permutation, bit-identical to the CPU accumulator. Building block for every pass."""
         dp = self._device_plan(plan)
-        _, gather, _ = _kernels(self.tpb)
+        _, gather, _ = fwe_kernels(self.tpb)
         if fijk is None:
             fijk = self.draw_batch(plan, start, n_perm)
         if acc is None:
@@ -406,6 +215,27 @@ class CUDABackend:
                 fijk, dp.focus_exp, dp.focus_kid, dp.k_half, dp.boxes, dp.tile_vox,
                 dp.tile_box, dp.mask_ijk, acc)
         return acc
+
+    def accumulator_batches(self, plan: NullPlan, start: int, count: int):
+        """The batch size for permutations [start, start + count) and an iterator of
+        (offset, acc): ``acc`` is the (n, n_mask) device accumulator of permutations
+        start + offset ... (n <= batch). The one batch loop of every pass; buffers are
+        reused, so use each ``acc`` before taking the next."""
+        dp = self._device_plan(plan)
+        batch = self.batch_size_for(plan, count)
+        self.last_batch_size = batch
+        fijk = cuda.device_array((batch, dp.n_foci, 3), np.int32)
+        acc = cuda.device_array((batch, dp.n_mask), np.float32)
+
+        def batches():
+            for b0 in range(0, count, batch):
+                nb = min(batch, count - b0)
+                f_b, a_b = fijk[:nb], acc[:nb]
+                self.draw_batch(plan, start + b0, nb, out=f_b)
+                self.log_sum_batch(plan, start + b0, nb, fijk=f_b, acc=a_b)
+                yield b0, a_b
+
+        return batch, batches()
 
     # ---------------------------------------------------------------- passes
     def fwe_chunk(self, plan: NullPlan, start: int, count: int, ale_thresh: float):
@@ -417,71 +247,31 @@ class CUDABackend:
         out_max = np.zeros(count, dtype=np.float64)
         out_size = np.zeros(count, dtype=np.int64)
         out_mass = np.zeros(count, dtype=np.float64)
-        if count == 0:
-            return {"max": out_max, "size": out_size, "mass": out_mass}
         g = plan.grid
         n_mask = g.n_mask
-        if n_mask == 0:
+        if count == 0 or n_mask == 0:
             return {"max": out_max, "size": out_size, "mass": out_mass}
-        dp = self._device_plan(plan)
-        _, _, reduce = _kernels(self.tpb)
+        _, _, reduce = fwe_kernels(self.tpb)
         log_thresh = log_threshold(ale_thresh)
         ale_thresh = float(ale_thresh)
-        batch = self.batch_size_for(plan, count)
-        self.last_batch_size = batch
         cap = min(self.supra_cap, n_mask)
         fwd = g.forward_neighbours
         parent = np.full(n_mask, -1, dtype=np.int32)
         size = np.zeros(n_mask, dtype=np.int64)
         mass = np.zeros(n_mask, dtype=np.float64)
-        fijk = cuda.device_array((batch, dp.n_foci, 3), np.int32)
-        acc = cuda.device_array((batch, n_mask), np.float32)
-        out_min_d = cuda.device_array(batch, np.float32)
-        counts_d = cuda.device_array(batch, np.int32)
-        sidx_d = cuda.device_array((cap, batch), np.int32)  # column p: permutation p
-        sval_d = cuda.device_array((cap, batch), np.float32)
-        zeros = np.zeros(batch, dtype=np.int32)
-        for b0 in range(0, count, batch):
-            nb = min(batch, count - b0)
-            f_b, a_b = fijk[:nb], acc[:nb]
-            self.draw_batch(plan, start + b0, nb, out=f_b)
-            self.log_sum_batch(plan, start + b0, nb, fijk=f_b, acc=a_b)
-            counts_d.copy_to_device(zeros)
-            reduce[nb, self.tpb](a_b, log_thresh, out_min_d, counts_d, sidx_d, sval_d)
-            min_log = out_min_d.copy_to_host()[:nb]
-            counts = counts_d.copy_to_host()[:nb]
-            # copy only the rows in use (contiguous); n_rows < cap means no list overflowed,
-            # n_rows == cap means exactly the lists with count > cap did
-            n_rows = int(min(counts.max(), cap))
-            if n_rows > 0:
-                sidx = sidx_d[:n_rows].copy_to_host()[:, :nb]
-                sval = sval_d[:n_rows].copy_to_host()[:, :nb]
-            else:
-                sidx = np.zeros((0, nb), np.int32)
-                sval = np.zeros((0, nb), np.float32)
-            _finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, mass,
-                          out_max, out_size, out_mass, b0)
+        batch, batches = self.accumulator_batches(plan, start, count)
+        red = _Reductions(batch, cap)
+        for b0, a_b in batches:
+            min_log, counts = red.run(reduce, self.tpb, a_b, log_thresh)
+            sidx, sval = red.lists(counts)
+            finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, mass,
+                         out_max, out_size, out_mass, b0)
             for p in np.flatnonzero(counts > cap):
-                row = acc[int(p)].copy_to_host()
-                ms, mm = _finish_row(row, log_thresh, ale_thresh, fwd, parent, size, mass)
+                row = a_b[int(p)].copy_to_host()
+                ms, mm = finish_row(row, log_thresh, ale_thresh, fwd, parent, size, mass)
                 out_size[b0 + p] = ms
                 out_mass[b0 + p] = mm
         return {"max": out_max, "size": out_size, "mass": out_mass}
-
-    def _acc_batches(self, plan: NullPlan, start: int, count: int):
-        """Yield (offset, n, acc) per batch: acc is the (n, n_mask) device accumulator of
-        permutations start + offset ...; buffers are reused, so use each before the next."""
-        dp = self._device_plan(plan)
-        batch = self.batch_size_for(plan, count)
-        self.last_batch_size = batch
-        fijk = cuda.device_array((batch, dp.n_foci, 3), np.int32)
-        acc = cuda.device_array((batch, dp.n_mask), np.float32)
-        for b0 in range(0, count, batch):
-            nb = min(batch, count - b0)
-            f_b, a_b = fijk[:nb], acc[:nb]
-            self.draw_batch(plan, start + b0, nb, out=f_b)
-            self.log_sum_batch(plan, start + b0, nb, fijk=f_b, acc=a_b)
-            yield b0, nb, a_b
 
     def csale_pass1_chunk(self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray,
                           K: int):
@@ -499,28 +289,23 @@ class CUDABackend:
                     "top": np.zeros((n_mask, K), np.float32),
                     "top_id": np.full((n_mask, K), -1, np.int32), "max": out_max}
         self._device_plan(plan)
-        _, _, reduce = _kernels(self.tpb)
-        pass1 = _csale_kernels(self.tpb)
+        _, _, reduce = fwe_kernels(self.tpb)
+        pass1 = csale_kernels(self.tpb)
         obs_d = cuda.to_device(np.ascontiguousarray(obs_log, dtype=np.float32).reshape(-1))
         if obs_d.shape[0] != n_mask:
             raise ValueError(f"obs_log has {obs_d.shape[0]} values, the mask {n_mask} voxels")
         top_d = cuda.to_device(np.zeros((K, n_mask), np.float32))  # before sizing batches
         top_id_d = cuda.to_device(np.full((K, n_mask), -1, np.int32))
         counts_d = cuda.to_device(np.zeros(n_mask, np.int64))
-        out_min_d = None
         no_thresh = np.float32(-np.inf)  # the reduce kernel then only takes the minimum
         vox_blocks = (n_mask + self.tpb - 1) // self.tpb
-        for b0, nb, a_b in self._acc_batches(plan, start, count):
-            if out_min_d is None:
-                batch = self.last_batch_size
-                out_min_d = cuda.device_array(batch, np.float32)
-                n_supra_d = cuda.device_array(batch, np.int32)
-                sidx_d = cuda.device_array((1, batch), np.int32)
-                sval_d = cuda.device_array((1, batch), np.float32)
+        batch, batches = self.accumulator_batches(plan, start, count)
+        red = _Reductions(batch, 1)
+        for b0, a_b in batches:
             pass1[vox_blocks, self.tpb](a_b, obs_d, np.int32(start + b0), top_d, top_id_d,
                                         counts_d)
-            reduce[nb, self.tpb](a_b, no_thresh, out_min_d, n_supra_d, sidx_d, sval_d)
-            _max_ale(out_min_d.copy_to_host()[:nb], out_max, b0)
+            min_log, _ = red.run(reduce, self.tpb, a_b, no_thresh)
+            max_ale(min_log, out_max, b0)
         top = np.ascontiguousarray(top_d.copy_to_host().T)
         top_id = np.ascontiguousarray(top_id_d.copy_to_host().T)
         return {"counts": counts_d.copy_to_host(), "top": top, "top_id": top_id,

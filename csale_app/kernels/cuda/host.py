@@ -12,6 +12,7 @@ from numba import njit
 from ..cpu import ale as cpu
 from ..gaussian import KERNEL_BOX, KERNEL_HALF
 from ..plan import NullPlan
+from ..scan import scan_accumulator
 
 #: Threads per block -> (i, j, k) voxel tile shape (one thread per voxel of a tile).
 TILE_SHAPES = {8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8),
@@ -21,13 +22,13 @@ _NOT_IN_SUPPORT = np.float32(1.0)  # sentinel in the dense log-kernel boxes (log
 
 
 @njit(cache=True)
-def _finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, mass,
+def finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, mass,
                   out_max, out_size, out_mass, o0):
     """Max ALE, max cluster size and mass of each permutation from the device reductions.
 
     ``sidx``/``sval`` are (rows, n_perm): column p holds permutation p's supra-threshold
     voxels (unordered) in its first ``counts[p]`` rows. Permutations whose list is longer
-    than the rows given (overflow) are left for :func:`_finish_row`.
+    than the rows given (overflow) are left for :func:`finish_row`.
     """
     rows = sidx.shape[0]
     for p in range(min_log.shape[0]):
@@ -51,23 +52,19 @@ def _finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, ma
 
 
 @njit(cache=True)
-def _finish_row(row, log_thresh, ale_thresh, fwd, parent, size, mass):
-    """Max cluster size and mass from one full accumulator row (overflow fallback)."""
+def finish_row(row, log_thresh, ale_thresh, fwd, parent, size, mass):
+    """Max cluster size and mass from one full accumulator row (overflow fallback; the
+    row is zeroed)."""
     n_mask = row.shape[0]
     supra = np.empty(n_mask, dtype=np.int32)
     ale_of = np.empty(n_mask, dtype=np.float64)
-    n_supra = 0
-    for v in range(n_mask):
-        s = row[v]
-        if s < log_thresh:
-            supra[n_supra] = v
-            ale_of[n_supra] = cpu.log_to_ale(s)
-            n_supra += 1
+    _, n_supra = scan_accumulator(row, np.arange(n_mask, dtype=np.int32), log_thresh, supra,
+                                  ale_of)
     return cpu.cluster_max(supra, n_supra, ale_of, ale_thresh, fwd, parent, size, mass)
 
 
 @njit(cache=True)
-def _max_ale(min_log, out_max, o0):
+def max_ale(min_log, out_max, o0):
     """Max null ALE from each permutation's accumulator minimum (the CPU's expression)."""
     for p in range(min_log.shape[0]):
         out_max[o0 + p] = cpu.log_to_ale(min_log[p])
@@ -128,19 +125,3 @@ def build_tiles(mask_ijk: np.ndarray, tpb: int) -> tuple[np.ndarray, np.ndarray]
     lo = np.minimum.reduceat(sijk, starts, axis=0)
     hi = np.maximum.reduceat(sijk, starts, axis=0)
     return tile_vox, np.concatenate([lo, hi], axis=1).astype(np.int32)
-
-
-def parse_batch_size(batch_size) -> int | None:
-    """``"auto"``/None -> None (from free memory), else a positive int."""
-    if batch_size is None or (isinstance(batch_size, str) and batch_size.strip().lower() == "auto"):
-        return None
-    try:
-        n = int(batch_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"--batch-size must be 'auto' or a positive integer, "
-                         f"not {batch_size!r}") from None
-    if n < 1:
-        raise ValueError(f"--batch-size must be 'auto' or a positive integer, not {batch_size!r}")
-    return n
-
-
