@@ -152,6 +152,7 @@ def write_studyset_pages(output_dir: Path, context: dict) -> list[Page]:
         kinds = {a.meta for a in ss.analyses} | ({"macm"} if ss.macms else set())
         n_exp = next((v for k, v in sec.info if k == "Experiments analysed"), None)
         path = page_path(output_dir, ss.label)
+        figure_cache.draw_pending()  # the page's figures, drawn together (in parallel)
         html = _render(env, page="studyset", ctx=context, sections=[sec],
                        warnings=[], reused=[], title=f"Studyset {ss.label}")
         write_text(path, html)
@@ -195,6 +196,24 @@ def _remove_stale_pages(output_dir: Path) -> None:
                 old.unlink()
 
 
+MAX_DRAWING_PROCESSES = 4  # a page has about 10-20 figures; more copies gain little
+
+
+def drawing_processes(context: dict) -> int:
+    """Processes that draw figures at once: the run's ``--nprocs`` (default: every CPU this
+    process may use), at most :data:`MAX_DRAWING_PROCESSES`."""
+    import os
+
+    settings = context.get("settings") if isinstance(context.get("settings"), dict) else {}
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        available = os.cpu_count() or 1
+    wanted = settings.get("nprocs")
+    wanted = wanted if isinstance(wanted, int) and wanted > 0 else available
+    return max(1, min(wanted, available, MAX_DRAWING_PROCESSES))
+
+
 def build_report(output_dir: Path, context: dict | None = None,
                  figure_dir: Path | None = None) -> Path:
     """Write OUTPUT_DIR/report.html (the entry page), OUTPUT_DIR/report/studyset-<S>.html
@@ -216,7 +235,7 @@ def build_report(output_dir: Path, context: dict | None = None,
     import matplotlib.pyplot  # noqa: F401
     import nilearn.plotting  # noqa: F401
 
-    cache = figure_cache.FigureCache(figure_dir)
+    cache = figure_cache.FigureCache(figure_dir, processes=drawing_processes(context))
     gc.collect()
     gc.freeze()
     try:
