@@ -339,6 +339,9 @@ class Pipeline:
 
     def run(self) -> list[dict]:
         self.check_paths()
+        from .report.forked import start_report_process  # imports the plotting stack meanwhile
+
+        self.report_process = start_report_process(self.s.nprocs)
         every = self.all_studysets()
         ctx, loaded, extra = self.build_context(every)
         bids.prepare_output_dir(self.output_dir)
@@ -384,10 +387,13 @@ class Pipeline:
         }
 
     def write_report(self, ctx: RunContext) -> None:
-        from .report.build import build_report
-
-        path = build_report(self.output_dir, self.report_context(ctx),
-                            figure_dir=report_figure_dir(self.output_dir))
+        proc, self.report_process = getattr(self, "report_process", None), None
+        if proc is None:
+            from .report.build import build_report as proc_build
+        else:  # the report process (report/forked.py), which imported the plotting stack
+            proc_build = proc.build
+        path = proc_build(self.output_dir, self.report_context(ctx),
+                          figure_dir=report_figure_dir(self.output_dir))
         LOG.info("report: %s", path)
 
     def run_studyset(self, ctx: RunContext, label: str, path: Path, exps: Experiments,

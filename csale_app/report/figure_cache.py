@@ -27,9 +27,6 @@ import hashlib
 import inspect
 import json
 import logging
-import os
-import pickle
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,9 +147,11 @@ class FigureCache:
             LOG.debug("report: figure not stored in %s: %s", self.directory, exc)
 
     def draw_pending(self) -> int:
-        """Draw the queued figures (in parallel, see :func:`run_parallel`), fill in their
+        """Draw the queued figures (in parallel, see :func:`.forked.run_parallel`), fill in their
         placeholders and store them; returns how many were drawn."""
         pending, self.pending = list(self.pending.items()), {}
+        from .forked import run_parallel
+
         results = run_parallel([p.draw for _, p in pending], self.processes)
         for (key, p), result in zip(pending, results):
             for placeholder in p.placeholders:
@@ -256,74 +255,3 @@ def cached(to_payload, from_payload, pending=None, fill=None):
             return result
         return call
     return wrap
-
-
-def run_parallel(tasks: list[Callable[[], object]], processes: int) -> list:
-    """``[t() for t in tasks]``, shared among ``processes`` processes: this one and
-    ``processes - 1`` forked copies of it, each taking the next task not yet taken.
-
-    Drawing a figure is Python code that holds the GIL (matplotlib, nilearn), so threads
-    would not overlap; forked processes share the imported plotting stack and the task
-    list without pickling any image. A copy returns its results (pickled) through a pipe.
-    Whatever a copy did not return (it failed, it was killed) is run here afterwards, so
-    the results are those of running the tasks in order. Without ``os.fork`` (not POSIX)
-    the tasks run one after another.
-    """
-    processes = min(int(processes), len(tasks))
-    if processes <= 1 or not hasattr(os, "fork"):
-        return [t() for t in tasks]
-    import multiprocessing
-
-    taken = multiprocessing.get_context("fork").Value("i", 0)
-
-    def next_index() -> int:
-        with taken.get_lock():
-            i = taken.value
-            taken.value += 1
-        return i
-
-    def work() -> dict:
-        done = {}
-        while (i := next_index()) < len(tasks):
-            done[i] = tasks[i]()
-        return done
-
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    copies = []
-    for _ in range(processes - 1):
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the copy: never returns into the caller's code
-            status = 1
-            try:
-                os.close(read_fd)
-                data = pickle.dumps(work(), protocol=pickle.HIGHEST_PROTOCOL)
-                with os.fdopen(write_fd, "wb") as pipe:
-                    pipe.write(data)
-                status = 0
-            finally:
-                os._exit(status)
-        os.close(write_fd)
-        copies.append((pid, read_fd))
-    answers = []
-    try:
-        results = work()
-    finally:  # always collect the copies (also when a task raised here): no process left
-        for pid, read_fd in copies:
-            with os.fdopen(read_fd, "rb") as pipe:
-                answers.append(pipe.read())
-            os.waitpid(pid, 0)
-    for data in answers:
-        try:
-            results.update(pickle.loads(data) if data else {})
-        except Exception as exc:  # noqa: BLE001  a damaged answer: redone below
-            LOG.debug("report: a drawing process returned nothing usable: %s", exc)
-    missing = [i for i in range(len(tasks)) if i not in results]
-    if missing:
-        LOG.debug("report: %d figure(s) drawn again here (a drawing process failed)",
-                  len(missing))
-    for i in missing:
-        results[i] = tasks[i]()
-    return [results[i] for i in range(len(tasks))]
