@@ -23,6 +23,9 @@ whole command. Stages:
 - writing: maps and tables (NIfTI, TSV, sidecars) and the studyset's publication;
 - report figures: every drawn figure and viewer (nilearn, matplotlib, PNG encoding);
 - report pages: the rest of ``build_report`` (reading the outputs back, HTML);
+- report process (waited for): where the report is built by a process forked at the start
+  of the run (``report/forked.py``), the time the run waits for it (its figures and pages
+  are not timed one by one: they run in that process);
 - other: the rest of ``main`` (parsing, logging, context, checks) and interpreter exit.
 
 Work done in another thread (if a version overlaps stages) is counted in its own stage, so
@@ -65,6 +68,7 @@ STAGES = {  # stage -> "module:qualname" of the functions timed (missing ones ar
             "foci")] + ["csale_app.report.flatmap:flatmap_figure",
                         "csale_app.report.viewer:viewer"],
     "report pages": ["csale_app.report.build:build_report"],
+    "report process (waited for)": ["csale_app.report.forked:ReportProcess.build"],
     "other": ["csale_app.cli.run:main"],
 }
 ORDER = ["start-up", *[s for s in STAGES if s != "other"], "other", "whole command"]

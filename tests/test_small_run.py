@@ -129,3 +129,52 @@ def test_run_does_not_import_the_plotting_stack_before_the_report():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _pixels(uri: str) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+                      .convert("RGB"))
+
+
+def test_figures_same_pixels_as_before(monkeypatch):
+    """Glass brains with outlines added without data limits, encoded from Agg's buffer:
+    the pixels of the plain way (outlines through add_patch, savefig's PNG)."""
+    import contextlib
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    from csale_app.report import figures
+
+    data = np.zeros((91, 109, 91), np.float32)
+    data[30:36, 50:58, 40:46] = 4.0
+    affine = np.array([[-2, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1.0]])
+    img = nib.Nifti1Image(data, affine)
+    foci = pd.DataFrame({"x_mni": [-30.0, 20.0], "y_mni": [-20.0, 10.0], "z_mni": [10.0, 40.0],
+                         "experiment_id": ["a", "b"]})
+    fast = [_pixels(figures.glass_brain_figure.__wrapped__(img, "g").uri),
+            _pixels(figures.foci_figure.__wrapped__(foci, "f").uri)]
+
+    def savefig_uri(fig) -> str:
+        import base64
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=figures.DPI, facecolor=fig.get_facecolor())
+        buf.seek(0)
+        out = io.BytesIO()
+        Image.open(buf).convert("RGB").quantize(
+            figures.COLOURS, method=Image.Quantize.MEDIANCUT).save(out, format="PNG")
+        return figures.PNG_URI + base64.b64encode(out.getvalue()).decode("ascii")
+
+    monkeypatch.setattr(figures, "_outlines_without_limits", contextlib.nullcontext)
+    monkeypatch.setattr(figures, "to_data_uri", savefig_uri)
+    plain = [_pixels(figures.glass_brain_figure.__wrapped__(img, "g").uri),
+             _pixels(figures.foci_figure.__wrapped__(foci, "f").uri)]
+    for a, b in zip(fast, plain):
+        assert a.shape == b.shape and np.array_equal(a, b)

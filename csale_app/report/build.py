@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import gc
 import logging
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -196,6 +197,29 @@ def _remove_stale_pages(output_dir: Path) -> None:
                 old.unlink()
 
 
+@contextlib.contextmanager
+def _no_forced_collections():
+    """nilearn's ``safe_get_data`` runs ``gc.collect()`` for every image it reads (to bound
+    the memory of large 4-D images): about 60 full collections per report, most of its
+    time after the drawing itself. The report's images are 3-D maps of a few MB, so while
+    it is built those calls (in nilearn's module only) do nothing; Python's automatic
+    collection stays on."""
+    try:
+        from nilearn._utils import niimg
+    except ImportError:
+        yield
+        return
+    saved = getattr(niimg, "gc", None)
+    if saved is None or not hasattr(saved, "collect"):
+        yield
+        return
+    niimg.gc = types.SimpleNamespace(collect=lambda *args, **kwargs: 0)
+    try:
+        yield
+    finally:
+        niimg.gc = saved
+
+
 MAX_DRAWING_PROCESSES = 4  # a page has about 10-20 figures; more copies gain little
 
 
@@ -239,7 +263,7 @@ def build_report(output_dir: Path, context: dict | None = None,
     gc.collect()
     gc.freeze()
     try:
-        with figure_cache.active(cache):
+        with figure_cache.active(cache), _no_forced_collections():
             pages = write_studyset_pages(output_dir, context)
     finally:
         gc.unfreeze()

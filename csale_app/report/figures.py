@@ -8,6 +8,7 @@ never raised.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import io
 import logging
@@ -66,11 +67,42 @@ def to_data_uri(fig) -> str:
     return PNG_URI + base64.b64encode(out.getvalue()).decode("ascii")
 
 
+@contextlib.contextmanager
+def _outlines_without_limits():
+    """nilearn's glass brain outlines are ~250 patches per view, and ``Axes.add_patch``
+    computes each one's Bezier extents to widen the data limits (most of the time of
+    building a glass brain figure's axes); nilearn then sets the view to the outlines' bounds from their
+    file, so those limits change no pixel. While a figure is drawn, the outlines are added
+    without them (the same pixels: tests/test_small_run.py compares)."""
+    try:
+        from nilearn.plotting.displays import _axes
+    except ImportError:
+        yield
+        return
+    original = getattr(_axes, "plot_brain_schematics", None)
+    if original is None:
+        yield
+        return
+
+    def schematics(ax, direction, **kwargs):
+        ax._update_patch_limits = lambda patch: None  # this axes only, this call only
+        try:
+            return original(ax, direction, **kwargs)
+        finally:
+            del ax._update_patch_limits
+
+    _axes.plot_brain_schematics = schematics
+    try:
+        yield
+    finally:
+        _axes.plot_brain_schematics = original
+
+
 def _render(title: str, draw, caption: str = "") -> Figure:
     """Call ``draw(fig)`` on a new figure and encode it; failures become a notice."""
     fig = None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _outlines_without_limits():
             warnings.simplefilter("ignore")
             fig = plt.figure()
             draw(fig)
