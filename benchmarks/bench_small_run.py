@@ -31,7 +31,8 @@ whole command. Stages:
 Work done in another thread (if a version overlaps stages) is counted in its own stage, so
 the stages may then add up to more than the whole command. The table prints each stage's
 minimum over the repeats and the whole command's minimum; "all but the null" is the whole
-command minus the null. Not a test: timings vary with the machine and its load.
+command minus the null; "CPU time" is user + system time of the command and every process
+it waited for (what the machine spent, whatever ran side by side). Not a test: timings vary with the machine and its load.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -71,7 +73,8 @@ STAGES = {  # stage -> "module:qualname" of the functions timed (missing ones ar
     "report process (waited for)": ["csale_app.report.forked:ReportProcess.build"],
     "other": ["csale_app.cli.run:main"],
 }
-ORDER = ["start-up", *[s for s in STAGES if s != "other"], "other", "whole command"]
+ORDER = ["start-up", *[s for s in STAGES if s != "other"], "other", "whole command",
+         "CPU time, all processes"]
 
 # Runs in the measured process: time the stages, run the CLI, write the times as JSON.
 LAUNCH = r"""
@@ -188,13 +191,17 @@ def run_once(tree: Path, inp: Path, out: Path, iters: int, nprocs: int, analyses
     spawned = time.time()
     cmd = [sys.executable, *flags, "-c", LAUNCH, str(tree), str(times), str(spawned),
            json.dumps(STAGES), *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the CLI and what it waited for
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"exit {proc.returncode}: {' '.join(args)}\n{proc.stderr[-3000:]}")
     t = json.loads(times.read_text())
-    stages = {"start-up": t["start-up"], **t["stages"], "whole command": wall}
+    stages = {"start-up": t["start-up"], **t["stages"], "whole command": wall,
+              "CPU time, all processes": cpu}
     # after main returned: logging shutdown, atexit, interpreter exit
     stages["other"] = stages.get("other", 0.0) + wall - t["end"]
     return {"stages": stages, "missing": t["missing"],
