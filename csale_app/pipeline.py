@@ -339,9 +339,10 @@ class Pipeline:
 
     def run(self) -> list[dict]:
         self.check_paths()
-        from .report.forked import start_report_process  # imports the plotting stack meanwhile
+        if getattr(self, "report_process", None) is None:  # the CLI starts it earlier
+            from .report.forked import start_report_process  # imports the plotting stack
 
-        self.report_process = start_report_process(self.s.nprocs)
+            self.report_process = start_report_process(self.s.nprocs)
         every = self.all_studysets()
         ctx, loaded, extra = self.build_context(every)
         bids.prepare_output_dir(self.output_dir)

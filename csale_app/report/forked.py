@@ -51,13 +51,17 @@ def _collect_logs() -> _Collect:
         logger.removeHandler(h)
     handler = _Collect()
     logger.addHandler(handler)
+    # everything: the parent keeps what its own levels let through when it replays
+    logger.setLevel(logging.DEBUG)
     return handler
 
 
 def _replay(records) -> None:
     for record in records or []:
         with contextlib.suppress(Exception):
-            logging.getLogger(record.name).handle(record)
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
 
 
 def _flush_streams() -> None:
