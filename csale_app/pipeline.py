@@ -60,6 +60,7 @@ class Pipeline:
         self.on_output_ready = lambda: None
         #: wraps the report's figure drawing (the CLI freezes the heap there: cli/run.py)
         self.report_drawing = contextlib.nullcontext
+        self.report_process = None  # report/forked.py: the CLI starts it before the imports
         self.t_start = time.perf_counter()
 
     @property
@@ -189,6 +190,10 @@ class Pipeline:
 
     def run(self) -> list[dict]:
         self.check_paths()
+        if self.report_process is None:  # the CLI starts it earlier
+            from .report.forked import start_report_process  # imports the plotting stack
+
+            self.report_process = start_report_process(self.s.nprocs)
         every = self.all_studysets()
         ctx, loaded = self.prepare(every)
         bids.prepare_output_dir(self.output_dir)
@@ -230,11 +235,16 @@ class Pipeline:
         }
 
     def write_report(self, ctx: RunContext) -> None:
-        from .report.build import build_report
+        proc, self.report_process = self.report_process, None
+        if proc is None:
+            from .report.build import build_report
 
-        path = build_report(self.output_dir, self.report_context(ctx),
-                            figure_dir=report_figure_dir(self.output_dir),
-                            drawing=self.report_drawing)
+            path = build_report(self.output_dir, self.report_context(ctx),
+                                figure_dir=report_figure_dir(self.output_dir),
+                                drawing=self.report_drawing)
+        else:  # the report process (report/forked.py), which imported the plotting stack
+            path = proc.build(self.output_dir, self.report_context(ctx),
+                              figure_dir=report_figure_dir(self.output_dir))
         LOG.info("report: %s", path)
 
     def run_studyset(self, ctx: RunContext, studyset: Studyset) -> tuple[dict, bool]:

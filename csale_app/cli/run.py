@@ -151,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 
     saved_showwarning = warnings.showwarning
     warnings.showwarning = _log_warning
+    from ..report.forked import start_report_process
+
+    # forked before the compute stack is imported: the report's imports run beside them
+    report_process = start_report_process(settings.nprocs)
     from ..pipeline import Pipeline  # heavy imports after argument checks
 
     # NiMARE is not imported on the run path (templates and atlases are read as files); where
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pipe = Pipeline(settings, args.input_dir, args.output_dir)
     pipe.report_drawing = frozen_heap
+    pipe.report_process = report_process
     pipe.command_line = "csale-app " + " ".join(argv if argv is not None else sys.argv[1:])
     log_file = None
     try:

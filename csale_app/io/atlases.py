@@ -180,16 +180,17 @@ def _template():
 def load_atlas(key: str) -> Atlas:
     """One atlas resampled (nearest neighbour) onto the 2 mm template grid; cached."""
     import nibabel as nib
-    from nilearn.image import resample_to_img
+
+    from .templates import resample_nearest  # nilearn's resampling, without nilearn
 
     files = atlas_files()
     img = nib.load(str(files[key]))
     data = np.asanyarray(img.dataobj)
     # SUIT's label values are stored as inexact floats (0.988 for 1, ...): round them.
-    img = nib.Nifti1Image(np.rint(data).astype(np.int32), img.affine)
-    out = resample_to_img(img, _template(), interpolation="nearest", force_resample=True,
-                          copy_header=True)
-    vol = np.rint(np.asanyarray(out.dataobj)).astype(np.int32)
+    template = _template()
+    vol = resample_nearest(np.rint(data).astype(np.int32), img.affine, template.affine,
+                           template.shape[:3])
+    vol = np.rint(vol).astype(np.int32)
     if key == "ho_cortical":
         names = {i + 1: n for i, n in enumerate(HO_CORTICAL_NAMES)}
         lateral = True

@@ -67,11 +67,9 @@ def suit_atlas_path() -> Path:
 
 
 def resample_nearest(img: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarray:
-    from nilearn.image import resample_to_img
+    from .templates import resample_nearest as resample  # nilearn's, without nilearn
 
-    out = resample_to_img(img, target, interpolation="nearest", force_resample=True,
-                          copy_header=True)
-    return np.asanyarray(out.dataobj)
+    return resample(np.asanyarray(img.dataobj), img.affine, target.affine, target.shape[:3])
 
 
 def builtin_roi(name: str, template: nib.Nifti1Image, brain: np.ndarray) -> ROI:

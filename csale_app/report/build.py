@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -159,6 +160,7 @@ def write_studyset_pages(output_dir: Path, context: dict) -> list[Page]:
         kinds = {a.meta for a in ss.analyses} | ({"macm"} if ss.macms else set())
         n_exp = next((v for k, v in sec.info if k == "Experiments analysed"), None)
         path = page_path(output_dir, ss.label)
+        figure_cache.draw_pending()  # the page's figures, drawn together (in parallel)
         html = _render(env, page="studyset", ctx=context, sections=[sec],
                        warnings=[], reused=[], title=f"Studyset {ss.label}")
         write_text(path, html)
@@ -201,6 +203,47 @@ def _remove_stale_pages(output_dir: Path) -> None:
                 old.unlink()
 
 
+@contextlib.contextmanager
+def _no_forced_collections():
+    """nilearn's ``safe_get_data`` runs ``gc.collect()`` for every image it reads (to bound
+    the memory of large 4-D images): about 60 full collections per report, most of its
+    time after the drawing itself. The report's images are 3-D maps of a few MB, so while
+    it is built those calls (in nilearn's module only) do nothing; Python's automatic
+    collection stays on."""
+    try:
+        from nilearn._utils import niimg
+    except ImportError:
+        yield
+        return
+    saved = getattr(niimg, "gc", None)
+    if saved is None or not hasattr(saved, "collect"):
+        yield
+        return
+    niimg.gc = types.SimpleNamespace(collect=lambda *args, **kwargs: 0)
+    try:
+        yield
+    finally:
+        niimg.gc = saved
+
+
+MAX_DRAWING_PROCESSES = 4  # a page has about 10-20 figures; more copies gain little
+
+
+def drawing_processes(context: dict) -> int:
+    """Processes that draw figures at once: the run's ``--nprocs`` (default: every CPU this
+    process may use), at most :data:`MAX_DRAWING_PROCESSES`."""
+    import os
+
+    settings = context.get("settings") if isinstance(context.get("settings"), dict) else {}
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        available = os.cpu_count() or 1
+    wanted = settings.get("nprocs")
+    wanted = wanted if isinstance(wanted, int) and wanted > 0 else available
+    return max(1, min(wanted, available, MAX_DRAWING_PROCESSES))
+
+
 def build_report(output_dir: Path, context: dict | None = None,
                  figure_dir: Path | None = None, drawing=None) -> Path:
     """Write OUTPUT_DIR/report.html (the entry page), OUTPUT_DIR/report/studyset-<S>.html
@@ -216,10 +259,12 @@ def build_report(output_dir: Path, context: dict | None = None,
     output_dir = Path(output_dir)
     context = dict(context or {})
     context.setdefault("version", __version__)
-    cache = figure_cache.FigureCache(figure_dir)
+    cache = figure_cache.FigureCache(figure_dir, processes=drawing_processes(context))
     # ``drawing`` wraps the figure drawing: the CLI freezes its heap there (cli/run.py),
-    # a library call leaves the caller's garbage collector alone
-    with (drawing or contextlib.nullcontext)(), figure_cache.active(cache):
+    # a library call leaves the caller's garbage collector alone; nilearn's forced
+    # collections are skipped either way (see _no_forced_collections)
+    with (drawing or contextlib.nullcontext)(), figure_cache.active(cache), \
+            _no_forced_collections():
         pages = write_studyset_pages(output_dir, context)
     _remove_stale_pages(output_dir)
     write_text(output_dir / "references.bib", methods.bibtex())

@@ -27,6 +27,8 @@ import hashlib
 import inspect
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -106,11 +108,15 @@ def figure_key(name: str, arguments: dict) -> str | None:
 class FigureCache:
     """Rendered payloads (dicts of strings and ints) by key, in memory and in ``directory``."""
 
-    def __init__(self, directory: Path | None = None):
+    def __init__(self, directory: Path | None = None, processes: int = 1):
         self.directory = Path(directory) if directory is not None else None
         self.memory: dict[str, dict] = {}
         self.used: set[str] = set()
         self.hits = self.drawn = 0
+        # processes > 1: figures not stored are queued (the caller gets a placeholder) and
+        # drawn by :meth:`draw_pending` in that many processes at once
+        self.processes = max(1, int(processes))
+        self.pending: dict[str, _Pending] = {}
 
     def get(self, key: str) -> dict | None:
         payload = self.memory.get(key)
@@ -140,6 +146,21 @@ class FigureCache:
         except (OSError, CsaleError) as exc:  # not kept: drawn again next time
             LOG.debug("report: figure not stored in %s: %s", self.directory, exc)
 
+    def draw_pending(self) -> int:
+        """Draw the queued figures (in parallel, see :func:`.forked.run_parallel`), fill in their
+        placeholders and store them; returns how many were drawn."""
+        pending, self.pending = list(self.pending.items()), {}
+        from .forked import run_parallel
+
+        results = run_parallel([p.draw for _, p in pending], self.processes)
+        for (key, p), result in zip(pending, results):
+            for placeholder in p.placeholders:
+                p.fill(placeholder, result)
+            payload = p.to_payload(result)
+            if payload is not None:
+                self.put(key, payload)
+        return len(pending)
+
     def prune(self) -> int:
         """Delete stored figures the last report did not use; returns how many."""
         if self.directory is None or not self.directory.is_dir():
@@ -167,12 +188,34 @@ def active(cache: FigureCache):
         _ACTIVE.reset(token)
 
 
-def cached(to_payload, from_payload):
+@dataclass
+class _Pending:
+    """A figure queued for drawing and the placeholders handed out for it."""
+
+    draw: Callable[[], object]
+    to_payload: Callable
+    fill: Callable  # fill(placeholder, drawn result)
+    placeholders: list = field(default_factory=list)
+
+
+def draw_pending() -> int:
+    """Draw what the active cache queued (see :meth:`FigureCache.draw_pending`)."""
+    cache = _ACTIVE.get()
+    return cache.draw_pending() if cache is not None else 0
+
+
+def cached(to_payload, from_payload, pending=None, fill=None):
     """Decorator for a drawing function: look its result up by content before drawing.
 
     ``to_payload(result)`` gives what is stored (None: a failed drawing, not stored);
     ``from_payload(payload, page_text)`` rebuilds the result with this call's title,
     caption and attributes. Outside :func:`active`, the function simply draws.
+
+    With ``pending(page_text)`` (an empty result carrying this call's page text) and
+    ``fill(placeholder, result)`` (copies the drawn parts into it), a cache with
+    ``processes > 1`` queues the drawing and returns the placeholder at once; the figures
+    are then drawn together by :meth:`FigureCache.draw_pending` before the page is
+    rendered (the same figure asked for twice is drawn once).
     """
     def wrap(fn):
         signature = inspect.signature(fn)
@@ -197,6 +240,14 @@ def cached(to_payload, from_payload):
                 else:
                     cache.reused(key, payload)
                     return result
+            if pending is not None and cache.processes > 1:
+                queued = cache.pending.get(key)
+                if queued is None:
+                    queued = cache.pending[key] = _Pending(
+                        functools.partial(fn, *args, **kwargs), to_payload, fill)
+                placeholder = pending(page_text)
+                queued.placeholders.append(placeholder)
+                return placeholder
             result = fn(*args, **kwargs)
             payload = to_payload(result)
             if payload is not None:

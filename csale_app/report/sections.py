@@ -55,9 +55,14 @@ def guarded(section: Section, what: str, fn):
 
 
 def load_image(path: Path | None):
+    """The map in memory: a file-backed image would be read and decompressed again at
+    every access of its data (each figure reads a map several times)."""
     import nibabel as nib
 
-    return None if path is None else nib.load(str(path))
+    if path is None:
+        return None
+    img = nib.load(str(path))
+    return nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine)
 
 
 def cuts_for(img, roi_img):

@@ -49,6 +49,16 @@ def _from_payload(payload: dict, page: dict) -> Viewer:
                   caption=page["caption"] or "")
 
 
+def _pending(page: dict) -> Viewer:
+    return Viewer(page["title"], caption=page["caption"] or "")
+
+
+def _fill(placeholder: Viewer, built: Viewer) -> None:
+    placeholder.html, placeholder.width, placeholder.height = built.html, built.width, \
+        built.height
+    placeholder.error = built.error
+
+
 SPRITE = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 LARGE_SPRITE = 100_000  # base64 characters
 
@@ -81,7 +91,7 @@ def compact_sprites(html: str) -> str:
     return SPRITE.sub(swap, html)
 
 
-@cached(_payload, _from_payload)  # built once per content (see figure_cache)
+@cached(_payload, _from_payload, _pending, _fill)  # built once per content (figure_cache)
 def viewer(img: nib.Nifti1Image, title: str, cut_coords=None, vmax: float | None = None,
            cmap: str = "autumn", caption: str = "") -> Viewer:
     """A brainsprite viewer of a (thresholded, non-negative) map on the template."""
