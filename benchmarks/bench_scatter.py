@@ -55,6 +55,7 @@ def _load(case: str):
         from synthetic_database import synthetic_foci
 
         foci = synthetic_foci(600, seed=2025)
+        foci["source_file"], foci["source_line"] = "synthetic", np.arange(len(foci)) + 2
         exps = build_experiments(foci, img.affine, brain.shape, merge_contrasts=False)
     else:
         from run_benchmarks import load_case
