@@ -4,7 +4,7 @@
     python benchmarks/bench_scatter.py --cases pain --repeats 7 --json out.json
 
 A kernel-box voxel is one voxel of one focus's (cubic) kernel box: a permutation of pain
-(21 experiments, 266 foci) scatters about 1.4 M of them. Every figure below is divided by
+(21 experiments, 267 foci) scatters about 1.4 M of them. Every figure below is divided by
 that count, so the parts add up to the whole pass:
 
 - (a) **adds**: a plain numba loop adding each focus's kernel cube row by row into a dense
