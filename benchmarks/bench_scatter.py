@@ -126,19 +126,11 @@ def _compile(cpu):
                             cube, row_lookup, row_zlo, row_zhi, row_off, acc, 0)
 
     @njit
-    def sums(perm0, n_perm, key, exp_kernel, exp_focus_start, cube_start, k_width, cube,
-             cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch, f_ijk,
-             shared):
+    def sums(perm0, n_perm, args, bufs):
         """(a) + (b) + (c): the engine's per-permutation sum, accumulator not scanned."""
+        acc = bufs[0]
         for p in range(perm0, perm0 + n_perm):
-            if rows_split:
-                null_log_sum(p, key, exp_kernel, exp_focus_start, cube_start, k_width, cube,
-                             cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc,
-                             scratch, f_ijk, shared)
-            else:
-                null_log_sum(p, key, exp_kernel, exp_focus_start, cube_start, k_width, cube,
-                             cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc,
-                             scratch, f_ijk)
+            null_log_sum(p, *args, *bufs)
             acc[:] = 0.0
 
     return draw, adds, scatter_all, sums
@@ -188,13 +180,13 @@ def bench_case(case: str, n_perm: int, repeats: int) -> dict:
             scatter_all(ijk[p], ek, fs, cs, kw, cube, *rows, acc)
             acc[:] = 0.0
 
-    scratch = np.zeros_like(acc)
-    max_foci = int(np.diff(plan.exp_focus_start).max())
-    f_ijk = np.empty((max_foci, 4), np.int32)
-    shared = np.zeros((max_foci, 31 * 31), np.uint8)
-
+    if hasattr(cpu, "focus_buffers"):
+        bufs = cpu.focus_buffers(plan.exp_focus_start, acc.size)
+    else:
+        max_foci = int(np.diff(plan.exp_focus_start).max())
+        bufs = (acc, np.zeros_like(acc), np.empty((max_foci, 4), np.int32))
     def run_sums():
-        sums(0, n_perm, *args[:12], acc, scratch, f_ijk, shared)
+        sums(0, n_perm, tuple(args[:12]), bufs)
 
     thresh = 0.01
     out = [np.zeros(n_perm), np.zeros(n_perm, np.int64), np.zeros(n_perm)]
