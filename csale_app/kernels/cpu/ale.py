@@ -3,11 +3,13 @@
 One permutation = draw every experiment's foci from the sampler (counter-based RNG), add
 each experiment's log(1 - MA) into a float32 accumulator over mask voxels, then one linear
 scan of the mask gives the max ALE and the supra-threshold list, and union-find over that
-list gives cluster sizes and masses (faces connectivity). A focus whose kernel box
-overlaps no other focus of its experiment adds straight into the accumulator; overlapping
-foci form the per-experiment minimum of log(1 - k) (= max MA) in a scratch array first.
-Permutations run in parallel chunks, one buffer set per chunk, and each
+list gives cluster sizes and masses (faces connectivity). A kernel-box row that no other
+focus box of its experiment covers adds straight into the accumulator; the rows that
+several boxes share form the per-experiment minimum of log(1 - k) (= max MA) in a scratch
+array first. Permutations run in parallel chunks, one buffer set per chunk, and each
 permutation depends only on (seed, index), so results do not depend on the thread count.
+The parallel loop is written once (:func:`compile_pass`); the ALE FWE pass here and the
+C-SALE pass (:mod:`.csale`) plug in what they do with each permutation's map.
 """
 
 from __future__ import annotations
