@@ -177,3 +177,17 @@ def test_chunked_log_sums_equal_bincount_bit_for_bit(rng, monkeypatch, float64_l
     ref = np.bincount(cols, weights=w, minlength=n_mask)
     got = ale.log_sums(cols, vals, n_mask, float64_log=float64_log)
     assert got.dtype == np.float64 and np.array_equal(got, ref)
+
+
+def test_pass_skeleton_is_cacheable_across_processes():
+    """compile_pass binds the reduction as globals: a closure over dispatchers would give
+    numba a cache key with per-process ids and recompile both passes in every run."""
+    from csale_app.kernels.cpu import ale, csale
+
+    passes = (ale._fwe_pass, csale._pass1)
+    for p in passes:
+        assert p.py_func.__closure__ is None
+        assert p.py_func.__code__ is ale._pass_body.__code__  # one copy of the loop
+    assert len({p.py_func.__qualname__ for p in passes}) == 2  # one cache file each
+    assert passes[0].py_func.__globals__["_reduce"] is ale._fwe_reduce
+    assert passes[1].py_func.__globals__["_reduce"] is csale._pass1_reduce

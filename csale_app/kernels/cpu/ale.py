@@ -14,6 +14,7 @@ C-SALE pass (:mod:`.csale`) plug in what they do with each permutation's map.
 
 from __future__ import annotations
 
+import types
 
 import numba
 import numpy as np
@@ -261,7 +262,27 @@ def focus_buffers(exp_focus_start, n_hull):
             np.empty((max_foci, KERNEL_BOX * KERNEL_BOX), dtype=np.uint8))
 
 
-def compile_pass(workspace, reduce):
+def _pass_body(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
+               k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
+               hull_to_mask, n_mask, extra):
+    """The one copy of the parallel loop; :func:`compile_pass` binds ``_workspace`` and
+    ``_reduce`` (the names below are placeholders in this module)."""
+    per = (n_perm + n_threads - 1) // n_threads
+    for c in prange(n_threads):
+        acc, scratch, f_ijk, shared = focus_buffers(exp_focus_start, hull_to_mask.shape[0])
+        ws = _workspace(n_mask, extra)
+        for i in range(c * per, min(n_perm, (c + 1) * per)):
+            perm = perm_start + i
+            null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width, cube,
+                         cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch,
+                         f_ijk, shared)
+            _reduce(acc, hull_to_mask, c, i, perm, ws, extra)
+
+
+_workspace = _reduce = None  # bound per pass by compile_pass
+
+
+def compile_pass(name, workspace, reduce):
     """The permutation pass, written once: ``reduce`` is what a pass does with each map.
 
     Permutations [perm_start, perm_start + n_perm) are split into ``n_threads`` consecutive
@@ -272,24 +293,17 @@ def compile_pass(workspace, reduce):
     a tuple of the pass's own inputs and outputs. Both are njit functions; the ALE FWE pass
     (:func:`fwe_null_chunk`) and the C-SALE pass (:func:`..csale.pass1_chunk`) are the two
     uses, as :func:`..rng.compile_rng` compiles one RNG for every backend.
+
+    The pass is :func:`_pass_body`'s code with the two functions bound as *globals*, not
+    closed over: numba's cache keys a closure on its cells, and a dispatcher pickles with a
+    per-process id, so a closure would be compiled again in every process (about 10 s).
+    ``name`` gives each pass its own cache file.
     """
-
-    @njit(parallel=True, cache=True)
-    def run_pass(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
-                 k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
-                 hull_to_mask, n_mask, extra):
-        per = (n_perm + n_threads - 1) // n_threads
-        for c in prange(n_threads):
-            acc, scratch, f_ijk, shared = focus_buffers(exp_focus_start, hull_to_mask.shape[0])
-            ws = workspace(n_mask, extra)
-            for i in range(c * per, min(n_perm, (c + 1) * per)):
-                perm = perm_start + i
-                null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width,
-                             cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc,
-                             scratch, f_ijk, shared)
-                reduce(acc, hull_to_mask, c, i, perm, ws, extra)
-
-    return run_pass
+    glb = dict(_pass_body.__globals__, _workspace=workspace, _reduce=reduce)
+    fn = types.FunctionType(_pass_body.__code__, glb, name)
+    fn.__qualname__ = name
+    fn.__doc__ = f"{name}: :func:`_pass_body` with ``{reduce.__name__}``."
+    return njit(parallel=True, cache=True)(fn)
 
 
 @njit(cache=True)
@@ -325,7 +339,7 @@ def _fwe_reduce(acc, hull_to_mask, c, i, perm, ws, extra):
     out_mass[i] = mm
 
 
-_fwe_pass = compile_pass(_fwe_workspace, _fwe_reduce)
+_fwe_pass = compile_pass("fwe_pass", _fwe_workspace, _fwe_reduce)
 
 
 def fwe_null_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,

@@ -53,7 +53,7 @@ def _pass1_reduce(acc, hull_to_mask, c, i, perm, ws, extra):
     out_max[i] = log_to_ale(min_log)
 
 
-_pass1 = compile_pass(_pass1_workspace, _pass1_reduce)
+_pass1 = compile_pass("csale_pass1", _pass1_workspace, _pass1_reduce)
 
 
 def pass1_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
