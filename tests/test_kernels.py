@@ -111,25 +111,21 @@ def test_log_threshold_orders_like_ale():
     assert 1 - np.exp(np.float64(lt) - 1e-6) > t > 1 - np.exp(np.float64(lt) + 1e-6)
 
 
-def test_overlapping_and_isolated_foci_sum_bit_exactly():
-    """Long thin grid: some random foci share kernel boxes (min path), others stand alone
-    (direct add). The accumulator must equal, bit for bit, a float32 dense replay that
-    takes each experiment's voxelwise minimum of log(1 - k) and adds experiments in order."""
+def _replay_bit_exactly(mask, fwhms, counts, seed, n_perm=8):
+    """The engine's accumulator against a float32 dense replay that takes each experiment's
+    voxelwise minimum of log(1 - k) and adds experiments in order; returns how many foci
+    stood alone and how many shared their box with another focus of their experiment."""
     from csale_app.kernels.cpu import ale as cpu
     from csale_app.kernels.engine import plan_args
 
-    shape = (90, 11, 10)
-    mask = np.ones(shape, dtype=bool)
+    shape = mask.shape
     grid = build_grid(mask)
-    fwhms = np.array([6.0, 8.0, 6.0, 7.0])
-    table, kid = build_kernel_table(fwhms, grid, 8.0)
-    counts = np.array([6, 5, 7, 4])
-    plan = build_null_plan(grid, table, kid, counts, uniform_sampler(grid), seed=11)
-    n_perm = 8
+    table, kid = build_kernel_table(np.asarray(fwhms, dtype=float), grid, 8.0)
+    plan = build_null_plan(grid, table, kid, np.asarray(counts), uniform_sampler(grid), seed=seed)
     got = cpu.null_log_maps(0, n_perm, *plan_args(plan))
     _, _, draw_index = rng.compile_rng(lambda f: f)
     s = plan.sampler
-    saw_isolated = saw_overlap = False
+    n_isolated = n_overlap = 0
     for perm in range(n_perm):
         acc = np.zeros(shape, dtype=np.float32)
         for e in range(plan.n_experiments):
@@ -144,11 +140,28 @@ def test_overlapping_and_isolated_foci_sum_bit_exactly():
                 emin = np.minimum(emin, box)
             near = np.abs(ijk[:, None, :] - ijk[None, :, :]).max(axis=2) < w
             n_near = near.sum(axis=1) - 1
-            saw_isolated |= bool((n_near == 0).any())
-            saw_overlap |= bool((n_near > 0).any())
+            n_isolated += int((n_near == 0).sum())
+            n_overlap += int((n_near > 0).sum())
             acc += emin
         np.testing.assert_array_equal(got[perm], acc[mask])
-    assert saw_isolated and saw_overlap
+    return n_isolated, n_overlap
+
+
+def test_overlapping_and_isolated_foci_sum_bit_exactly():
+    """Long thin grid: some random foci share kernel boxes (shared rows take the minimum),
+    others stand alone (direct add)."""
+    n_isolated, n_overlap = _replay_bit_exactly(np.ones((90, 11, 10), dtype=bool),
+                                                [6.0, 8.0, 6.0, 7.0], [6, 5, 7, 4], seed=11)
+    assert n_isolated and n_overlap
+
+
+def test_partly_shared_rows_of_crowded_foci_sum_bit_exactly(mask):
+    """Crowded foci in a small ellipsoid (rows clipped to the mask at both ends): most boxes
+    overlap several others with every offset, so each box has shared rows (scratch minimum,
+    flush) beside rows only it covers (direct add), and rows shared by three or more foci."""
+    n_isolated, n_overlap = _replay_bit_exactly(mask, [5.0, 9.0, 7.0], [9, 3, 12], seed=3,
+                                                n_perm=5)
+    assert n_overlap > 5 * n_isolated
 
 
 @pytest.mark.parametrize("float64_log", [False, True])
@@ -164,3 +177,17 @@ def test_chunked_log_sums_equal_bincount_bit_for_bit(rng, monkeypatch, float64_l
     ref = np.bincount(cols, weights=w, minlength=n_mask)
     got = ale.log_sums(cols, vals, n_mask, float64_log=float64_log)
     assert got.dtype == np.float64 and np.array_equal(got, ref)
+
+
+def test_pass_skeleton_is_cacheable_across_processes():
+    """compile_pass binds the reduction as globals: a closure over dispatchers would give
+    numba a cache key with per-process ids and recompile both passes in every run."""
+    from csale_app.kernels.cpu import ale, csale
+
+    passes = (ale._fwe_pass, csale._pass1)
+    for p in passes:
+        assert p.py_func.__closure__ is None
+        assert p.py_func.__code__ is ale._pass_body.__code__  # one copy of the loop
+    assert len({p.py_func.__qualname__ for p in passes}) == 2  # one cache file each
+    assert passes[0].py_func.__globals__["_reduce"] is ale._fwe_reduce
+    assert passes[1].py_func.__globals__["_reduce"] is csale._pass1_reduce

@@ -3,20 +3,24 @@
 One permutation = draw every experiment's foci from the sampler (counter-based RNG), add
 each experiment's log(1 - MA) into a float32 accumulator over mask voxels, then one linear
 scan of the mask gives the max ALE and the supra-threshold list, and union-find over that
-list gives cluster sizes and masses (faces connectivity). A focus whose kernel box
-overlaps no other focus of its experiment adds straight into the accumulator; overlapping
-foci form the per-experiment minimum of log(1 - k) (= max MA) in a scratch array first.
-Permutations run in parallel chunks, one buffer set per chunk, and each
+list gives cluster sizes and masses (faces connectivity). A kernel-box row that no other
+focus box of its experiment covers adds straight into the accumulator; the rows that
+several boxes share form the per-experiment minimum of log(1 - k) (= max MA) in a scratch
+array first. Permutations run in parallel chunks, one buffer set per chunk, and each
 permutation depends only on (seed, index), so results do not depend on the thread count.
+The parallel loop is written once (:func:`compile_pass`); the ALE FWE pass here and the
+C-SALE pass (:mod:`.csale`) plug in what they do with each permutation's map.
 """
 
 from __future__ import annotations
 
+import types
 
 import numba
 import numpy as np
 from numba import njit, prange
 
+from ..gaussian import KERNEL_BOX
 from ..plan import PAD
 from ..rng import compile_rng
 from ..shared import compile_shared
@@ -94,8 +98,11 @@ def max_foci_per_experiment(exp_focus_start):
 
 
 @njit(cache=True, inline="always", fastmath=True)
-def _scatter(fi, fj, fk, cs, w, cube, row_lookup, row_zlo, row_zhi, row_off, buf, mode):
-    """One focus's kernel into the row hull: mode 0 adds, mode 1 takes the minimum.
+def _scatter(fi, fj, fk, cs, w, cube, row_lookup, row_zlo, row_zhi, row_off, acc, scratch,
+             shared, split):
+    """One focus's kernel into the row hull, row by row: a row flagged in ``shared`` (only
+    looked at when ``split``) takes the minimum into ``scratch``, every other row adds
+    straight into ``acc``.
 
     The inner loops index with uint64 so that numba drops its negative-index wraparound,
     which otherwise keeps LLVM from vectorising them (2-3x slower).
@@ -114,21 +121,24 @@ def _scatter(fi, fj, fk, cs, w, cube, row_lookup, row_zlo, row_zhi, row_off, buf
                 continue
             ob = np.uint64(row_off[r] - zlo + z0)
             ok = np.uint64(cs + (a * w + b) * w - (fk - h) + z0)
-            if mode == 0:
+            if split and shared[a * w + b]:
                 for t in range(n):
-                    buf[ob + np.uint64(t)] += cube[ok + np.uint64(t)]
+                    scratch[ob + np.uint64(t)] = min(scratch[ob + np.uint64(t)],
+                                                     cube[ok + np.uint64(t)])
             else:
                 for t in range(n):
-                    buf[ob + np.uint64(t)] = min(buf[ob + np.uint64(t)], cube[ok + np.uint64(t)])
+                    acc[ob + np.uint64(t)] += cube[ok + np.uint64(t)]
 
 
 @njit(cache=True, inline="always", fastmath=True)
-def _flush(fi, fj, fk, w, row_lookup, row_zlo, row_zhi, row_off, scratch, acc):
-    """acc += scratch over one focus's kernel box, zeroing scratch (idempotent on overlaps)."""
+def _flush(fi, fj, fk, w, row_lookup, row_zlo, row_zhi, row_off, scratch, acc, shared):
+    """acc += scratch over one focus's shared rows, zeroing scratch (idempotent on overlaps)."""
     h = w // 2
     for a in range(w):
         pi = fi + a - h + PAD
         for b in range(w):
+            if not shared[a * w + b]:
+                continue
             r = row_lookup[pi, fj + b - h + PAD]
             if r < 0:
                 continue
@@ -143,17 +153,29 @@ def _flush(fi, fj, fk, w, row_lookup, row_zlo, row_zhi, row_off, scratch, acc):
                 scratch[ob + np.uint64(t)] = 0.0
 
 
+@njit(cache=True, inline="always")
+def _mark_shared(shared, w, di, dj):
+    """Flag the rows (a, b) of a focus's box that the box offset by (di, dj) also covers."""
+    for a in range(max(0, di), min(w, w + di)):
+        for b in range(max(0, dj), min(w, w + dj)):
+            shared[a * w + b] = 1
+
+
 @njit(cache=True)
 def null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width, cube,
-                 cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch, f_ijk):
+                 cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch, f_ijk,
+                 shared):
     """acc (row hull) += sum over experiments of min over foci of log(1 - k), permutation perm.
 
-    A focus whose kernel box overlaps no other focus box of its experiment adds straight
-    into ``acc``; the others form their minimum in ``scratch`` first, then flush it. Either
-    way acc receives exactly one float32 addition per experiment and voxel, in experiment
-    order, so the result does not depend on which path a focus took. ``f_ijk`` is
-    (max_foci, 4): i, j, k and an overlap flag. (A row-by-row pass over each group of
-    overlapping foci, taking the minimum in a row buffer, was tried and measured slower.)
+    A kernel-box row (i, j) of a focus that no other focus box of its experiment covers
+    adds straight into ``acc``; the rows that several boxes of the experiment cover (boxes
+    that overlap in all three axes) form their minimum in ``scratch`` first, then flush it.
+    Either way acc receives exactly one float32 addition per experiment and voxel, in
+    experiment order, so the result does not depend on which path a row took. ``f_ijk`` is
+    (max_foci, 4): i, j, k and an overlap flag; ``shared`` (max_foci, KERNEL_BOX**2) uint8
+    flags the shared rows of each overlapping focus. (A row-by-row pass over each group of
+    overlapping foci, taking the minimum in a row buffer, was tried and measured slower;
+    sending whole overlapping boxes through scratch cost 0.6 ns per box voxel on pain.)
     """
     n_cand = cand_ijk.shape[0]
     for e in range(exp_kernel.shape[0]):
@@ -171,25 +193,25 @@ def null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width, cu
         n_overlap = 0
         for a in range(1, nf):
             for b in range(a):
-                if (abs(f_ijk[a, 0] - f_ijk[b, 0]) < w and abs(f_ijk[a, 1] - f_ijk[b, 1]) < w
-                        and abs(f_ijk[a, 2] - f_ijk[b, 2]) < w):
+                di = f_ijk[b, 0] - f_ijk[a, 0]
+                dj = f_ijk[b, 1] - f_ijk[a, 1]
+                if abs(di) < w and abs(dj) < w and abs(f_ijk[b, 2] - f_ijk[a, 2]) < w:
                     n_overlap += 1
-                    f_ijk[a, 3] = 1
-                    f_ijk[b, 3] = 1
+                    for g in (a, b):
+                        if f_ijk[g, 3] == 0:
+                            f_ijk[g, 3] = 1
+                            shared[g, :w * w] = 0
+                    _mark_shared(shared[a], w, di, dj)
+                    _mark_shared(shared[b], w, -di, -dj)
         for f in range(nf):
-            if f_ijk[f, 3] == 0:
-                _scatter(f_ijk[f, 0], f_ijk[f, 1], f_ijk[f, 2], cs, w, cube, row_lookup,
-                         row_zlo, row_zhi, row_off, acc, 0)
+            _scatter(f_ijk[f, 0], f_ijk[f, 1], f_ijk[f, 2], cs, w, cube, row_lookup, row_zlo,
+                     row_zhi, row_off, acc, scratch, shared[f], f_ijk[f, 3] == 1)
         if n_overlap == 0:
             continue
         for f in range(nf):
             if f_ijk[f, 3] == 1:
-                _scatter(f_ijk[f, 0], f_ijk[f, 1], f_ijk[f, 2], cs, w, cube, row_lookup,
-                         row_zlo, row_zhi, row_off, scratch, 1)
-        for f in range(nf):
-            if f_ijk[f, 3] == 1:
                 _flush(f_ijk[f, 0], f_ijk[f, 1], f_ijk[f, 2], w, row_lookup, row_zlo,
-                       row_zhi, row_off, scratch, acc)
+                       row_zhi, row_off, scratch, acc, shared[f])
 
 
 @njit(cache=True)
@@ -231,47 +253,104 @@ def cluster_max(supra, n_supra, ale_of, thresh, fwd, parent, size, mass):
     return max_size, max_mass
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
+def focus_buffers(exp_focus_start, n_hull):
+    """One thread's buffers for :func:`null_log_sum`: acc, scratch, f_ijk, shared."""
+    max_foci = max_foci_per_experiment(exp_focus_start)
+    return (np.zeros(n_hull, dtype=np.float32), np.zeros(n_hull, dtype=np.float32),
+            np.empty((max_foci, 4), dtype=np.int32),
+            np.empty((max_foci, KERNEL_BOX * KERNEL_BOX), dtype=np.uint8))
+
+
+def _pass_body(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
+               k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
+               hull_to_mask, n_mask, extra):
+    """The one copy of the parallel loop; :func:`compile_pass` binds ``_workspace`` and
+    ``_reduce`` (the names below are placeholders in this module)."""
+    per = (n_perm + n_threads - 1) // n_threads
+    for c in prange(n_threads):
+        acc, scratch, f_ijk, shared = focus_buffers(exp_focus_start, hull_to_mask.shape[0])
+        ws = _workspace(n_mask, extra)
+        for i in range(c * per, min(n_perm, (c + 1) * per)):
+            perm = perm_start + i
+            null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width, cube,
+                         cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch,
+                         f_ijk, shared)
+            _reduce(acc, hull_to_mask, c, i, perm, ws, extra)
+
+
+_workspace = _reduce = None  # bound per pass by compile_pass
+
+
+def compile_pass(name, workspace, reduce):
+    """The permutation pass, written once: ``reduce`` is what a pass does with each map.
+
+    Permutations [perm_start, perm_start + n_perm) are split into ``n_threads`` consecutive
+    runs; each thread draws and sums a permutation into its accumulator (draw -> per
+    experiment scatter, :func:`null_log_sum`), then calls ``reduce(acc, hull_to_mask, c, i,
+    perm, ws, extra)``, which must read the accumulator and leave it zeroed. ``ws =
+    workspace(n_mask, extra)`` is the thread's own scratch for the reduction and ``extra``
+    a tuple of the pass's own inputs and outputs. Both are njit functions; the ALE FWE pass
+    (:func:`fwe_null_chunk`) and the C-SALE pass (:func:`..csale.pass1_chunk`) are the two
+    uses, as :func:`..rng.compile_rng` compiles one RNG for every backend.
+
+    The pass is :func:`_pass_body`'s code with the two functions bound as *globals*, not
+    closed over: numba's cache keys a closure on its cells, and a dispatcher pickles with a
+    per-process id, so a closure would be compiled again in every process (about 10 s).
+    ``name`` gives each pass its own cache file.
+    """
+    glb = dict(_pass_body.__globals__, _workspace=workspace, _reduce=reduce)
+    fn = types.FunctionType(_pass_body.__code__, glb, name)
+    fn.__qualname__ = name
+    fn.__doc__ = f"{name}: :func:`_pass_body` with ``{reduce.__name__}``."
+    return njit(parallel=True, cache=True)(fn)
+
+
+@njit(cache=True)
+def _fwe_workspace(n_mask, extra):
+    """supra, ale_of, parent, size, mass: the cluster labelling's buffers."""
+    return (np.empty(n_mask, dtype=np.int32), np.empty(n_mask, dtype=np.float64),
+            np.full(n_mask, -1, dtype=np.int32), np.zeros(n_mask, dtype=np.int64),
+            np.zeros(n_mask, dtype=np.float64))
+
+
+@njit(cache=True)
+def _fwe_reduce(acc, hull_to_mask, c, i, perm, ws, extra):
+    """Max ALE, and max cluster size and mass above the threshold, of one permutation."""
+    supra, ale_of, parent, size, mass = ws
+    fwd, log_thresh, ale_thresh, out_max, out_size, out_mass = extra
+    min_log = np.float32(0.0)
+    n_supra = 0
+    for hx in range(hull_to_mask.shape[0]):
+        s = acc[hx]
+        acc[hx] = 0.0
+        v = hull_to_mask[hx]
+        if v < 0:
+            continue
+        if s < min_log:
+            min_log = s
+        if s < log_thresh:
+            supra[n_supra] = v
+            ale_of[n_supra] = log_to_ale(s)
+            n_supra += 1
+    out_max[i] = log_to_ale(min_log)
+    ms, mm = cluster_max(supra, n_supra, ale_of, ale_thresh, fwd, parent, size, mass)
+    out_size[i] = ms
+    out_mass[i] = mm
+
+
+_fwe_pass = compile_pass("fwe_pass", _fwe_workspace, _fwe_reduce)
+
+
 def fwe_null_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
                    k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
                    hull_to_mask, n_mask, fwd, log_thresh, ale_thresh, out_max, out_size,
                    out_mass):
     """ALE Monte Carlo FWE null for permutations [perm_start, perm_start + n_perm)."""
-    max_foci = max_foci_per_experiment(exp_focus_start)
-    per = (n_perm + n_threads - 1) // n_threads
-    n_hull = hull_to_mask.shape[0]
-    for c in prange(n_threads):
-        acc = np.zeros(n_hull, dtype=np.float32)
-        scratch = np.zeros(n_hull, dtype=np.float32)
-        f_ijk = np.empty((max_foci, 4), dtype=np.int32)
-        supra = np.empty(n_mask, dtype=np.int32)
-        ale_of = np.empty(n_mask, dtype=np.float64)
-        parent = np.full(n_mask, -1, dtype=np.int32)
-        size = np.zeros(n_mask, dtype=np.int64)
-        mass = np.zeros(n_mask, dtype=np.float64)
-        for i in range(c * per, min(n_perm, (c + 1) * per)):
-            perm = perm_start + i
-            null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width, cube,
-                         cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch,
-                         f_ijk)
-            min_log = np.float32(0.0)
-            n_supra = 0
-            for hx in range(n_hull):
-                s = acc[hx]
-                acc[hx] = 0.0
-                v = hull_to_mask[hx]
-                if v < 0:
-                    continue
-                if s < min_log:
-                    min_log = s
-                if s < log_thresh:
-                    supra[n_supra] = v
-                    ale_of[n_supra] = log_to_ale(s)
-                    n_supra += 1
-            out_max[i] = log_to_ale(min_log)
-            ms, mm = cluster_max(supra, n_supra, ale_of, ale_thresh, fwd, parent, size, mass)
-            out_size[i] = ms
-            out_mass[i] = mm
+    _fwe_pass(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
+              k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
+              hull_to_mask, n_mask, (fwd, np.float32(log_thresh), float(ale_thresh), out_max,
+                                     out_size, out_mass))
 
 
 def set_threads(n: int | None) -> int:
@@ -301,14 +380,11 @@ def null_log_maps(perm_start, n_perm, key, exp_kernel, exp_focus_start, cube_sta
     """Full accumulator maps of permutations (n_perm, n_mask): for tests and small problems."""
     out = np.zeros((n_perm, n_mask), dtype=np.float32)
     n_hull = hull_to_mask.shape[0]
-    acc = np.zeros(n_hull, dtype=np.float32)
-    scratch = np.zeros(n_hull, dtype=np.float32)
-    max_foci = max_foci_per_experiment(exp_focus_start)
-    f_ijk = np.empty((max_foci, 4), dtype=np.int32)
+    acc, scratch, f_ijk, shared = focus_buffers(exp_focus_start, n_hull)
     for i in range(n_perm):
         null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, cube_start, k_width,
                      cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch,
-                     f_ijk)
+                     f_ijk, shared)
         for hx in range(n_hull):
             v = hull_to_mask[hx]
             if v >= 0:

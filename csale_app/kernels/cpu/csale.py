@@ -21,45 +21,50 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .ale import cluster_max, max_foci_per_experiment, null_log_sum
+from .ale import cluster_max, compile_pass
 from ..shared import compile_shared
 
 insert_top, log_to_ale = compile_shared(njit(cache=True, inline="always"))
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
+def _pass1_workspace(n_mask, extra):
+    return 0  # the pass keeps its state in ``extra`` (one slice per thread)
+
+
+@njit(cache=True)
+def _pass1_reduce(acc, hull_to_mask, c, i, perm, ws, extra):
+    """Exceedance counts, each voxel's K smallest values (thread ``c``'s slice), max ALE."""
+    obs_log, top, top_id, counts, out_max = extra
+    K = top.shape[2]
+    min_log = np.float32(0.0)
+    for hx in range(hull_to_mask.shape[0]):
+        s = acc[hx]
+        acc[hx] = 0.0
+        v = hull_to_mask[hx]
+        if v < 0:
+            continue
+        if s < min_log:
+            min_log = s
+        if s <= obs_log[v]:
+            counts[c, v] += 1
+        if s < top[c, v, K - 1]:
+            insert_top(top[c, v], top_id[c, v], s, perm)
+    out_max[i] = log_to_ale(min_log)
+
+
+_pass1 = compile_pass("csale_pass1", _pass1_workspace, _pass1_reduce)
+
+
 def pass1_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
                 k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
                 hull_to_mask, n_mask, obs_log, top, top_id, counts, out_max):
     """``top``, ``top_id`` (n_threads, n_mask, K) and ``counts`` (n_threads, n_mask) are per
     thread; a thread's permutations are consecutive, so equal values stay in permutation
     order within and (after :func:`merge_top`) across threads."""
-    K = top.shape[2]
-    max_foci = max_foci_per_experiment(exp_focus_start)
-    per = (n_perm + n_threads - 1) // n_threads
-    for c in prange(n_threads):
-        acc = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
-        scratch = np.zeros(hull_to_mask.shape[0], dtype=np.float32)
-        f_ijk = np.empty((max_foci, 4), dtype=np.int32)
-        for i in range(c * per, min(n_perm, (c + 1) * per)):
-            perm = perm_start + i
-            null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width,
-                         cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc,
-                         scratch, f_ijk)
-            min_log = np.float32(0.0)
-            for hx in range(hull_to_mask.shape[0]):
-                s = acc[hx]
-                acc[hx] = 0.0
-                v = hull_to_mask[hx]
-                if v < 0:
-                    continue
-                if s < min_log:
-                    min_log = s
-                if s <= obs_log[v]:
-                    counts[c, v] += 1
-                if s < top[c, v, K - 1]:
-                    insert_top(top[c, v], top_id[c, v], s, perm)
-            out_max[i] = log_to_ale(min_log)
+    _pass1(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start, k_width,
+           cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, hull_to_mask, n_mask,
+           (obs_log, top, top_id, counts, out_max))
 
 
 @njit(cache=True)
