@@ -23,6 +23,7 @@ from numba import njit, prange
 from ..gaussian import KERNEL_BOX
 from ..plan import PAD
 from ..rng import compile_rng
+from ..scan import scan_accumulator
 from ..shared import compile_shared
 
 _mix64, uniform01, draw_index = compile_rng(njit(cache=True, inline="always"))
@@ -319,20 +320,7 @@ def _fwe_reduce(acc, hull_to_mask, c, i, perm, ws, extra):
     """Max ALE, and max cluster size and mass above the threshold, of one permutation."""
     supra, ale_of, parent, size, mass = ws
     fwd, log_thresh, ale_thresh, out_max, out_size, out_mass = extra
-    min_log = np.float32(0.0)
-    n_supra = 0
-    for hx in range(hull_to_mask.shape[0]):
-        s = acc[hx]
-        acc[hx] = 0.0
-        v = hull_to_mask[hx]
-        if v < 0:
-            continue
-        if s < min_log:
-            min_log = s
-        if s < log_thresh:
-            supra[n_supra] = v
-            ale_of[n_supra] = log_to_ale(s)
-            n_supra += 1
+    min_log, n_supra = scan_accumulator(acc, hull_to_mask, log_thresh, supra, ale_of)
     out_max[i] = log_to_ale(min_log)
     ms, mm = cluster_max(supra, n_supra, ale_of, ale_thresh, fwd, parent, size, mass)
     out_size[i] = ms
