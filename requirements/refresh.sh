@@ -10,7 +10,7 @@
 #   requirements/lock-build.txt   setuptools + wheel (build the package and the one sdist)
 #   requirements/lock-cuda12.txt  the runtime: pyproject dependencies + the `cuda` extra
 # The Dockerfile installs both with `pip install --require-hashes --no-deps`; after a refresh,
-# rebuild the image and run `pytest tests/test_packaging.py` (it checks that the lock and
+# rebuild the image and run `pytest tests/packaging/test_packaging.py` (it checks that the lock and
 # pyproject.toml agree).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -11,7 +11,7 @@ Kept apart on purpose: the scatter of kernels into the accumulator (the CPU adds
 focus's kernel box row by row into a hull; the GPU gathers per voxel tile, which avoids
 atomics) and the scan of a permutation's map (the CPU walks its hull once, clearing it as
 it goes; the GPU reduces each permutation in one block with a shared-memory tree). Their
-float32 operations are the same, so the results are too (tests/test_cuda_sim.py).
+float32 operations are the same, so the results are too (tests/kernels/test_cuda_sim.py).
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def _outlines_without_limits():
     computes each one's Bezier extents to widen the data limits (most of the time of
     building a glass brain figure's axes); nilearn then sets the view to the outlines'
     bounds from their file, so those limits change no pixel. While a figure is drawn, the
-    outlines are added without them (the same pixels: tests/test_small_run.py compares)."""
+    outlines are added without them (the same pixels: tests/report/test_small_run.py compares)."""
     try:
         from nilearn.plotting.displays import _axes
     except ImportError:
