@@ -37,8 +37,11 @@ def load_nback():
 
     img = load_brain_mask()
     brain = np.asanyarray(img.dataobj) > 0
-    foci = read_studyset(Path(get_resource_path()) / "nback_vs_flanker_studyset_2026-07",
-                         where={"comparison_task": "n-back"}, unknown_space="mni")
+    foci = read_studyset(
+        Path(get_resource_path()) / "nback_vs_flanker_studyset_2026-07",
+        where={"comparison_task": "n-back"},
+        unknown_space="mni",
+    )
     foci = foci[foci["sample_size"] > 0]
     exps = build_experiments(foci, img.affine, brain.shape, merge_contrasts=False)
     return img, brain, exps
@@ -75,8 +78,7 @@ def csale_case(img, brain, db, seed, dilation_mm):
     table, kid = kernels_for(exps, grid, None, vv)
     obs = observed_ale(exps, grid, table, kid)
     rate = base_rate_map(db, grid, None, vv)
-    plan = build_null_plan(grid, table, kid, exps.foci_counts(), weighted_sampler(grid, rate),
-                           seed)
+    plan = build_null_plan(grid, table, kid, exps.foci_counts(), weighted_sampler(grid, rate), seed)
     return plan, observed_log(obs.stat), exps
 
 
@@ -102,12 +104,18 @@ def run_csale(backend, plan, obs_log, n, chunk):
         if state is None:
             state = part
         else:
-            top, top_id = merge_top([state["top"], part["top"]],
-                                    [state["top_id"], part["top_id"]], K)
-            state = {"counts": state["counts"] + part["counts"], "top": top, "top_id": top_id,
-                     "max": np.concatenate([state["max"], part["max"]])}
-    sizes = cluster_null_sizes(state["top"], state["top_id"], VOXEL_THRESH * (n - 1), n,
-                               plan.grid.forward_neighbours, 2)
+            top, top_id = merge_top(
+                [state["top"], part["top"]], [state["top_id"], part["top_id"]], K
+            )
+            state = {
+                "counts": state["counts"] + part["counts"],
+                "top": top,
+                "top_id": top_id,
+                "max": np.concatenate([state["max"], part["max"]]),
+            }
+    sizes = cluster_null_sizes(
+        state["top"], state["top_id"], VOXEL_THRESH * (n - 1), n, plan.grid.forward_neighbours, 2
+    )
     return {**state, "size": sizes}
 
 
@@ -137,10 +145,19 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=10000)
     ap.add_argument("--batch-size", default="auto", help="auto or N permutations per launch")
     ap.add_argument("--gpu-id", type=int, default=0)
-    ap.add_argument("--chunk-sizes", type=int, nargs="+", default=None,
-                    help="permutations per backend call [the pipeline's, and all at once]")
-    ap.add_argument("--check", type=int, default=32,
-                    help="compare the first N permutations with the CPU backend [32; 0: skip]")
+    ap.add_argument(
+        "--chunk-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="permutations per backend call [the pipeline's, and all at once]",
+    )
+    ap.add_argument(
+        "--check",
+        type=int,
+        default=32,
+        help="compare the first N permutations with the CPU backend [32; 0: skip]",
+    )
     ap.add_argument("--roi-dilation-mm", type=float, default=6.0)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
@@ -156,20 +173,27 @@ def main(argv=None) -> int:
     from csale_app.settings import Settings, batch_size
 
     batch = batch_size(args.batch_size)  # the CLI's check of --batch-size
-    backend = CUDABackend(BackendSpec("cuda", gpu_id=args.gpu_id,
-                                      batch_size=None if batch == "auto" else int(batch)))
+    backend = CUDABackend(
+        BackendSpec("cuda", gpu_id=args.gpu_id, batch_size=None if batch == "auto" else int(batch))
+    )
     if backend.simulated:
         print("bench_gpu: the numba CUDA simulator is enabled; timings would be meaningless.")
         return 0
     chunk_sizes = args.chunk_sizes or sorted({Settings.chunk_size, args.iters})
-    print(f"machine: {platform.node()}, {platform.system()}, python "
-          f"{platform.python_version()}; GPU {args.gpu_id}: {backend.device_name}")
+    print(
+        f"machine: {platform.node()}, {platform.system()}, python "
+        f"{platform.python_version()}; GPU {args.gpu_id}: {backend.device_name}"
+    )
     t0 = time.perf_counter()
     img, brain, db = load_nback()
-    cases = (ale_case(img, brain, db, args.seed),
-             csale_case(img, brain, db, args.seed, args.roi_dilation_mm))
-    print(f"n-back: {db.n_experiments} experiments, {db.n_foci} foci; setup "
-          f"{time.perf_counter() - t0:.1f} s")
+    cases = (
+        ale_case(img, brain, db, args.seed),
+        csale_case(img, brain, db, args.seed, args.roi_dilation_mm),
+    )
+    print(
+        f"n-back: {db.n_experiments} experiments, {db.n_foci} foci; setup "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
 
     # warm-up: compile the kernels (and the CPU's, for the check)
     (ale_plan, thresh, ale_exps), (cs_plan, obs_log, cs_exps) = cases
@@ -181,20 +205,34 @@ def main(argv=None) -> int:
         print(f"check vs CPU, first {args.check} permutations: {status} ({dt:.1f} s)")
 
     print()
-    print("| analysis | mask voxels | experiments | foci | device | chunk | batch | iterations "
-          "| seconds | it/s |")
+    print(
+        "| analysis | mask voxels | experiments | foci | device | chunk | batch | iterations "
+        "| seconds | it/s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, plan, exps, fn in (
-            ("ALE FWE (whole brain)", ale_plan, ale_exps,
-             lambda n, c: run_ale(backend, ale_plan, thresh, n, c)),
-            (f"C-SALE pass 1 + 2 (cerebellum +{args.roi_dilation_mm:g} mm)", cs_plan, cs_exps,
-             lambda n, c: run_csale(backend, cs_plan, obs_log, n, c))):
+        (
+            "ALE FWE (whole brain)",
+            ale_plan,
+            ale_exps,
+            lambda n, c: run_ale(backend, ale_plan, thresh, n, c),
+        ),
+        (
+            f"C-SALE pass 1 + 2 (cerebellum +{args.roi_dilation_mm:g} mm)",
+            cs_plan,
+            cs_exps,
+            lambda n, c: run_csale(backend, cs_plan, obs_log, n, c),
+        ),
+    ):
         for chunk in chunk_sizes:
             chunk = min(chunk, args.iters)
             _, dt = timed(lambda fn=fn, chunk=chunk: fn(args.iters, chunk))
-            print(f"| {name} | {plan.grid.n_mask} | {exps.n_experiments} | {exps.n_foci} | "
-                  f"{backend.device_name} | {chunk} | {backend.last_batch_size} | "
-                  f"{args.iters} | {dt:.2f} | {args.iters / dt:.1f} |", flush=True)
+            print(
+                f"| {name} | {plan.grid.n_mask} | {exps.n_experiments} | {exps.n_foci} | "
+                f"{backend.device_name} | {chunk} | {backend.last_batch_size} | "
+                f"{args.iters} | {dt:.2f} | {args.iters / dt:.1f} |",
+                flush=True,
+            )
     return 0
 
 

@@ -77,17 +77,20 @@ def coactivation(img, brain, db, rule: str) -> dict:
         cpu0 = time.process_time()
         selected, _ = select_by_seed(db, seed & brain, 0.0, offsets)
     t["selection"] = time.perf_counter()
-    counts = active_counts(db.ijk, db.focus_start, np.where(selected, 0, 1), 2, brain,
-                           offsets)
+    counts = active_counts(db.ijk, db.focus_start, np.where(selected, 0, 1), 2, brain, offsets)
     t["counts"] = time.perf_counter()
-    res = mkdachi2(counts[0], counts[1], int(selected.sum()), int((~selected).sum()),
-                   prior=0.5, q=0.01)
+    res = mkdachi2(
+        counts[0], counts[1], int(selected.sum()), int((~selected).sum()), prior=0.5, q=0.01
+    )
     t["tests_fdr"] = time.perf_counter()
     steps = list(t)
     out = {f"{b}_s": round(t[b] - t[a], 3) for a, b in zip(steps, steps[1:])}
-    out.update(total_s=round(t["tests_fdr"] - t["start"], 3),
-               total_cpu_s=round(time.process_time() - cpu0, 3), n_selected=int(selected.sum()),
-               n_fdr=res.n_survivors)
+    out.update(
+        total_s=round(t["tests_fdr"] - t["start"], 3),
+        total_cpu_s=round(time.process_time() - cpu0, 3),
+        n_selected=int(selected.sum()),
+        n_fdr=res.n_survivors,
+    )
     return out
 
 
@@ -97,9 +100,20 @@ def child_ours(n_experiments: int, rule: str) -> None:
     build = time.perf_counter() - t0
     first = coactivation(img, brain, db, rule)
     second = coactivation(img, brain, db, rule)
-    print(json.dumps({"tool": "csale_app", "rule": rule, "n_experiments": db.n_experiments,
-                      "n_foci": db.n_foci, "database_build_s": round(build, 2),
-                      "first_call": first, **second, "peak_rss_mb": round(peak_mb())}))
+    print(
+        json.dumps(
+            {
+                "tool": "csale_app",
+                "rule": rule,
+                "n_experiments": db.n_experiments,
+                "n_foci": db.n_foci,
+                "database_build_s": round(build, 2),
+                "first_call": first,
+                **second,
+                "peak_rss_mb": round(peak_mb()),
+            }
+        )
+    )
 
 
 def nimare_dataset(db, img):
@@ -107,10 +121,19 @@ def nimare_dataset(db, img):
 
     data = {}
     for e, eid in enumerate(db.ids):
-        xyz = db.xyz_mni[db.focus_start[e]:db.focus_start[e + 1]]
-        data[eid] = {"contrasts": {"1": {"coords": {
-            "space": "MNI", "x": xyz[:, 0].tolist(), "y": xyz[:, 1].tolist(),
-            "z": xyz[:, 2].tolist()}}}}
+        xyz = db.xyz_mni[db.focus_start[e] : db.focus_start[e + 1]]
+        data[eid] = {
+            "contrasts": {
+                "1": {
+                    "coords": {
+                        "space": "MNI",
+                        "x": xyz[:, 0].tolist(),
+                        "y": xyz[:, 1].tolist(),
+                        "z": xyz[:, 2].tolist(),
+                    }
+                }
+            }
+        }
     return Dataset(data)
 
 
@@ -132,22 +155,47 @@ def child_nimare(n_experiments: int) -> None:
     t2 = time.perf_counter()
     cres = FDRCorrector(method="indep", alpha=0.01).transform(res)
     t3 = time.perf_counter()
-    n_fdr = int((cres.get_map("p_desc-association_level-voxel_corr-FDR_method-indep",
-                              return_type="array") <= 0.01).sum())
-    print(json.dumps({"tool": "nimare", "n_experiments": len(dset.ids),
-                      "dataset_build_s": round(build, 2), "selection_s": round(t1 - t0, 3),
-                      "fit_s": round(t2 - t1, 3), "fdr_s": round(t3 - t2, 3),
-                      "total_s": round(t3 - t0, 3), "n_selected": len(ids),
-                      "n_fdr_association_incl_inactive": n_fdr,
-                      "peak_rss_mb": round(peak_mb())}))
+    n_fdr = int(
+        (
+            cres.get_map(
+                "p_desc-association_level-voxel_corr-FDR_method-indep", return_type="array"
+            )
+            <= 0.01
+        ).sum()
+    )
+    print(
+        json.dumps(
+            {
+                "tool": "nimare",
+                "n_experiments": len(dset.ids),
+                "dataset_build_s": round(build, 2),
+                "selection_s": round(t1 - t0, 3),
+                "fit_s": round(t2 - t1, 3),
+                "fdr_s": round(t3 - t2, 3),
+                "total_s": round(t3 - t0, 3),
+                "n_selected": len(ids),
+                "n_fdr_association_incl_inactive": n_fdr,
+                "peak_rss_mb": round(peak_mb()),
+            }
+        )
+    )
 
 
 def run_child(args: list[str], timeout: float) -> dict:
-    env = {**os.environ, "NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "2",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "NUMBA_NUM_THREADS": "2",
+        "OMP_NUM_THREADS": "2",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     try:
-        out = subprocess.run([sys.executable, __file__, *args], env=env, timeout=timeout,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, *args],
+            env=env,
+            timeout=timeout,
+            capture_output=True,
+            text=True,
+        )
     except subprocess.TimeoutExpired:
         return {"args": args, "error": f"timeout after {timeout:.0f} s"}
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
@@ -171,14 +219,26 @@ def main(argv=None) -> int:
         child_nimare(a.experiments)
         return 0
     load = os.getloadavg()
-    print(json.dumps({"machine": platform.processor() or platform.machine(),
-                      "cpus": os.cpu_count(), "loadavg": [round(x, 1) for x in load]}))
+    print(
+        json.dumps(
+            {
+                "machine": platform.processor() or platform.machine(),
+                "cpus": os.cpu_count(),
+                "loadavg": [round(x, 1) for x in load],
+            }
+        )
+    )
     for rule in ("point", "coverage"):
-        print(json.dumps(run_child(["--child", "ours", "--experiments", str(a.experiments),
-                                    "--rule", rule], a.timeout)))
+        print(
+            json.dumps(
+                run_child(
+                    ["--child", "ours", "--experiments", str(a.experiments), "--rule", rule],
+                    a.timeout,
+                )
+            )
+        )
     for n in a.nimare_experiments:
-        print(json.dumps(run_child(["--child", "nimare", "--experiments", str(n)],
-                                   a.timeout)))
+        print(json.dumps(run_child(["--child", "nimare", "--experiments", str(n)], a.timeout)))
     return 0
 
 

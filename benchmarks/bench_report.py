@@ -75,13 +75,14 @@ def log_times(out: Path) -> dict:
     nulls = [t for t, msg in stamps if re.search(r"null: \d+ permutations in", msg)]
     start = nulls[-1] if nulls else stamps[0][0]
     counts = re.search(r"figures drawn (\d+), reused (\d+)", written[1]) if written else None
-    return {"after_null_s": (written[0] - start).total_seconds() if written else None,
-            "figures": f"{counts[1]} drawn, {counts[2]} reused" if counts else "n/a"}
+    return {
+        "after_null_s": (written[0] - start).total_seconds() if written else None,
+        "figures": f"{counts[1]} drawn, {counts[2]} reused" if counts else "n/a",
+    }
 
 
 def run_case(tree: Path, inp: Path, out: Path, args: list[str]) -> dict:
-    cmd = [sys.executable, "-c", LAUNCH, str(tree), str(inp), str(out), "group", *args,
-           "--quiet"]
+    cmd = [sys.executable, "-c", LAUNCH, str(tree), str(inp), str(out), "group", *args, "--quiet"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -95,8 +96,9 @@ def main() -> None:
     ap.add_argument("--tree", type=Path, default=ROOT, help="checkout whose csale_app runs")
     ap.add_argument("--iters", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--cases", nargs="+", choices=["first", "reused", "two"],
-                    default=["first", "reused", "two"])
+    ap.add_argument(
+        "--cases", nargs="+", choices=["first", "reused", "two"], default=["first", "reused", "two"]
+    )
     a = ap.parse_args()
     tree = a.tree.resolve()
     base = Path(tempfile.mkdtemp(prefix="csale_bench_report_"))
@@ -112,11 +114,16 @@ def main() -> None:
                 if "first" in a.cases:
                     rows.append(("pain, new OUTPUT_DIR", first))
             if "reused" in a.cases:
-                rows.append(("pain again (studyset reused)",
-                             run_case(tree, inputs["pain"], out, pain_args)))
+                rows.append(
+                    ("pain again (studyset reused)", run_case(tree, inputs["pain"], out, pain_args))
+                )
             if "two" in a.cases:
-                rows.append(("n-back + flanker, shared ROI",
-                             run_case(tree, inputs["two"], base / f"two-out-{rep}", two_args)))
+                rows.append(
+                    (
+                        "n-back + flanker, shared ROI",
+                        run_case(tree, inputs["two"], base / f"two-out-{rep}", two_args),
+                    )
+                )
         print(f"tree: {tree}, {a.iters} permutations")
         print("| case | whole command | null end -> report written | figures |")
         print("|---|---|---|---|")

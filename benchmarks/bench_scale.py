@@ -53,8 +53,16 @@ def load(db_path: Path):
 
 def child_load(db_path: Path) -> None:
     _, _, db, seconds = load(db_path)
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb(), "n_experiments":
-                      db.n_experiments, "n_foci": db.n_foci}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_mb": peak_mb(),
+                "n_experiments": db.n_experiments,
+                "n_foci": db.n_foci,
+            }
+        )
+    )
 
 
 def macm_plans(img, brain, db, k_iters: int):
@@ -76,15 +84,27 @@ def macm_plans(img, brain, db, k_iters: int):
     ale_plan = build_null_plan(grid, table, kid, sel.foci_counts(), uniform_sampler(grid), 0)
     rate = base_rate_map(db, grid, None, vv)
     cs_plan = build_null_plan(grid, table, kid, sel.foci_counts(), weighted_sampler(grid, rate), 0)
-    return sel, grid, ale_plan, float(obs.threshold_for_p(0.001)), cs_plan, \
-        observed_log(obs.stat), top_k_size(0.001, k_iters)
+    return (
+        sel,
+        grid,
+        ale_plan,
+        float(obs.threshold_for_p(0.001)),
+        cs_plan,
+        observed_log(obs.stat),
+        top_k_size(0.001, k_iters),
+    )
 
 
 def time_config(config: str, plans, iters: int, chunk: int) -> dict:
     from csale_app.kernels.engine import CPUBackend
     from csale_app.stats.csale import pass1_reducer
-    from csale_app.stats.montecarlo import (BackendChunk, csale_pass1_call, fwe_call,
-                                            run_chunked, run_chunked_reduce)
+    from csale_app.stats.montecarlo import (
+        BackendChunk,
+        csale_pass1_call,
+        fwe_call,
+        run_chunked,
+        run_chunked_reduce,
+    )
 
     _, _, ale_plan, thr, cs_plan, obs_log, K = plans
     cluster = executor = None
@@ -93,8 +113,9 @@ def time_config(config: str, plans, iters: int, chunk: int) -> dict:
 
         from csale_app.distributed import connect
 
-        cluster = LocalCluster(processes=True, n_workers=int(config[4:]), threads_per_worker=1,
-                               dashboard_address=None)
+        cluster = LocalCluster(
+            processes=True, n_workers=int(config[4:]), threads_per_worker=1, dashboard_address=None
+        )
         executor = connect(cluster.scheduler_address)
         backend = CPUBackend(1)
     else:
@@ -139,16 +160,24 @@ def main() -> None:
 
         write_database(args.db)
     print(f"# {platform.machine()}, {platform.python_version()}, database {args.db}")
-    res = subprocess.run([sys.executable, __file__, "--child-load", "--db", str(args.db)],
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, __file__, "--child-load", "--db", str(args.db)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     info = json.loads(res.stdout.strip().splitlines()[-1])
-    print(f"database: {info['n_experiments']} experiments, {info['n_foci']} foci: read + "
-          f"de-duplicate + index {info['seconds']:.2f} s, peak RSS {info['peak_mb']:.0f} MB")
+    print(
+        f"database: {info['n_experiments']} experiments, {info['n_foci']} foci: read + "
+        f"de-duplicate + index {info['seconds']:.2f} s, peak RSS {info['peak_mb']:.0f} MB"
+    )
     img, brain, db, _ = load(args.db)
     plans = macm_plans(img, brain, db, 10_000)
-    print(f"MACM: {plans[0].n_experiments} experiments ({plans[0].n_foci} foci) in an "
-          f"{SEED_RADIUS:g} mm sphere at {SEED_MNI}; whole brain {plans[1].n_mask} voxels; "
-          f"K = {plans[6]}")
+    print(
+        f"MACM: {plans[0].n_experiments} experiments ({plans[0].n_foci} foci) in an "
+        f"{SEED_RADIUS:g} mm sphere at {SEED_MNI}; whole brain {plans[1].n_mask} voxels; "
+        f"K = {plans[6]}"
+    )
     print("| configuration | ALE FWE null it/s | C-SALE pass it/s |")
     print("|---|---|---|")
     for config in args.configs:

@@ -103,27 +103,67 @@ def _compile(cpu):
             for f in range(exp_focus_start[e], exp_focus_start[e + 1]):
                 for a in range(w):
                     for b in range(w):
-                        ob = np.uint64(((ijk[f, 0] + a - h + PAD) * s1 + ijk[f, 1] + b - h + PAD)
-                                       * s2 + ijk[f, 2] - h + PAD)
+                        ob = np.uint64(
+                            ((ijk[f, 0] + a - h + PAD) * s1 + ijk[f, 1] + b - h + PAD) * s2
+                            + ijk[f, 2]
+                            - h
+                            + PAD
+                        )
                         ok = np.uint64(cs + (a * w + b) * w)
                         for t in range(w):
                             flat[ob + np.uint64(t)] += cube[ok + np.uint64(t)]
 
     @njit
-    def scatter_all(ijk, exp_kernel, exp_focus_start, cube_start, k_width, cube, row_lookup,
-                    row_zlo, row_zhi, row_off, acc):
+    def scatter_all(
+        ijk,
+        exp_kernel,
+        exp_focus_start,
+        cube_start,
+        k_width,
+        cube,
+        row_lookup,
+        row_zlo,
+        row_zhi,
+        row_off,
+        acc,
+    ):
         """(a) + (b): the engine's direct-add scatter of every focus into the hull."""
         shared = np.zeros(1, np.uint8)
         for e in range(exp_kernel.shape[0]):
             kid = exp_kernel[e]
             for f in range(exp_focus_start[e], exp_focus_start[e + 1]):
                 if rows_split:
-                    scatter(ijk[f, 0], ijk[f, 1], ijk[f, 2], cube_start[kid], k_width[kid],
-                            cube, row_lookup, row_zlo, row_zhi, row_off, acc, acc, shared,
-                            False)
+                    scatter(
+                        ijk[f, 0],
+                        ijk[f, 1],
+                        ijk[f, 2],
+                        cube_start[kid],
+                        k_width[kid],
+                        cube,
+                        row_lookup,
+                        row_zlo,
+                        row_zhi,
+                        row_off,
+                        acc,
+                        acc,
+                        shared,
+                        False,
+                    )
                 else:
-                    scatter(ijk[f, 0], ijk[f, 1], ijk[f, 2], cube_start[kid], k_width[kid],
-                            cube, row_lookup, row_zlo, row_zhi, row_off, acc, 0)
+                    scatter(
+                        ijk[f, 0],
+                        ijk[f, 1],
+                        ijk[f, 2],
+                        cube_start[kid],
+                        k_width[kid],
+                        cube,
+                        row_lookup,
+                        row_zlo,
+                        row_zhi,
+                        row_off,
+                        acc,
+                        0,
+                    )
 
     @njit
     def sums(perm0, n_perm, args, bufs):
@@ -158,7 +198,7 @@ def bench_case(case: str, n_perm: int, repeats: int) -> dict:
     draw, adds, scatter_all, sums = _compile(cpu)
     k = plan.kernels
     widths = k.width[plan.exp_kernel].astype(np.int64)
-    box = int((np.diff(plan.exp_focus_start) * widths ** 3).sum())
+    box = int((np.diff(plan.exp_focus_start) * widths**3).sum())
     n_foci = plan.n_foci
     ijk = [np.empty((n_foci, 3), np.int32) for _ in range(n_perm)]
     for p in range(n_perm):
@@ -185,6 +225,7 @@ def bench_case(case: str, n_perm: int, repeats: int) -> dict:
     else:
         max_foci = int(np.diff(plan.exp_focus_start).max())
         bufs = (acc, np.zeros_like(acc), np.empty((max_foci, 4), np.int32))
+
     def run_sums():
         sums(0, n_perm, tuple(args[:12]), bufs)
 
@@ -193,8 +234,9 @@ def bench_case(case: str, n_perm: int, repeats: int) -> dict:
 
     def run_pass(threads):
         numba.set_num_threads(threads)
-        cpu.fwe_null_chunk(0, n_perm, threads, *args, grid.forward_neighbours,
-                           log_threshold(thresh), thresh, *out)
+        cpu.fwe_null_chunk(
+            0, n_perm, threads, *args, grid.forward_neighbours, log_threshold(thresh), thresh, *out
+        )
 
     n_all = numba.config.NUMBA_NUM_THREADS
     for fn in (run_adds, run_scatter, run_sums, lambda: run_pass(1)):  # compile / warm up
@@ -210,8 +252,12 @@ def bench_case(case: str, n_perm: int, repeats: int) -> dict:
         t["pass_all"] = min(t["pass_all"], _best(lambda: run_pass(n_all), 1, time.perf_counter))
     ns = {key: v / n_perm / box * 1e9 for key, v in t.items()}
     return {
-        "case": case, "experiments": plan.n_experiments, "foci": n_foci,
-        "box_voxels_per_perm": box, "permutations": n_perm, "repeats": repeats,
+        "case": case,
+        "experiments": plan.n_experiments,
+        "foci": n_foci,
+        "box_voxels_per_perm": box,
+        "permutations": n_perm,
+        "repeats": repeats,
         "threads_all": n_all,
         "ns_adds": ns["adds"],
         "ns_per_row": ns["scatter"] - ns["adds"],
@@ -248,13 +294,17 @@ def bench_reference(repeats: int) -> float:
     add_at(vol, kern, pos)
     reps = 20
     best = _best(lambda: [add_at(vol, kern, pos) for _ in range(reps)], repeats)
-    return best / reps / (267 * 17 ** 3) * 1e9
+    return best / reps / (267 * 17**3) * 1e9
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", nargs="+", default=["pain", "nback", "macm600"],
-                    choices=["pain", "nback", "macm600"])
+    ap.add_argument(
+        "--cases",
+        nargs="+",
+        default=["pain", "nback", "macm600"],
+        choices=["pain", "nback", "macm600"],
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply permutation counts")
     ap.add_argument("--json", type=Path, help="also write the rows here")
@@ -263,17 +313,22 @@ def main(argv=None) -> int:
     rows = []
     ref = bench_reference(a.repeats)
     print(f"reference (17^3 kernel, 267 random positions, 1 thread): {ref:.3f} ns per box voxel")
-    head = ("| case | experiments | foci | box voxels / perm | (a) adds | (b) per row | "
-            "(c) per focus | (d) scan | total, 1 thread | total, all threads (per core) |")
+    head = (
+        "| case | experiments | foci | box voxels / perm | (a) adds | (b) per row | "
+        "(c) per focus | (d) scan | total, 1 thread | total, all threads (per core) |"
+    )
     print(head)
     print("|" + "---|" * 10)
     for case in a.cases:
         r = bench_case(case, max(1, int(perms[case] * a.scale)), a.repeats)
         rows.append(r)
-        print(f"| {case} | {r['experiments']} | {r['foci']} | {r['box_voxels_per_perm']:,} | "
-              f"{r['ns_adds']:.3f} | {r['ns_per_row']:.3f} | {r['ns_per_focus']:.3f} | "
-              f"{r['ns_scan']:.3f} | {r['ns_total_1']:.3f} | "
-              f"{r['ns_total_all_per_core']:.3f} ({r['threads_all']}) |", flush=True)
+        print(
+            f"| {case} | {r['experiments']} | {r['foci']} | {r['box_voxels_per_perm']:,} | "
+            f"{r['ns_adds']:.3f} | {r['ns_per_row']:.3f} | {r['ns_per_focus']:.3f} | "
+            f"{r['ns_scan']:.3f} | {r['ns_total_1']:.3f} | "
+            f"{r['ns_total_all_per_core']:.3f} ({r['threads_all']}) |",
+            flush=True,
+        )
     if a.json:
         a.json.write_text(json.dumps({"reference": ref, "rows": rows}, indent=1))
     return 0

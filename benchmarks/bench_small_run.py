@@ -52,29 +52,56 @@ ROOT = Path(__file__).resolve().parents[1]
 
 STAGES = {  # stage -> "module:qualname" of the functions timed (missing ones are skipped)
     "templates and atlases": [
-        "csale_app.io.templates:load_brain_mask", "csale_app.io.templates:load_t1",
-        "csale_app.stats.labels:load_atlas", "csale_app.io.roi:load_roi"],
-    "reading": ["csale_app.pipeline:Pipeline.load_experiments",
-                "csale_app.pipeline:Pipeline.load_database"],
-    "observed maps": ["csale_app.stats.ale:kernels_for", "csale_app.stats.ale:observed_ale",
-                      "csale_app.kernels.engine:build_null_plan"],
+        "csale_app.io.templates:load_brain_mask",
+        "csale_app.io.templates:load_t1",
+        "csale_app.stats.labels:load_atlas",
+        "csale_app.io.roi:load_roi",
+    ],
+    "reading": [
+        "csale_app.pipeline:Pipeline.load_experiments",
+        "csale_app.pipeline:Pipeline.load_database",
+    ],
+    "observed maps": [
+        "csale_app.stats.ale:kernels_for",
+        "csale_app.stats.ale:observed_ale",
+        "csale_app.kernels.engine:build_null_plan",
+    ],
     "null": ["csale_app.stats.montecarlo:run_chunked"],
-    "FWE maps and clusters": ["csale_app.stats.inference:montecarlo_fwe_maps",
-                              "csale_app.stats.tables:reported_clusters"],
+    "FWE maps and clusters": [
+        "csale_app.stats.inference:montecarlo_fwe_maps",
+        "csale_app.stats.tables:reported_clusters",
+    ],
     "tables and labels": ["csale_app.stages:cluster_tables"],
-    "writing": ["csale_app.pipeline:write_studyset",
-                "csale_app.outputs.bids:write_dataset_description"],
+    "writing": [
+        "csale_app.pipeline:write_studyset",
+        "csale_app.outputs.bids:write_dataset_description",
+    ],
     "report figures": [
-        f"csale_app.report.figures:{f}_figure" for f in (
-            "glass_brain", "slices", "roi", "comparison", "null", "box", "logp", "peak",
-            "foci")] + ["csale_app.report.flatmap:flatmap_figure",
-                        "csale_app.report.viewer:viewer"],
+        f"csale_app.report.figures:{f}_figure"
+        for f in (
+            "glass_brain",
+            "slices",
+            "roi",
+            "comparison",
+            "null",
+            "box",
+            "logp",
+            "peak",
+            "foci",
+        )
+    ]
+    + ["csale_app.report.flatmap:flatmap_figure", "csale_app.report.viewer:viewer"],
     "report pages": ["csale_app.report.build:build_report"],
     "report process (waited for)": ["csale_app.report.forked:ReportProcess.build"],
     "other": ["csale_app.cli.run:main"],
 }
-ORDER = ["start-up", *[s for s in STAGES if s != "other"], "other", "whole command",
-         "CPU time, all processes"]
+ORDER = [
+    "start-up",
+    *[s for s in STAGES if s != "other"],
+    "other",
+    "whole command",
+    "CPU time, all processes",
+]
 
 # Runs in the measured process: time the stages, run the CLI, write the times as JSON.
 LAUNCH = r"""
@@ -182,15 +209,41 @@ def nimare_resources() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "resources"
 
 
-def run_once(tree: Path, inp: Path, out: Path, iters: int, nprocs: int, analyses: list[str],
-             importtime: bool = False) -> dict:
+def run_once(
+    tree: Path,
+    inp: Path,
+    out: Path,
+    iters: int,
+    nprocs: int,
+    analyses: list[str],
+    importtime: bool = False,
+) -> dict:
     times = out.with_suffix(".times.json")
-    args = [str(inp), str(out), "group", "--analyses", *analyses, "--n-iters", str(iters),
-            "--nprocs", str(nprocs), "--quiet"]
+    args = [
+        str(inp),
+        str(out),
+        "group",
+        "--analyses",
+        *analyses,
+        "--n-iters",
+        str(iters),
+        "--nprocs",
+        str(nprocs),
+        "--quiet",
+    ]
     flags = ["-X", "importtime"] if importtime else []
     spawned = time.time()
-    cmd = [sys.executable, *flags, "-c", LAUNCH, str(tree), str(times), str(spawned),
-           json.dumps(STAGES), *args]
+    cmd = [
+        sys.executable,
+        *flags,
+        "-c",
+        LAUNCH,
+        str(tree),
+        str(times),
+        str(spawned),
+        json.dumps(STAGES),
+        *args,
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -200,12 +253,19 @@ def run_once(tree: Path, inp: Path, out: Path, iters: int, nprocs: int, analyses
     if proc.returncode != 0:
         raise SystemExit(f"exit {proc.returncode}: {' '.join(args)}\n{proc.stderr[-3000:]}")
     t = json.loads(times.read_text())
-    stages = {"start-up": t["start-up"], **t["stages"], "whole command": wall,
-              "CPU time, all processes": cpu}
+    stages = {
+        "start-up": t["start-up"],
+        **t["stages"],
+        "whole command": wall,
+        "CPU time, all processes": cpu,
+    }
     # after main returned: logging shutdown, atexit, interpreter exit
     stages["other"] = stages.get("other", 0.0) + wall - t["end"]
-    return {"stages": stages, "missing": t["missing"],
-            "importtime": imports_by_package(proc.stderr) if importtime else None}
+    return {
+        "stages": stages,
+        "missing": t["missing"],
+        "importtime": imports_by_package(proc.stderr) if importtime else None,
+    }
 
 
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
@@ -241,8 +301,11 @@ def main() -> None:
     ap.add_argument("--nprocs", type=int, default=2)
     ap.add_argument("--analyses", nargs="+", default=["ale"])
     ap.add_argument("--quick", action="store_true", help="1,000 permutations, 1 repeat")
-    ap.add_argument("--importtime", action="store_true",
-                    help="one more run under -X importtime: import seconds per package")
+    ap.add_argument(
+        "--importtime",
+        action="store_true",
+        help="one more run under -X importtime: import seconds per package",
+    )
     ap.add_argument("--json", type=Path, help="also write every run's stages here")
     a = ap.parse_args()
     if a.quick:
@@ -260,20 +323,28 @@ def main() -> None:
             runs.append(r)
             for k, v in r["stages"].items():
                 rows.setdefault(k, []).append(v)
-            print(f"run {rep + 1}: whole {r['stages']['whole command']:.2f} s, null "
-                  f"{r['stages'].get('null', 0.0):.2f} s", file=sys.stderr)
+            print(
+                f"run {rep + 1}: whole {r['stages']['whole command']:.2f} s, null "
+                f"{r['stages'].get('null', 0.0):.2f} s",
+                file=sys.stderr,
+            )
         if runs and runs[0]["missing"]:
             print("not timed (not in this tree): " + ", ".join(runs[0]["missing"]))
-        print(f"tree: {tree}; pain, --analyses {' '.join(a.analyses)}, {a.iters} "
-              f"permutations, --nprocs {a.nprocs}; min of {a.repeats} fresh run(s)")
+        print(
+            f"tree: {tree}; pain, --analyses {' '.join(a.analyses)}, {a.iters} "
+            f"permutations, --nprocs {a.nprocs}; min of {a.repeats} fresh run(s)"
+        )
         print(table(rows, "seconds"))
         if a.importtime:
-            r = run_once(tree, inp, base / "out-importtime", a.iters, a.nprocs, a.analyses,
-                         importtime=True)
+            r = run_once(
+                tree, inp, base / "out-importtime", a.iters, a.nprocs, a.analyses, importtime=True
+            )
             runs.append(r)
             total = sum(r["importtime"].values())
-            print(f"\nimports under -X importtime (whole run, {total:.2f} s in all; "
-                  "inflated by the measurement):")
+            print(
+                f"\nimports under -X importtime (whole run, {total:.2f} s in all; "
+                "inflated by the measurement):"
+            )
             for pkg, s in list(r["importtime"].items())[:15]:
                 print(f"  {pkg:<24} {s:6.2f} s")
         if a.json:

@@ -69,10 +69,30 @@ print(json.dumps({"nimare_experiments": exps.n_experiments, "nimare_pool_foci": 
 def ours(fileset: Path, iters: int, work: Path) -> dict:
     inp, out = work / "in", work / "out"
     inp.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "csale_app", str(inp), str(out), "group", "--analyses",
-           "csale", "--database", str(fileset), "--term", TERM, "--default-sample-size",
-           "20", "--roi", "cerebellum", "--n-iters", str(iters), "--nprocs", "2", "--quiet",
-           "--overwrite"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "csale_app",
+        str(inp),
+        str(out),
+        "group",
+        "--analyses",
+        "csale",
+        "--database",
+        str(fileset),
+        "--term",
+        TERM,
+        "--default-sample-size",
+        "20",
+        "--roi",
+        "cerebellum",
+        "--n-iters",
+        str(iters),
+        "--nprocs",
+        "2",
+        "--quiet",
+        "--overwrite",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -82,11 +102,15 @@ def ours(fileset: Path, iters: int, work: Path) -> dict:
     null = re.search(r"C-SALE null: (\d+) permutations in ([\d.]+) s \(([\d.]+) it/s\)", log)
     folder = next(out.glob("studyset-term*"))
     foci = next(folder.glob("*_desc-input_foci.tsv"))
-    return {"term": TERM, "iters": iters, "whole_command_s": round(wall, 1),
-            "peak_rss_mb": round(max(peak, before) / 1024),
-            "null_s": float(null[2]) if null else None,
-            "null_it_per_s": float(null[3]) if null else None,
-            "foci_tsv": str(foci)}
+    return {
+        "term": TERM,
+        "iters": iters,
+        "whole_command_s": round(wall, 1),
+        "peak_rss_mb": round(max(peak, before) / 1024),
+        "null_s": float(null[2]) if null else None,
+        "null_it_per_s": float(null[3]) if null else None,
+        "foci_tsv": str(foci),
+    }
 
 
 def main(argv=None) -> int:
@@ -96,19 +120,35 @@ def main(argv=None) -> int:
     ap.add_argument("--nimare-iters", type=int, default=100)
     args = ap.parse_args(argv)
     if not any(args.fileset.glob("data-neurosynth_version-7_coordinates.tsv.gz")):
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "synthetic_neurosynth.py"),
-                        str(args.fileset)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "synthetic_neurosynth.py"),
+                str(args.fileset),
+            ],
+            check=True,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         result = ours(args.fileset, args.iters, Path(tmp))
         if args.nimare_iters:
             env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
-            out = subprocess.run([sys.executable, "-c", NIMARE, str(args.fileset),
-                                  result["foci_tsv"], str(args.nimare_iters)], check=True,
-                                 capture_output=True, text=True, env=env)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    NIMARE,
+                    str(args.fileset),
+                    result["foci_tsv"],
+                    str(args.nimare_iters),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             result.update(json.loads(out.stdout.strip().splitlines()[-1]))
             if result.get("null_it_per_s"):
-                result["null_ratio"] = round(result["null_it_per_s"]
-                                             / result["nimare_it_per_s"], 1)
+                result["null_ratio"] = round(result["null_it_per_s"] / result["nimare_it_per_s"], 1)
     result.pop("foci_tsv")
     print(json.dumps(result, indent=1))
     return 0

@@ -47,8 +47,11 @@ def load_case(case: str):
     if case == "pain":
         foci = read_studyset(base / "nidm_pain_dset.json")
     else:
-        foci = read_studyset(base / "nback_vs_flanker_studyset_2026-07",
-                             where={"comparison_task": "n-back"}, unknown_space="mni")
+        foci = read_studyset(
+            base / "nback_vs_flanker_studyset_2026-07",
+            where={"comparison_task": "n-back"},
+            unknown_space="mni",
+        )
         foci = foci[foci["sample_size"] > 0]
     exps = build_experiments(foci, img.affine, brain.shape, merge_contrasts=False)
     mask = brain
@@ -94,8 +97,9 @@ def time_ours(case: str, nprocs: int, min_seconds: float, iters: int | None) -> 
         def run(n):
             K = top_k_size(0.001, max(n, 2))
             p1 = backend.csale_pass1_chunk(plan, 0, n, obs_log, K)
-            cluster_null_sizes(p1["top"], p1["top_id"], 0.001 * (n - 1), n,
-                               grid.forward_neighbours, nprocs)
+            cluster_null_sizes(
+                p1["top"], p1["top_id"], 0.001 * (n - 1), n, grid.forward_neighbours, nprocs
+            )
     else:
         plan = build_null_plan(grid, table, kid, exps.foci_counts(), uniform_sampler(grid), 1)
         thresh = obs.threshold_for_p(0.001)
@@ -105,8 +109,11 @@ def time_ours(case: str, nprocs: int, min_seconds: float, iters: int | None) -> 
                 backend.fwe_chunk(plan, start, min(500, n - start), thresh)
 
     run(4)  # JIT warm-up
-    return {**_time_until(run, iters or 50, min_seconds, iters),
-            "experiments": exps.n_experiments, "foci": exps.n_foci}
+    return {
+        **_time_until(run, iters or 50, min_seconds, iters),
+        "experiments": exps.n_experiments,
+        "foci": exps.n_foci,
+    }
 
 
 def nimare_dataset(exps, mask_img=None):
@@ -114,11 +121,20 @@ def nimare_dataset(exps, mask_img=None):
 
     data = {}
     for e in range(exps.n_experiments):
-        xyz = exps.xyz_mni[exps.focus_start[e]:exps.focus_start[e + 1]]
-        data[f"s{e}"] = {"contrasts": {"1": {
-            "coords": {"space": "MNI", "x": xyz[:, 0].tolist(), "y": xyz[:, 1].tolist(),
-                       "z": xyz[:, 2].tolist()},
-            "metadata": {"sample_sizes": [float(exps.sample_size[e])]}}}}
+        xyz = exps.xyz_mni[exps.focus_start[e] : exps.focus_start[e + 1]]
+        data[f"s{e}"] = {
+            "contrasts": {
+                "1": {
+                    "coords": {
+                        "space": "MNI",
+                        "x": xyz[:, 0].tolist(),
+                        "y": xyz[:, 1].tolist(),
+                        "z": xyz[:, 2].tolist(),
+                    },
+                    "metadata": {"sample_sizes": [float(exps.sample_size[e])]},
+                }
+            }
+        }
     return Dataset(data, mask=mask_img) if mask_img is not None else Dataset(data)
 
 
@@ -142,8 +158,9 @@ def time_nimare(case: str, nprocs: int, min_seconds: float, iters: int | None) -
         result = ALE().fit(dset)
 
         def run(n):
-            FWECorrector(method="montecarlo", n_iters=n, voxel_thresh=0.001,
-                         n_cores=nprocs).transform(result)
+            FWECorrector(
+                method="montecarlo", n_iters=n, voxel_thresh=0.001, n_cores=nprocs
+            ).transform(result)
 
     run(5)
     return _time_until(run, iters or 20, min_seconds, iters)
@@ -177,10 +194,29 @@ def whole_commands(iters: int, nprocs: int) -> None:
         inp.mkdir()
         shutil.copy(Path(get_resource_path()) / "nidm_pain_dset.json", inp / "pain.json")
         app = Path(sys.executable).parent / "csale-app"
-        cmds = {"ours": [str(app), str(inp), str(base / "ours"), "group", "--analyses", "ale",
-                         "--n-iters", str(iters), "--nprocs", str(nprocs), "--quiet"],
-                "nimare": [sys.executable, "-c", NIMARE_WHOLE, str(iters), str(nprocs),
-                           str(base / "nimare")]}
+        cmds = {
+            "ours": [
+                str(app),
+                str(inp),
+                str(base / "ours"),
+                "group",
+                "--analyses",
+                "ale",
+                "--n-iters",
+                str(iters),
+                "--nprocs",
+                str(nprocs),
+                "--quiet",
+            ],
+            "nimare": [
+                sys.executable,
+                "-c",
+                NIMARE_WHOLE,
+                str(iters),
+                str(nprocs),
+                str(base / "nimare"),
+            ],
+        }
         wall = {}
         for tool, cmd in cmds.items():
             t0 = time.perf_counter()
@@ -188,10 +224,14 @@ def whole_commands(iters: int, nprocs: int) -> None:
             wall[tool] = time.perf_counter() - t0
             if proc.returncode != 0:
                 raise SystemExit(f"{tool}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
-        print("| whole command, pain ALE + FWE | nprocs | iterations | csale_app | NiMARE | ratio |")
+        print(
+            "| whole command, pain ALE + FWE | nprocs | iterations | csale_app | NiMARE | ratio |"
+        )
         print("|---|---|---|---|---|---|")
-        print(f"| start to exit | {nprocs} | {iters} | {wall['ours']:.1f} s | "
-              f"{wall['nimare']:.1f} s | {wall['nimare'] / wall['ours']:.1f}x |")
+        print(
+            f"| start to exit | {nprocs} | {iters} | {wall['ours']:.1f} s | "
+            f"{wall['nimare']:.1f} s | {wall['nimare'] / wall['ours']:.1f}x |"
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -205,14 +245,18 @@ def child(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--case", choices=["pain", "nback", "csale"], nargs="+",
-                    default=["pain", "nback", "csale"])
+    ap.add_argument(
+        "--case", choices=["pain", "nback", "csale"], nargs="+", default=["pain", "nback", "csale"]
+    )
     ap.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--min-seconds", type=float, default=20.0)
     ap.add_argument("--iters", type=int, default=None, help="fix csale_app's iterations")
     ap.add_argument("--nimare-iters", type=int, default=None, help="fix NiMARE's iterations")
-    ap.add_argument("--whole", action="store_true",
-                    help="time the whole commands on pain (start to exit), not the null alone")
+    ap.add_argument(
+        "--whole",
+        action="store_true",
+        help="time the whole commands on pain (start to exit), not the null alone",
+    )
     ap.add_argument("--tool", choices=["ours", "nimare"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.whole:
@@ -223,17 +267,31 @@ def main() -> None:
         args.case, args.nprocs = args.case[0], args.nprocs[0]
         args.iters = args.iters if args.tool == "ours" else args.nimare_iters
         return child(args)
-    print(f"machine: {platform.processor() or platform.machine()}, {platform.system()}, "
-          f"python {platform.python_version()}")
-    print("| case | nprocs | csale_app it/s | NiMARE it/s | ratio | csale_app peak MB | "
-          "NiMARE peak MB | iterations (ours / NiMARE) |")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {platform.system()}, "
+        f"python {platform.python_version()}"
+    )
+    print(
+        "| case | nprocs | csale_app it/s | NiMARE it/s | ratio | csale_app peak MB | "
+        "NiMARE peak MB | iterations (ours / NiMARE) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for case in args.case:
         for n in args.nprocs:
             res = {}
             for tool in ("ours", "nimare"):
-                cmd = [sys.executable, __file__, "--tool", tool, "--case", case, "--nprocs",
-                       str(n), "--min-seconds", str(args.min_seconds)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--tool",
+                    tool,
+                    "--case",
+                    case,
+                    "--nprocs",
+                    str(n),
+                    "--min-seconds",
+                    str(args.min_seconds),
+                ]
                 if args.iters:
                     cmd += ["--iters", str(args.iters)]
                 if args.nimare_iters:
@@ -243,9 +301,12 @@ def main() -> None:
                     raise SystemExit(proc.stderr[-3000:])
                 res[tool] = json.loads(proc.stdout.strip().splitlines()[-1])
             o, r = res["ours"], res["nimare"]
-            print(f"| {case} | {n} | {o['it_per_s']:.1f} | {r['it_per_s']:.2f} | "
-                  f"{o['it_per_s'] / r['it_per_s']:.1f}x | {o['peak_mb']:.0f} | "
-                  f"{r['peak_mb']:.0f} | {o['iters']} / {r['iters']} |", flush=True)
+            print(
+                f"| {case} | {n} | {o['it_per_s']:.1f} | {r['it_per_s']:.2f} | "
+                f"{o['it_per_s'] / r['it_per_s']:.1f}x | {o['peak_mb']:.0f} | "
+                f"{r['peak_mb']:.0f} | {o['iters']} / {r['iters']} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def synthetic_foci(n_experiments: int = 14_000, seed: int = 2025,
-                   mean_foci: float = 36.0) -> pd.DataFrame:
+def synthetic_foci(
+    n_experiments: int = 14_000, seed: int = 2025, mean_foci: float = 36.0
+) -> pd.DataFrame:
     from csale_app.io.templates import load_brain_mask
 
     rng = np.random.default_rng(seed)
@@ -35,7 +36,11 @@ def synthetic_foci(n_experiments: int = 14_000, seed: int = 2025,
     # studies with 1-3 contrasts until n_experiments contrasts exist
     per_study = rng.choice([1, 2, 3], size=n_experiments, p=[0.6, 0.25, 0.15])
     per_study = per_study[np.cumsum(per_study) <= n_experiments]
-    per_study = np.r_[per_study, n_experiments - per_study.sum()] if per_study.sum() < n_experiments else per_study
+    per_study = (
+        np.r_[per_study, n_experiments - per_study.sum()]
+        if per_study.sum() < n_experiments
+        else per_study
+    )
     per_study = per_study[per_study > 0]
     study = np.repeat(np.arange(len(per_study)), per_study)
     contrast = np.concatenate([np.arange(1, k + 1) for k in per_study])
@@ -50,10 +55,16 @@ def synthetic_foci(n_experiments: int = 14_000, seed: int = 2025,
     xyz = np.round(xyz).astype(np.int64)
     size = rng.integers(8, 61, n_experiments)
     exp = np.repeat(np.arange(n_experiments), n_foci)
-    frame = pd.DataFrame({
-        "study_id": [f"s{study[e]:05d}" for e in range(n_experiments)],
-        "contrast_id": [f"c{contrast[e]}" for e in range(n_experiments)],
-    }).iloc[exp].reset_index(drop=True)
+    frame = (
+        pd.DataFrame(
+            {
+                "study_id": [f"s{study[e]:05d}" for e in range(n_experiments)],
+                "contrast_id": [f"c{contrast[e]}" for e in range(n_experiments)],
+            }
+        )
+        .iloc[exp]
+        .reset_index(drop=True)
+    )
     frame["x"], frame["y"], frame["z"] = xyz.T
     frame["space"] = "MNI"
     frame["sample_size"] = size[exp]

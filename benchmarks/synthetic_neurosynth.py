@@ -39,14 +39,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 PREFIX = "data-neurosynth_version-7_"
-WORDS = ("working memory pain emotion fear reward face language motor visual auditory "
-         "attention memory encoding retrieval semantic reading speech action inhibition "
-         "conflict decision value risk social theory mind self default mode network "
-         "cerebellum timing sequence learning error feedback anxiety depression stress "
-         "arousal taste smell touch vision color motion object scene navigation spatial "
-         "number calculation music rhythm imagery mental rotation grasping saccade eye "
-         "movement response selection switching task control monitoring prediction "
-         "expectation placebo empathy moral judgment").split()
+WORDS = (
+    "working memory pain emotion fear reward face language motor visual auditory "
+    "attention memory encoding retrieval semantic reading speech action inhibition "
+    "conflict decision value risk social theory mind self default mode network "
+    "cerebellum timing sequence learning error feedback anxiety depression stress "
+    "arousal taste smell touch vision color motion object scene navigation spatial "
+    "number calculation music rhythm imagery mental rotation grasping saccade eye "
+    "movement response selection switching task control monitoring prediction "
+    "expectation placebo empathy moral judgment"
+).split()
 
 
 def vocabulary(n_terms: int) -> list[str]:
@@ -71,8 +73,13 @@ def _gz_tsv(frame: pd.DataFrame, path: Path) -> None:
     path.write_bytes(gzip.compress(buf.getvalue().encode(), compresslevel=6, mtime=0))
 
 
-def write_fileset(out: Path, n_studies: int = 14_400, n_peaks: int = 508_000,
-                  n_terms: int = 3_200, seed: int = 2026) -> Path:
+def write_fileset(
+    out: Path,
+    n_studies: int = 14_400,
+    n_peaks: int = 508_000,
+    n_terms: int = 3_200,
+    seed: int = 2026,
+) -> Path:
     from scipy import sparse
 
     from csale_app.io.experiments import _ICBM_OTHER
@@ -106,15 +113,31 @@ def write_fileset(out: Path, n_studies: int = 14_400, n_peaks: int = 508_000,
     xyz[tal] = np.round((homo @ _ICBM_OTHER.T)[:, :3], 1)  # MNI -> Talairach
     n_tables = rng.integers(1, 5, n_studies)
     table_num = (np.arange(total) - np.repeat(np.cumsum(per) - per, per)) % np.repeat(
-        n_tables, per) + 1
-    coords = pd.DataFrame({"id": ids[study], "table_id": ids[study] // 100 + table_num,
-                           "table_num": table_num.astype(float), "peak_id": np.arange(total) + 1,
-                           "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
+        n_tables, per
+    ) + 1
+    coords = pd.DataFrame(
+        {
+            "id": ids[study],
+            "table_id": ids[study] // 100 + table_num,
+            "table_num": table_num.astype(float),
+            "peak_id": np.arange(total) + 1,
+            "x": xyz[:, 0],
+            "y": xyz[:, 1],
+            "z": xyz[:, 2],
+        }
+    )
     _gz_tsv(coords, out / (PREFIX + "coordinates.tsv.gz"))
-    meta = pd.DataFrame({"id": ids, "doi": [f"10.0000/syn.{i}" for i in ids], "space": space,
-                         "title": [f"Synthetic study {i}" for i in ids],
-                         "authors": "Doe J, Roe R", "year": rng.integers(1997, 2019, n_studies),
-                         "journal": "Synthetic NeuroImage"})
+    meta = pd.DataFrame(
+        {
+            "id": ids,
+            "doi": [f"10.0000/syn.{i}" for i in ids],
+            "space": space,
+            "title": [f"Synthetic study {i}" for i in ids],
+            "authors": "Doe J, Roe R",
+            "year": rng.integers(1997, 2019, n_studies),
+            "journal": "Synthetic NeuroImage",
+        }
+    )
     _gz_tsv(meta, out / (PREFIX + "metadata.tsv.gz"))
     terms = vocabulary(n_terms)
     popularity = 1.0 / np.arange(1, n_terms + 1) ** 0.8
@@ -124,8 +147,9 @@ def write_fileset(out: Path, n_studies: int = 14_400, n_peaks: int = 508_000,
     cols = np.concatenate([rng.choice(n_terms, m, replace=False, p=popularity) for m in k])
     vals = np.round(rng.gamma(2.0, 0.03, len(rows)), 6) + 1e-4
     features = sparse.csr_matrix((vals, (rows, cols)), shape=(n_studies, n_terms))
-    sparse.save_npz(out / (PREFIX + "vocab-terms_source-abstract_type-tfidf_features.npz"),
-                    features)
+    sparse.save_npz(
+        out / (PREFIX + "vocab-terms_source-abstract_type-tfidf_features.npz"), features
+    )
     (out / (PREFIX + "vocab-terms_vocabulary.txt")).write_text("\n".join(terms) + "\n")
     return out
 
@@ -185,8 +209,13 @@ def measure(folder: Path, nimare: bool = False) -> dict:
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
     result = {}
     for script in (MEASURE, NIMARE) if nimare else (MEASURE,):
-        out = subprocess.run([sys.executable, "-c", script, str(folder)], check=True,
-                             capture_output=True, text=True, env=env)
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(folder)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         result.update(json.loads(out.stdout.strip().splitlines()[-1]))
     return result
 
@@ -199,9 +228,12 @@ def main(argv=None) -> int:
     ap.add_argument("--terms", type=int, default=3_200)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--measure", action="store_true")
-    ap.add_argument("--nimare", action="store_true",
-                    help="with --measure: also NiMARE's convert_neurosynth_to_dataset and "
-                         "get_studies_by_label on the same files")
+    ap.add_argument(
+        "--nimare",
+        action="store_true",
+        help="with --measure: also NiMARE's convert_neurosynth_to_dataset and "
+        "get_studies_by_label on the same files",
+    )
     args = ap.parse_args(argv)
     if not (args.out / (PREFIX + "coordinates.tsv.gz")).is_file() or not args.measure:
         write_fileset(args.out, args.studies, args.peaks, args.terms, args.seed)

@@ -28,9 +28,19 @@ from functools import partial
 from pathlib import Path
 
 from ._version import __version__
-from .core import (DatabaseSpec, Warnings, analyse, build_context, check_self_reference,
-                   device_text, needs_database, prepare_studyset, roi_summary, studyset_job,
-                   term_studysets)
+from .core import (
+    DatabaseSpec,
+    Warnings,
+    analyse,
+    build_context,
+    check_self_reference,
+    device_text,
+    needs_database,
+    prepare_studyset,
+    roi_summary,
+    studyset_job,
+    term_studysets,
+)
 from .errors import EmptySelectionError
 from .io.readers import database_sources
 from .io.workdir import remove_checkpoints
@@ -41,8 +51,18 @@ from .validate import usage_problems
 
 LOG = logging.getLogger(__name__)
 #: Settings an estimator takes as keywords (the rest is per call or CLI-only).
-_NOT_KEYWORDS = {"analyses", "studyset_labels", "roi", "database", "overwrite",
-                 "verbose", "dask_scheduler", "dask_scheduler_file", "dask_timeout", "terms"}
+_NOT_KEYWORDS = {
+    "analyses",
+    "studyset_labels",
+    "roi",
+    "database",
+    "overwrite",
+    "verbose",
+    "dask_scheduler",
+    "dask_scheduler_file",
+    "dask_timeout",
+    "terms",
+}
 
 
 def _coerce(name: str, value):
@@ -55,8 +75,9 @@ def _coerce(name: str, value):
             return tuple(meta["parse"](",".join(str(v) for v in c)) for c in value)
         if value is None or meta["parse"] is None:
             if meta["choices"] and value is not None and value not in meta["choices"]:
-                raise OptionValueError(f"expected one of {', '.join(meta['choices'])}, "
-                                       f"got {value!r}")
+                raise OptionValueError(
+                    f"expected one of {', '.join(meta['choices'])}, got {value!r}"
+                )
             return value
         return meta["parse"](str(value))
     except OptionValueError as exc:
@@ -70,27 +91,40 @@ class _Estimator:
         allowed = {f.name for f in fields(Settings)} - _NOT_KEYWORDS
         unknown = sorted(set(options) - allowed)
         if unknown:
-            raise TypeError(f"{type(self).__name__}() got unknown options {unknown}; "
-                            f"options: {', '.join(sorted(allowed))}")
+            raise TypeError(
+                f"{type(self).__name__}() got unknown options {unknown}; "
+                f"options: {', '.join(sorted(allowed))}"
+            )
         options = {k: _coerce(k, v) for k, v in options.items()}
-        analyses = ("csale", "macm") if self.analysis == "macm" and \
-            options.get("macm_seed") in ("clusters", "each-cluster") else (self.analysis,)
+        analyses = (
+            ("csale", "macm")
+            if self.analysis == "macm" and options.get("macm_seed") in ("clusters", "each-cluster")
+            else (self.analysis,)
+        )
         self.settings = Settings(analyses=analyses, **options)
         problem = usage_problems(self.settings, style="api")
         if problem:
             raise ValueError(problem)
 
     def get_params(self) -> dict:
-        return {f.name: getattr(self.settings, f.name) for f in fields(Settings)
-                if f.name not in _NOT_KEYWORDS}
+        return {
+            f.name: getattr(self.settings, f.name)
+            for f in fields(Settings)
+            if f.name not in _NOT_KEYWORDS
+        }
 
     def __repr__(self) -> str:
-        changed = {k: v for k, v in self.get_params().items()
-                   if v != getattr(Settings(), k)}
+        changed = {k: v for k, v in self.get_params().items() if v != getattr(Settings(), k)}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
-    def fit(self, studyset=None, database=None, roi=None, label: str | None = None,
-            term: str | None = None) -> MetaResult:
+    def fit(
+        self,
+        studyset=None,
+        database=None,
+        roi=None,
+        label: str | None = None,
+        term: str | None = None,
+    ) -> MetaResult:
         """Run the analysis on ``studyset`` (see the module docstring for what it takes).
 
         ``database``: the reference database (C-SALE, MACM): one source or a list; default
@@ -103,34 +137,54 @@ class _Estimator:
             raise TypeError("fit() takes a studyset or term=, not both or neither")
         if term is not None and database is None:
             raise ValueError("term= needs database= (a Neurosynth or NeuroQuery folder)")
-        s = replace(self.settings, roi=None if roi is None else str(roi),
-                    terms=() if term is None else (term,),
-                    database=str(database) if isinstance(database, (str, Path)) else None)
+        s = replace(
+            self.settings,
+            roi=None if roi is None else str(roi),
+            terms=() if term is None else (term,),
+            database=str(database) if isinstance(database, (str, Path)) else None,
+        )
         warn = Warnings()
         spec = _database_spec(database, studyset) if needs_database(s) else None
-        ctx = build_context(s, spec, s.roi, work_root=Path(s.work_dir) if s.work_dir else None,
-                            warn=warn, style="api")
+        ctx = build_context(
+            s,
+            spec,
+            s.roi,
+            work_root=Path(s.work_dir) if s.work_dir else None,
+            warn=warn,
+            style="api",
+        )
         source = term_studysets(ctx, [term], "api")[0] if term is not None else studyset
         found = prepare_studyset(ctx, source, label, warn, "api")
         if found is None:
-            raise EmptySelectionError(f"{warn.messages[-1]}; lower min_experiments= to "
-                                      "analyse it anyway")
+            raise EmptySelectionError(
+                f"{warn.messages[-1]}; lower min_experiments= to analyse it anyway"
+            )
         check_self_reference(ctx, [found], warn, "api")
         job = studyset_job(ctx, found)
         outputs, summary = analyse(ctx, job)
         remove_checkpoints(ctx.work_root, job.label, job.digest)  # results are in memory
         context = {
-            "version": __version__, "command_line": "csale_app Python API",
-            "settings": asdict(ctx.settings), "device": device_text(ctx),
-            "runtime_s": summary.runtime_s, "warnings": warn.messages,
-            "studysets": [summary], "inputs": {"Input": str(found.source)},
+            "version": __version__,
+            "command_line": "csale_app Python API",
+            "settings": asdict(ctx.settings),
+            "device": device_text(ctx),
+            "runtime_s": summary.runtime_s,
+            "warnings": warn.messages,
+            "studysets": [summary],
+            "inputs": {"Input": str(found.source)},
             "database": ctx.database.describe() if ctx.database is not None else None,
-            "roi": roi_summary(ctx), "reused": []}
-        return MetaResult(job.label, outputs, warn.messages,
-                          write=partial(write_result, ctx=ctx, job=job, outputs=outputs,
-                                        summary=summary),
-                          report=partial(_report, context), source=str(found.source),
-                          summary=summary)
+            "roi": roi_summary(ctx),
+            "reused": [],
+        }
+        return MetaResult(
+            job.label,
+            outputs,
+            warn.messages,
+            write=partial(write_result, ctx=ctx, job=job, outputs=outputs, summary=summary),
+            report=partial(_report, context),
+            source=str(found.source),
+            summary=summary,
+        )
 
 
 def _report(context: dict, out_dir: Path) -> Path:
@@ -148,8 +202,7 @@ def _database_spec(database, studyset) -> DatabaseSpec:
     sources: list = []
     for item in items:
         sources += database_sources(item) if isinstance(item, (str, Path)) else [item]
-    named = ", ".join(str(x) if isinstance(x, (str, Path)) else type(x).__name__
-                      for x in items)
+    named = ", ".join(str(x) if isinstance(x, (str, Path)) else type(x).__name__ for x in items)
     return DatabaseSpec(tuple(sources), f"the database given ({named})")
 
 

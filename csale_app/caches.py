@@ -53,8 +53,9 @@ def usable(path: Path, private: bool = False) -> bool:
         if not stat.S_ISDIR(st.st_mode):
             return False
         mine = st.st_uid == _uid()
-        if private and (not mine or os.lstat(path).st_mode & 0o077
-                        or stat.S_ISLNK(os.lstat(path).st_mode)):
+        if private and (
+            not mine or os.lstat(path).st_mode & 0o077 or stat.S_ISLNK(os.lstat(path).st_mode)
+        ):
             return False
         if not mine and st.st_mode & stat.S_IWOTH:
             return False  # another user's world-writable folder: not ours to trust
@@ -112,8 +113,9 @@ def _numba_default_usable() -> bool:
 
 
 def _matplotlib_default_usable() -> bool:
-    return (usable(_xdg("XDG_CONFIG_HOME", ".config") / "matplotlib")
-            and usable(_xdg("XDG_CACHE_HOME", ".cache") / "matplotlib"))
+    return usable(_xdg("XDG_CONFIG_HOME", ".config") / "matplotlib") and usable(
+        _xdg("XDG_CACHE_HOME", ".cache") / "matplotlib"
+    )
 
 
 def _disable_numba_cache() -> None:
@@ -152,8 +154,10 @@ def _setup_one(var: str, name: str, default_usable) -> None:
     if var == "NUMBA_CACHE_DIR":
         os.environ.pop(var, None)
         _disable_numba_cache()
-        _NOTES.append(f"{name} cache: {why} and no temporary folder can be made; compiling "
-                      "without a cache (slower start)")
+        _NOTES.append(
+            f"{name} cache: {why} and no temporary folder can be made; compiling "
+            "without a cache (slower start)"
+        )
     else:
         _NOTES.append(f"{name} cache: {why} and no temporary folder can be made")
 

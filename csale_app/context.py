@@ -40,9 +40,13 @@ class Database:
         return set(self.file_digests) == {source_digest}
 
     def describe(self) -> dict:
-        out = {"source": self.source, "files": [Path(f).name for f in self.files],
-               "paths": list(self.files), "n_experiments": self.experiments.n_experiments,
-               "n_foci": self.experiments.n_foci}
+        out = {
+            "source": self.source,
+            "files": [Path(f).name for f in self.files],
+            "paths": list(self.files),
+            "n_experiments": self.experiments.n_experiments,
+            "n_foci": self.experiments.n_foci,
+        }
         n_default = defaulted_count(self.experiments)
         if n_default is not None:
             out["n_experiments_default_sample_size"] = n_default
@@ -82,12 +86,16 @@ class RunContext:
         """Sidecar entries saying which voxels each kind of map covers."""
         if macm or self.roi is None:
             return {"MapExtent": "whole brain mask"}
-        return {"MapExtent": {
-            "unthresholded maps": f"analysis mask: ROI '{self.roi.label}' dilated by "
-                                  f"{self.settings.roi_dilation_mm:g} mm within the brain "
-                                  f"mask ({self.grid.n_mask} voxels)",
-            "thresholded maps, cluster/peak/contribution tables":
-                f"ROI '{self.roi.label}' ({self.roi.n_voxels} voxels)"}}
+        return {
+            "MapExtent": {
+                "unthresholded maps": f"analysis mask: ROI '{self.roi.label}' dilated by "
+                f"{self.settings.roi_dilation_mm:g} mm within the brain "
+                f"mask ({self.grid.n_mask} voxels)",
+                "thresholded maps, cluster/peak/contribution tables": (
+                    f"ROI '{self.roi.label}' ({self.roi.n_voxels} voxels)"
+                ),
+            }
+        }
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,9 @@ class Progress:
     def __init__(self, total: int, desc: str, quiet: bool):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit="it", disable=quiet, leave=False,
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total, desc=desc, unit="it", disable=quiet, leave=False, dynamic_ncols=True
+        )
         self.t0 = time.perf_counter()
         self.done = 0
         self.total = total
@@ -117,19 +126,31 @@ class Progress:
         self.done += n
         self.bar.update(n)
         rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
-        LOG.debug("%s: %d/%d permutations, %.1f it/s, ETA %.0f s", self.desc, self.done,
-                  self.total, rate, (self.total - self.done) / max(rate, 1e-9))
+        LOG.debug(
+            "%s: %d/%d permutations, %.1f it/s, ETA %.0f s",
+            self.desc,
+            self.done,
+            self.total,
+            rate,
+            (self.total - self.done) / max(rate, 1e-9),
+        )
 
     def close(self) -> float:
         self.bar.close()
         elapsed = time.perf_counter() - self.t0
-        LOG.info("%s: %d permutations in %.1f s (%.1f it/s)", self.desc, self.done, elapsed,
-                 self.done / max(elapsed, 1e-9))
+        LOG.info(
+            "%s: %d permutations in %.1f s (%.1f it/s)",
+            self.desc,
+            self.done,
+            elapsed,
+            self.done / max(elapsed, 1e-9),
+        )
         return elapsed
 
 
-def common_sidecar(ctx: RunContext, exps: Experiments, source, method: str,
-                   extra: dict | None = None) -> dict:
+def common_sidecar(
+    ctx: RunContext, exps: Experiments, source, method: str, extra: dict | None = None
+) -> dict:
     from .provenance import software_versions
 
     settings = ctx.settings
@@ -142,8 +163,9 @@ def common_sidecar(ctx: RunContext, exps: Experiments, source, method: str,
         "Device": ctx.backend.describe(),
         "NumberOfExperiments": exps.n_experiments,
         "NumberOfFoci": exps.n_foci,
-        "NumberOfSubjects": (int(np.nansum(exps.sample_size))
-                             if not np.all(np.isnan(exps.sample_size)) else None),
+        "NumberOfSubjects": (
+            int(np.nansum(exps.sample_size)) if not np.all(np.isnan(exps.sample_size)) else None
+        ),
         "Sources": [str(source)],
     }
     if settings.default_sample_size is not None:
@@ -151,7 +173,8 @@ def common_sidecar(ctx: RunContext, exps: Experiments, source, method: str,
             "SampleSize": settings.default_sample_size,
             "ExperimentsUsingIt": defaulted_count(exps) or 0,
             "Rule": "experiments without a sample size in their input were given "
-                    "--default-sample-size (the kernel width follows from it)"}
+            "--default-sample-size (the kernel width follows from it)",
+        }
     if extra:
         side.update(extra)
     return side

@@ -72,18 +72,22 @@ def needs_database(settings: Settings) -> bool:
     return bool(settings.terms) or bool(DATABASE_ANALYSES & set(settings.analyses))
 
 
-def note_defaulted(exps: Experiments, what: str, default: float | None, warn,
-                   style: str = "cli") -> None:
+def note_defaulted(
+    exps: Experiments, what: str, default: float | None, warn, style: str = "cli"
+) -> None:
     """A warning naming how many experiments got the default sample size."""
     n = defaulted_count(exps)
     if n:
-        warn(f"{what}: {n} of {exps.n_experiments} experiments have no sample size and "
-             f"were given {option_name('default_sample_size', style)}"
-             f"{'' if style == 'api' else ' '}{default:g}")
+        warn(
+            f"{what}: {n} of {exps.n_experiments} experiments have no sample size and "
+            f"were given {option_name('default_sample_size', style)}"
+            f"{'' if style == 'api' else ' '}{default:g}"
+        )
 
 
-def load_database(settings: Settings, spec: DatabaseSpec, affine: np.ndarray, shape,
-                  warn, style: str = "cli") -> Database:
+def load_database(
+    settings: Settings, spec: DatabaseSpec, affine: np.ndarray, shape, warn, style: str = "cli"
+) -> Database:
     """Read the reference database (an experiment listed in several sources counts once;
     repeated foci within one experiment are kept, as NiMARE keeps them)."""
     items, names, digests = [], [], []
@@ -97,23 +101,41 @@ def load_database(settings: Settings, spec: DatabaseSpec, affine: np.ndarray, sh
             items.append(Path(src))
             names.append(str(src))
             digests.append(file_digest(Path(src)))
-    exps = read_database(items, affine, shape, merge_contrasts=settings.merge_contrasts,
-                         kernel_fwhm=settings.kernel_fwhm,
-                         default_sample_size=settings.default_sample_size)
+    exps = read_database(
+        items,
+        affine,
+        shape,
+        merge_contrasts=settings.merge_contrasts,
+        kernel_fwhm=settings.kernel_fwhm,
+        default_sample_size=settings.default_sample_size,
+    )
     if exps.foci.attrs.get("refuse_outside"):  # a file set: UNKNOWN spaces counted
         for w in exps.foci.attrs.get("warnings", []):
             warn(w)
-    LOG.info("reference database (%s): %d experiments, %d foci from %d source(s)",
-             spec.description, exps.n_experiments, exps.n_foci, len(items))
-    note_defaulted(exps, f"reference database ({spec.description})",
-                   settings.default_sample_size, warn, style)
+    LOG.info(
+        "reference database (%s): %d experiments, %d foci from %d source(s)",
+        spec.description,
+        exps.n_experiments,
+        exps.n_foci,
+        len(items),
+    )
+    note_defaulted(
+        exps, f"reference database ({spec.description})", settings.default_sample_size, warn, style
+    )
     digest = hashlib.sha256("".join(digests).encode()).hexdigest()
     return Database(exps, tuple(names), spec.description, digest, tuple(digests))
 
 
-def build_context(settings: Settings, database: DatabaseSpec | None, roi: str | None, *,
-                  work_root: Path | None = None, executor=None, warn=None,
-                  style: str = "cli") -> RunContext:
+def build_context(
+    settings: Settings,
+    database: DatabaseSpec | None,
+    roi: str | None,
+    *,
+    work_root: Path | None = None,
+    executor=None,
+    warn=None,
+    style: str = "cli",
+) -> RunContext:
     """Masks, ROI, reference database and device: everything the analyses share.
 
     ``roi``: a NIfTI path or a built-in name (``settings.roi_coords`` makes a sphere);
@@ -131,35 +153,51 @@ def build_context(settings: Settings, database: DatabaseSpec | None, roi: str | 
         analysis_mask = dilate(roi_rec.mask, s.roi_dilation_mm, voxel_size_mm(affine), brain)
     else:
         analysis_mask = brain
-    problem = memory_problem(s, int(analysis_mask.sum()) if "macm" not in s.analyses
-                             else int(brain.sum()), style)
+    problem = memory_problem(
+        s, int(analysis_mask.sum()) if "macm" not in s.analyses else int(brain.sum()), style
+    )
     if problem:
         raise UsageError(problem)
-    db = None if database is None else load_database(s, database, affine, brain.shape, warn,
-                                                     style)
+    db = None if database is None else load_database(s, database, affine, brain.shape, warn, style)
     backend = make_backend(BackendSpec.from_settings(s))
     if backend.name == "cuda":
         s = replace(s, chunk_size=max(s.chunk_size, GPU_CHUNK))
-    roi_part = ("none" if roi_rec is None else
-                array_digest(roi_rec.mask) + "".join(file_digest(Path(f))
-                                                     for f in roi_rec.files))
+    roi_part = (
+        "none"
+        if roi_rec is None
+        else array_digest(roi_rec.mask) + "".join(file_digest(Path(f)) for f in roi_rec.files)
+    )
     grid = build_grid(analysis_mask)
     return RunContext(
-        settings=s, affine=affine, grid=grid,
-        brain_grid=build_grid(brain) if roi_rec is not None else grid, roi=roi_rec,
-        database=db, backend=backend, work_root=work_root,
-        inputs_digest=array_digest(brain) + roi_part, executor=executor)
+        settings=s,
+        affine=affine,
+        grid=grid,
+        brain_grid=build_grid(brain) if roi_rec is not None else grid,
+        roi=roi_rec,
+        database=db,
+        backend=backend,
+        work_root=work_root,
+        inputs_digest=array_digest(brain) + roi_part,
+        executor=executor,
+    )
 
 
-def prepare_studyset(ctx: RunContext, source, label: str | None, warn,
-                     style: str = "cli") -> Studyset | None:
+def prepare_studyset(
+    ctx: RunContext, source, label: str | None, warn, style: str = "cli"
+) -> Studyset | None:
     """Load one studyset on the run's grid and apply the run's rules: restricted to the
     analysis mask with an ROI; None (with a warning) below ``min_experiments``."""
     s = ctx.settings
     studyset = load_studyset(
-        source, ctx.affine, ctx.grid.shape, label=label, merge_contrasts=s.merge_contrasts,
-        kernel_fwhm=s.kernel_fwhm, default_sample_size=s.default_sample_size,
-        database=ctx.database.experiments if ctx.database is not None else None)
+        source,
+        ctx.affine,
+        ctx.grid.shape,
+        label=label,
+        merge_contrasts=s.merge_contrasts,
+        kernel_fwhm=s.kernel_fwhm,
+        default_sample_size=s.default_sample_size,
+        database=ctx.database.experiments if ctx.database is not None else None,
+    )
     for w in studyset.warnings:
         warn(w)
     exps = studyset.experiments
@@ -170,14 +208,18 @@ def prepare_studyset(ctx: RunContext, source, label: str | None, warn,
         exps = restrict_to_mask(exps, ctx.grid.mask)
         studyset = replace(studyset, experiments=exps)
     if exps.n_experiments < s.min_experiments:
-        warn(f"studyset '{label}' skipped: {exps.n_experiments} experiments "
-             f"{'with foci in the analysis mask ' if ctx.roi is not None else ''}"
-             f"< {option_name('min_experiments', style)}"
-             f"{'' if style == 'api' else ' '}{s.min_experiments}")
+        warn(
+            f"studyset '{label}' skipped: {exps.n_experiments} experiments "
+            f"{'with foci in the analysis mask ' if ctx.roi is not None else ''}"
+            f"< {option_name('min_experiments', style)}"
+            f"{'' if style == 'api' else ' '}{s.min_experiments}"
+        )
         return None
     if exps.n_experiments < RELIABLE_EXPERIMENTS:
-        warn(f"studyset '{label}': only {exps.n_experiments} experiments; ALE needs about "
-             "20 or more to be reliable (Eickhoff et al. 2016)")
+        warn(
+            f"studyset '{label}': only {exps.n_experiments} experiments; ALE needs about "
+            "20 or more to be reliable (Eickhoff et al. 2016)"
+        )
     check_subsample_size(ctx, studyset, style)
     return studyset
 
@@ -195,25 +237,32 @@ def check_subsample_size(ctx: RunContext, studyset: Studyset, style: str = "cli"
         where = " with foci in the analysis mask" if ctx.roi is not None else ""
         given = option_name("subsample_size", style)
         given += f"{s.subsample_size:g}" if style == "api" else f" {s.subsample_size:g}"
-        raise UsageError(f"{given}: studyset '{studyset.label}' ({n} experiments{where}): "
-                         f"{exc}") from None
+        raise UsageError(
+            f"{given}: studyset '{studyset.label}' ({n} experiments{where}): {exc}"
+        ) from None
 
 
-def check_self_reference(ctx: RunContext, studysets: list[Studyset], warn,
-                         style: str = "cli") -> None:
+def check_self_reference(
+    ctx: RunContext, studysets: list[Studyset], warn, style: str = "cli"
+) -> None:
     """Warn when C-SALE (also the C-SALE of a MACM, whose experiments are selected from
     the database) would test a studyset against a base rate made of itself."""
     if not {"csale", "macm"} & set(ctx.settings.analyses) or ctx.database is None:
         return
-    how = ("database= (a path, DataFrame or NiMARE Dataset)" if style == "api" else
-           f"{option_name('database', style)} PATH or INPUT_DIR/database/ (database= in the "
-           "Python API)")
+    how = (
+        "database= (a path, DataFrame or NiMARE Dataset)"
+        if style == "api"
+        else f"{option_name('database', style)} PATH or INPUT_DIR/database/ (database= in the "
+        "Python API)"
+    )
     for studyset in studysets:
         if ctx.database.is_only(studyset.digest):
-            warn(f"studyset '{studyset.label}': the reference database is this studyset "
-                 "alone, so C-SALE (and a MACM's selection and C-SALE) tests it against its "
-                 f"own base rate and can hardly find anything specific; give a reference "
-                 f"database with {how}")
+            warn(
+                f"studyset '{studyset.label}': the reference database is this studyset "
+                "alone, so C-SALE (and a MACM's selection and C-SALE) tests it against its "
+                f"own base rate and can hardly find anything specific; give a reference "
+                f"database with {how}"
+            )
 
 
 def studyset_digest(ctx: RunContext, source_digest: str) -> str:
@@ -224,17 +273,28 @@ def studyset_digest(ctx: RunContext, source_digest: str) -> str:
 
 
 def studyset_job(ctx: RunContext, studyset: Studyset) -> StudysetJob:
-    return StudysetJob(studyset.label, studyset.source, studyset.experiments,
-                       studyset_digest(ctx, studyset.digest), studyset.digest)
+    return StudysetJob(
+        studyset.label,
+        studyset.source,
+        studyset.experiments,
+        studyset_digest(ctx, studyset.digest),
+        studyset.digest,
+    )
 
 
 def roi_summary(ctx: RunContext) -> dict | None:
     roi = ctx.roi
     if roi is None:
         return None
-    return {"label": roi.label, "description": roi.description, "source": roi.source,
-            "n_voxels": roi.n_voxels, "n_dropped_outside_brain": roi.n_outside_brain,
-            "dilation_mm": ctx.settings.roi_dilation_mm, "n_analysis_voxels": ctx.grid.n_mask}
+    return {
+        "label": roi.label,
+        "description": roi.description,
+        "source": roi.source,
+        "n_voxels": roi.n_voxels,
+        "n_dropped_outside_brain": roi.n_outside_brain,
+        "dilation_mm": ctx.settings.roi_dilation_mm,
+        "n_analysis_voxels": ctx.grid.n_mask,
+    }
 
 
 def analyse(ctx: RunContext, job: StudysetJob) -> tuple[list, StudysetSummary]:
@@ -247,7 +307,9 @@ def analyse(ctx: RunContext, job: StudysetJob) -> tuple[list, StudysetSummary]:
 def device_text(ctx: RunContext) -> str:
     return ctx.backend.describe() + (
         f"; permutation chunks on the {ctx.executor.describe()} (sidecars: ComputedBy)"
-        if ctx.executor is not None else "")
+        if ctx.executor is not None
+        else ""
+    )
 
 
 def term_studysets(ctx: RunContext, terms, style: str = "cli") -> list[TermStudyset]:
@@ -258,20 +320,28 @@ def term_studysets(ctx: RunContext, terms, style: str = "cli") -> list[TermStudy
 
     s, db = ctx.settings, ctx.database
     files = db.files if db is not None else ()
-    fileset = find_fileset(files[0]) if len(files) == 1 and Path(files[0]).is_dir() \
-        else None
+    fileset = find_fileset(files[0]) if len(files) == 1 and Path(files[0]).is_dir() else None
     if fileset is None:
-        where = ("database= (a Neurosynth or NeuroQuery folder)" if style == "api" else
-                 f"({option_name('database', style)} FOLDER or INPUT_DIR/database/)")
-        raise UsageError(f"{'term=' if style == 'api' else option_name('terms')} "
-                         f"needs a Neurosynth or NeuroQuery file set as the reference "
-                         f"database {where}; the database is "
-                         f"{db.source if db is not None else 'not given'}")
+        where = (
+            "database= (a Neurosynth or NeuroQuery folder)"
+            if style == "api"
+            else f"({option_name('database', style)} FOLDER or INPUT_DIR/database/)"
+        )
+        raise UsageError(
+            f"{'term=' if style == 'api' else option_name('terms')} "
+            f"needs a Neurosynth or NeuroQuery file set as the reference "
+            f"database {where}; the database is "
+            f"{db.source if db is not None else 'not given'}"
+        )
     features = load_features(fileset, s.term_vocab)
     out = []
     for term in terms:
         found = term_studyset(features, term, s.term_threshold, db.digest)
-        LOG.info("term studyset '%s': %d studies with weight >= %g", found.label,
-                 len(found.study_ids), s.term_threshold)
+        LOG.info(
+            "term studyset '%s': %d studies with weight >= %g",
+            found.label,
+            len(found.study_ids),
+            s.term_threshold,
+        )
         out.append(found)
     return out

@@ -40,37 +40,48 @@ def read_scheduler_file(path: Path, timeout: float) -> str:
         time.sleep(_POLL_S)
     name = display_path(path)
     if not path.exists():
-        raise MissingInputError(f"{name}: --dask-scheduler-file does not exist (waited "
-                                f"{timeout:g} s, --dask-timeout, for the scheduler to write "
-                                "it)")
+        raise MissingInputError(
+            f"{name}: --dask-scheduler-file does not exist (waited "
+            f"{timeout:g} s, --dask-timeout, for the scheduler to write "
+            "it)"
+        )
     text = ""
     for _ in range(int(timeout / _POLL_S) + 1):  # the scheduler may be writing it right now
         try:
             text = path.read_text(encoding="utf-8")
         except IsADirectoryError:
-            raise MissingInputError(f"{name}: --dask-scheduler-file is a folder, not the "
-                                    "scheduler's JSON file") from None
+            raise MissingInputError(
+                f"{name}: --dask-scheduler-file is a folder, not the scheduler's JSON file"
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
             cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise MissingInputError(f"{name}: cannot read the --dask-scheduler-file "
-                                    f"({cause})") from None
+            raise MissingInputError(
+                f"{name}: cannot read the --dask-scheduler-file ({cause})"
+            ) from None
         if text.strip() or time.monotonic() >= deadline:
             break
         time.sleep(_POLL_S)
     try:
         info = json.loads(text)
     except ValueError as exc:
-        raise InputError(path, getattr(exc, "lineno", None),
-                         f"not a Dask scheduler file (JSON with an \"address\"): "
-                         f"{exc.msg if hasattr(exc, 'msg') else exc}") from None
+        raise InputError(
+            path,
+            getattr(exc, "lineno", None),
+            f'not a Dask scheduler file (JSON with an "address"): '
+            f"{exc.msg if hasattr(exc, 'msg') else exc}",
+        ) from None
     address = info.get("address") if isinstance(info, dict) else None
     if not isinstance(address, str) or not address:
-        raise InputError(path, None, "not a Dask scheduler file: no \"address\" entry (written "
-                                     "by dask scheduler --scheduler-file PATH)")
+        raise InputError(
+            path,
+            None,
+            'not a Dask scheduler file: no "address" entry (written '
+            "by dask scheduler --scheduler-file PATH)",
+        )
     try:
         return dask_address(address)
     except OptionValueError as exc:
-        raise InputError(path, None, f"\"address\": {exc}") from None
+        raise InputError(path, None, f'"address": {exc}') from None
 
 
 class _ToRunLog(logging.Handler):
@@ -95,8 +106,7 @@ def route_dask_logging() -> None:
     if _ROUTED:
         return
     tops = ("distributed", "dask", "tornado", "bokeh")
-    names = [n for n in list(logging.root.manager.loggerDict)
-             if n.split(".")[0] in tops]
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in tops]
     for name in sorted(set(names) | set(tops)):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):

@@ -77,8 +77,9 @@ def worker_backend(spec: BackendSpec):
     if backend is None:
         from .kernels.device import make_backend
 
-        backend = make_backend(spec if spec.n_threads else
-                               replace(spec, n_threads=_worker_threads()))
+        backend = make_backend(
+            spec if spec.n_threads else replace(spec, n_threads=_worker_threads())
+        )
         _BACKENDS[spec] = backend
     return backend
 
@@ -93,12 +94,18 @@ def where_computed(device: str | None) -> dict:
         address, name = worker.address, str(worker.name)
     except Exception:  # not on a worker (called directly in tests)
         address, name = "local", "local"
-    return {"worker": address, "name": name, "host": socket.gethostname(), "device": device,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return {
+        "worker": address,
+        "name": name,
+        "host": socket.gethostname(),
+        "device": device,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
 
 
-def run_backend_chunk(spec: BackendSpec, payload: tuple, index: int, start: int,
-                      count: int) -> tuple:
+def run_backend_chunk(
+    spec: BackendSpec, payload: tuple, index: int, start: int, count: int
+) -> tuple:
     """One chunk on a worker: ``payload`` = (call, plan, args), sent once per worker.
     Returns ``(((index, where),), arrays)``: the arrays and who computed them."""
     call, plan, args = payload
@@ -159,8 +166,10 @@ class DaskExecutor:
         try:
             workers = self.client.scheduler_info().get("workers", {})
             threads = sum(w.get("nthreads", 0) for w in workers.values())
-            return (f"Dask cluster {self.client.scheduler.address}: {len(workers)} workers, "
-                    f"{threads} threads")
+            return (
+                f"Dask cluster {self.client.scheduler.address}: {len(workers)} workers, "
+                f"{threads} threads"
+            )
         except Exception:  # pragma: no cover - informational only
             return "Dask cluster"
 
@@ -179,20 +188,25 @@ class DaskExecutor:
                 raise ServiceUnavailableError(
                     f"--dask-scheduler {self.address}: {killed}; finished permutation chunks "
                     "are kept, give the workers more memory (dask worker --memory-limit) or "
-                    "lower --batch-size, and run the same command again") from None
+                    "lower --batch-size, and run the same command again"
+                ) from None
             lost = self.client.status != "running" or _connection_lost(exc)
             if not lost and not isinstance(exc, CancelledError):
                 raise  # the task's own error
             LOG.debug("Dask cluster failure", exc_info=True)
-            what = ("lost the Dask scheduler mid-run" if lost else
-                    f"the cluster cancelled permutation chunks ({_one_line(exc)})")
+            what = (
+                "lost the Dask scheduler mid-run"
+                if lost
+                else f"the cluster cancelled permutation chunks ({_one_line(exc)})"
+            )
             if lost:
                 _forget(self.client)
             raise ServiceUnavailableError(
                 f"--dask-scheduler {self.address}: {what}; finished "
                 "permutation chunks are kept in the work folder: run the same command again "
                 "(on a new cluster, or without --dask-scheduler) to resume with identical "
-                "results") from None
+                "results"
+            ) from None
         finally:
             if futures and self.client.status == "running":
                 try:
@@ -205,8 +219,9 @@ class DaskExecutor:
         not scattered data (which is lost for good when every worker holding it dies, e.g.
         all of them killed for memory, and would cancel the chunks that need it). Workers
         fetch it from each other once, as with a broadcast."""
-        return self.client.submit(same_value, value, pure=False,
-                                  key=f"csale-{what}-{uuid.uuid4().hex[:8]}")
+        return self.client.submit(
+            same_value, value, pure=False, key=f"csale-{what}-{uuid.uuid4().hex[:8]}"
+        )
 
     def _submitter(self, compute):
         """submit(index, start, count, key) -> future of ``(records, arrays)``."""
@@ -215,10 +230,11 @@ class DaskExecutor:
         if isinstance(compute, BackendChunk):
             payload = self._data((compute.call, compute.plan, compute.args), "payload")
             return lambda index, start, count, key: self.client.submit(
-                run_backend_chunk, self.spec, payload, index, start, count, key=key,
-                pure=False)
+                run_backend_chunk, self.spec, payload, index, start, count, key=key, pure=False
+            )
         return lambda index, start, count, key: self.client.submit(
-            run_callable, compute, index, start, count, key=key, pure=False)
+            run_callable, compute, index, start, count, key=key, pure=False
+        )
 
     def map_chunks(self, compute, todo, ledger: dict | None = None):
         """Yield (index, result) for each (index, start, count) of ``todo`` as it finishes;
@@ -241,8 +257,17 @@ class DaskExecutor:
                     ledger.update(records)
                 yield records[0][0], arrays
 
-    def reduce_chunks(self, compute, reduce, todo, state, first, on_chunk=None,
-                      on_prefix=None, ledger: dict | None = None):
+    def reduce_chunks(
+        self,
+        compute,
+        reduce,
+        todo,
+        state,
+        first,
+        on_chunk=None,
+        on_prefix=None,
+        ledger: dict | None = None,
+    ):
         """Fold every chunk of ``todo`` (consecutive indices from ``first``) into ``state``
         (the fold of chunks 0..first-1, or None) with the associative ``reduce``: adjacent
         finished ranges are merged on the workers; ``on_prefix(last, value)`` receives the
@@ -252,11 +277,11 @@ class DaskExecutor:
             return state
         span: dict = {}  # future -> (lo, hi, is_chunk): chunks lo..hi-1
         with self._cluster_errors(span):
-            return self._tree_reduce(compute, reduce, todo, state, first, on_chunk,
-                                     on_prefix, ledger, span)
+            return self._tree_reduce(
+                compute, reduce, todo, state, first, on_chunk, on_prefix, ledger, span
+            )
 
-    def _tree_reduce(self, compute, reduce, todo, state, first, on_chunk, on_prefix, ledger,
-                     span):
+    def _tree_reduce(self, compute, reduce, todo, state, first, on_chunk, on_prefix, ledger, span):
         from distributed import as_completed
 
         submit = self._submitter(compute)
@@ -266,7 +291,10 @@ class DaskExecutor:
         ready_end: dict[int, int] = {}  # hi -> lo
         for index, start, count in todo:
             span[submit(index, start, count, f"csale-chunk-{tag}-{index}")] = (
-                index, index + 1, True)
+                index,
+                index + 1,
+                True,
+            )
         if state is not None:
             fut0 = self._data(((), state), "resumed")
             ready[0], ready_end[first] = (first, fut0), 0
@@ -301,8 +329,14 @@ class DaskExecutor:
                 ready[lo], ready_end[hi] = (hi, fut), lo
                 continue
             n_merge += 1
-            merged = self.client.submit(merge_states, reduce, a, b, pure=False,
-                                        key=f"csale-merge-{tag}-{new[0]}-{new[1]}-{n_merge}")
+            merged = self.client.submit(
+                merge_states,
+                reduce,
+                a,
+                b,
+                pure=False,
+                key=f"csale-merge-{tag}-{new[0]}-{new[1]}-{n_merge}",
+            )
             span[merged] = (new[0], new[1], False)
             pending.add(merged)
         raise RuntimeError("tree reduction ended without covering every chunk")  # pragma: no cover
@@ -320,9 +354,11 @@ def _killed_worker(exc: BaseException) -> str | None:
     chunk = task.rsplit("-", 1)[-1] if task.startswith("csale-chunk-") else None
     what = f"permutation chunk {chunk}" if chunk is not None else f"task {task}"
     n = getattr(exc, "allowed_failures", None)
-    times = (f"{n + 1} time{'s' if n else ''}" if isinstance(n, int) else "repeatedly")
-    return (f"the workers running {what} died {times} (out of memory, or killed; "
-            f"distributed.scheduler.allowed-failures = {n})")
+    times = f"{n + 1} time{'s' if n else ''}" if isinstance(n, int) else "repeatedly"
+    return (
+        f"the workers running {what} died {times} (out of memory, or killed; "
+        f"distributed.scheduler.allowed-failures = {n})"
+    )
 
 
 def _connection_lost(exc: BaseException) -> bool:
@@ -348,8 +384,10 @@ def connect(address: str, settings=None) -> DaskExecutor:
     try:
         from distributed import Client
     except ImportError:
-        raise UsageError("--dask-scheduler needs dask.distributed: pip install "
-                         "'csale-app[distributed]' (here and on the workers)") from None
+        raise UsageError(
+            "--dask-scheduler needs dask.distributed: pip install "
+            "'csale-app[distributed]' (here and on the workers)"
+        ) from None
     from .dask_client import route_dask_logging
 
     route_dask_logging()
@@ -367,7 +405,8 @@ def connect(address: str, settings=None) -> DaskExecutor:
         cause = "" if "timed out" in str(exc).lower() else f" ({_one_line(exc)})"
         raise ServiceUnavailableError(
             f"--dask-scheduler {address}: no Dask scheduler answered within {timeout:g} s "
-            f"(--dask-timeout){cause}") from None
+            f"(--dask-timeout){cause}"
+        ) from None
     try:
         client.wait_for_workers(1, timeout=timeout)
     except Exception:
@@ -375,22 +414,27 @@ def connect(address: str, settings=None) -> DaskExecutor:
         raise ServiceUnavailableError(
             f"--dask-scheduler {address}: the scheduler answered but no worker joined it "
             f"within {timeout:g} s (--dask-timeout); start workers (dask worker {address}) "
-            "or wait longer with a larger --dask-timeout") from None
+            "or wait longer with a larger --dask-timeout"
+        ) from None
     from ._version import __version__
 
     try:
         versions = client.run(_worker_version)
     except Exception as exc:
         _close_quickly(client)
-        raise UsageError(f"--dask-scheduler {address}: the workers cannot run csale_app "
-                         f"({_one_line(exc)}); install the same csale-app on every "
-                         "worker") from None
+        raise UsageError(
+            f"--dask-scheduler {address}: the workers cannot run csale_app "
+            f"({_one_line(exc)}); install the same csale-app on every "
+            "worker"
+        ) from None
     other = sorted({v for v in versions.values() if v != __version__})
     if other:
         _close_quickly(client)
-        raise UsageError(f"--dask-scheduler {address}: workers run csale_app "
-                         f"{', '.join(other)}, this is {__version__}; results would not be "
-                         "identical")
+        raise UsageError(
+            f"--dask-scheduler {address}: workers run csale_app "
+            f"{', '.join(other)}, this is {__version__}; results would not be "
+            "identical"
+        )
     executor = DaskExecutor(client, spec, address, timeout)
     _CLIENTS[address] = client
     LOG.info("permutations run on %s", executor.describe())
@@ -401,6 +445,7 @@ def _close_quickly(client, timeout: float = 2.0) -> None:
     """Close ``client`` without waiting longer than ``timeout`` (a client whose scheduler is
     gone would otherwise wait twice its connection timeout, then print a traceback from
     ``__del__``); a close that cannot finish is left to the daemon thread."""
+
     def close():
         try:
             client.close(timeout=timeout)

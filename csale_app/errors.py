@@ -44,8 +44,9 @@ def display_path(path) -> str:
         text = os.fsencode(text).decode("utf-8", "backslashreplace")
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):  # newlines, ESC in a name
-        text = "".join(f"\\x{ord(ch):02x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch
-                       for ch in text)
+        text = "".join(
+            f"\\x{ord(ch):02x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in text
+        )
     return text
 
 
@@ -121,8 +122,10 @@ _WRITE_CAUSES = {
 #: errnos that mean "this output cannot be written" (exit 73), not a bug.
 WRITE_ERRNOS = frozenset(_WRITE_CAUSES)
 
-RESUME_HINT = ("free space or fix the permissions and run the same command again; finished "
-               "permutation chunks are kept and resumed")
+RESUME_HINT = (
+    "free space or fix the permissions and run the same command again; finished "
+    "permutation chunks are kept and resumed"
+)
 
 
 def write_cause(exc: OSError) -> str:

@@ -30,12 +30,30 @@ EXTENT_THRESHOLDED = "stat-z_desc-extentthresholded"
 BASERATE = "stat-prob_desc-baserate"
 
 ALE_MAPS = (
-    ALE_STAT, Z, P, LOGP, Z_VOXEL_FWE, LOGP_VOXEL_FWE, Z_CLUSTER_SIZE_FWE,
-    LOGP_CLUSTER_SIZE_FWE, Z_CLUSTER_MASS_FWE, LOGP_CLUSTER_MASS_FWE, THRESHOLDED,
+    ALE_STAT,
+    Z,
+    P,
+    LOGP,
+    Z_VOXEL_FWE,
+    LOGP_VOXEL_FWE,
+    Z_CLUSTER_SIZE_FWE,
+    LOGP_CLUSTER_SIZE_FWE,
+    Z_CLUSTER_MASS_FWE,
+    LOGP_CLUSTER_MASS_FWE,
+    THRESHOLDED,
 )
 CSALE_MAPS = (
-    ALE_STAT, Z, P, LOGP, Z_VOXEL_FWE, LOGP_VOXEL_FWE, Z_CLUSTER_SIZE_FWE,
-    LOGP_CLUSTER_SIZE_FWE, THRESHOLDED, EXTENT_THRESHOLDED, BASERATE,
+    ALE_STAT,
+    Z,
+    P,
+    LOGP,
+    Z_VOXEL_FWE,
+    LOGP_VOXEL_FWE,
+    Z_CLUSTER_SIZE_FWE,
+    LOGP_CLUSTER_SIZE_FWE,
+    THRESHOLDED,
+    EXTENT_THRESHOLDED,
+    BASERATE,
 )
 #: Share of subsamples in which a voxel survives, per rule: the study's cluster-extent rule
 #: (stat-z_desc-extentthresholded) and cluster-level FWE (stat-z_desc-thresholded).
@@ -78,14 +96,10 @@ NIMARE_ALIASES = {
     "logp": "stat-logp",
     "z_level-voxel_corr-FWE_method-montecarlo": "stat-z_level-voxel_corr-FWE",
     "logp_level-voxel_corr-FWE_method-montecarlo": "stat-logp_level-voxel_corr-FWE",
-    "z_desc-size_level-cluster_corr-FWE_method-montecarlo":
-        "stat-z_level-cluster_corr-FWE_desc-size",
-    "logp_desc-size_level-cluster_corr-FWE_method-montecarlo":
-        "stat-logp_level-cluster_corr-FWE_desc-size",
-    "z_desc-mass_level-cluster_corr-FWE_method-montecarlo":
-        "stat-z_level-cluster_corr-FWE_desc-mass",
-    "logp_desc-mass_level-cluster_corr-FWE_method-montecarlo":
-        "stat-logp_level-cluster_corr-FWE_desc-mass",
+    "z_desc-size_level-cluster_corr-FWE_method-montecarlo": "stat-z_level-cluster_corr-FWE_desc-size",  # noqa: E501
+    "logp_desc-size_level-cluster_corr-FWE_method-montecarlo": "stat-logp_level-cluster_corr-FWE_desc-size",  # noqa: E501
+    "z_desc-mass_level-cluster_corr-FWE_method-montecarlo": "stat-z_level-cluster_corr-FWE_desc-mass",  # noqa: E501
+    "logp_desc-mass_level-cluster_corr-FWE_method-montecarlo": "stat-logp_level-cluster_corr-FWE_desc-mass",  # noqa: E501
 }
 
 # ---- table names (the part after the studyset/MACM prefix) ---------------------------------
@@ -137,9 +151,11 @@ def seed_mask_filename(label: str, macm: str) -> str:
 
 # ---- reading names back (report) ------------------------------------------------------------
 MAP_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<part>.+)_statmap\.nii\.gz$")
-TABLE_PATTERN = re.compile(r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<kind>clusters|peaks|"
-                           r"contributions|lobules|desc-null_values|desc-extent_clusters|"
-                           r"desc-subsamples_correlations)\.tsv$")
+TABLE_PATTERN = re.compile(
+    r"_meta-(?P<meta>[A-Za-z0-9]+)_(?P<kind>clusters|peaks|"
+    r"contributions|lobules|desc-null_values|desc-extent_clusters|"
+    r"desc-subsamples_correlations)\.tsv$"
+)
 
 
 # ---- dataset-level files (OUTPUT_DIR itself) -----------------------------------------------
@@ -159,23 +175,33 @@ BIBLIOGRAPHY = "references.bib"
 #: files), code/ and logs/ (folders a derivative dataset may hold, not validated inside), the
 #: hidden .csale_* files and folders (the validator skips dot files).
 BIDSIGNORE = (
-    ("BIDS defines no entity or folder for the results of a meta-analysis of a group of "
-     "studies (no sub-/ses-), and the validator checks a folder's own name before its "
-     "files: studyset-<S>/ holds those results, named by BIDS's rules (entity-label pairs, "
-     "suffix, extension) with entities of their own, which the pybids config in "
-     + PYBIDS_CONFIG + " indexes. (No trailing slash: bids-validator 3.0.2 tests a "
-     "folder's path without it, so 'studyset-*/' would not match the folder.)",
-     ("/studyset-*",)),
-    ("the HTML report (the entry page and any pages it links): BIDS has no rule for "
-     "reports", ("*.html",)),
-    ("the report's per-studyset pages (report/studyset-<S>.html): the validator reports the "
-     "folder itself as not included, whatever ignores its files (no trailing slash, as "
-     "above)", ("/report",)),
+    (
+        "BIDS defines no entity or folder for the results of a meta-analysis of a group of "
+        "studies (no sub-/ses-), and the validator checks a folder's own name before its "
+        "files: studyset-<S>/ holds those results, named by BIDS's rules (entity-label pairs, "
+        "suffix, extension) with entities of their own, which the pybids config in "
+        + PYBIDS_CONFIG
+        + " indexes. (No trailing slash: bids-validator 3.0.2 tests a "
+        "folder's path without it, so 'studyset-*/' would not match the folder.)",
+        ("/studyset-*",),
+    ),
+    (
+        "the HTML report (the entry page and any pages it links): BIDS has no rule for reports",
+        ("*.html",),
+    ),
+    (
+        "the report's per-studyset pages (report/studyset-<S>.html): the validator reports the "
+        "folder itself as not included, whatever ignores its files (no trailing slash, as "
+        "above)",
+        ("/report",),
+    ),
     ("the report's bibliography: BIDS has no rule for it", ("/" + BIBLIOGRAPHY,)),
 )
 
 
 #: Every result file's name: ``studyset-<S>`` then entity-label pairs, a suffix and an
 #: extension (BIDS's naming rule; the entities are those of the pybids config).
-RESULT_NAME = re.compile(r"^studyset-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*_[A-Za-z0-9]+"
-                         r"\.(?:nii\.gz|tsv|json)$")
+RESULT_NAME = re.compile(
+    r"^studyset-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*_[A-Za-z0-9]+"
+    r"\.(?:nii\.gz|tsv|json)$"
+)

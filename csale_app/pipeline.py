@@ -29,11 +29,26 @@ from . import interrupt
 from ._version import __version__
 from .context import RunContext
 from .records import RunRecord, StudysetSummary
-from .core import (DatabaseSpec, Warnings, analyse, build_context, check_self_reference,
-                   device_text, needs_database, prepare_studyset, roi_summary, studyset_job,
-                   term_studysets)
-from .errors import (EmptySelectionError, InputNotFoundError, MissingInputError, OutputError,
-                     UsageError)
+from .core import (
+    DatabaseSpec,
+    Warnings,
+    analyse,
+    build_context,
+    check_self_reference,
+    device_text,
+    needs_database,
+    prepare_studyset,
+    roi_summary,
+    studyset_job,
+    term_studysets,
+)
+from .errors import (
+    EmptySelectionError,
+    InputNotFoundError,
+    MissingInputError,
+    OutputError,
+    UsageError,
+)
 from .io.readers import database_sources, find_studysets, study_label
 from .io.studyset import Studyset
 from .io.terms import term_label
@@ -71,17 +86,22 @@ class Pipeline:
     def check_paths(self) -> None:
         if not self.input_dir.is_dir():
             raise InputNotFoundError(
-                f"{self.input_dir}: input folder does not exist or is not a folder")
+                f"{self.input_dir}: input folder does not exist or is not a folder"
+            )
         inp = self.input_dir.resolve()
         out = self.output_dir.resolve()
         if out == inp or inp in out.parents:
-            raise OutputError(f"{self.output_dir}: the output folder must not be the input folder "
-                              "or inside it (inputs are never written)")
+            raise OutputError(
+                f"{self.output_dir}: the output folder must not be the input folder "
+                "or inside it (inputs are never written)"
+            )
         if self.s.work_dir:
             work = Path(self.s.work_dir).resolve()
             if work == inp or inp in work.parents:
-                raise UsageError(f"{self.s.work_dir}: the work folder (-w/--work-dir) must not "
-                                 "be the input folder or inside it (inputs are never written)")
+                raise UsageError(
+                    f"{self.s.work_dir}: the work folder (-w/--work-dir) must not "
+                    "be the input folder or inside it (inputs are never written)"
+                )
         self.scheduler_address()
 
     def scheduler_address(self) -> str | None:
@@ -98,18 +118,22 @@ class Pipeline:
         --term (resolved against the database by :meth:`resolve_terms`)."""
         files = find_studysets(self.input_dir)
         if not files and not self.s.terms:
-            raise EmptySelectionError(f"{self.input_dir}: no coordinate tables found "
-                                      "(.txt, .tsv, .csv, .json)")
+            raise EmptySelectionError(
+                f"{self.input_dir}: no coordinate tables found (.txt, .tsv, .csv, .json)"
+            )
         found = [(study_label(f), f) for f in files]
         taken = {lab.lower(): str(f) for lab, f in found}
         for term in self.s.terms:
             label = term_label(term)
             if label == "term":
-                raise UsageError(f"--term {term!r} has no ASCII letters or digits to make a "
-                                 "studyset label")
+                raise UsageError(
+                    f"--term {term!r} has no ASCII letters or digits to make a studyset label"
+                )
             if label.lower() in taken:
-                raise UsageError(f"--term {term!r} makes studyset label {label!r}, the same "
-                                 f"as {taken[label.lower()]} (labels are case-insensitive)")
+                raise UsageError(
+                    f"--term {term!r} makes studyset label {label!r}, the same "
+                    f"as {taken[label.lower()]} (labels are case-insensitive)"
+                )
             taken[label.lower()] = f"--term {term!r}"
             found.append((label, term))
         return found
@@ -122,7 +146,8 @@ class Pipeline:
         if unknown:
             raise EmptySelectionError(
                 f"{self.input_dir}: no studyset labelled {', '.join(sorted(unknown))} "
-                f"(found: {', '.join(lab for lab, _ in labelled) or 'none'})")
+                f"(found: {', '.join(lab for lab, _ in labelled) or 'none'})"
+            )
         return [(lab, f) for lab, f in labelled if lab in wanted]
 
     def database_files(self, every_studyset: list[tuple[str, Path]]) -> tuple[list[Path], str]:
@@ -142,8 +167,10 @@ class Pipeline:
             src, files = self.input_dir, [f for _, f in every_studyset if isinstance(f, Path)]
             source = "every studyset in INPUT_DIR"
         if not files:
-            raise MissingInputError(f"{src}: the reference database folder holds no "
-                                    "coordinate tables (.txt, .tsv, .csv, .json)")
+            raise MissingInputError(
+                f"{src}: the reference database folder holds no "
+                "coordinate tables (.txt, .tsv, .csv, .json)"
+            )
         return files, source
 
     def database_spec(self, every: list[tuple[str, Path]]) -> DatabaseSpec:
@@ -154,32 +181,36 @@ class Pipeline:
         """INPUT_DIR/roi.nii.gz (or .nii) when --roi and --roi-coords are not given."""
         if self.s.roi is not None or self.s.roi_coords:
             return self.s.roi
-        found = [self.input_dir / n for n in DEFAULT_ROI_FILES
-                 if (self.input_dir / n).exists()]
+        found = [self.input_dir / n for n in DEFAULT_ROI_FILES if (self.input_dir / n).exists()]
         return str(found[0]) if found else None
 
-    def prepare(self, every: list[tuple[str, Path | str]]) -> tuple[RunContext,
-                                                                      list[Studyset]]:
+    def prepare(self, every: list[tuple[str, Path | str]]) -> tuple[RunContext, list[Studyset]]:
         """The run context and every selected studyset, loaded and checked: everything
         before OUTPUT_DIR exists."""
         s = self.s
         selected = self.select_studysets(every)
         ctx = build_context(
-            s, self.database_spec(every) if needs_database(s) else None, self.default_roi(),
+            s,
+            self.database_spec(every) if needs_database(s) else None,
+            self.default_roi(),
             work_root=Path(s.work_dir) if s.work_dir else self.output_dir / DEFAULT_WORK,
-            warn=self.warn)
+            warn=self.warn,
+        )
         self.s = ctx.settings  # a GPU run checkpoints less often
         wanted = [t for _, t in selected if isinstance(t, str)]
         terms = iter(term_studysets(ctx, wanted) if wanted else ())
         loaded = []
         for label, source in selected:
-            found = prepare_studyset(ctx, next(terms) if isinstance(source, str) else source,
-                                     label, self.warn)
+            found = prepare_studyset(
+                ctx, next(terms) if isinstance(source, str) else source, label, self.warn
+            )
             if found is not None:
                 loaded.append(found)
         if not loaded:
-            raise EmptySelectionError(f"{self.input_dir}: no studyset has at least "
-                                      f"--min-experiments {s.min_experiments} experiments")
+            raise EmptySelectionError(
+                f"{self.input_dir}: no studyset has at least "
+                f"--min-experiments {s.min_experiments} experiments"
+            )
         check_self_reference(ctx, loaded, self.warn)
         address = self.scheduler_address()
         if address:
@@ -200,11 +231,16 @@ class Pipeline:
         self.on_output_ready()
         bids.write_dataset_description(self.output_dir, self.s.authors)
         reason = getattr(ctx.backend, "fallback_reason", None)
-        LOG.info("compute device: %s%s", ctx.backend.describe(),
-                 f"; no GPU used: {reason}" if reason else "", extra={"console": True})
+        LOG.info(
+            "compute device: %s%s",
+            ctx.backend.describe(),
+            f"; no GPU used: {reason}" if reason else "",
+            extra={"console": True},
+        )
         units = [partial(self.run_studyset, ctx, studyset) for studyset in loaded]
-        for label, (summary, reused) in zip([st.label for st in loaded],
-                                            run_all(ctx.executor, units)):
+        for label, (summary, reused) in zip(
+            [st.label for st in loaded], run_all(ctx.executor, units)
+        ):
             self.summaries.append(summary)
             if reused:
                 self.reused.append(label)
@@ -239,12 +275,18 @@ class Pipeline:
         if proc is None:
             from .report.build import build_report
 
-            path = build_report(self.output_dir, self.report_context(ctx),
-                                figure_dir=report_figure_dir(self.output_dir),
-                                drawing=self.report_drawing)
+            path = build_report(
+                self.output_dir,
+                self.report_context(ctx),
+                figure_dir=report_figure_dir(self.output_dir),
+                drawing=self.report_drawing,
+            )
         else:  # the report process (report/forked.py), which imported the plotting stack
-            path = proc.build(self.output_dir, self.report_context(ctx),
-                              figure_dir=report_figure_dir(self.output_dir))
+            path = proc.build(
+                self.output_dir,
+                self.report_context(ctx),
+                figure_dir=report_figure_dir(self.output_dir),
+            )
         LOG.info("report: %s", path)
 
     def run_studyset(self, ctx: RunContext, studyset: Studyset) -> tuple[dict, bool]:

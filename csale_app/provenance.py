@@ -23,9 +23,15 @@ def software_versions() -> dict[str, str]:
     import pandas as pd
     import scipy
 
-    return {"csale_app": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "numba": numba.__version__, "nibabel": nib.__version__,
-            "nilearn": nilearn.__version__, "pandas": pd.__version__}
+    return {
+        "csale_app": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "numba": numba.__version__,
+        "nibabel": nib.__version__,
+        "nilearn": nilearn.__version__,
+        "pandas": pd.__version__,
+    }
 
 
 def container_provenance(environ=None, root: Path = Path("/")) -> dict | None:
@@ -38,16 +44,19 @@ def container_provenance(environ=None, root: Path = Path("/")) -> dict | None:
     """
     env = os.environ if environ is None else environ
     tag = env.get("CSALE_CONTAINER") or None
-    for var, kind in (("APPTAINER_CONTAINER", "apptainer"),
-                      ("SINGULARITY_CONTAINER", "singularity")):
+    for var, kind in (
+        ("APPTAINER_CONTAINER", "apptainer"),
+        ("SINGULARITY_CONTAINER", "singularity"),
+    ):
         if env.get(var):
             out = {"Type": kind, "Tag": tag, "URI": "file://" + env[var]}
             return {k: v for k, v in out.items() if v}
     podman = root / "run" / ".containerenv"
     if env.get("container") == "podman" or podman.is_file():
         try:
-            fields = dict(line.split("=", 1) for line in podman.read_text().splitlines()
-                          if "=" in line)
+            fields = dict(
+                line.split("=", 1) for line in podman.read_text().splitlines() if "=" in line
+            )
         except OSError:
             fields = {}
         image = fields.get("image", "").strip('"')

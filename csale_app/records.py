@@ -90,21 +90,31 @@ class StudysetSummary:
 
     def ran(self) -> list[str]:
         """The analyses that ran (a MACM whose every seed was skipped is not one)."""
-        return [k for k, v in self.analyses.items()
-                if not (isinstance(v, dict) and v.get("skipped"))]
+        return [
+            k for k, v in self.analyses.items() if not (isinstance(v, dict) and v.get("skipped"))
+        ]
 
     def skip_reasons(self) -> list[str]:
         """'analysis: reason' for every skipped analysis, each once."""
         out = [f"{k}: {v}" for k, v in self.skipped.items()]
-        out += [f"{k}: {v['skipped']}" for k, v in self.analyses.items()
-                if isinstance(v, dict) and v.get("skipped")]
+        out += [
+            f"{k}: {v['skipped']}"
+            for k, v in self.analyses.items()
+            if isinstance(v, dict) and v.get("skipped")
+        ]
         return list(dict.fromkeys(out))
 
     def to_json(self) -> dict:
-        out = {"label": self.label, "source": self.source,
-               "n_experiments": self.n_experiments, "n_foci": self.n_foci,
-               "analyses": self.analyses, "skipped": self.skipped, "database": self.database,
-               "roi": self.roi}
+        out = {
+            "label": self.label,
+            "source": self.source,
+            "n_experiments": self.n_experiments,
+            "n_foci": self.n_foci,
+            "analyses": self.analyses,
+            "skipped": self.skipped,
+            "database": self.database,
+            "roi": self.roi,
+        }
         if self.term is not None:
             out["term"] = self.term
         if self.runtime_s is not None:
@@ -122,17 +132,22 @@ class StudysetSummary:
         if source is not None and not isinstance(source, str):
             raise ValueError(f"{what}.source: expected a string, got {source!r}")
         runtime = data.get("runtime_s")
-        if runtime is not None and (isinstance(runtime, bool)
-                                    or not isinstance(runtime, (int, float))):
+        if runtime is not None and (
+            isinstance(runtime, bool) or not isinstance(runtime, (int, float))
+        ):
             raise ValueError(f"{what}.runtime_s: expected seconds, got {runtime!r}")
-        return cls(label=label, n_experiments=_count(data, "n_experiments", what),
-                   n_foci=_count(data, "n_foci", what), source=source,
-                   analyses=_mapping(data.get("analyses", {}), f"{what}.analyses"),
-                   skipped=_mapping(data.get("skipped", {}), f"{what}.skipped"),
-                   database=_optional_mapping(data, "database", what),
-                   roi=_optional_mapping(data, "roi", what),
-                   term=_optional_mapping(data, "term", what),
-                   runtime_s=None if runtime is None else float(runtime))
+        return cls(
+            label=label,
+            n_experiments=_count(data, "n_experiments", what),
+            n_foci=_count(data, "n_foci", what),
+            source=source,
+            analyses=_mapping(data.get("analyses", {}), f"{what}.analyses"),
+            skipped=_mapping(data.get("skipped", {}), f"{what}.skipped"),
+            database=_optional_mapping(data, "database", what),
+            roi=_optional_mapping(data, "roi", what),
+            term=_optional_mapping(data, "term", what),
+            runtime_s=None if runtime is None else float(runtime),
+        )
 
 
 @dataclass(frozen=True)
@@ -149,8 +164,12 @@ class RunRecord:
         object.__setattr__(self, "settings", plain(self.settings))
 
     def to_json(self) -> dict:
-        return {"digest": self.digest, "settings": self.settings,
-                "summary": self.summary.to_json(), "version": self.version}
+        return {
+            "digest": self.digest,
+            "settings": self.settings,
+            "summary": self.summary.to_json(),
+            "version": self.version,
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> RunRecord:
@@ -159,7 +178,9 @@ class RunRecord:
         for key in ("digest", "version"):
             if not isinstance(data.get(key), str):
                 raise ValueError(f"{what}.{key}: expected a string, got {data.get(key)!r}")
-        return cls(digest=data["digest"],
-                   settings=_mapping(data.get("settings"), f"{what}.settings"),
-                   summary=StudysetSummary.from_json(data.get("summary")),
-                   version=data["version"])
+        return cls(
+            digest=data["digest"],
+            settings=_mapping(data.get("settings"), f"{what}.settings"),
+            summary=StudysetSummary.from_json(data.get("summary")),
+            version=data["version"],
+        )

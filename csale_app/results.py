@@ -53,8 +53,17 @@ class MetaResult:
     writes for the studyset, and ``report(out_dir)`` the HTML report of that folder.
     """
 
-    def __init__(self, label: str, outputs: list[AnalysisOutput], warnings: list[str], *,
-                 write, report, source: str = "", summary: StudysetSummary | None = None):
+    def __init__(
+        self,
+        label: str,
+        outputs: list[AnalysisOutput],
+        warnings: list[str],
+        *,
+        write,
+        report,
+        source: str = "",
+        summary: StudysetSummary | None = None,
+    ):
         """``write(out_dir, overwrite) -> Path`` and ``report(out_dir) -> Path`` do the
         disk work (:mod:`csale_app.api` passes the writer and the report builder)."""
         self.label = label
@@ -66,8 +75,11 @@ class MetaResult:
         self._report = report
 
     def _pick(self, meta: str | None, seed: str | None) -> AnalysisOutput:
-        found = [o for o in self.outputs if o.maps and o.macm == seed
-                 and (meta is None or o.meta == meta)]
+        found = [
+            o
+            for o in self.outputs
+            if o.maps and o.macm == seed and (meta is None or o.meta == meta)
+        ]
         if not found:
             have = sorted({(o.meta, o.macm) for o in self.outputs if o.maps}, key=str)
             raise KeyError(f"no {meta or 'analysis'} result for seed {seed!r} (have {have})")
@@ -80,15 +92,15 @@ class MetaResult:
     def maps(self, meta: str | None = None, seed: str | None = None) -> list[str]:
         return list(self._pick(meta, seed).maps)
 
-    def get_map(self, name: str, meta: str | None = None,
-                seed: str | None = None) -> nib.Nifti1Image:
+    def get_map(
+        self, name: str, meta: str | None = None, seed: str | None = None
+    ) -> nib.Nifti1Image:
         """The map ``name`` as a nibabel image on the 2 mm MNI template.
 
         ``meta`` ("ale", "csale" or "mkdachi2") picks the analysis where a result holds
         several (MACM);
         ``seed`` picks a MACM seed (default: the first)."""
-        if seed is None and self.seeds and not any(o.macm is None and o.maps
-                                                    for o in self.outputs):
+        if seed is None and self.seeds and not any(o.macm is None and o.maps for o in self.outputs):
             seed = self.seeds[0]
         o = self._pick(meta, seed)
         key = names.map_name(name)
@@ -96,8 +108,9 @@ class MetaResult:
             raise KeyError(f"no map {name!r}; maps: {', '.join(o.maps)}")
         return o.image(key)
 
-    def get_table(self, kind: str, meta: str | None = None,
-                  seed: str | None = None) -> pd.DataFrame:
+    def get_table(
+        self, kind: str, meta: str | None = None, seed: str | None = None
+    ) -> pd.DataFrame:
         """``clusters``, ``peaks``, ``contributions``, ``lobules`` (cerebellar results
         only: significant voxels per SUIT lobule), ``null_values`` or (MACM)
         ``experiments`` as a DataFrame."""
@@ -106,12 +119,10 @@ class MetaResult:
                 if o.meta == "seed" and (seed is None or o.macm == seed):
                     return o.tables[names.MACM_EXPERIMENTS][0].copy()
             raise KeyError("no MACM experiments table")
-        if seed is None and self.seeds and not any(o.macm is None and o.maps
-                                                    for o in self.outputs):
+        if seed is None and self.seeds and not any(o.macm is None and o.maps for o in self.outputs):
             seed = self.seeds[0]
         o = self._pick(meta, seed)
-        part = names.analysis_table(o.meta, names.NULL_VALUES if kind == "null_values"
-                                    else kind)
+        part = names.analysis_table(o.meta, names.NULL_VALUES if kind == "null_values" else kind)
         return o.tables[part][0].copy()
 
     @property

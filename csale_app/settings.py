@@ -79,6 +79,8 @@ def subsample_size(text: str) -> int | float:
     if token.isdigit():
         return _int(token, 2, None, what)
     return _float(token, lambda v: 0 < v < 1, what)
+
+
 def share(text: str) -> float:
     return _float(text, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
@@ -107,8 +109,10 @@ def batch_size(text: str) -> str:
 
 #: Transports a Dask scheduler listens on (``inproc`` is in-process only: not a cluster).
 DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-                       r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
+)
 
 
 def dask_address(text: str) -> str:
@@ -116,8 +120,10 @@ def dask_address(text: str) -> str:
     (``tcp`` when no scheme is given). Checked here, before anything starts, so that a typo
     is a usage error (exit 64) instead of a client that cannot be built."""
     raw = str(text).strip()
-    what = (f"expected a Dask scheduler address SCHEME://HOST:PORT (e.g. tcp://10.0.0.5:8786; "
-            f"a scheduler file goes to --dask-scheduler-file), got {text!r}")
+    what = (
+        f"expected a Dask scheduler address SCHEME://HOST:PORT (e.g. tcp://10.0.0.5:8786; "
+        f"a scheduler file goes to --dask-scheduler-file), got {text!r}"
+    )
     scheme, sep, rest = raw.partition("://")
     if not sep:
         scheme, rest = "tcp", raw
@@ -141,12 +147,34 @@ def dask_address(text: str) -> str:
     return f"{scheme.lower()}://{host}:{int(port)}"
 
 
-def option(default, *, role: str, help: str, group: str, flags: tuple[str, ...] = (),
-           parse=None, choices=None, nargs=None, metavar=None, action=None, cli: bool = True):
+def option(
+    default,
+    *,
+    role: str,
+    help: str,
+    group: str,
+    flags: tuple[str, ...] = (),
+    parse=None,
+    choices=None,
+    nargs=None,
+    metavar=None,
+    action=None,
+    cli: bool = True,
+):
     """A settings field with everything the parser and the digest need to know about it."""
     assert role in ROLES, role
-    meta = dict(role=role, help=help, group=group, flags=flags, parse=parse, choices=choices,
-                nargs=nargs, metavar=metavar, action=action, cli=cli)
+    meta = dict(
+        role=role,
+        help=help,
+        group=group,
+        flags=flags,
+        parse=parse,
+        choices=choices,
+        nargs=nargs,
+        metavar=metavar,
+        action=action,
+        cli=cli,
+    )
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for defaults (settings are immutable)")
     return field(default=default, metadata=meta)
@@ -156,155 +184,353 @@ def option(default, *, role: str, help: str, group: str, flags: tuple[str, ...] 
 class Settings:
     # selection
     analyses: tuple[str, ...] = option(
-        DEFAULT_ANALYSES, role="result", group="selection", nargs="+", choices=ANALYSES,
+        DEFAULT_ANALYSES,
+        role="result",
+        group="selection",
+        nargs="+",
+        choices=ANALYSES,
         help="analyses to run [ale csale macm]; mkdachi2 = Neurosynth's uniformity and "
-             "association tests of the studyset against the rest of the database")
+        "association tests of the studyset against the rest of the database",
+    )
     studyset_labels: tuple[str, ...] = option(
-        (), role="runtime", group="selection", flags=("--studyset-label",), nargs="+",
-        metavar="L", help="run only these studysets (labels = BIDS-safe file stems); the "
-        "reference database stays every studyset in INPUT_DIR")
+        (),
+        role="runtime",
+        group="selection",
+        flags=("--studyset-label",),
+        nargs="+",
+        metavar="L",
+        help="run only these studysets (labels = BIDS-safe file stems); the "
+        "reference database stays every studyset in INPUT_DIR",
+    )
     database: str | None = option(
-        None, role="input", group="selection", metavar="PATH",
+        None,
+        role="input",
+        group="selection",
+        metavar="PATH",
         help="file or folder of tables used as the reference database "
-             "[INPUT_DIR/database/, else every table in INPUT_DIR]")
+        "[INPUT_DIR/database/, else every table in INPUT_DIR]",
+    )
     merge_contrasts: bool = option(
-        True, role="result", group="selection", action="boolean",
-        help="merge contrasts of one study into one experiment [merge]")
+        True,
+        role="result",
+        group="selection",
+        action="boolean",
+        help="merge contrasts of one study into one experiment [merge]",
+    )
     min_experiments: int = option(
-        15, role="result", group="selection", parse=positive_int, metavar="N",
-        help="skip studysets/MACM seeds with fewer experiments [15]")
+        15,
+        role="result",
+        group="selection",
+        parse=positive_int,
+        metavar="N",
+        help="skip studysets/MACM seeds with fewer experiments [15]",
+    )
     terms: tuple[str, ...] = option(
-        (), role="input", group="selection", flags=("--term",), nargs="+", action="extend",
-        metavar="LABEL", help="one studyset per term of the database's vocabulary (its "
+        (),
+        role="input",
+        group="selection",
+        flags=("--term",),
+        nargs="+",
+        action="extend",
+        metavar="LABEL",
+        help="one studyset per term of the database's vocabulary (its "
         "studies with weight >= --term-threshold), labelled term<LABEL>; repeatable; needs "
-        "a Neurosynth/NeuroQuery file set as the database")
+        "a Neurosynth/NeuroQuery file set as the database",
+    )
     term_threshold: float = option(
-        0.001, role="result", group="selection", parse=positive_float, metavar="W",
-        help="smallest term weight (tf-idf) that selects a study for --term [0.001]")
+        0.001,
+        role="result",
+        group="selection",
+        parse=positive_float,
+        metavar="W",
+        help="smallest term weight (tf-idf) that selects a study for --term [0.001]",
+    )
     term_vocab: str | None = option(
-        None, role="result", group="selection", metavar="NAME",
+        None,
+        role="result",
+        group="selection",
+        metavar="NAME",
         help="feature set for --term when the database has several: its vocab (terms, "
-             "LDA50) or vocab_source_type (terms_abstract_tfidf)")
+        "LDA50) or vocab_source_type (terms_abstract_tfidf)",
+    )
     # region of interest
     roi: str | None = option(
-        None, role="input", group="region of interest", metavar="PATH|cerebellum",
-        help="NIfTI mask or a built-in name (cerebellum) [INPUT_DIR/roi.nii.gz if present]")
+        None,
+        role="input",
+        group="region of interest",
+        metavar="PATH|cerebellum",
+        help="NIfTI mask or a built-in name (cerebellum) [INPUT_DIR/roi.nii.gz if present]",
+    )
     roi_coords: tuple[tuple[float, float, float], ...] = option(
-        (), role="result", group="region of interest", parse=coords, nargs="+",
-        metavar="X,Y,Z", help="ROI as spheres around MNI coordinates")
+        (),
+        role="result",
+        group="region of interest",
+        parse=coords,
+        nargs="+",
+        metavar="X,Y,Z",
+        help="ROI as spheres around MNI coordinates",
+    )
     roi_radius: float = option(
-        10.0, role="result", group="region of interest", parse=positive_float, metavar="MM",
-        help="sphere radius for --roi-coords [10]")
+        10.0,
+        role="result",
+        group="region of interest",
+        parse=positive_float,
+        metavar="MM",
+        help="sphere radius for --roi-coords [10]",
+    )
     roi_dilation_mm: float = option(
-        6.0, role="result", group="region of interest", parse=nonneg_float, metavar="MM",
-        help="dilation of the ROI for the analysis mask [6]")
+        6.0,
+        role="result",
+        group="region of interest",
+        parse=nonneg_float,
+        metavar="MM",
+        help="dilation of the ROI for the analysis mask [6]",
+    )
     brain_mask: str = option(
-        "brain", role="result", group="region of interest", choices=("brain", "gm"),
-        help="whole-brain mask [brain]")
+        "brain",
+        role="result",
+        group="region of interest",
+        choices=("brain", "gm"),
+        help="whole-brain mask [brain]",
+    )
     # statistics
     n_iters: int = option(
-        10000, role="result", group="statistics", parse=positive_int, metavar="N",
+        10000,
+        role="result",
+        group="statistics",
+        parse=positive_int,
+        metavar="N",
         help="permutations of the null [10000]; must allow p below --voxel-thresh and "
-             "--cluster-alpha")
+        "--cluster-alpha",
+    )
     voxel_thresh: float = option(
-        0.001, role="result", group="statistics", parse=probability, metavar="P",
-        help="cluster-forming p [0.001]")
+        0.001,
+        role="result",
+        group="statistics",
+        parse=probability,
+        metavar="P",
+        help="cluster-forming p [0.001]",
+    )
     cluster_alpha: float = option(
-        0.05, role="result", group="statistics", parse=probability, metavar="A",
-        help="cluster-level FWE alpha for thresholded maps [0.05]")
+        0.05,
+        role="result",
+        group="statistics",
+        parse=probability,
+        metavar="A",
+        help="cluster-level FWE alpha for thresholded maps [0.05]",
+    )
     min_cluster_size: int = option(
-        50, role="result", group="statistics", parse=nonneg_int, metavar="K",
-        help="extent threshold in voxels (C-SALE cluster-extent maps) [50]")
+        50,
+        role="result",
+        group="statistics",
+        parse=nonneg_int,
+        metavar="K",
+        help="extent threshold in voxels (C-SALE cluster-extent maps) [50]",
+    )
     kernel_fwhm: float | None = option(
-        None, role="result", group="statistics", parse=positive_float, metavar="MM",
-        help="fixed kernel FWHM instead of sample-size kernels")
+        None,
+        role="result",
+        group="statistics",
+        parse=positive_float,
+        metavar="MM",
+        help="fixed kernel FWHM instead of sample-size kernels",
+    )
     default_sample_size: float | None = option(
-        None, role="result", group="statistics", parse=positive_float, metavar="N",
+        None,
+        role="result",
+        group="statistics",
+        parse=positive_float,
+        metavar="N",
         help="sample size of experiments that have none (Neurosynth, NeuroQuery; the "
-             "C-SALE study used 20); counted and reported")
+        "C-SALE study used 20); counted and reported",
+    )
     random_seed: int = option(
-        DEFAULT_SEED, role="result", group="statistics", parse=seed_value, metavar="S",
-        help=f"seed of the permutation nulls, 0 to 2**64 - 1 [{DEFAULT_SEED}]")
+        DEFAULT_SEED,
+        role="result",
+        group="statistics",
+        parse=seed_value,
+        metavar="S",
+        help=f"seed of the permutation nulls, 0 to 2**64 - 1 [{DEFAULT_SEED}]",
+    )
     # C-SALE
     csale_null: str = option(
-        "probabilistic", role="result", group="C-SALE",
+        "probabilistic",
+        role="result",
+        group="C-SALE",
         choices=("probabilistic", "deterministic"),
-        help="null foci from the base-rate map or the reference foci [probabilistic]")
+        help="null foci from the base-rate map or the reference foci [probabilistic]",
+    )
     subsamples: int = option(
-        0, role="result", group="C-SALE", parse=nonneg_int, metavar="N",
-        help="repeat C-SALE on N random subsamples (the study: 50) [0]")
+        0,
+        role="result",
+        group="C-SALE",
+        parse=nonneg_int,
+        metavar="N",
+        help="repeat C-SALE on N random subsamples (the study: 50) [0]",
+    )
     subsample_size: int | float = option(
-        0.8, role="result", group="C-SALE", parse=subsample_size, metavar="N|F",
+        0.8,
+        role="result",
+        group="C-SALE",
+        parse=subsample_size,
+        metavar="N|F",
         help="experiments per subsample: a count (25) or a fraction of the studyset (0.2); "
-             "must leave 2 or more and fewer than the studyset's experiments [0.8]")
+        "must leave 2 or more and fewer than the studyset's experiments [0.8]",
+    )
     # MACM
     macm_seed: str | None = option(
-        None, role="result", group="MACM", choices=("roi", "clusters", "each-cluster"),
-        help="seed of the MACM [clusters when C-SALE ran, else roi]")
+        None,
+        role="result",
+        group="MACM",
+        choices=("roi", "clusters", "each-cluster"),
+        help="seed of the MACM [clusters when C-SALE ran, else roi]",
+    )
     macm_coverage: float | None = option(
-        None, role="result", group="MACM", parse=share, metavar="F",
+        None,
+        role="result",
+        group="MACM",
+        parse=share,
+        metavar="F",
         help="select experiments whose --mkda-radius spheres cover more than F of an image "
-             "seed (0: any overlap) [a focus in the seed]")
+        "seed (0: any overlap) [a focus in the seed]",
+    )
     # MKDA chi-square (Neurosynth)
     mkda_radius: float = option(
-        6.0, role="result", group="MKDA chi-square", parse=positive_float, metavar="MM",
-        help="sphere radius of the binary study maps (mkdachi2, MACM coverage) [6]")
+        6.0,
+        role="result",
+        group="MKDA chi-square",
+        parse=positive_float,
+        metavar="MM",
+        help="sphere radius of the binary study maps (mkdachi2, MACM coverage) [6]",
+    )
     prior: float = option(
-        0.5, role="result", group="MKDA chi-square", parse=probability, metavar="P",
-        help="prior P(F) of the posterior probability maps [0.5]")
+        0.5,
+        role="result",
+        group="MKDA chi-square",
+        parse=probability,
+        metavar="P",
+        help="prior P(F) of the posterior probability maps [0.5]",
+    )
     fdr_q: float = option(
-        0.01, role="result", group="MKDA chi-square", parse=probability, metavar="Q",
-        help="Benjamini-Hochberg false discovery rate of the FDR maps [0.01]")
+        0.01,
+        role="result",
+        group="MKDA chi-square",
+        parse=probability,
+        metavar="Q",
+        help="Benjamini-Hochberg false discovery rate of the FDR maps [0.01]",
+    )
     # compute
     device: str = option(
-        "auto", role="runtime", group="compute", choices=("auto", "cpu", "cuda"),
-        help="compute device [auto]")
+        "auto",
+        role="runtime",
+        group="compute",
+        choices=("auto", "cpu", "cuda"),
+        help="compute device [auto]",
+    )
     gpu_id: int | None = option(
-        None, role="runtime", group="compute", parse=nonneg_int, metavar="ID",
-        help="CUDA device index")
+        None,
+        role="runtime",
+        group="compute",
+        parse=nonneg_int,
+        metavar="ID",
+        help="CUDA device index",
+    )
     nprocs: int | None = option(
-        None, role="runtime", group="compute", parse=positive_int, metavar="N",
+        None,
+        role="runtime",
+        group="compute",
+        parse=positive_int,
+        metavar="N",
         flags=("--nprocs", "--n-cpus", "--nthreads"),
-        help="CPU threads [all cores]; results do not depend on it")
+        help="CPU threads [all cores]; results do not depend on it",
+    )
     mem_gb: float | None = option(
-        None, role="runtime", group="compute", parse=positive_float, metavar="GB",
-        flags=("--mem",), help="memory limit in GB (caps GPU batch size)")
+        None,
+        role="runtime",
+        group="compute",
+        parse=positive_float,
+        metavar="GB",
+        flags=("--mem",),
+        help="memory limit in GB (caps GPU batch size)",
+    )
     batch_size: str = option(
-        "auto", role="runtime", group="compute", parse=batch_size, metavar="auto|N",
-        help="permutations per GPU batch: auto or N [auto]")
+        "auto",
+        role="runtime",
+        group="compute",
+        parse=batch_size,
+        metavar="auto|N",
+        help="permutations per GPU batch: auto or N [auto]",
+    )
     dask_scheduler: str | None = option(
-        None, role="runtime", group="compute", parse=dask_address, metavar="ADDRESS",
+        None,
+        role="runtime",
+        group="compute",
+        parse=dask_address,
+        metavar="ADDRESS",
         help="run permutation chunks, studysets and MACM seeds on this Dask cluster "
-             "(tcp://host:8786; needs the 'distributed' extra); results are identical")
+        "(tcp://host:8786; needs the 'distributed' extra); results are identical",
+    )
     dask_scheduler_file: str | None = option(
-        None, role="runtime", group="compute", metavar="PATH",
+        None,
+        role="runtime",
+        group="compute",
+        metavar="PATH",
         help="the same, with the scheduler's address read from the JSON file that 'dask "
-             "scheduler --scheduler-file PATH' or dask-jobqueue writes (waits up to "
-             "--dask-timeout for it to appear); not with --dask-scheduler")
+        "scheduler --scheduler-file PATH' or dask-jobqueue writes (waits up to "
+        "--dask-timeout for it to appear); not with --dask-scheduler",
+    )
     dask_timeout: float = option(
-        20.0, role="runtime", group="compute", parse=positive_float, metavar="S",
-        help="seconds to wait for the Dask scheduler (and its file) before exit 69 [20]")
+        20.0,
+        role="runtime",
+        group="compute",
+        parse=positive_float,
+        metavar="S",
+        help="seconds to wait for the Dask scheduler (and its file) before exit 69 [20]",
+    )
     work_dir: str | None = option(
-        None, role="runtime", group="compute", flags=("-w", "--work-dir"), metavar="PATH",
-        help="folder for checkpoints (resume a killed run) [OUTPUT_DIR/.csale_work]")
+        None,
+        role="runtime",
+        group="compute",
+        flags=("-w", "--work-dir"),
+        metavar="PATH",
+        help="folder for checkpoints (resume a killed run) [OUTPUT_DIR/.csale_work]",
+    )
     # output
     authors: tuple[str, ...] = option(
-        (), role="runtime", group="output", nargs="+", metavar="NAME",
+        (),
+        role="runtime",
+        group="output",
+        nargs="+",
+        metavar="NAME",
         help="authors of the derivative dataset (dataset_description.json Authors; kept "
-             "from an earlier run when not given) [none]")
+        "from an earlier run when not given) [none]",
+    )
     overwrite: bool = option(
-        False, role="runtime", group="output", action="store_true",
-        help="replace results of other inputs or settings in OUTPUT_DIR")
+        False,
+        role="runtime",
+        group="output",
+        action="store_true",
+        help="replace results of other inputs or settings in OUTPUT_DIR",
+    )
     verbose: int = option(
-        0, role="runtime", group="output", flags=("-v", "--verbose"), action="count",
-        help="more log output (-v info, -vv debug)")
+        0,
+        role="runtime",
+        group="output",
+        flags=("-v", "--verbose"),
+        action="count",
+        help="more log output (-v info, -vv debug)",
+    )
     quiet: bool = option(
-        False, role="runtime", group="output", action="store_true",
-        help="no progress output")
+        False, role="runtime", group="output", action="store_true", help="no progress output"
+    )
     # not on the command line
     chunk_size: int = option(
-        250, role="runtime", group="internal", cli=False,
-        help="permutations per checkpoint (and between stop checks)")
+        250,
+        role="runtime",
+        group="internal",
+        cli=False,
+        help="permutations per checkpoint (and between stop checks)",
+    )
 
     def result_params(self) -> dict:
         """Every result-changing setting and input path (as given), for sidecars."""

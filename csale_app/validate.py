@@ -32,8 +32,7 @@ def min_iters_csale(voxel_thresh: float, cluster_alpha: float) -> int:
     so must each permutation's p against the other n - 1 (1/(n - 1) < voxel_thresh, the
     cluster-level null), and the cluster-FWE p (>= 1/n) must reach below alpha."""
     n = max(2, int(1.0 / voxel_thresh) - 1)
-    while not (1.0 / n < voxel_thresh and 1.0 < voxel_thresh * (n - 1)
-               and 1.0 / n < cluster_alpha):
+    while not (1.0 / n < voxel_thresh and 1.0 < voxel_thresh * (n - 1) and 1.0 / n < cluster_alpha):
         n += 1
     return n
 
@@ -52,21 +51,29 @@ def min_iters(s: Settings, style: str = "cli") -> tuple[int, str]:
         n = min_iters_ale(s.cluster_alpha)
         if n > need:
             alpha = _given("cluster_alpha", f"{s.cluster_alpha:g}", style)
-            need, why = n, (f"a cluster-FWE p below {alpha} needs more than {n - 1} "
-                            "permutations (p >= 1/n)")
+            need, why = (
+                n,
+                (f"a cluster-FWE p below {alpha} needs more than {n - 1} permutations (p >= 1/n)"),
+            )
     if {"csale", "macm"} & set(s.analyses):
         n = min_iters_csale(s.voxel_thresh, s.cluster_alpha)
         if n > need:
-            need, why = n, (f"C-SALE p-values are #(null >= observed)/n >= 1/n, and each "
-                            f"permutation's p is taken against the other n - 1, so "
-                            f"{_given('voxel_thresh', f'{s.voxel_thresh:g}', style)} needs at "
-                            f"least {n} permutations")
+            need, why = (
+                n,
+                (
+                    f"C-SALE p-values are #(null >= observed)/n >= 1/n, and each "
+                    f"permutation's p is taken against the other n - 1, so "
+                    f"{_given('voxel_thresh', f'{s.voxel_thresh:g}', style)} needs at "
+                    f"least {n} permutations"
+                ),
+            )
     return need, why
 
 
 def usage_problems(s: Settings, style: str = "cli") -> str | None:
     """The first cross-option problem of ``s`` as one line, or None. ``style`` names the
     options as the caller wrote them: ``"cli"`` flags or ``"api"`` keywords."""
+
     def opt(name: str) -> str:
         return option_name(name, style)
 
@@ -75,18 +82,25 @@ def usage_problems(s: Settings, style: str = "cli") -> str | None:
     if s.dask_scheduler and s.dask_scheduler_file:
         return f"{opt('dask_scheduler')} and {opt('dask_scheduler_file')} are mutually exclusive"
     if s.default_sample_size is not None and s.kernel_fwhm is not None:
-        return (f"{opt('default_sample_size')} and {opt('kernel_fwhm')} are mutually "
-                "exclusive (a fixed kernel uses no sample size)")
+        return (
+            f"{opt('default_sample_size')} and {opt('kernel_fwhm')} are mutually "
+            "exclusive (a fixed kernel uses no sample size)"
+        )
     if s.default_sample_size is not None and s.default_sample_size < 1:
-        return (f"{_given('default_sample_size', f'{s.default_sample_size:g}', style)}: a "
-                "sample size counts subjects and must be >= 1")
+        return (
+            f"{_given('default_sample_size', f'{s.default_sample_size:g}', style)}: a "
+            "sample size counts subjects and must be >= 1"
+        )
     if s.n_iters > MAX_ITERS:
-        return (f"{_given('n_iters', s.n_iters, style)} exceeds the largest supported count "
-                f"{MAX_ITERS}")
+        return (
+            f"{_given('n_iters', s.n_iters, style)} exceeds the largest supported count {MAX_ITERS}"
+        )
     need, why = min_iters(s, style)
     if s.n_iters < need:
-        return (f"{_given('n_iters', s.n_iters, style)} is too small: {why}; use "
-                f"{_given('n_iters', need, style)} or more")
+        return (
+            f"{_given('n_iters', s.n_iters, style)} is too small: {why}; use "
+            f"{_given('n_iters', need, style)} or more"
+        )
     return None
 
 
@@ -123,12 +137,15 @@ def memory_problem(s: Settings, n_voxels: int, style: str = "cli") -> str | None
     (option names in ``style``, as :func:`usage_problems`)."""
     threads = s.nprocs or os.cpu_count() or 1
     need = memory_estimate_bytes(s, n_voxels, threads)
-    limits = [x for x in (available_memory_bytes(),
-                          int(s.mem_gb * 2**30) if s.mem_gb else None) if x]
+    limits = [
+        x for x in (available_memory_bytes(), int(s.mem_gb * 2**30) if s.mem_gb else None) if x
+    ]
     if not limits or need <= min(limits):
         return None
-    return (f"{_given('n_iters', s.n_iters, style)} needs about {need / 2**30:.1f} GiB "
-            f"for {n_voxels} analysis-mask voxels with {threads} thread(s), more than the "
-            f"{min(limits) / 2**30:.1f} GiB available; lower "
-            f"{option_name('n_iters', style)} or {option_name('nprocs', style)}, or use a "
-            "smaller ROI")
+    return (
+        f"{_given('n_iters', s.n_iters, style)} needs about {need / 2**30:.1f} GiB "
+        f"for {n_voxels} analysis-mask voxels with {threads} thread(s), more than the "
+        f"{min(limits) / 2**30:.1f} GiB available; lower "
+        f"{option_name('n_iters', style)} or {option_name('nprocs', style)}, or use a "
+        "smaller ROI"
+    )

@@ -26,8 +26,9 @@ def validator() -> str:
 
 def validate(folder: Path) -> list[dict]:
     """The validator's issues for ``folder`` (errors and warnings)."""
-    proc = subprocess.run([validator(), "--format", "json", str(folder)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [validator(), "--format", "json", str(folder)], capture_output=True, text=True, timeout=300
+    )
     assert proc.stdout.strip(), proc.stderr[-2000:]
     return json.loads(proc.stdout)["issues"]["issues"]
 

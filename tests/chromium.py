@@ -15,9 +15,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-         "--enable-logging=stderr", "--v=0"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 
 PROBE = """<script>
 window.__errors = [];
@@ -77,30 +86,44 @@ def executable() -> str | None:
 def run(args: list[str], profile: Path, timeout: int = 240) -> subprocess.CompletedProcess:
     exe = executable()
     assert exe is not None
-    return subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [exe, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def console_errors(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
 
 
-def layout(report: Path, tmp: Path, width: int = 1280,
-           beside: bool = False) -> tuple[dict, list[str]]:
+def layout(
+    report: Path, tmp: Path, width: int = 1280, beside: bool = False
+) -> tuple[dict, list[str]]:
     """Layout measurements of ``report`` at ``width`` px, and the console errors; also the
     page's links (absolute) and its SUIT flatmap figures. ``beside``: the probed copy sits
     next to ``report`` (so its relative links resolve as the page's own do), else in ``tmp``.
     """
     text = report.read_text(encoding="utf-8")
     # the probe in <head> (to catch errors from the start); frames get an error hook too
-    hook = ("<script>window.__errors=[];window.addEventListener('error',function(e)"
-            "{window.__errors.push(String(e.message));});</script>")
+    hook = (
+        "<script>window.__errors=[];window.addEventListener('error',function(e)"
+        "{window.__errors.push(String(e.message));});</script>"
+    )
     text = re.sub(r'srcdoc="', lambda m: m.group(0) + html.escape(hook, quote=True), text)
     text = text.replace("<head>", "<head>" + PROBE, 1)
     wrapper = (report.parent / f".probe-{report.name}") if beside else tmp / "layout_wrapper.html"
     wrapper.write_text(text, encoding="utf-8")
-    proc = run(["--dump-dom", "--virtual-time-budget=15000", f"--window-size={width},1600",
-                wrapper.resolve().as_uri()], tmp / "profile-layout")
+    proc = run(
+        [
+            "--dump-dom",
+            "--virtual-time-budget=15000",
+            f"--window-size={width},1600",
+            wrapper.resolve().as_uri(),
+        ],
+        tmp / "profile-layout",
+    )
     if beside:
         wrapper.unlink()
     m = re.search(r'<pre id="layout-result">(.*?)</pre>', proc.stdout, re.S)
@@ -110,11 +133,21 @@ def layout(report: Path, tmp: Path, width: int = 1280,
 
 def overflowing(res: dict) -> list[dict]:
     """Tables wider than their container or with content wider than themselves."""
-    return [t for t in res["tables"] if t["scrollWidth"] > t["clientWidth"] + 1
-            or t["right"] > t["hostRight"] + 1]
+    return [
+        t
+        for t in res["tables"]
+        if t["scrollWidth"] > t["clientWidth"] + 1 or t["right"] > t["hostRight"] + 1
+    ]
 
 
 def screenshot(report: Path, png: Path, tmp: Path, width: int = 1280, height: int = 2000):
-    proc = run([f"--screenshot={png}", f"--window-size={width},{height}",
-                "--hide-scrollbars", report.resolve().as_uri()], tmp / "profile-shot")
+    proc = run(
+        [
+            f"--screenshot={png}",
+            f"--window-size={width},{height}",
+            "--hide-scrollbars",
+            report.resolve().as_uri(),
+        ],
+        tmp / "profile-shot",
+    )
     return proc

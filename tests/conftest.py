@@ -47,8 +47,9 @@ def pain_experiments(pain_json, brain):
     from csale_app.io.readers import read_studyset
 
     img, mask = brain
-    return build_experiments(read_studyset(pain_json), img.affine, mask.shape,
-                             merge_contrasts=False)
+    return build_experiments(
+        read_studyset(pain_json), img.affine, mask.shape, merge_contrasts=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -90,8 +91,9 @@ def reference(demo_input, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("ref") / "out"
     init = pipeline.Pipeline.__init__
-    pipeline.Pipeline.__init__ = lambda self, s, *a, **k: init(self, replace(s, chunk_size=CHUNK),
-                                                               *a, **k)
+    pipeline.Pipeline.__init__ = lambda self, s, *a, **k: init(
+        self, replace(s, chunk_size=CHUNK), *a, **k
+    )
     try:
         assert main([str(demo_input), str(out), "group", *FAST]) == 0
     finally:

@@ -31,14 +31,40 @@ def env_with_repo(extra: dict | None = None) -> dict:
 
 
 def scheduler_cmd(scheduler_file: Path) -> list[str]:
-    return [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-            "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)]
+    return [
+        sys.executable,
+        "-m",
+        "distributed.cli.dask_scheduler",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dashboard",
+        "--scheduler-file",
+        str(scheduler_file),
+    ]
 
 
 def worker_cmd(scheduler_file: Path, name: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
-            str(scheduler_file), "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
-            "--no-dashboard", "--name", name, "--death-timeout", "60", *args]
+    return [
+        sys.executable,
+        "-m",
+        "distributed.cli.dask_worker",
+        "--scheduler-file",
+        str(scheduler_file),
+        "--host",
+        "127.0.0.1",
+        "--nthreads",
+        "1",
+        "--nworkers",
+        "1",
+        "--no-dashboard",
+        "--name",
+        name,
+        "--death-timeout",
+        "60",
+        *args,
+    ]
 
 
 def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -63,8 +89,13 @@ class Cluster:
     def _start(self, cmd: list[str], name: str, env: dict | None) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "wb")
         self._logs.append(log)
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env=env_with_repo(env), start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env_with_repo(env),
+            start_new_session=True,
+        )
 
     def start_scheduler(self, env: dict | None = None) -> str:
         self.scheduler = self._start(scheduler_cmd(self.scheduler_file), "scheduler", env)
@@ -78,14 +109,14 @@ class Cluster:
         raise TimeoutError(f"no scheduler file after {START_TIMEOUT_S} s")
 
     def start_worker(self, name: str, *args: str, env: dict | None = None) -> None:
-        self.workers[name] = self._start(worker_cmd(self.scheduler_file, name, *args), name,
-                                         env)
+        self.workers[name] = self._start(worker_cmd(self.scheduler_file, name, *args), name, env)
 
     def wait_for_workers(self, n: int) -> None:
         from distributed import Client
 
-        with Client(scheduler_file=str(self.scheduler_file), set_as_default=False,
-                    timeout=START_TIMEOUT_S) as client:
+        with Client(
+            scheduler_file=str(self.scheduler_file), set_as_default=False, timeout=START_TIMEOUT_S
+        ) as client:
             client.wait_for_workers(n, timeout=START_TIMEOUT_S)
 
     def log(self, name: str) -> str:
@@ -101,8 +132,12 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(folder: Path, workers: dict[str, tuple] | None = None, env: dict | None = None,
-            scheduler_env: dict | None = None):
+def cluster(
+    folder: Path,
+    workers: dict[str, tuple] | None = None,
+    env: dict | None = None,
+    scheduler_env: dict | None = None,
+):
     """A scheduler and ``workers`` (name -> extra ``dask worker`` arguments; ``env``: name ->
     extra environment), killed at the end whatever happens."""
     c = Cluster(folder)
@@ -123,9 +158,13 @@ def results_digest(folder: Path) -> dict[str, str]:
     Provenance, logs and the report record run times and are left out."""
     out = {}
     for p in sorted(Path(folder).rglob("*")):
-        if (not p.is_file() or p.name in (".csale_provenance.json", "dataset_description.json")
-                or p.suffix not in (".gz", ".tsv", ".json") or "logs" in p.parts
-                or ".csale_work" in p.parts):
+        if (
+            not p.is_file()
+            or p.name in (".csale_provenance.json", "dataset_description.json")
+            or p.suffix not in (".gz", ".tsv", ".json")
+            or "logs" in p.parts
+            or ".csale_work" in p.parts
+        ):
             continue
         data = p.read_bytes()
         if p.suffix == ".json":
@@ -137,10 +176,28 @@ def results_digest(folder: Path) -> dict[str, str]:
 
 
 #: C-SALE's cluster FWE needs n_iters >= 1 / voxel_thresh; a small ROI keeps it quick.
-FAST = ["--n-iters", "40", "--voxel-thresh", "0.05", "--nprocs", "1", "--quiet",
-        "--roi-coords=-30,-62,-28", "--roi-radius", "10", "--macm-seed", "roi",
-        "--min-experiments", "5", "--studyset-label", "flanker",
-        "--subsamples", "2", "--subsample-size", "0.5"]  # subsamples: units side by side
+FAST = [
+    "--n-iters",
+    "40",
+    "--voxel-thresh",
+    "0.05",
+    "--nprocs",
+    "1",
+    "--quiet",
+    "--roi-coords=-30,-62,-28",
+    "--roi-radius",
+    "10",
+    "--macm-seed",
+    "roi",
+    "--min-experiments",
+    "5",
+    "--studyset-label",
+    "flanker",
+    "--subsamples",
+    "2",
+    "--subsample-size",
+    "0.5",
+]  # subsamples: units side by side
 CHUNK = 8  # 5 chunks of 8 permutations: the tree reduction has several levels
 
 
@@ -162,15 +219,13 @@ def slow_chunks(seconds: float) -> None:
     dist.run_backend_chunk = slow
 
 
-def kill_inside_a_chunk(client, killed: list, worker: str | None = None,
-                        tries: int = 600) -> None:
+def kill_inside_a_chunk(client, killed: list, worker: str | None = None, tries: int = 600) -> None:
     """SIGKILL a worker process as soon as it runs a C-SALE chunk (``worker``: that worker's
     address only; else the first busy one), as the kernel's OOM killer does; its pid goes to
     ``killed``. Polls the scheduler every 50 ms, ``tries`` times at most."""
     for _ in range(tries):
         for addr, keys in client.processing().items():
-            if (worker is None or addr == worker) and any("csale-chunk" in str(k)
-                                                          for k in keys):
+            if (worker is None or addr == worker) and any("csale-chunk" in str(k) for k in keys):
                 pid = client.run(os.getpid, workers=[addr])[addr]
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

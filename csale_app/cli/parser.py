@@ -66,11 +66,13 @@ class Parser(argparse.ArgumentParser):
 
 def _type(parse):
     """argparse type from a settings value parser (ArgumentTypeError gives one line)."""
+
     def convert(text: str):
         try:
             return parse(text)
         except OptionValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+
     convert.__name__ = parse.__name__
     return convert
 
@@ -98,9 +100,13 @@ def _add_option(group, f) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="csale-app", allow_abbrev=False,
-               description="ALE, C-SALE and MACM coordinate-based meta-analysis (BIDS App).",
-               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(
+        prog="csale-app",
+        allow_abbrev=False,
+        description="ALE, C-SALE and MACM coordinate-based meta-analysis (BIDS App).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     # "-40,20,30" (an --roi-coords value) is a number, not an option; no option starts
     # with a digit, so any "-<digit>" token can be treated as a value.
     p._negative_number_matcher = re.compile(r"^-\.?\d")

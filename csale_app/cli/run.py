@@ -65,14 +65,23 @@ def setup_logging(settings: Settings, output_dir: Path | None) -> Path | None:
             h.close()
     root.setLevel(logging.DEBUG)
     console = logging.StreamHandler(sys.stderr)
-    level = logging.WARNING if settings.quiet else (
-        logging.INFO if settings.verbose == 1 else
-        logging.DEBUG if settings.verbose >= 2 else logging.WARNING)
+    level = (
+        logging.WARNING
+        if settings.quiet
+        else (
+            logging.INFO
+            if settings.verbose == 1
+            else logging.DEBUG
+            if settings.verbose >= 2
+            else logging.WARNING
+        )
+    )
     # records logged with extra={"console": True} (the device line) show at the default
     # verbosity too; --quiet hides them
     console.setLevel(min(level, logging.INFO))
-    console.addFilter(lambda r: r.levelno >= level
-                      or (getattr(r, "console", False) and not settings.quiet))
+    console.addFilter(
+        lambda r: r.levelno >= level or (getattr(r, "console", False) and not settings.quiet)
+    )
     console.setFormatter(logging.Formatter("csale-app: %(levelname)s: %(message)s"))
     root.addHandler(console)
     if output_dir is None:
@@ -107,8 +116,10 @@ def lock_output(settings: Settings, input_dir: Path, output_dir: Path) -> None:
 
     from ..io.terms import term_label
 
-    labels = set(settings.studyset_labels) or ({study_label(f) for f in find_studysets(input_dir)}
-                                               | {term_label(t) for t in settings.terms})
+    labels = set(settings.studyset_labels) or (
+        {study_label(f) for f in find_studysets(input_dir)}
+        | {term_label(t) for t in settings.terms}
+    )
     bids.OutputLock(output_dir, labels).acquire()
 
 

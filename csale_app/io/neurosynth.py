@@ -44,8 +44,10 @@ FORMATS = tuple(DATABASES)
 _PREFIX = r"data-(?P<db>neurosynth|neuroquery)_version-(?P<version>[A-Za-z0-9]+)_"
 _COORDS = re.compile(_PREFIX + r"coordinates\.tsv\.gz$")
 _META = re.compile(_PREFIX + r"metadata\.tsv\.gz$")
-_FEATURES = re.compile(_PREFIX + r"vocab-(?P<vocab>[A-Za-z0-9]+)_source-(?P<source>[A-Za-z0-9]+)"
-                       r"_type-(?P<type>[A-Za-z0-9]+)_features\.npz$")
+_FEATURES = re.compile(
+    _PREFIX + r"vocab-(?P<vocab>[A-Za-z0-9]+)_source-(?P<source>[A-Za-z0-9]+)"
+    r"_type-(?P<type>[A-Za-z0-9]+)_features\.npz$"
+)
 _VOCAB = re.compile(_PREFIX + r"vocab-(?P<vocab>[A-Za-z0-9]+)_vocabulary\.txt$")
 #: Metadata spaces read as MNI with a warning (Neurosynth's label for "not reported").
 UNKNOWN_SPACES = ("unknown", "", "n/a", "na", "nan", "none")
@@ -90,12 +92,15 @@ def find_fileset(folder) -> FileSet | None:
         return None
     sets: dict[tuple[str, str], dict] = {}
     for name in names:
-        for kind, pattern in (("coordinates", _COORDS), ("metadata", _META),
-                              ("features", _FEATURES), ("vocabulary", _VOCAB)):
+        for kind, pattern in (
+            ("coordinates", _COORDS),
+            ("metadata", _META),
+            ("features", _FEATURES),
+            ("vocabulary", _VOCAB),
+        ):
             m = pattern.match(name)
             if m:
-                entry = sets.setdefault((m["db"], m["version"]), {"features": [],
-                                                                  "vocabulary": {}})
+                entry = sets.setdefault((m["db"], m["version"]), {"features": [], "vocabulary": {}})
                 if kind == "features":
                     entry["features"].append(m)
                 elif kind == "vocabulary":
@@ -107,24 +112,31 @@ def find_fileset(folder) -> FileSet | None:
         return None
     if len(complete) > 1:
         shown = ", ".join(f"{DATABASES[d]} v{v}" for d, v in sorted(complete))
-        raise InputError(folder, None, f"holds several database file sets ({shown}); keep one "
-                         "per folder")
+        raise InputError(
+            folder, None, f"holds several database file sets ({shown}); keep one per folder"
+        )
     (db, version), entry = next(iter(complete.items()))
     for kind in ("coordinates", "metadata"):
         if kind not in entry:
             have = entry.get("metadata" if kind == "coordinates" else "coordinates")
-            raise InputError(folder, None, f"{have.name} needs "
-                             f"data-{db}_version-{version}_{kind}.tsv.gz beside it")
+            raise InputError(
+                folder,
+                None,
+                f"{have.name} needs data-{db}_version-{version}_{kind}.tsv.gz beside it",
+            )
     features = []
     for m in entry["features"]:
         path = folder / m.string
         vocabulary = entry["vocabulary"].get(m["vocab"])
         if vocabulary is None:
-            raise InputError(path, None, f"its vocabulary data-{db}_version-{version}_vocab-"
-                             f"{m['vocab']}_vocabulary.txt is missing from the folder")
+            raise InputError(
+                path,
+                None,
+                f"its vocabulary data-{db}_version-{version}_vocab-"
+                f"{m['vocab']}_vocabulary.txt is missing from the folder",
+            )
         features.append(FeatureSet(m["vocab"], m["source"], m["type"], path, vocabulary))
-    return FileSet(folder, db, version, entry["coordinates"], entry["metadata"],
-                   tuple(features))
+    return FileSet(folder, db, version, entry["coordinates"], entry["metadata"], tuple(features))
 
 
 def is_fileset(path) -> bool:
@@ -144,11 +156,14 @@ def read_gzip(path: Path) -> bytes:
     try:
         return gzip.decompress(data)
     except EOFError:
-        raise InputError(path, None, "truncated gzip file (it ends before the end of the "
-                         "compressed stream); download it again") from None
+        raise InputError(
+            path,
+            None,
+            "truncated gzip file (it ends before the end of the "
+            "compressed stream); download it again",
+        ) from None
     except (OSError, zlib.error) as err:
-        raise InputError(path, None, f"damaged gzip file ({err}); download it "
-                         "again") from None
+        raise InputError(path, None, f"damaged gzip file ({err}); download it again") from None
 
 
 def _check_fields(path: Path, data: bytes) -> None:
@@ -163,8 +178,11 @@ def _check_fields(path: Path, data: bytes) -> None:
     empty = (ends - starts) <= (arr[np.maximum(ends - 1, 0)] == 13)  # "" or "\r"
     bad = np.flatnonzero((tabs != tabs[0]) & ~empty)
     if len(bad):
-        raise InputError(path, int(bad[0]) + 1, f"{int(tabs[bad[0]]) + 1} fields, but the "
-                         f"header has {int(tabs[0]) + 1}")
+        raise InputError(
+            path,
+            int(bad[0]) + 1,
+            f"{int(tabs[bad[0]]) + 1} fields, but the header has {int(tabs[0]) + 1}",
+        )
 
 
 def _read_tsv(path: Path, columns: dict[str, object], strict: bool = False) -> pd.DataFrame:
@@ -181,26 +199,34 @@ def _read_tsv(path: Path, columns: dict[str, object], strict: bool = False) -> p
             raise InputError(path, 1, f"missing column '{name}' (found: {', '.join(header)})")
     use = [c for c in columns if c in header]
     try:
-        frame = pd.read_csv(io.BytesIO(data), sep="\t", usecols=use, engine="c",
-                            dtype={c: (columns[c] or str) for c in use},
-                            keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            sep="\t",
+            usecols=use,
+            engine="c",
+            dtype={c: (columns[c] or str) for c in use},
+            keep_default_na=False,
+            na_values=[""],
+        )
     except pd.errors.ParserError as err:
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
         if m:
-            raise InputError(path, int(m[2]), f"{m[3]} fields, but the header has "
-                             f"{m[1]}") from None
-        raise InputError(path, None, f"cannot parse table: {' '.join(str(err).split())}") \
-            from None
+            raise InputError(path, int(m[2]), f"{m[3]} fields, but the header has {m[1]}") from None
+        raise InputError(path, None, f"cannot parse table: {' '.join(str(err).split())}") from None
     except (ValueError, UnicodeDecodeError):  # a non-numeric cell in a numeric column
-        frame = pd.read_csv(io.BytesIO(data), sep="\t", usecols=use, dtype=str,
-                            keep_default_na=False, engine="c")
+        frame = pd.read_csv(
+            io.BytesIO(data), sep="\t", usecols=use, dtype=str, keep_default_na=False, engine="c"
+        )
         for name in use:
             if columns[name] is not None and columns[name] is not str:
                 values = pd.to_numeric(frame[name], errors="coerce")
                 bad = np.flatnonzero(values.isna().to_numpy() & frame[name].ne("").to_numpy())
                 if len(bad):
-                    raise InputError(path, int(bad[0]) + 2, f"{name} {short(frame[name][bad[0]])}"
-                                     " is not a number") from None
+                    raise InputError(
+                        path,
+                        int(bad[0]) + 2,
+                        f"{name} {short(frame[name][bad[0]])} is not a number",
+                    ) from None
         raise InputError(path, None, "cannot parse table (not UTF-8 text?)") from None
     return frame
 
@@ -216,8 +242,11 @@ def read_metadata(fs: FileSet) -> pd.DataFrame:
     if dup.any():
         row = int(np.flatnonzero(dup)[0])
         first = int(np.flatnonzero(ids.to_numpy() == ids.iloc[row])[0])
-        raise InputError(fs.metadata, row + 2, f"duplicate id {short(ids.iloc[row])} (also "
-                         f"on line {first + 2}); ids must be unique")
+        raise InputError(
+            fs.metadata,
+            row + 2,
+            f"duplicate id {short(ids.iloc[row])} (also on line {first + 2}); ids must be unique",
+        )
     if "space" in meta.columns:
         raw = meta["space"].fillna("").astype(str).str.strip()
     else:  # NeuroQuery's coordinates are MNI; Neurosynth without spaces: as NiMARE, UNKNOWN
@@ -230,13 +259,19 @@ def read_metadata(fs: FileSet) -> pd.DataFrame:
             space = "UNKNOWN"
         if space is None:
             row = int(np.flatnonzero(codes == k)[0])
-            raise InputError(fs.metadata, row + 2, f"unknown coordinate space {short(value)} "
-                             "(expected MNI, TAL or UNKNOWN)")
+            raise InputError(
+                fs.metadata,
+                row + 2,
+                f"unknown coordinate space {short(value)} (expected MNI, TAL or UNKNOWN)",
+            )
         mapped.append(space)
-    return pd.DataFrame({"id": ids.to_numpy(dtype=object),
-                         "space": np.asarray(mapped, dtype=object)[codes] if len(codes)
-                         else np.zeros(0, object),
-                         "line": np.arange(2, len(ids) + 2, dtype=np.int64)})
+    return pd.DataFrame(
+        {
+            "id": ids.to_numpy(dtype=object),
+            "space": np.asarray(mapped, dtype=object)[codes] if len(codes) else np.zeros(0, object),
+            "line": np.arange(2, len(ids) + 2, dtype=np.int64),
+        }
+    )
 
 
 def read_fileset(fs: FileSet) -> pd.DataFrame:
@@ -247,8 +282,9 @@ def read_fileset(fs: FileSet) -> pd.DataFrame:
     from .database import _str_series
 
     meta = read_metadata(fs)
-    coords = _read_tsv(fs.coordinates, {"id": str, "x": np.float64, "y": np.float64,
-                                        "z": np.float64}, strict=True)
+    coords = _read_tsv(
+        fs.coordinates, {"id": str, "x": np.float64, "y": np.float64, "z": np.float64}, strict=True
+    )
     n = len(coords)
     ids = coords["id"].fillna("").str.strip().to_numpy(dtype=object)
     xyz = coords[["x", "y", "z"]].to_numpy(dtype=np.float64)
@@ -260,8 +296,9 @@ def read_fileset(fs: FileSet) -> pd.DataFrame:
     where = pd.Index(meta["id"]).get_indexer(ids)
     if (where < 0).any():
         row = int(np.flatnonzero(where < 0)[0])
-        raise InputError(fs.coordinates, row + 2, f"study id {short(ids[row])} is not in "
-                         f"{fs.metadata.name}")
+        raise InputError(
+            fs.coordinates, row + 2, f"study id {short(ids[row])} is not in {fs.metadata.name}"
+        )
     space = meta["space"].to_numpy()[where]
     unknown = space == "UNKNOWN"
     warnings = []
@@ -269,20 +306,31 @@ def read_fileset(fs: FileSet) -> pd.DataFrame:
     has_coords[where] = True
     n_unknown = int((meta["space"].to_numpy()[has_coords] == "UNKNOWN").sum())
     if n_unknown:
-        warnings.append(f"{fs.metadata.name}: {n_unknown} of {int(has_coords.sum())} studies "
-                        "have coordinate space UNKNOWN and are treated as MNI (as Neurosynth "
-                        "and NiMARE do)")
+        warnings.append(
+            f"{fs.metadata.name}: {n_unknown} of {int(has_coords.sum())} studies "
+            "have coordinate space UNKNOWN and are treated as MNI (as Neurosynth "
+            "and NiMARE do)"
+        )
     if not has_coords.all():
-        warnings.append(f"{fs.metadata.name}: {int((~has_coords).sum())} studies have no "
-                        f"coordinates in {fs.coordinates.name} (not experiments)")
+        warnings.append(
+            f"{fs.metadata.name}: {int((~has_coords).sum())} studies have no "
+            f"coordinates in {fs.coordinates.name} (not experiments)"
+        )
     space = np.where(unknown, "MNI", space)
-    frame = pd.DataFrame({
-        "study_id": _str_series(ids), "contrast_id": _str_series(np.full(1, "1", object), n),
-        "x": xyz[:, 0].copy(), "y": xyz[:, 1].copy(), "z": xyz[:, 2].copy(),
-        "space": _str_series(space.astype(object)),
-        "sample_size": np.full(n, np.nan),
-        "source_file": _str_series(np.full(1, str(fs.coordinates), object), n),
-        "source_line": np.arange(2, n + 2, dtype=np.int64)}, columns=COLUMNS)
+    frame = pd.DataFrame(
+        {
+            "study_id": _str_series(ids),
+            "contrast_id": _str_series(np.full(1, "1", object), n),
+            "x": xyz[:, 0].copy(),
+            "y": xyz[:, 1].copy(),
+            "z": xyz[:, 2].copy(),
+            "space": _str_series(space.astype(object)),
+            "sample_size": np.full(n, np.nan),
+            "source_file": _str_series(np.full(1, str(fs.coordinates), object), n),
+            "source_line": np.arange(2, n + 2, dtype=np.int64),
+        },
+        columns=COLUMNS,
+    )
     frame.attrs["warnings"] = warnings
     frame.attrs["format"] = fs.database
     frame.attrs["no_sample_sizes"] = f"{fs.metadata} ({fs.title})"

@@ -52,7 +52,7 @@ _NONFINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.ASCII | re.IGNORECASE)
 
 
 def normalize_space(value) -> str | None:
-    """"MNI" or "TAL" for a known space name (case-insensitive), else None."""
+    """ "MNI" or "TAL" for a known space name (case-insensitive), else None."""
     if not isinstance(value, str):
         return None
     key = re.sub(r"[\s_\-]+", "", value).lower()
@@ -128,9 +128,7 @@ def coordinate(token, path, line, axis: str, where: str = "") -> float:
     if value is None:
         if token is None or (isinstance(token, str) and not token.strip()):
             raise InputError(path, line, f"{where}{axis} coordinate is missing")
-        raise InputError(
-            path, line, f"{where}{axis} coordinate {short(token)} is not a number"
-        )
+        raise InputError(path, line, f"{where}{axis} coordinate {short(token)} is not a number")
     return value
 
 
@@ -149,13 +147,9 @@ def sample_size_value(token, path, line, where: str = "") -> float:
             path, line, f"{where}sample size {short(token)} is not a finite number"
         ) from None
     if value is None:
-        raise InputError(
-            path, line, f"{where}sample size {short(token)} is not a number"
-        )
+        raise InputError(path, line, f"{where}sample size {short(token)} is not a number")
     if value <= 0:
-        raise InputError(
-            path, line, f"{where}sample size {short(token)} must be a positive number"
-        )
+        raise InputError(path, line, f"{where}sample size {short(token)} must be a positive number")
     return value
 
 
@@ -170,8 +164,7 @@ def decode_text(path: Path, data: bytes) -> str:
         raise InputError(
             path,
             line,
-            f"byte 0x{data[err.start]:02x} is not valid UTF-8 text; "
-            "save the file as UTF-8",
+            f"byte 0x{data[err.start]:02x} is not valid UTF-8 text; save the file as UTF-8",
         ) from None
 
 
@@ -205,11 +198,14 @@ def kind_of(mode: int) -> str:
 def _unreadable(path, err: OSError):
     """The error for an input that cannot be opened: 66 (missing/unreadable) or 65."""
     if err.errno == errno.ELOOP:
-        return MissingInputError(f"{display_path(path)}: cannot be read: symbolic link loop "
-                                 "(too many levels of symbolic links)")
+        return MissingInputError(
+            f"{display_path(path)}: cannot be read: symbolic link loop "
+            "(too many levels of symbolic links)"
+        )
     if err.errno in (errno.ENOENT, errno.ENOTDIR):
-        return InputNotFoundError(f"{display_path(path)}: cannot be read: no such file "
-                                 "(a broken symbolic link?)")
+        return InputNotFoundError(
+            f"{display_path(path)}: cannot be read: no such file (a broken symbolic link?)"
+        )
     if err.errno in (errno.EACCES, errno.EPERM):
         return InputPermissionError(f"{display_path(path)}: cannot be read: permission denied")
     return InputError(path, None, f"cannot read file: {err.strerror or err}")
@@ -223,13 +219,21 @@ def check_regular_file(path) -> os.stat_result:
     except OSError as err:
         raise _unreadable(path, err) from None
     if not stat.S_ISREG(st.st_mode):
-        raise InputError(path, None, f"is {kind_of(st.st_mode)}, not a regular file; only "
-                         "regular files (or links to them) are read")
+        raise InputError(
+            path,
+            None,
+            f"is {kind_of(st.st_mode)}, not a regular file; only "
+            "regular files (or links to them) are read",
+        )
     limit = max_input_bytes()
     if st.st_size > limit:
-        raise InputError(path, None, f"file is {st.st_size / 2**20:.0f} MiB, larger than the "
-                         f"{limit / 2**20:.0f} MiB limit for one input file (set "
-                         "CSALE_MAX_INPUT_MB to raise it)")
+        raise InputError(
+            path,
+            None,
+            f"file is {st.st_size / 2**20:.0f} MiB, larger than the "
+            f"{limit / 2**20:.0f} MiB limit for one input file (set "
+            "CSALE_MAX_INPUT_MB to raise it)",
+        )
     return st
 
 
@@ -259,8 +263,12 @@ def read_bytes(path: Path) -> bytes:
                 break
             total += len(block)
             if total > limit:
-                raise InputError(path, None, f"file is larger than the {limit / 2**20:.0f} MiB "
-                                 "limit for one input file (set CSALE_MAX_INPUT_MB to raise it)")
+                raise InputError(
+                    path,
+                    None,
+                    f"file is larger than the {limit / 2**20:.0f} MiB "
+                    "limit for one input file (set CSALE_MAX_INPUT_MB to raise it)",
+                )
             chunks.append(block)
         return b"".join(chunks)
     except OSError as err:

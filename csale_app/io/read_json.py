@@ -178,8 +178,10 @@ def read_json_studyset(path: Path) -> pd.DataFrame:
         )
     if isinstance(data, dict) and "studies" in data:
         return _read_nimads(path, data)
-    if isinstance(data, dict) and data and any(
-        isinstance(v, dict) and "contrasts" in v for v in data.values()
+    if (
+        isinstance(data, dict)
+        and data
+        and any(isinstance(v, dict) and "contrasts" in v for v in data.values())
     ):
         return _read_nimare(path, data)
     raise InputError(
@@ -237,7 +239,7 @@ def _read_nimare(path: Path, data: dict) -> pd.DataFrame:
                 raise InputError(
                     path,
                     _line(con, "coords"),
-                    f"{where}.coords: no 'space' (use \"MNI\" or \"TAL\")",
+                    f'{where}.coords: no \'space\' (use "MNI" or "TAL")',
                 )
             space = space_or_error(coords["space"], path, _line(coords, "space"), f"{where}: ")
             size = sample_size_of(path, con.get("metadata"), _line(con), where)
@@ -329,7 +331,7 @@ def _read_nimads(path: Path, data: dict) -> pd.DataFrame:
                 )
                 raw_space = point.get("space", analysis.get("space"))
                 if raw_space is None:
-                    raise InputError(path, pat, f"{pwhere}: no 'space' (use \"MNI\" or \"TAL\")")
+                    raise InputError(path, pat, f'{pwhere}: no \'space\' (use "MNI" or "TAL")')
                 space = space_or_error(raw_space, path, _line(point, "space"), f"{pwhere}: ")
                 if first_space is None:
                     first_space = (space, pat)

@@ -184,8 +184,9 @@ def read_parquet_studyset(
                 fill = values.reindex(sizes.index)
                 sizes = sizes.where(sizes.notna(), fill)
     if sizes.isna().any():
-        ann, _ = _table(folder, tables, "annotations", ["study_id", "contrast_id", COUNT_COLUMN],
-                        required=False)
+        ann, _ = _table(
+            folder, tables, "annotations", ["study_id", "contrast_id", COUNT_COLUMN], required=False
+        )
         if ann is not None and COUNT_COLUMN in ann.columns:
             akey = ann["study_id"].astype(str) + "\x00" + ann["contrast_id"].astype(str)
             values = pd.Series(ann[COUNT_COLUMN].map(_size).to_numpy(), index=akey.to_numpy())

@@ -109,10 +109,7 @@ def read_sleuth(path: Path) -> pd.DataFrame:
                         f"second Subjects line in one experiment header (first on line "
                         f"{block.subjects_line}); separate experiments with a blank line",
                     )
-                if (
-                    not re.fullmatch(r"\+?\d{1,9}", value, re.ASCII)
-                    or int(value) <= 0
-                ):
+                if not re.fullmatch(r"\+?\d{1,9}", value, re.ASCII) or int(value) <= 0:
                     raise InputError(
                         path,
                         number,
@@ -169,8 +166,7 @@ def read_sleuth(path: Path) -> pd.DataFrame:
             raise InputError(
                 path,
                 number,
-                f"expected 3 coordinates (x y z) on a row, found {len(tokens)}: "
-                f"{short(line, 50)}",
+                f"expected 3 coordinates (x y z) on a row, found {len(tokens)}: {short(line, 50)}",
             )
         xyz = tuple(coordinate(t, path, number, axis) for t, axis in zip(tokens, "xyz"))
         block.coords.append((xyz, number))

@@ -81,7 +81,7 @@ def read_sidecar(path: Path) -> dict:
         return {}
     data = load_json(side, decode_text(side, read_bytes(side)))
     if not isinstance(data, dict):
-        raise InputError(side, 1, "sidecar must be a JSON object like {\"space\": \"MNI\"}")
+        raise InputError(side, 1, 'sidecar must be a JSON object like {"space": "MNI"}')
     defaults, lines = {}, {}
     for key, value in data.items():
         canon = canonical(str(key))
@@ -170,7 +170,7 @@ def read_table(path: Path) -> pd.DataFrame:
             path,
             header_line,
             "no coordinate space: add a 'space' column (MNI or TAL) or a sidecar "
-            f"{sidecar_path(path).name} with {{\"space\": \"MNI\"}}",
+            f'{sidecar_path(path).name} with {{"space": "MNI"}}',
         )
 
     records = new_records()
@@ -178,9 +178,7 @@ def read_table(path: Path) -> pd.DataFrame:
     n_fields = len(header)
     for line, row in rows:
         if len(row) > n_fields and any(f.strip() for f in row[n_fields:]):
-            raise InputError(
-                path, line, f"row has {len(row)} fields but the header has {n_fields}"
-            )
+            raise InputError(path, line, f"row has {len(row)} fields but the header has {n_fields}")
 
         def cell(name: str, row=row) -> str:
             idx = columns.get(name)
@@ -207,8 +205,9 @@ def read_table(path: Path) -> pd.DataFrame:
         if math.isnan(size):
             size = defaults.get("sample_size", math.nan)
         key = (study_id, contrast_id)
-        exp = experiments.setdefault(key, {"space": space, "space_line": line, "size": size,
-                                           "size_line": line, "rows": []})
+        exp = experiments.setdefault(
+            key, {"space": space, "space_line": line, "size": size, "size_line": line, "rows": []}
+        )
         if exp["space"] != space:
             raise InputError(
                 path,

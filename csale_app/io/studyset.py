@@ -57,8 +57,7 @@ class Studyset:
     @property
     def name(self) -> str:
         """How messages name it: the file name, the term's label, or the description."""
-        return self.source.name if isinstance(self.source, (Path, TermStudyset)) \
-            else self.source
+        return self.source.name if isinstance(self.source, (Path, TermStudyset)) else self.source
 
 
 def in_memory(source) -> bool:
@@ -80,8 +79,10 @@ def read_source(source) -> Source:
         what = f"pandas DataFrame ({len(source)} rows)"
         foci = frame_foci(source, what, lambda label: f"row {label!r}")
         return Source(foci, what, table_digest(foci), None)
-    raise TypeError(f"cannot read a studyset from {type(source).__name__}; give a path, a "
-                    "DataFrame of foci or a NiMARE Dataset/Studyset")
+    raise TypeError(
+        f"cannot read a studyset from {type(source).__name__}; give a path, a "
+        "DataFrame of foci or a NiMARE Dataset/Studyset"
+    )
 
 
 def table_digest(foci: pd.DataFrame) -> str:
@@ -103,22 +104,32 @@ def _columns(frame: pd.DataFrame, what: str) -> dict[str, object]:
         if canon in found:
             old = ALIASES[canon].index(normalize_column(str(found[canon])))
             if old == rank:
-                raise InputError(what, None, f"columns {found[canon]!r} and {col!r} both "
-                                 f"give {canon}; keep one")
+                raise InputError(
+                    what, None, f"columns {found[canon]!r} and {col!r} both give {canon}; keep one"
+                )
             if old < rank:
                 continue
         found[canon] = col
     missing = [c for c in (*REQUIRED, "space") if c not in found]
     if missing:
-        raise InputError(what, None, f"missing required column(s) {', '.join(missing)}; "
-                         "a DataFrame of foci needs study_id, x, y, z and space (MNI or "
-                         "TAL), optional contrast_id and sample_size")
+        raise InputError(
+            what,
+            None,
+            f"missing required column(s) {', '.join(missing)}; "
+            "a DataFrame of foci needs study_id, x, y, z and space (MNI or "
+            "TAL), optional contrast_id and sample_size",
+        )
     return found
 
 
 def _blank(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or \
-        (isinstance(value, str) and not value.strip()) or value is pd.NA or value is pd.NaT
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+        or value is pd.NA
+        or value is pd.NaT
+    )
 
 
 def frame_foci(frame: pd.DataFrame, what: str, row_name) -> pd.DataFrame:
@@ -133,8 +144,7 @@ def frame_foci(frame: pd.DataFrame, what: str, row_name) -> pd.DataFrame:
     labels = list(frame.index)
 
     def fail(pos: int, col, message: str):
-        raise InputError(what, None, f"{row_name(labels[pos])}, column {str(col)!r}: "
-                         f"{message}")
+        raise InputError(what, None, f"{row_name(labels[pos])}, column {str(col)!r}: {message}")
 
     def ids(field: str, default: str | None) -> list[str]:
         if field not in cols:
@@ -153,8 +163,7 @@ def frame_foci(frame: pd.DataFrame, what: str, row_name) -> pd.DataFrame:
     xyz = []
     for axis in "xyz":
         values = frame[cols[axis]]
-        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(
-            values)
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
         arr = values.to_numpy(dtype=np.float64, na_value=np.nan) if numeric else None
         bad = np.flatnonzero(~np.isfinite(arr)) if numeric else []
         if numeric and not len(bad):
@@ -174,35 +183,53 @@ def frame_foci(frame: pd.DataFrame, what: str, row_name) -> pd.DataFrame:
             fail(pos, cols["space"], "empty space value; fill it (MNI or TAL)")
         key = str(value)
         if key not in known:
-            known[key] = space_or_error(value, what, None,
-                                        f"{row_name(labels[pos])}, column "
-                                        f"{str(cols['space'])!r}: ")
+            known[key] = space_or_error(
+                value, what, None, f"{row_name(labels[pos])}, column {str(cols['space'])!r}: "
+            )
         spaces.append(known[key])
     sizes = np.full(len(frame), np.nan)
     if "sample_size" in cols:
         for pos, value in enumerate(frame[cols["sample_size"]].tolist()):
             sizes[pos] = sample_size_value(
-                None if value is pd.NA else value, what, None,
-                f"{row_name(labels[pos])}, column {str(cols['sample_size'])!r}: ")
+                None if value is pd.NA else value,
+                what,
+                None,
+                f"{row_name(labels[pos])}, column {str(cols['sample_size'])!r}: ",
+            )
     foci = pd.DataFrame({"s": study_ids, "c": contrast_ids, "space": spaces, "n": sizes})
     key = foci.groupby(["s", "c"], sort=False)
     first_space = key["space"].transform("first")
     mixed = np.flatnonzero(foci["space"].to_numpy() != first_space.to_numpy())
     if len(mixed):
         pos = int(mixed[0])
-        fail(pos, cols["space"], f"experiment {short(study_ids[pos])}/"
-             f"{short(contrast_ids[pos])} mixes spaces: {spaces[pos]} here, "
-             f"{first_space.iloc[pos]} on an earlier row; use one space per experiment")
+        fail(
+            pos,
+            cols["space"],
+            f"experiment {short(study_ids[pos])}/"
+            f"{short(contrast_ids[pos])} mixes spaces: {spaces[pos]} here, "
+            f"{first_space.iloc[pos]} on an earlier row; use one space per experiment",
+        )
     first_size = key["n"].transform("first").to_numpy()  # first given size, as for files
     differs = np.flatnonzero(~np.isnan(sizes) & (sizes != first_size))
     if len(differs):
         pos = int(differs[0])
-        fail(pos, cols["sample_size"], f"experiment {short(study_ids[pos])}/"
-             f"{short(contrast_ids[pos])} has sample size {sizes[pos]:g} here but "
-             f"{first_size[pos]:g} on an earlier row")
-    records = {"study_id": study_ids, "contrast_id": contrast_ids, "x": xyz[0],
-               "y": xyz[1], "z": xyz[2], "space": spaces, "sample_size": first_size,
-               "source_line": np.arange(1, len(frame) + 1)}  # row position, 1-based
+        fail(
+            pos,
+            cols["sample_size"],
+            f"experiment {short(study_ids[pos])}/"
+            f"{short(contrast_ids[pos])} has sample size {sizes[pos]:g} here but "
+            f"{first_size[pos]:g} on an earlier row",
+        )
+    records = {
+        "study_id": study_ids,
+        "contrast_id": contrast_ids,
+        "x": xyz[0],
+        "y": xyz[1],
+        "z": xyz[2],
+        "space": spaces,
+        "sample_size": first_size,
+        "source_line": np.arange(1, len(frame) + 1),
+    }  # row position, 1-based
     return make_frame(records, what, "dataframe", [])
 
 
@@ -214,24 +241,34 @@ def _dataset_source(dset, kind: str) -> Source:
         coords = coords.to_pandas()
     meta = dset.metadata
     ids = coords["id"].astype(str)
-    where = {i: f"study {s!r}, contrast {c!r}" for i, s, c in
-             zip(ids, coords["study_id"].astype(str), coords["contrast_id"].astype(str))}
+    where = {
+        i: f"study {s!r}, contrast {c!r}"
+        for i, s, c in zip(ids, coords["study_id"].astype(str), coords["contrast_id"].astype(str))
+    }
     what = f"{kind} ({coords['id'].nunique()} contrasts)"
     sizes: dict[str, float] = {}
-    columns = [k for k in ("sample_size", "sample_sizes", "n_subjects", "subjects")
-               if k in meta]
+    columns = [k for k in ("sample_size", "sample_sizes", "n_subjects", "subjects") if k in meta]
     for _, row in meta.iterrows():
         ident = str(row["id"])
-        sizes[ident] = sample_size_of(what, {k: _plain(row[k]) for k in columns}, None,
-                                      where.get(ident, f"contrast {ident!r}"))
+        sizes[ident] = sample_size_of(
+            what,
+            {k: _plain(row[k]) for k in columns},
+            None,
+            where.get(ident, f"contrast {ident!r}"),
+        )
     space = str(getattr(dset, "space", "MNI")).lower()
-    frame = pd.DataFrame({
-        "study_id": coords["study_id"].astype(str).to_numpy(),
-        "contrast_id": coords["contrast_id"].astype(str).to_numpy(),
-        "x": coords["x"].to_numpy(), "y": coords["y"].to_numpy(), "z": coords["z"].to_numpy(),
-        "space": "TAL" if "tal" in space else "MNI",
-        "sample_size": ids.map(sizes).to_numpy(dtype=np.float64),
-    }, index=ids.to_numpy())
+    frame = pd.DataFrame(
+        {
+            "study_id": coords["study_id"].astype(str).to_numpy(),
+            "contrast_id": coords["contrast_id"].astype(str).to_numpy(),
+            "x": coords["x"].to_numpy(),
+            "y": coords["y"].to_numpy(),
+            "z": coords["z"].to_numpy(),
+            "space": "TAL" if "tal" in space else "MNI",
+            "sample_size": ids.map(sizes).to_numpy(dtype=np.float64),
+        },
+        index=ids.to_numpy(),
+    )
     foci = frame_foci(frame, what, lambda ident: where[ident])
     return Source(foci, what, table_digest(foci), None)
 
@@ -245,10 +282,17 @@ def _plain(value):
     return value
 
 
-def load_studyset(source, affine: np.ndarray, shape: tuple[int, int, int], *,
-                  label: str | None = None, merge_contrasts: bool = True,
-                  kernel_fwhm: float | None = None, default_sample_size: float | None = None,
-                  database: Experiments | None = None) -> Studyset:
+def load_studyset(
+    source,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    *,
+    label: str | None = None,
+    merge_contrasts: bool = True,
+    kernel_fwhm: float | None = None,
+    default_sample_size: float | None = None,
+    database: Experiments | None = None,
+) -> Studyset:
     """Read ``source`` and place its experiments on the template grid.
 
     ``database``: the reference database's experiments, from which a
@@ -260,14 +304,23 @@ def load_studyset(source, affine: np.ndarray, shape: tuple[int, int, int], *,
     foci = read.foci
     warnings = list(foci.attrs.get("warnings", []))
     # a Neurosynth-size file set: the vectorized builder (same result, no loop)
-    build = build_database_experiments if foci.attrs.get("refuse_outside") \
-        else build_experiments
-    exps = build(foci, affine, shape, merge_contrasts=merge_contrasts,
-                 kernel_fwhm=kernel_fwhm, default_sample_size=default_sample_size)
+    build = build_database_experiments if foci.attrs.get("refuse_outside") else build_experiments
+    exps = build(
+        foci,
+        affine,
+        shape,
+        merge_contrasts=merge_contrasts,
+        kernel_fwhm=kernel_fwhm,
+        default_sample_size=default_sample_size,
+    )
     name = read.path.name if read.path is not None else read.description
     warnings += [f"{name}: {w}" for w in exps.warnings]
     if label is None:
         label = study_label(read.path) if read.path is not None else DEFAULT_LABEL
-    return Studyset(label, exps, read.digest,
-                    read.path if read.path is not None else read.description,
-                    tuple(warnings))
+    return Studyset(
+        label,
+        exps,
+        read.digest,
+        read.path if read.path is not None else read.description,
+        tuple(warnings),
+    )

@@ -27,9 +27,13 @@ def load_brain_mask(kind: str = "brain") -> nib.Nifti1Image:
         from nilearn.datasets import load_mni152_gm_template
         from nilearn.image import resample_to_img
 
-        gm = resample_to_img(load_mni152_gm_template(resolution=2), img,
-                             interpolation="continuous", force_resample=True,
-                             copy_header=True)
+        gm = resample_to_img(
+            load_mni152_gm_template(resolution=2),
+            img,
+            interpolation="continuous",
+            force_resample=True,
+            copy_header=True,
+        )
         data &= np.asanyarray(gm.dataobj) > 0.1
     out = nib.Nifti1Image(data.astype(np.uint8), img.affine)
     out.header.set_xyzt_units("mm")
@@ -53,12 +57,18 @@ def nimare_resource_dir() -> Path:
 
 def template_files() -> dict[str, Path]:
     base = nimare_resource_dir() / "templates"
-    return {"brain_mask": base / "tpl-MNI152NLin6Asym_res-02_desc-brain_mask.nii.gz",
-            "t1w": base / "tpl-MNI152NLin6Asym_res-02_T1w.nii.gz"}
+    return {
+        "brain_mask": base / "tpl-MNI152NLin6Asym_res-02_desc-brain_mask.nii.gz",
+        "t1w": base / "tpl-MNI152NLin6Asym_res-02_T1w.nii.gz",
+    }
 
 
-def resample_nearest(data: np.ndarray, affine: np.ndarray, target_affine: np.ndarray,
-                     target_shape: tuple[int, int, int]) -> np.ndarray:
+def resample_nearest(
+    data: np.ndarray,
+    affine: np.ndarray,
+    target_affine: np.ndarray,
+    target_shape: tuple[int, int, int],
+) -> np.ndarray:
     """A 3-D volume resampled (nearest neighbour, 0 outside) onto another grid: the same
     arithmetic and SciPy call as nilearn 0.12's ``resample_to_img(img, target,
     interpolation="nearest", force_resample=True)``, so the same values (a test compares
@@ -75,18 +85,24 @@ def resample_nearest(data: np.ndarray, affine: np.ndarray, target_affine: np.nda
         # nilearn's own handling (NaN filled in from neighbours, 4-D volume by volume)
         from nilearn.image import resample_to_img
 
-        out = resample_to_img(nib.Nifti1Image(data, affine),
-                              nib.Nifti1Image(np.zeros(target_shape, np.int8), target_affine),
-                              interpolation="nearest", force_resample=True, copy_header=True)
+        out = resample_to_img(
+            nib.Nifti1Image(data, affine),
+            nib.Nifti1Image(np.zeros(target_shape, np.int8), target_affine),
+            interpolation="nearest",
+            force_resample=True,
+            copy_header=True,
+        )
         return np.asanyarray(out.dataobj)
     if data.shape[:3] == target_shape and np.allclose(target_affine, affine):
         return data.copy()  # nilearn: no resampling needed
-    transform = np.eye(4) if np.all(target_affine == affine) else \
-        np.dot(linalg.inv(affine), target_affine)
+    transform = (
+        np.eye(4) if np.all(target_affine == affine) else np.dot(linalg.inv(affine), target_affine)
+    )
     matrix, offset = transform[:3, :3], transform[:3, 3]
     if np.all(np.diag(np.diag(matrix)) == matrix):  # a zoom/shift: scipy's faster path
         matrix = np.diag(matrix)
     out = np.zeros(target_shape, dtype=data.dtype.newbyteorder("="), order="F")
-    affine_transform(data, matrix, offset=offset, output_shape=target_shape, output=out,
-                     cval=0, order=0)
+    affine_transform(
+        data, matrix, offset=offset, output_shape=target_shape, output=out, cval=0, order=0
+    )
     return out

@@ -39,22 +39,29 @@ def choose_feature_set(fs: FileSet, wanted: str | None) -> FeatureSet:
     only one; none or an ambiguous choice is a usage error listing the choices."""
     names = [f.name for f in fs.feature_sets]
     if not fs.feature_sets:
-        raise UsageError(f"{fs.folder}: --term needs term features "
-                         f"(data-{fs.database}_version-{fs.version}_vocab-<vocab>_source-"
-                         "<source>_type-<type>_features.npz and its vocabulary); none found")
+        raise UsageError(
+            f"{fs.folder}: --term needs term features "
+            f"(data-{fs.database}_version-{fs.version}_vocab-<vocab>_source-"
+            "<source>_type-<type>_features.npz and its vocabulary); none found"
+        )
     if wanted is None:
         if len(fs.feature_sets) == 1:
             return fs.feature_sets[0]
-        raise UsageError(f"{fs.folder}: holds several feature sets ({', '.join(names)}); "
-                         "choose one with --term-vocab")
+        raise UsageError(
+            f"{fs.folder}: holds several feature sets ({', '.join(names)}); "
+            "choose one with --term-vocab"
+        )
     found = [f for f in fs.feature_sets if wanted in (f.name, f.vocab)]
     if len(found) == 1:
         return found[0]
     if found:
-        raise UsageError(f"--term-vocab {wanted}: several feature sets have this vocabulary "
-                         f"({', '.join(f.name for f in found)}); give vocab_source_type")
-    raise UsageError(f"--term-vocab {wanted}: no such feature set in {fs.folder} (found: "
-                     f"{', '.join(names)})")
+        raise UsageError(
+            f"--term-vocab {wanted}: several feature sets have this vocabulary "
+            f"({', '.join(f.name for f in found)}); give vocab_source_type"
+        )
+    raise UsageError(
+        f"--term-vocab {wanted}: no such feature set in {fs.folder} (found: {', '.join(names)})"
+    )
 
 
 @dataclass(frozen=True)
@@ -75,11 +82,16 @@ class TermFeatures:
             return self.vocabulary.index(term)
         except ValueError:
             close = difflib.get_close_matches(term, self.vocabulary, n=5, cutoff=0.6)
-            hint = (f"; close matches: {', '.join(repr(c) for c in close)}" if close
-                    else "; no close match")
-            raise UsageError(f"--term {term!r} is not in the vocabulary of "
-                             f"{self.feature_set.name} ({len(self.vocabulary)} terms, "
-                             f"{self.feature_set.vocabulary.name}){hint}") from None
+            hint = (
+                f"; close matches: {', '.join(repr(c) for c in close)}"
+                if close
+                else "; no close match"
+            )
+            raise UsageError(
+                f"--term {term!r} is not in the vocabulary of "
+                f"{self.feature_set.name} ({len(self.vocabulary)} terms, "
+                f"{self.feature_set.vocabulary.name}){hint}"
+            ) from None
 
     def select(self, term: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """(study ids, weights) of the studies with weight >= ``threshold`` (> 0), in
@@ -122,31 +134,47 @@ def load_features(fs: FileSet, wanted: str | None) -> TermFeatures:
     try:
         matrix = sparse.load_npz(chosen.features)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
-        raise InputError(chosen.features, None, f"cannot read the sparse features matrix "
-                         f"({' '.join(str(err).split())[:160]}); download it again") from None
+        raise InputError(
+            chosen.features,
+            None,
+            f"cannot read the sparse features matrix "
+            f"({' '.join(str(err).split())[:160]}); download it again",
+        ) from None
     matrix = sparse.csc_matrix(matrix)
     matrix.sort_indices()
     vocabulary = read_vocabulary(chosen.vocabulary)
     meta = read_metadata(fs)
     n_rows, n_cols = matrix.shape
     if n_rows != len(meta):
-        raise InputError(chosen.features, None, f"has {n_rows} rows but {fs.metadata.name} "
-                         f"lists {len(meta)} studies (rows must be the metadata's studies, "
-                         "in order)")
+        raise InputError(
+            chosen.features,
+            None,
+            f"has {n_rows} rows but {fs.metadata.name} "
+            f"lists {len(meta)} studies (rows must be the metadata's studies, "
+            "in order)",
+        )
     if n_cols != len(vocabulary):
-        raise InputError(chosen.vocabulary, None, f"lists {len(vocabulary)} terms but "
-                         f"{chosen.features.name} has {n_cols} columns")
+        raise InputError(
+            chosen.vocabulary,
+            None,
+            f"lists {len(vocabulary)} terms but {chosen.features.name} has {n_cols} columns",
+        )
     if len(set(vocabulary)) != len(vocabulary):
         seen: dict[str, int] = {}
         for k, t in enumerate(vocabulary):
             if t in seen:
-                raise InputError(chosen.vocabulary, k + 1, f"term {t!r} repeats line "
-                                 f"{seen[t] + 1}")
+                raise InputError(chosen.vocabulary, k + 1, f"term {t!r} repeats line {seen[t] + 1}")
             seen[t] = k
     if matrix.nnz and not np.isfinite(matrix.data).all():
         raise InputError(chosen.features, None, "holds NaN or infinite weights")
-    return TermFeatures(fs, chosen, meta["id"].to_numpy(dtype=object), vocabulary, matrix,
-                        _digest(chosen.features, chosen.vocabulary))
+    return TermFeatures(
+        fs,
+        chosen,
+        meta["id"].to_numpy(dtype=object),
+        vocabulary,
+        matrix,
+        _digest(chosen.features, chosen.vocabulary),
+    )
 
 
 @dataclass(frozen=True)
@@ -165,8 +193,10 @@ class TermStudyset:
     digest: str
 
     def __str__(self) -> str:
-        return (f"term '{self.term}' ({self.feature_set} weight >= {self.threshold:g}) in "
-                f"{self.features_file}")
+        return (
+            f"term '{self.term}' ({self.feature_set} weight >= {self.threshold:g}) in "
+            f"{self.features_file}"
+        )
 
     @property
     def name(self) -> str:  # as Path.name, for messages
@@ -174,46 +204,76 @@ class TermStudyset:
 
     def experiment_mask(self, study_ids) -> np.ndarray:
         """Which of the database experiments (given by their study ids) are selected."""
-        return np.isin(np.asarray(study_ids, dtype=object), np.asarray(self.study_ids,
-                                                                           dtype=object))
+        return np.isin(
+            np.asarray(study_ids, dtype=object), np.asarray(self.study_ids, dtype=object)
+        )
 
     def table(self, db_table: pd.DataFrame) -> pd.DataFrame:
         """Selected studies, their weights and what became of them in the database."""
         status = db_table.drop_duplicates("study_id").set_index("study_id")
-        frame = pd.DataFrame({"study_id": list(self.study_ids),
-                              "weight": np.asarray(self.weights, dtype=np.float64)})
+        frame = pd.DataFrame(
+            {"study_id": list(self.study_ids), "weight": np.asarray(self.weights, dtype=np.float64)}
+        )
         n = status["n_foci"].reindex(frame["study_id"]) if len(status) else None
-        frame["n_foci"] = (n.fillna(0).astype(np.int64).to_numpy() if n is not None
-                           else np.zeros(len(frame), np.int64))
-        frame["status"] = (status["status"].reindex(frame["study_id"]).fillna(
-            "no coordinates in the database").to_numpy() if len(status)
-            else "no coordinates in the database")
+        frame["n_foci"] = (
+            n.fillna(0).astype(np.int64).to_numpy()
+            if n is not None
+            else np.zeros(len(frame), np.int64)
+        )
+        frame["status"] = (
+            status["status"]
+            .reindex(frame["study_id"])
+            .fillna("no coordinates in the database")
+            .to_numpy()
+            if len(status)
+            else "no coordinates in the database"
+        )
         return frame
 
     def summary(self) -> dict:
         """What the report shows about the selection."""
-        return {"term": self.term, "threshold": self.threshold,
-                "feature_set": self.feature_set, "n_studies": len(self.study_ids)}
+        return {
+            "term": self.term,
+            "threshold": self.threshold,
+            "feature_set": self.feature_set,
+            "n_studies": len(self.study_ids),
+        }
 
     def sidecar(self, n_experiments: int) -> dict:
-        return {"Description": "Studies selected by a term: " + RULE,
-                "Term": self.term, "FeatureSet": self.feature_set,
-                "FeaturesFile": self.features_file, "Threshold": self.threshold,
-                "NumberOfStudiesSelected": len(self.study_ids),
-                "NumberOfExperiments": n_experiments,
-                "Status": "'kept': an experiment of the studyset (before any ROI "
-                          "restriction); else why the study is not one"}
+        return {
+            "Description": "Studies selected by a term: " + RULE,
+            "Term": self.term,
+            "FeatureSet": self.feature_set,
+            "FeaturesFile": self.features_file,
+            "Threshold": self.threshold,
+            "NumberOfStudiesSelected": len(self.study_ids),
+            "NumberOfExperiments": n_experiments,
+            "Status": "'kept': an experiment of the studyset (before any ROI "
+            "restriction); else why the study is not one",
+        }
 
 
-def term_studyset(features: TermFeatures, term: str, threshold: float,
-                  database_digest: str) -> TermStudyset:
+def term_studyset(
+    features: TermFeatures, term: str, threshold: float, database_digest: str
+) -> TermStudyset:
     ids, weights = features.select(term, threshold)
     h = hashlib.sha256()
-    for part in (database_digest, features.digest, features.feature_set.name, term,
-                 repr(float(threshold))):
+    for part in (
+        database_digest,
+        features.digest,
+        features.feature_set.name,
+        term,
+        repr(float(threshold)),
+    ):
         h.update(part.encode())
         h.update(b"\0")
-    return TermStudyset(term, term_label(term), float(threshold), features.feature_set.name,
-                        str(features.feature_set.features),
-                        tuple(str(i) for i in ids), tuple(float(w) for w in weights),
-                        h.hexdigest())
+    return TermStudyset(
+        term,
+        term_label(term),
+        float(threshold),
+        features.feature_set.name,
+        str(features.feature_set.features),
+        tuple(str(i) for i in ids),
+        tuple(float(w) for w in weights),
+        h.hexdigest(),
+    )

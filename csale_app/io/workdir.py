@@ -50,6 +50,7 @@ class ChunkDir:
     def put(self, index: int, arrays: dict[str, np.ndarray]) -> None:
         if self.path is None:
             return
+
         def _save(tmp: Path) -> None:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)

@@ -28,11 +28,13 @@ class BackendSpec:
         """The spec of a run's settings (``device``, ``gpu_id``, ``nprocs``, ``batch_size``
         - ``"auto"`` or a positive integer as text - and ``mem_gb``)."""
         batch = getattr(settings, "batch_size", "auto")
-        return cls(device=str(getattr(settings, "device", None) or "auto").strip().lower(),
-                   gpu_id=int(getattr(settings, "gpu_id", None) or 0),
-                   n_threads=getattr(settings, "nprocs", None),
-                   batch_size=None if batch in (None, "auto") else int(batch),
-                   mem_gb=getattr(settings, "mem_gb", None) or None)
+        return cls(
+            device=str(getattr(settings, "device", None) or "auto").strip().lower(),
+            gpu_id=int(getattr(settings, "gpu_id", None) or 0),
+            n_threads=getattr(settings, "nprocs", None),
+            batch_size=None if batch in (None, "auto") else int(batch),
+            mem_gb=getattr(settings, "mem_gb", None) or None,
+        )
 
     @property
     def mem_limit_bytes(self) -> float | None:

@@ -27,8 +27,10 @@ def cuda_status() -> tuple[bool, str]:
     """(usable, text): whether a CUDA device can be used, and why not / which devices."""
     simulated = simulator_enabled()
     if simulated and os.environ.get(ALLOW_SIM_ENV, "") != "1":
-        return False, (f"the numba CUDA simulator is enabled (NUMBA_ENABLE_CUDASIM=1) and "
-                       f"{ALLOW_SIM_ENV}=1 is not set")
+        return False, (
+            f"the numba CUDA simulator is enabled (NUMBA_ENABLE_CUDASIM=1) and "
+            f"{ALLOW_SIM_ENV}=1 is not set"
+        )
     try:
         from numba import cuda
     except Exception as exc:  # pragma: no cover - depends on the installation
@@ -89,6 +91,5 @@ def make_backend(spec: BackendSpec):
         except Exception as exc:
             ok, text = False, _one_line(exc) or type(exc).__name__
     if dev == "cuda":
-        raise DeviceError(f"--device cuda: no usable NVIDIA GPU ({text}); "
-                          f"use --device cpu or auto")
+        raise DeviceError(f"--device cuda: no usable NVIDIA GPU ({text}); use --device cpu or auto")
     return CPUBackend(spec.n_threads, fallback_reason=f"no usable NVIDIA GPU ({text})")

@@ -30,21 +30,30 @@ class Backend(Protocol):
 
     def describe(self) -> str: ...
 
-    def fwe_chunk(self, plan: NullPlan, start: int, count: int,
-                  ale_thresh: float) -> dict[str, np.ndarray]:
+    def fwe_chunk(
+        self, plan: NullPlan, start: int, count: int, ale_thresh: float
+    ) -> dict[str, np.ndarray]:
         """Per permutation: max ALE, max cluster size and mass above ``ale_thresh``."""
 
-    def csale_pass1_chunk(self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray,
-                          K: int) -> dict[str, np.ndarray]:
+    def csale_pass1_chunk(
+        self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray, K: int
+    ) -> dict[str, np.ndarray]:
         """Exceedance counts, each voxel's K smallest null values with their permutations,
         and the per-permutation max ALE."""
 
 
-def build_null_plan(grid: Grid, kernels: KernelTable, kernel_ids: np.ndarray,
-                    focus_counts: np.ndarray, sampler: Sampler, seed: int) -> NullPlan:
+def build_null_plan(
+    grid: Grid,
+    kernels: KernelTable,
+    kernel_ids: np.ndarray,
+    focus_counts: np.ndarray,
+    sampler: Sampler,
+    seed: int,
+) -> NullPlan:
     starts = np.r_[0, np.cumsum(np.asarray(focus_counts, dtype=np.int64))].astype(np.int64)
-    return NullPlan(grid, kernels, np.asarray(kernel_ids, dtype=np.int32), starts, sampler,
-                    seed_key(seed))
+    return NullPlan(
+        grid, kernels, np.asarray(kernel_ids, dtype=np.int32), starts, sampler, seed_key(seed)
+    )
 
 
 def log_threshold(ale_thresh: float) -> np.float32:
@@ -55,9 +64,22 @@ def log_threshold(ale_thresh: float) -> np.float32:
 def plan_args(plan: NullPlan) -> tuple:
     """The arrays every CPU pass takes, in order (see cpu.null_log_sum)."""
     g, k, s = plan.grid, plan.kernels, plan.sampler
-    return (plan.key, plan.exp_kernel, plan.exp_focus_start, k.cube_start, k.width,
-            k.cube_log, s.ijk, s.cdf, g.row_lookup, g.row_zlo, g.row_zhi, g.row_off,
-            g.hull_to_mask, g.n_mask)
+    return (
+        plan.key,
+        plan.exp_kernel,
+        plan.exp_focus_start,
+        k.cube_start,
+        k.width,
+        k.cube_log,
+        s.ijk,
+        s.cdf,
+        g.row_lookup,
+        g.row_zlo,
+        g.row_zhi,
+        g.row_off,
+        g.hull_to_mask,
+        g.n_mask,
+    )
 
 
 class CPUBackend:
@@ -76,13 +98,23 @@ class CPUBackend:
         out_mass = np.zeros(count, dtype=np.float64)
         g = plan.grid
         cpu.set_threads(self.n_threads)
-        cpu.fwe_null_chunk(start, count, self.n_threads, *plan_args(plan), g.forward_neighbours,
-                           log_threshold(ale_thresh), float(ale_thresh), out_max, out_size,
-                           out_mass)
+        cpu.fwe_null_chunk(
+            start,
+            count,
+            self.n_threads,
+            *plan_args(plan),
+            g.forward_neighbours,
+            log_threshold(ale_thresh),
+            float(ale_thresh),
+            out_max,
+            out_size,
+            out_mass,
+        )
         return {"max": out_max, "size": out_size, "mass": out_mass}
 
-    def csale_pass1_chunk(self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray,
-                          K: int):
+    def csale_pass1_chunk(
+        self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray, K: int
+    ):
         """Exceedance counts, per-voxel K smallest null log values with the permutations
         they came from (``top_id``, -1 where fewer than K), and max null ALE."""
         g = plan.grid
@@ -91,9 +123,16 @@ class CPUBackend:
         counts = np.zeros((self.n_threads, g.n_mask), dtype=np.int64)
         out_max = np.zeros(count, dtype=np.float64)
         cpu.set_threads(self.n_threads)
-        cpu_csale.pass1_chunk(start, count, self.n_threads, *plan_args(plan),
-                              np.asarray(obs_log, dtype=np.float32), top, top_id, counts,
-                              out_max)
+        cpu_csale.pass1_chunk(
+            start,
+            count,
+            self.n_threads,
+            *plan_args(plan),
+            np.asarray(obs_log, dtype=np.float32),
+            top,
+            top_id,
+            counts,
+            out_max,
+        )
         merged, merged_id = cpu_csale.merge_top(list(top), list(top_id), K)
-        return {"counts": counts.sum(axis=0), "top": merged, "top_id": merged_id,
-                "max": out_max}
+        return {"counts": counts.sum(axis=0), "top": merged, "top_id": merged_id, "max": out_max}

@@ -83,8 +83,20 @@ def build_grid(mask: np.ndarray) -> Grid:
     hull_to_mask = np.full(int(lengths.sum()), -1, dtype=np.int32)
     r_of = row_lookup[mask_ijk[:, 0] + PAD, mask_ijk[:, 1] + PAD]
     hull_to_mask[row_off[r_of] + mask_ijk[:, 2] - zlo[r_of]] = np.arange(n_mask, dtype=np.int32)
-    return Grid(shape, mask, padded_shape, gridmap, flat, mask_ijk, fwd, row_lookup, zlo, zhi,
-                row_off, hull_to_mask)
+    return Grid(
+        shape,
+        mask,
+        padded_shape,
+        gridmap,
+        flat,
+        mask_ijk,
+        fwd,
+        row_lookup,
+        zlo,
+        zhi,
+        row_off,
+        hull_to_mask,
+    )
 
 
 @dataclass(frozen=True)
@@ -101,8 +113,9 @@ class KernelTable:
     cube_log: np.ndarray  # float32: dense log1p(-k) cubes, C order (i, j, k)
 
 
-def build_kernel_table(fwhms: np.ndarray, grid: Grid,
-                       voxel_volume: float) -> tuple[KernelTable, np.ndarray]:
+def build_kernel_table(
+    fwhms: np.ndarray, grid: Grid, voxel_volume: float
+) -> tuple[KernelTable, np.ndarray]:
     """Kernel table for the distinct FWHMs in ``fwhms``; returns it and each entry's kernel id."""
     distinct, kernel_ids = np.unique(np.asarray(fwhms, dtype=np.float64), return_inverse=True)
     ps = grid.padded_shape

@@ -63,10 +63,15 @@ def _sphere_pass(ijk, focus_start, group, n_groups, offsets, index_vol, n_index)
 
 def _run(ijk, focus_start, group, n_groups, mask, offsets):
     index_vol, n = _index_volume(mask)
-    return _sphere_pass(np.ascontiguousarray(ijk, dtype=np.int32),
-                        np.ascontiguousarray(focus_start, dtype=np.int64),
-                        np.ascontiguousarray(group, dtype=np.int64), int(n_groups),
-                        np.ascontiguousarray(offsets, dtype=np.int32), index_vol, n)
+    return _sphere_pass(
+        np.ascontiguousarray(ijk, dtype=np.int32),
+        np.ascontiguousarray(focus_start, dtype=np.int64),
+        np.ascontiguousarray(group, dtype=np.int64),
+        int(n_groups),
+        np.ascontiguousarray(offsets, dtype=np.int32),
+        index_vol,
+        n,
+    )
 
 
 def _index_volume(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -77,8 +82,14 @@ def _index_volume(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return vol, n
 
 
-def active_counts(ijk: np.ndarray, focus_start: np.ndarray, group: np.ndarray,
-                  n_groups: int, mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def active_counts(
+    ijk: np.ndarray,
+    focus_start: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+    mask: np.ndarray,
+    offsets: np.ndarray,
+) -> np.ndarray:
     """(n_groups, n_mask) int32: per group, the number of experiments whose union of
     spheres (``offsets`` around each focus, ``ijk`` on the template grid) covers each voxel
     of ``mask`` (in ``np.argwhere`` order, as :class:`~.plan.Grid`). ``group[e]`` is the
@@ -86,8 +97,9 @@ def active_counts(ijk: np.ndarray, focus_start: np.ndarray, group: np.ndarray,
     return _run(ijk, focus_start, group, n_groups, mask, offsets)[0]
 
 
-def covered_voxels(ijk: np.ndarray, focus_start: np.ndarray, seed: np.ndarray,
-                   offsets: np.ndarray) -> np.ndarray:
+def covered_voxels(
+    ijk: np.ndarray, focus_start: np.ndarray, seed: np.ndarray, offsets: np.ndarray
+) -> np.ndarray:
     """Per experiment, how many voxels of ``seed`` its union of spheres covers (int64)."""
     n_exp = len(focus_start) - 1
     return _run(ijk, focus_start, np.zeros(n_exp, np.int64), 0, seed, offsets)[1]

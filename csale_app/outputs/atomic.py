@@ -36,8 +36,9 @@ def write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
     # Hidden, with a bounded length: a BIDS name near the 255-byte limit must not make the
     # temporary name (name + random part + suffix) too long for the filesystem.
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:96]}.", suffix=f".part{suffix}",
-                                   dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name[:96]}.", suffix=f".part{suffix}", dir=path.parent
+        )
     except OSError as exc:
         if exc.errno in WRITE_ERRNOS:
             raise output_error(path, exc) from None
@@ -53,8 +54,11 @@ def write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
             tmp_path.unlink(missing_ok=True)
         except OSError:
             pass
-        if isinstance(exc, OSError) and not isinstance(exc, CsaleError) \
-                and exc.errno in WRITE_ERRNOS:
+        if (
+            isinstance(exc, OSError)
+            and not isinstance(exc, CsaleError)
+            and exc.errno in WRITE_ERRNOS
+        ):
             raise output_error(path, exc) from None
         raise
     return path

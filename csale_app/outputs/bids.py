@@ -24,12 +24,19 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..errors import (WRITE_ERRNOS, OutputError, display_path, output_error, write_cause,
-                      write_errors)
+from ..errors import (
+    WRITE_ERRNOS,
+    OutputError,
+    display_path,
+    output_error,
+    write_cause,
+    write_errors,
+)
 from ..kernels.plan import Grid
 from .atomic import public_mode, write_atomic, write_json
 
 from .. import names
+
 PROVENANCE = ".csale_provenance.json"
 #: Staging folders are ``OUTPUT_DIR/.csale_staging-studyset-<S>-XXXX``; they are hidden and
 #: deliberately not ``.staging-studyset-*``, so a run started for other studysets of a job
@@ -50,9 +57,15 @@ def software_versions() -> dict[str, str]:
     import numba
     import scipy
 
-    return {"csale_app": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "numba": numba.__version__, "nibabel": nib.__version__,
-            "nilearn": nilearn.__version__, "pandas": pd.__version__}
+    return {
+        "csale_app": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "numba": numba.__version__,
+        "nibabel": nib.__version__,
+        "nilearn": nilearn.__version__,
+        "pandas": pd.__version__,
+    }
 
 
 def container_provenance(environ=None, root: Path = Path("/")) -> dict | None:
@@ -65,16 +78,19 @@ def container_provenance(environ=None, root: Path = Path("/")) -> dict | None:
     """
     env = os.environ if environ is None else environ
     tag = env.get("CSALE_CONTAINER") or None
-    for var, kind in (("APPTAINER_CONTAINER", "apptainer"),
-                      ("SINGULARITY_CONTAINER", "singularity")):
+    for var, kind in (
+        ("APPTAINER_CONTAINER", "apptainer"),
+        ("SINGULARITY_CONTAINER", "singularity"),
+    ):
         if env.get(var):
             out = {"Type": kind, "Tag": tag, "URI": "file://" + env[var]}
             return {k: v for k, v in out.items() if v}
     podman = root / "run" / ".containerenv"
     if env.get("container") == "podman" or podman.is_file():
         try:
-            fields = dict(line.split("=", 1) for line in podman.read_text().splitlines()
-                          if "=" in line)
+            fields = dict(
+                line.split("=", 1) for line in podman.read_text().splitlines() if "=" in line
+            )
         except OSError:
             fields = {}
         image = fields.get("image", "").strip('"')
@@ -92,8 +108,9 @@ def write_dataset_description(output_dir: Path, authors=()) -> None:
     write_dataset_files(output_dir, authors)
 
 
-def write_map(path: Path, values: np.ndarray, grid: Grid, affine: np.ndarray,
-              sidecar: dict) -> Path:
+def write_map(
+    path: Path, values: np.ndarray, grid: Grid, affine: np.ndarray, sidecar: dict
+) -> Path:
     """A map over mask voxels as a float32 NIfTI (zeros outside the mask) + JSON sidecar."""
     vol = np.zeros(grid.shape, dtype=np.float32)
     vol[grid.mask] = np.asarray(values, dtype=np.float32)
@@ -132,8 +149,9 @@ class StudysetOutput:
         self.label = label
         remove_stale_staging(output_dir, label)
         with write_errors(output_dir, "cannot create a staging folder"):
-            self.staging = Path(tempfile.mkdtemp(
-                prefix=f"{STAGING_PREFIX}studyset-{label}-", dir=output_dir))
+            self.staging = Path(
+                tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}studyset-{label}-", dir=output_dir)
+            )
         try:
             public_mode(self.staging, directory=True)
             # write_atomic re-creates missing parent folders, so a staging folder removed by
@@ -163,10 +181,12 @@ class StudysetOutput:
     def commit(self, provenance: dict) -> None:
         marker = self.staging / STAGING_MARKER
         if not marker.is_file():
-            raise OutputError(f"{self.staging}: the staging folder was removed while this run "
-                              "wrote to it (another csale-app run on the same OUTPUT_DIR and "
-                              "studyset?); nothing was moved to "
-                              f"{self.final.name}; run again")
+            raise OutputError(
+                f"{self.staging}: the staging folder was removed while this run "
+                "wrote to it (another csale-app run on the same OUTPUT_DIR and "
+                "studyset?); nothing was moved to "
+                f"{self.final.name}; run again"
+            )
         write_json(self.staging / PROVENANCE, provenance)
         old = None
         try:
@@ -179,8 +199,7 @@ class StudysetOutput:
             if old is not None and not self.final.exists():
                 os.replace(old, self.final)  # put the previous results back
             if exc.errno in WRITE_ERRNOS:
-                raise output_error(self.final, exc, "cannot move the results into place") \
-                    from None
+                raise output_error(self.final, exc, "cannot move the results into place") from None
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -223,8 +242,9 @@ def prepare_output_dir(output_dir: Path, labels=None) -> "OutputLock | None":
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise OutputError(f"{display_path(output_dir)}: cannot create the output folder "
-                          f"({write_cause(exc)})") from None
+        raise OutputError(
+            f"{display_path(output_dir)}: cannot create the output folder ({write_cause(exc)})"
+        ) from None
     if labels is None:
         return None
     return OutputLock(output_dir, labels).acquire()
@@ -333,7 +353,8 @@ class OutputLock:
         return OutputError(
             f"{display_path(self.output_dir)}: OUTPUT_DIR is in use by {who} (it writes "
             f"studyset '{label}'); wait for that run to end, or write other studysets with "
-            f"--studyset-label. If no such run exists, delete {display_path(self.path(label))}")
+            f"--studyset-label. If no such run exists, delete {display_path(self.path(label))}"
+        )
 
     def _lock_one(self, label: str) -> int:
         import fcntl
@@ -345,8 +366,9 @@ class OutputLock:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
-                    raise OutputError(f"{display_path(path)}: the lock file is a symbolic "
-                                      "link; remove it") from None
+                    raise OutputError(
+                        f"{display_path(path)}: the lock file is a symbolic link; remove it"
+                    ) from None
                 raise output_error(path, exc, "cannot create the lock file") from None
             kernel_lock = True
             try:
@@ -370,8 +392,14 @@ class OutputLock:
                 if not kernel_lock and (where != host or _pid_alive(pid)):
                     os.close(fd)
                     raise self._in_use(label, holder)
-                LOG.info("%s: taking over the lock of studyset '%s' left by pid %d on %s "
-                         "(that run is gone)", display_path(self.output_dir), label, pid, where)
+                LOG.info(
+                    "%s: taking over the lock of studyset '%s' left by pid %d on %s "
+                    "(that run is gone)",
+                    display_path(self.output_dir),
+                    label,
+                    pid,
+                    where,
+                )
             try:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"{os.getpid()} {host}\n".encode(), 0)

@@ -29,9 +29,9 @@ CODE_URL_LABELS = ("source", "repository", "code", "homepage")
 #: Validator warnings an OUTPUT_DIR keeps, and why (README.md of OUTPUT_DIR and the repo).
 KNOWN_WARNINGS = {
     "SUBJECT_FOLDERS": "a meta-analysis of published coordinates has no subjects, so there "
-                       "is no sub-<label>/ folder",
+    "is no sub-<label>/ folder",
     "TOO_FEW_AUTHORS": "Authors is written only when given (--authors); the warning stays "
-                       "while fewer than two are given",
+    "while fewer than two are given",
 }
 
 
@@ -119,17 +119,24 @@ def _analysis_line(meta: str, info: dict) -> str:
         return f"  - {meta}"
     if info.get("skipped"):
         return f"  - {meta}: skipped ({info['skipped']})"
-    counts = [f"{k.replace('n_', '').replace('_', ' ')} {v}" for k, v in info.items()
-              if k.startswith("n_") and isinstance(v, (int, float))]
+    counts = [
+        f"{k.replace('n_', '').replace('_', ' ')} {v}"
+        for k, v in info.items()
+        if k.startswith("n_") and isinstance(v, (int, float))
+    ]
     return f"  - {meta}: " + (", ".join(counts) if counts else "done")
 
 
 def readme_text(provenance: list[dict], authors=()) -> str:
     """OUTPUT_DIR/README.md: what ran and how to read the folder."""
-    lines = ["# csale_app coordinate-based meta-analysis", "",
-             "BIDS derivative dataset written by csale_app (ALE, C-SALE and MACM "
-             "coordinate-based meta-analysis). Open `report.html` for the results with "
-             "figures; this file says what ran and how the folder is organised.", ""]
+    lines = [
+        "# csale_app coordinate-based meta-analysis",
+        "",
+        "BIDS derivative dataset written by csale_app (ALE, C-SALE and MACM "
+        "coordinate-based meta-analysis). Open `report.html` for the results with "
+        "figures; this file says what ran and how the folder is organised.",
+        "",
+    ]
     if authors:
         lines += ["Authors: " + ", ".join(authors), ""]
     lines += ["## What ran", ""]
@@ -139,49 +146,73 @@ def readme_text(provenance: list[dict], authors=()) -> str:
         summary = prov.get("summary", {})
         settings = prov.get("settings", {})
         label = summary.get("label", "?")
-        lines.append(f"- `studyset-{label}/`: {summary.get('n_experiments', '?')} experiments, "
-                     f"{summary.get('n_foci', '?')} foci, from "
-                     f"`{summary.get('source', 'an in-memory studyset')}` (csale_app "
-                     f"{prov.get('version', '?')})")
+        lines.append(
+            f"- `studyset-{label}/`: {summary.get('n_experiments', '?')} experiments, "
+            f"{summary.get('n_foci', '?')} foci, from "
+            f"`{summary.get('source', 'an in-memory studyset')}` (csale_app "
+            f"{prov.get('version', '?')})"
+        )
         for meta, info in (summary.get("analyses") or {}).items():
             lines.append(_analysis_line(meta, info))
         db = summary.get("database") or {}
         if db:
-            lines.append(f"  - reference database: {db.get('source', '?')} "
-                         f"({db.get('n_experiments', '?')} experiments)")
+            lines.append(
+                f"  - reference database: {db.get('source', '?')} "
+                f"({db.get('n_experiments', '?')} experiments)"
+            )
         roi = summary.get("roi") or {}
         lines.append(f"  - region of interest: {roi.get('label', 'none (whole brain)')}")
-        keys = ("analyses", "n_iters", "voxel_thresh", "cluster_alpha", "random_seed",
-                "subsamples", "macm_seed")
+        keys = (
+            "analyses",
+            "n_iters",
+            "voxel_thresh",
+            "cluster_alpha",
+            "random_seed",
+            "subsamples",
+            "macm_seed",
+        )
         shown = {k: settings[k] for k in keys if settings.get(k) not in (None, [], ())}
-        lines.append("  - settings: " + ", ".join(
-            f"{k}={' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-            for k, v in shown.items()))
-    lines += ["", "Every setting, input file and software version is in the JSON sidecar of "
-              "each map and table (`Parameters`, `Sources`, `Software`).", "",
-              "## How to read this folder", "",
-              "- `studyset-<S>/`: the results of studyset S (one input table). File names "
-              "follow BIDS's pattern `key-value_..._suffix.extension` with these entities: "
-              "`studyset`, `macm` (the MACM seed, in the subfolder `macm-<M>/`), `roi`, "
-              "`space`/`res` (MNI152NLin6Asym, 2 mm), `meta` (the analysis: ale, csale, ...), "
-              "`stat` (the statistic), `level`/`corr` (FWE-corrected maps), `desc`.",
-              "  Suffixes: `_statmap.nii.gz` (maps), `_mask.nii.gz` (ROI and seed masks), "
-              "`.tsv` tables (`_clusters`, `_peaks`, `_contributions`, `_desc-null_values`, "
-              "`_desc-input_foci`, `_desc-experiments_table`, `_experiments`), each with a "
-              "JSON sidecar describing it and its columns.",
-              "- `report.html`: the report (offline HTML); `references.bib`: its references.",
-              "- `logs/`: one log per run. `code/csale_app_pybids_config.json`: the pybids "
-              "config for the entities above:", "",
-              "```python",
-              "from bids import BIDSLayout",
-              f"layout = BIDSLayout(OUTPUT_DIR, config=[OUTPUT_DIR + '/{names.PYBIDS_CONFIG}'],",
-              "                     validate=False)",
-              "layout.get(studyset='S', meta='csale', stat='z', desc='thresholded',",
-              "           extension='.nii.gz')",
-              "```", "",
-              "## BIDS validity", "",
-              "`bids-validator-deno` reports no error on this folder. `.bidsignore` lists "
-              "only what BIDS has no rule for:", ""]
+        lines.append(
+            "  - settings: "
+            + ", ".join(
+                f"{k}={' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                for k, v in shown.items()
+            )
+        )
+    lines += [
+        "",
+        "Every setting, input file and software version is in the JSON sidecar of "
+        "each map and table (`Parameters`, `Sources`, `Software`).",
+        "",
+        "## How to read this folder",
+        "",
+        "- `studyset-<S>/`: the results of studyset S (one input table). File names "
+        "follow BIDS's pattern `key-value_..._suffix.extension` with these entities: "
+        "`studyset`, `macm` (the MACM seed, in the subfolder `macm-<M>/`), `roi`, "
+        "`space`/`res` (MNI152NLin6Asym, 2 mm), `meta` (the analysis: ale, csale, ...), "
+        "`stat` (the statistic), `level`/`corr` (FWE-corrected maps), `desc`.",
+        "  Suffixes: `_statmap.nii.gz` (maps), `_mask.nii.gz` (ROI and seed masks), "
+        "`.tsv` tables (`_clusters`, `_peaks`, `_contributions`, `_desc-null_values`, "
+        "`_desc-input_foci`, `_desc-experiments_table`, `_experiments`), each with a "
+        "JSON sidecar describing it and its columns.",
+        "- `report.html`: the report (offline HTML); `references.bib`: its references.",
+        "- `logs/`: one log per run. `code/csale_app_pybids_config.json`: the pybids "
+        "config for the entities above:",
+        "",
+        "```python",
+        "from bids import BIDSLayout",
+        f"layout = BIDSLayout(OUTPUT_DIR, config=[OUTPUT_DIR + '/{names.PYBIDS_CONFIG}'],",
+        "                     validate=False)",
+        "layout.get(studyset='S', meta='csale', stat='z', desc='thresholded',",
+        "           extension='.nii.gz')",
+        "```",
+        "",
+        "## BIDS validity",
+        "",
+        "`bids-validator-deno` reports no error on this folder. `.bidsignore` lists "
+        "only what BIDS has no rule for:",
+        "",
+    ]
     for reason, patterns in names.BIDSIGNORE:
         lines.append(f"- {', '.join(f'`{p}`' for p in patterns)}: {reason}")
     lines += ["", "Warnings that remain:", ""]
@@ -205,14 +236,19 @@ def write_dataset_files(output_dir: Path, authors=()) -> None:
     provenance = studyset_provenance(output_dir)
     desc = description(output_dir, provenance, authors)
     write_json(output_dir / names.DESCRIPTION, desc)
-    write_text(output_dir / names.DATASET_README,
-               readme_text(provenance, desc.get("Authors", [])))
+    write_text(output_dir / names.DATASET_README, readme_text(provenance, desc.get("Authors", [])))
     write_text(output_dir / ".bidsignore", bidsignore_text())
-    write_atomic(output_dir / names.PYBIDS_CONFIG,  # (creates code/)
-                 lambda p: shutil.copyfile(pybids_config_path(), p))
+    write_atomic(
+        output_dir / names.PYBIDS_CONFIG,  # (creates code/)
+        lambda p: shutil.copyfile(pybids_config_path(), p),
+    )
     legacy = output_dir / names.LEGACY_PYBIDS_CONFIG
     try:
         legacy.unlink(missing_ok=True)  # where earlier versions put it; invalid BIDS there
     except OSError as exc:
-        LOG.warning("%s: cannot remove the old pybids config (%s); the BIDS validator "
-                    "will report it until it is removed", legacy, exc)
+        LOG.warning(
+            "%s: cannot remove the old pybids config (%s); the BIDS validator "
+            "will report it until it is removed",
+            legacy,
+            exc,
+        )

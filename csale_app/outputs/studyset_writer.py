@@ -28,8 +28,13 @@ def write_output(out: bids.StudysetOutput, o) -> None:
     """Write one analysis output (``results.AnalysisOutput``) into a studyset's staging
     folder."""
     for name, values in o.maps.items():
-        bids.write_map(out.map_path(o.meta, name, o.macm), values, o.grid, o.affine,
-                       {**o.sidecar, "Statistic": name, **o.map_sidecars.get(name, {})})
+        bids.write_map(
+            out.map_path(o.meta, name, o.macm),
+            values,
+            o.grid,
+            o.affine,
+            {**o.sidecar, "Statistic": name, **o.map_sidecars.get(name, {})},
+        )
     for part, (df, side) in o.tables.items():
         bids.write_table(out.table_path(part, o.macm), df, side)
     for filename, (vol, side) in o.masks.items():
@@ -44,12 +49,16 @@ def reusable(output_dir: Path, label: str, digest: str, overwrite: bool) -> bool
         return False
     prov = bids.read_provenance(final)
     if prov and prov.get("digest") == digest:
-        LOG.info("studyset '%s': finished results with the same inputs and settings found; "
-                 "reusing them", label)
+        LOG.info(
+            "studyset '%s': finished results with the same inputs and settings found; reusing them",
+            label,
+        )
         return True
     if not overwrite:
-        raise OutputError(f"{final}: holds results of other inputs or settings; use "
-                          "--overwrite to replace them or choose another OUTPUT_DIR")
+        raise OutputError(
+            f"{final}: holds results of other inputs or settings; use "
+            "--overwrite to replace them or choose another OUTPUT_DIR"
+        )
     return False
 
 
@@ -59,33 +68,48 @@ def write_studyset(output_dir: Path, ctx, job, outputs: list, summary: StudysetS
     out = bids.StudysetOutput(output_dir, job.label)
     try:
         exps = job.experiments
-        bids.write_table(out.table_path(names.INPUT_FOCI), exps.foci, {
-            "Description": "Parsed foci with original IDs; x/y/z as given, x_mni/y_mni/"
-                           "z_mni after Talairach to MNI conversion (tal2icbm) where needed",
-            "Source": str(job.path)})
+        bids.write_table(
+            out.table_path(names.INPUT_FOCI),
+            exps.foci,
+            {
+                "Description": "Parsed foci with original IDs; x/y/z as given, x_mni/y_mni/"
+                "z_mni after Talairach to MNI conversion (tal2icbm) where needed",
+                "Source": str(job.path),
+            },
+        )
         bids.write_table(out.table_path(names.EXPERIMENTS_TABLE), exps.table)
         if isinstance(job.path, TermStudyset):
-            bids.write_table(out.table_path(names.TERM_STUDIES),
-                             job.path.table(ctx.database.experiments.table),
-                             job.path.sidecar(exps.n_experiments))
+            bids.write_table(
+                out.table_path(names.TERM_STUDIES),
+                job.path.table(ctx.database.experiments.table),
+                job.path.sidecar(exps.n_experiments),
+            )
         roi = ctx.roi
         if roi is not None:
-            bids.write_mask(out.folder() / names.roi_mask_filename(job.label, roi.label),
-                            roi.mask, ctx.affine, {
-                                "Description": roi.description, "Source": roi.source,
-                                "Voxels": roi.n_voxels,
-                                "VoxelsDroppedOutsideBrainMask": roi.n_outside_brain})
+            bids.write_mask(
+                out.folder() / names.roi_mask_filename(job.label, roi.label),
+                roi.mask,
+                ctx.affine,
+                {
+                    "Description": roi.description,
+                    "Source": roi.source,
+                    "Voxels": roi.n_voxels,
+                    "VoxelsDroppedOutsideBrainMask": roi.n_outside_brain,
+                },
+            )
         for o in outputs:
             write_output(out, o)
-        out.commit(RunRecord(job.digest, ctx.settings.result_params(), summary,
-                             __version__).to_json())
+        out.commit(
+            RunRecord(job.digest, ctx.settings.result_params(), summary, __version__).to_json()
+        )
     except BaseException:
         out.discard()
         raise
 
 
-def write_result(output_dir: Path, overwrite: bool, *, ctx, job, outputs: list,
-                 summary: StudysetSummary) -> Path:
+def write_result(
+    output_dir: Path, overwrite: bool, *, ctx, job, outputs: list, summary: StudysetSummary
+) -> Path:
     """One studyset's results into a BIDS derivatives folder of its own (what
     ``MetaResult.to_bids`` writes): lock, dataset description, the studyset folder."""
     output_dir = Path(output_dir)

@@ -34,15 +34,20 @@ PAGES_DIR = "report"  # OUTPUT_DIR/report/studyset-<S>.html
 def _environment():
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    return Environment(loader=PackageLoader("csale_app.report", "templates"),
-                       autoescape=select_autoescape(default=True, default_for_string=True),
-                       trim_blocks=True, lstrip_blocks=True)
+    return Environment(
+        loader=PackageLoader("csale_app.report", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def database_text(db: dict) -> str:
     files = ", ".join(map(str, db.get("files") or [])) or "n/a"
-    return (f"{db.get('source', 'n/a')}: {files} ({fmt(db.get('n_experiments'))} experiments, "
-            f"{fmt(db.get('n_foci'))} foci)")
+    return (
+        f"{db.get('source', 'n/a')}: {files} ({fmt(db.get('n_experiments'))} experiments, "
+        f"{fmt(db.get('n_foci'))} foci)"
+    )
 
 
 def summaries_of(context: dict) -> dict[str, StudysetSummary]:
@@ -50,18 +55,22 @@ def summaries_of(context: dict) -> dict[str, StudysetSummary]:
     found = {}
     for s in context.get("studysets") or []:
         if not isinstance(s, StudysetSummary):
-            raise TypeError(f"report context: a studyset summary is a StudysetSummary, not "
-                            f"{type(s).__name__} (StudysetSummary.from_json reads one)")
+            raise TypeError(
+                f"report context: a studyset summary is a StudysetSummary, not "
+                f"{type(s).__name__} (StudysetSummary.from_json reads one)"
+            )
         found[s.label] = s
     return found
 
 
 def _summary_tables(context: dict, pages: list[Page]) -> list[Table]:
     cmd = context.get("command_line", "")
-    run = [("csale_app version", context.get("version", "")),
-           ("Command line", " ".join(map(str, cmd)) if isinstance(cmd, (list, tuple)) else cmd),
-           ("Device", context.get("device", "")),
-           ("Runtime", fmt_seconds(context.get("runtime_s")))]
+    run = [
+        ("csale_app version", context.get("version", "")),
+        ("Command line", " ".join(map(str, cmd)) if isinstance(cmd, (list, tuple)) else cmd),
+        ("Device", context.get("device", "")),
+        ("Runtime", fmt_seconds(context.get("runtime_s"))),
+    ]
     for key in ("input_dir", "output_dir"):
         if key in context:
             run.append((key.replace("_", " ").capitalize(), context[key]))
@@ -78,20 +87,40 @@ def _summary_tables(context: dict, pages: list[Page]) -> list[Table]:
     for lab in labels:
         s, page = by.get(lab), by_page.get(lab)
         n_exp = s.n_experiments if s is not None else page.n_experiments if page else None
-        rows.append([Link(lab, page.href) if page else lab, fmt(n_exp),
-                     fmt(s.n_foci if s is not None else None),
-                     ", ".join(s.ran() if s is not None else []) or (
-                         "see its page" if page else "none"),
-                     page.clusters if page else "none",
-                     "; ".join(s.skip_reasons() if s is not None else []) or "none",
-                     "yes" if lab in reused else "no"])
-    tables.append(Table("Studysets", ["Studyset", "Experiments analysed", "Foci",
-                                      "Analyses run", "Significant clusters",
-                                      "Skipped (reason)", "Reused"], rows,
-                        note="Each studyset's results are on its own page (the link)."))
+        rows.append(
+            [
+                Link(lab, page.href) if page else lab,
+                fmt(n_exp),
+                fmt(s.n_foci if s is not None else None),
+                ", ".join(s.ran() if s is not None else []) or ("see its page" if page else "none"),
+                page.clusters if page else "none",
+                "; ".join(s.skip_reasons() if s is not None else []) or "none",
+                "yes" if lab in reused else "no",
+            ]
+        )
+    tables.append(
+        Table(
+            "Studysets",
+            [
+                "Studyset",
+                "Experiments analysed",
+                "Foci",
+                "Analyses run",
+                "Significant clusters",
+                "Skipped (reason)",
+                "Reused",
+            ],
+            rows,
+            note="Each studyset's results are on its own page (the link).",
+        )
+    )
     if settings:
-        tables.append(kv_table("Settings", [(k, "not set" if v is None else v)
-                                            for k, v in sorted(settings.items())]))
+        tables.append(
+            kv_table(
+                "Settings",
+                [(k, "not set" if v is None else v) for k, v in sorted(settings.items())],
+            )
+        )
     return tables
 
 
@@ -127,8 +156,9 @@ def page_path(output_dir: Path, label: str) -> Path:
 def _cluster_counts(ss: discover.Studyset) -> str:
     """Significant clusters per analysis, from the cluster tables (rows = clusters)."""
     parts = []
-    for where, analyses in [("", ss.analyses)] + [(f"MACM {m.name} ", m.analyses)
-                                                   for m in ss.macms]:
+    for where, analyses in [("", ss.analyses)] + [
+        (f"MACM {m.name} ", m.analyses) for m in ss.macms
+    ]:
         for an in analyses:
             path = an.tables.get("clusters")
             if path is None:
@@ -161,12 +191,20 @@ def write_studyset_pages(output_dir: Path, context: dict) -> list[Page]:
         n_exp = next((v for k, v in sec.info if k == "Experiments analysed"), None)
         path = page_path(output_dir, ss.label)
         figure_cache.draw_pending()  # the page's figures, drawn together (in parallel)
-        html = _render(env, page="studyset", ctx=context, sections=[sec],
-                       warnings=[], reused=[], title=f"Studyset {ss.label}")
+        html = _render(
+            env,
+            page="studyset",
+            ctx=context,
+            sections=[sec],
+            warnings=[],
+            reused=[],
+            title=f"Studyset {ss.label}",
+        )
         write_text(path, html)
         href = f"{PAGES_DIR}/{quote(path.name)}"
-        pages.append(Page(ss.label, href, n_exp, _cluster_counts(ss), tal, kinds,
-                          path.stat().st_size))
+        pages.append(
+            Page(ss.label, href, n_exp, _cluster_counts(ss), tal, kinds, path.stat().st_size)
+        )
         del sec, html
     return pages
 
@@ -181,15 +219,23 @@ def render_index(output_dir: Path, context: dict, pages: list[Page]) -> str:
         version=str(context.get("version", "")),
         settings=settings if isinstance(settings, dict) else {},
         analyses=set().union(*[p.kinds for p in pages]) if pages else set(),
-        talairach=any(p.talairach for p in pages), device=str(context.get("device", "")),
-        studysets=[summaries[p.label] for p in pages if p.label in summaries])
+        talairach=any(p.talairach for p in pages),
+        device=str(context.get("device", "")),
+        studysets=[summaries[p.label] for p in pages if p.label in summaries],
+    )
     return _render(
-        _environment(), page="index", ctx=context, title="csale_app report",
+        _environment(),
+        page="index",
+        ctx=context,
+        title="csale_app report",
         summary_tables=_summary_tables(context, pages),
         warnings=[str(w) for w in dict.fromkeys(context.get("warnings") or [])],
         reused=sorted({str(r) for r in context.get("reused") or []}),
-        pages=pages, methods=methods.methods_paragraphs(facts),
-        references=methods.reference_list(), atlases=atlas_credits())
+        pages=pages,
+        methods=methods.methods_paragraphs(facts),
+        references=methods.reference_list(),
+        atlases=atlas_credits(),
+    )
 
 
 def _remove_stale_pages(output_dir: Path) -> None:
@@ -244,8 +290,9 @@ def drawing_processes(context: dict) -> int:
     return max(1, min(wanted, available, MAX_DRAWING_PROCESSES))
 
 
-def build_report(output_dir: Path, context: dict | None = None,
-                 figure_dir: Path | None = None, drawing=None) -> Path:
+def build_report(
+    output_dir: Path, context: dict | None = None, figure_dir: Path | None = None, drawing=None
+) -> Path:
     """Write OUTPUT_DIR/report.html (the entry page), OUTPUT_DIR/report/studyset-<S>.html
     (one self-contained page per studyset) and OUTPUT_DIR/references.bib, each atomically.
 
@@ -263,15 +310,26 @@ def build_report(output_dir: Path, context: dict | None = None,
     # ``drawing`` wraps the figure drawing: the CLI freezes its heap there (cli/run.py),
     # a library call leaves the caller's garbage collector alone; nilearn's forced
     # collections are skipped either way (see _no_forced_collections)
-    with (drawing or contextlib.nullcontext)(), figure_cache.active(cache), \
-            _no_forced_collections():
+    with (
+        (drawing or contextlib.nullcontext)(),
+        figure_cache.active(cache),
+        _no_forced_collections(),
+    ):
         pages = write_studyset_pages(output_dir, context)
     _remove_stale_pages(output_dir)
     write_text(output_dir / "references.bib", methods.bibtex())
     path = write_text(output_dir / "report.html", render_index(output_dir, context, pages))
     pruned = cache.prune()
-    LOG.info("report written: %s (%.1f MB) and %d studyset page(s) in %s/ (largest %.1f MB); "
-             "figures drawn %d, reused %d%s", path, path.stat().st_size / 1e6, len(pages),
-             PAGES_DIR, max((p.size_bytes for p in pages), default=0) / 1e6, cache.drawn,
-             cache.hits, f", {pruned} unused stored figure(s) removed" if pruned else "")
+    LOG.info(
+        "report written: %s (%.1f MB) and %d studyset page(s) in %s/ (largest %.1f MB); "
+        "figures drawn %d, reused %d%s",
+        path,
+        path.stat().st_size / 1e6,
+        len(pages),
+        PAGES_DIR,
+        max((p.size_bytes for p in pages), default=0) / 1e6,
+        cache.drawn,
+        cache.hits,
+        f", {pruned} unused stored figure(s) removed" if pruned else "",
+    )
     return path

@@ -25,8 +25,11 @@ META_ORDER = {"ale": 0, "csale": 1, "mkdachi2": 2}
 _MAP_RE = names.MAP_PATTERN
 _TABLE_RE = names.TABLE_PATTERN
 #: Short names of the tables an analysis holds (``Analysis.tables``).
-TABLE_KINDS = {names.NULL_VALUES: "null", names.SUBSAMPLE_TABLE: "subsamples",
-               names.EXTENT_CLUSTERS: "extent_clusters"}
+TABLE_KINDS = {
+    names.NULL_VALUES: "null",
+    names.SUBSAMPLE_TABLE: "subsamples",
+    names.EXTENT_CLUSTERS: "extent_clusters",
+}
 
 
 @dataclass
@@ -45,8 +48,9 @@ class Analysis:
         if path is None:
             return {}
         try:
-            data = json.loads(path.with_name(path.name[: -len(".nii.gz")] + ".json")
-                              .read_text(encoding="utf-8"))
+            data = json.loads(
+                path.with_name(path.name[: -len(".nii.gz")] + ".json").read_text(encoding="utf-8")
+            )
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
@@ -112,25 +116,33 @@ def find_results(output_dir: Path) -> list[Studyset]:
     for folder in sorted(Path(output_dir).glob("studyset-*")):
         if not folder.is_dir():
             continue
-        label = folder.name[len("studyset-"):]
+        label = folder.name[len("studyset-") :]
         prefix = names.prefix(label)
         macms = []
         for mf in sorted(folder.glob("macm-*")):
             if not mf.is_dir():
                 continue
-            name = mf.name[len("macm-"):]
-            macms.append(Macm(
-                name, mf, _one(mf, names.seed_mask_filename(label, name)),
-                _one(mf, names.table_filename(label, names.MACM_EXPERIMENTS, name)),
-                find_analyses(mf, names.prefix(label, name))))
-        out.append(Studyset(
-            label=label,
-            folder=folder,
-            experiments_table=_one(folder, names.table_filename(label,
-                                                                names.EXPERIMENTS_TABLE)),
-            roi_masks=sorted(folder.glob(names.roi_mask_filename(label, "*"))),
-            analyses=find_analyses(folder, prefix),
-            macms=macms,
-            input_foci=_one(folder, names.table_filename(label, names.INPUT_FOCI)),
-        ))
+            name = mf.name[len("macm-") :]
+            macms.append(
+                Macm(
+                    name,
+                    mf,
+                    _one(mf, names.seed_mask_filename(label, name)),
+                    _one(mf, names.table_filename(label, names.MACM_EXPERIMENTS, name)),
+                    find_analyses(mf, names.prefix(label, name)),
+                )
+            )
+        out.append(
+            Studyset(
+                label=label,
+                folder=folder,
+                experiments_table=_one(
+                    folder, names.table_filename(label, names.EXPERIMENTS_TABLE)
+                ),
+                roi_masks=sorted(folder.glob(names.roi_mask_filename(label, "*"))),
+                analyses=find_analyses(folder, prefix),
+                macms=macms,
+                input_foci=_one(folder, names.table_filename(label, names.INPUT_FOCI)),
+            )
+        )
     return out

@@ -175,7 +175,8 @@ class FigureCache:
 
 
 _ACTIVE: contextvars.ContextVar[FigureCache | None] = contextvars.ContextVar(
-    "csale_app_figure_cache", default=None)
+    "csale_app_figure_cache", default=None
+)
 
 
 @contextlib.contextmanager
@@ -217,6 +218,7 @@ def cached(to_payload, from_payload, pending=None, fill=None):
     are then drawn together by :meth:`FigureCache.draw_pending` before the page is
     rendered (the same figure asked for twice is drawn once).
     """
+
     def wrap(fn):
         signature = inspect.signature(fn)
 
@@ -244,7 +246,8 @@ def cached(to_payload, from_payload, pending=None, fill=None):
                 queued = cache.pending.get(key)
                 if queued is None:
                     queued = cache.pending[key] = _Pending(
-                        functools.partial(fn, *args, **kwargs), to_payload, fill)
+                        functools.partial(fn, *args, **kwargs), to_payload, fill
+                    )
                 placeholder = pending(page_text)
                 queued.placeholders.append(placeholder)
                 return placeholder
@@ -253,5 +256,7 @@ def cached(to_payload, from_payload, pending=None, fill=None):
             if payload is not None:
                 cache.put(key, payload)
             return result
+
         return call
+
     return wrap

@@ -58,8 +58,7 @@ def to_data_uri(fig) -> str:
     fig.set_dpi(DPI)
     fig.canvas.draw()
     width, height = fig.canvas.get_width_height()
-    rgba = Image.frombuffer("RGBA", (width, height), fig.canvas.buffer_rgba(), "raw", "RGBA",
-                            0, 1)
+    rgba = Image.frombuffer("RGBA", (width, height), fig.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
     img = rgba.convert("RGB").quantize(COLOURS, method=Image.Quantize.MEDIANCUT)
     out = io.BytesIO()
     # no metadata: matplotlib's PNG writer would embed its web address ("Software")
@@ -109,8 +108,9 @@ def render_figure(title: str, draw, caption: str = "") -> Figure:
             return Figure(title, uri=to_data_uri(fig), caption=caption)
     except Exception as exc:  # a figure must never break the report
         LOG.warning("report: figure '%s' failed: %s: %s", title, type(exc).__name__, exc)
-        return Figure(title, error=f"figure could not be drawn ({type(exc).__name__}: {exc})",
-                      caption=caption)
+        return Figure(
+            title, error=f"figure could not be drawn ({type(exc).__name__}: {exc})", caption=caption
+        )
     finally:
         if fig is not None:
             plt.close(fig)
@@ -124,8 +124,9 @@ def _from_payload(payload: dict, page: dict) -> Figure:
     uri = payload["uri"]
     if not isinstance(uri, str) or not uri.startswith(PNG_URI):
         raise ValueError("not a PNG data URI")
-    return Figure(page["title"], uri=uri, caption=page["caption"] or "",
-                  attrs=dict(page["attrs"] or {}))
+    return Figure(
+        page["title"], uri=uri, caption=page["caption"] or "", attrs=dict(page["attrs"] or {})
+    )
 
 
 def _pending(page: dict) -> Figure:
@@ -197,25 +198,49 @@ def z_cuts_for(img: nib.Nifti1Image, n: int = 7) -> list[float]:
 
 
 @figure
-def glass_brain_figure(img: nib.Nifti1Image, title: str, threshold: float = 1e-6,
-                       cmap: str = "autumn", caption: str = "") -> Figure:
+def glass_brain_figure(
+    img: nib.Nifti1Image,
+    title: str,
+    threshold: float = 1e-6,
+    cmap: str = "autumn",
+    caption: str = "",
+) -> Figure:
     from nilearn.plotting import plot_glass_brain
 
     def draw(fig):
         fig.set_size_inches(10, 3)
         data = finite_image(img)
         vmax = float(np.max(np.abs(np.asanyarray(data.dataobj)))) or 1.0
-        plot_glass_brain(data, display_mode="lyrz", colorbar=True, figure=fig,
-                         threshold=threshold, plot_abs=False, cmap=cmap, vmin=0, vmax=vmax,
-                         symmetric_cbar=False, annotate=True, title=None)
+        plot_glass_brain(
+            data,
+            display_mode="lyrz",
+            colorbar=True,
+            figure=fig,
+            threshold=threshold,
+            plot_abs=False,
+            cmap=cmap,
+            vmin=0,
+            vmax=vmax,
+            symmetric_cbar=False,
+            annotate=True,
+            title=None,
+        )
 
     return render_figure(title, draw, caption)
 
 
 @figure
-def slices_figure(img: nib.Nifti1Image, title: str, cut_coords=None, display_mode: str = "z",
-                  threshold: float = 1e-6, cmap: str = "autumn", caption: str = "",
-                  symmetric: bool = False, vmax: float | None = None) -> Figure:
+def slices_figure(
+    img: nib.Nifti1Image,
+    title: str,
+    cut_coords=None,
+    display_mode: str = "z",
+    threshold: float = 1e-6,
+    cmap: str = "autumn",
+    caption: str = "",
+    symmetric: bool = False,
+    vmax: float | None = None,
+) -> Figure:
     from nilearn.plotting import plot_stat_map
 
     def draw(fig):
@@ -224,10 +249,21 @@ def slices_figure(img: nib.Nifti1Image, title: str, cut_coords=None, display_mod
         kw = {} if symmetric else {"vmin": 0, "symmetric_cbar": False}
         if vmax is not None:
             kw["vmax"] = vmax
-        plot_stat_map(data, bg_img=background_image(), display_mode=display_mode,
-                      cut_coords=cut_coords, figure=fig, threshold=threshold, cmap=cmap,
-                      colorbar=True, annotate=True, draw_cross=False, black_bg=True, dim=0,
-                      **kw)
+        plot_stat_map(
+            data,
+            bg_img=background_image(),
+            display_mode=display_mode,
+            cut_coords=cut_coords,
+            figure=fig,
+            threshold=threshold,
+            cmap=cmap,
+            colorbar=True,
+            annotate=True,
+            draw_cross=False,
+            black_bg=True,
+            dim=0,
+            **kw,
+        )
         fig.set_facecolor("black")
 
     return render_figure(title, draw, caption)
@@ -247,19 +283,40 @@ def roi_figure(mask_img: nib.Nifti1Image, title: str, caption: str = "") -> Figu
         bg = background_image()
         ax1 = fig.add_axes([0, 0.5, 1, 0.5])
         ax2 = fig.add_axes([0, 0, 1, 0.5])
-        plot_roi(roi, bg_img=bg, display_mode="ortho", cut_coords=centre_mm(roi), axes=ax1,
-                 figure=fig, colorbar=False, cmap="autumn", black_bg=True, dim=0,
-                 draw_cross=False)
-        plot_roi(roi, bg_img=bg, display_mode="z", cut_coords=z_cuts_within(roi), axes=ax2,
-                 figure=fig, colorbar=False, cmap="autumn", black_bg=True, dim=0)
+        plot_roi(
+            roi,
+            bg_img=bg,
+            display_mode="ortho",
+            cut_coords=centre_mm(roi),
+            axes=ax1,
+            figure=fig,
+            colorbar=False,
+            cmap="autumn",
+            black_bg=True,
+            dim=0,
+            draw_cross=False,
+        )
+        plot_roi(
+            roi,
+            bg_img=bg,
+            display_mode="z",
+            cut_coords=z_cuts_within(roi),
+            axes=ax2,
+            figure=fig,
+            colorbar=False,
+            cmap="autumn",
+            black_bg=True,
+            dim=0,
+        )
         fig.set_facecolor("black")
 
     return render_figure(title, draw, caption)
 
 
 @figure
-def comparison_figure(maps: list[tuple[str, nib.Nifti1Image]], title: str, cut_coords,
-                      caption: str = "") -> Figure:
+def comparison_figure(
+    maps: list[tuple[str, nib.Nifti1Image]], title: str, cut_coords, caption: str = ""
+) -> Figure:
     """Thresholded maps in rows, same axial cuts, each on its own colour scale."""
     from nilearn.plotting import plot_stat_map
 
@@ -271,10 +328,24 @@ def comparison_figure(maps: list[tuple[str, nib.Nifti1Image]], title: str, cut_c
         for i, ((name, _), data) in enumerate(zip(maps, datas)):
             vmax = float(np.max(np.abs(np.asanyarray(data.dataobj)))) or 1.0
             ax = fig.add_axes([0, 1 - (i + 1) / n, 1, 1 / n])
-            plot_stat_map(data, bg_img=bg, display_mode="z", cut_coords=cut_coords, axes=ax,
-                          figure=fig, threshold=1e-6, cmap="autumn", vmin=0, vmax=vmax,
-                          symmetric_cbar=False, colorbar=True, title=name, black_bg=True,
-                          dim=0, draw_cross=False)
+            plot_stat_map(
+                data,
+                bg_img=bg,
+                display_mode="z",
+                cut_coords=cut_coords,
+                axes=ax,
+                figure=fig,
+                threshold=1e-6,
+                cmap="autumn",
+                vmin=0,
+                vmax=vmax,
+                symmetric_cbar=False,
+                colorbar=True,
+                title=name,
+                black_bg=True,
+                dim=0,
+                draw_cross=False,
+            )
         fig.set_facecolor("black")
 
     return render_figure(title, draw, caption)
@@ -300,8 +371,13 @@ def null_figure(null, title: str, caption: str = "", observed: dict | None = Non
                 q = float(np.percentile(v, 95))
                 ax.axvline(q, color="#c0392b", lw=1.5, label=f"95th pct {q:.4g}")
             if observed and c in observed and observed[c] is not None:
-                ax.axvline(observed[c], color="#27ae60", lw=1.5, ls="--",
-                           label=f"observed {observed[c]:.4g}")
+                ax.axvline(
+                    observed[c],
+                    color="#27ae60",
+                    lw=1.5,
+                    ls="--",
+                    label=f"observed {observed[c]:.4g}",
+                )
             ax.set_title(str(c), fontsize=9)
             ax.tick_params(labelsize=7)
             ax.legend(fontsize=7, frameon=False)
@@ -321,8 +397,7 @@ def box_figure(values, title: str, xlabel: str, caption: str = "") -> Figure:
             raise ValueError("no finite values to plot")
         fig.set_size_inches(6, 1.9)
         ax = fig.add_subplot(1, 1, 1)
-        ax.boxplot(v, vert=False, widths=0.5, showfliers=False,
-                   medianprops={"color": "#c0392b"})
+        ax.boxplot(v, vert=False, widths=0.5, showfliers=False, medianprops={"color": "#c0392b"})
         jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(v))  # fixed: same pixels
         ax.scatter(v, 1 + jitter, s=10, color="#4a7ab7", alpha=0.7, zorder=3)
         ax.set_yticks([])
@@ -334,15 +409,23 @@ def box_figure(values, title: str, xlabel: str, caption: str = "") -> Figure:
 
 
 def _binary(img: nib.Nifti1Image) -> nib.Nifti1Image:
-    return nib.Nifti1Image((np.nan_to_num(np.asanyarray(img.dataobj)) != 0).astype(np.float32),
-                           img.affine)
+    return nib.Nifti1Image(
+        (np.nan_to_num(np.asanyarray(img.dataobj)) != 0).astype(np.float32), img.affine
+    )
 
 
 @figure
-def logp_figure(logp_img: nib.Nifti1Image, clusters_img: nib.Nifti1Image | None, title: str,
-                cut_coords=None, display_mode: str = "z", vmax: float | None = None,
-                threshold: float = -np.log10(0.05), caption: str = "",
-                outline: str = "#00e5ff") -> Figure:
+def logp_figure(
+    logp_img: nib.Nifti1Image,
+    clusters_img: nib.Nifti1Image | None,
+    title: str,
+    cut_coords=None,
+    display_mode: str = "z",
+    vmax: float | None = None,
+    threshold: float = -np.log10(0.05),
+    caption: str = "",
+    outline: str = "#00e5ff",
+) -> Figure:
     """-log10 p on the template (where p < 10^-threshold), significant clusters outlined in
     ``outline`` (a colour not in the -log10 p colour map)."""
     from nilearn.plotting import plot_stat_map
@@ -351,24 +434,44 @@ def logp_figure(logp_img: nib.Nifti1Image, clusters_img: nib.Nifti1Image | None,
         fig.set_size_inches(10, 2.6 if display_mode == "z" else 3.4)
         data = finite_image(logp_img)
         top = vmax or float(np.max(np.asanyarray(data.dataobj))) or 1.0
-        display = plot_stat_map(data, bg_img=background_image(), display_mode=display_mode,
-                                cut_coords=cut_coords, figure=fig, threshold=threshold,
-                                cmap="autumn", vmin=0, vmax=top, symmetric_cbar=False,
-                                colorbar=True, annotate=True, draw_cross=False, black_bg=True,
-                                dim=0)
+        display = plot_stat_map(
+            data,
+            bg_img=background_image(),
+            display_mode=display_mode,
+            cut_coords=cut_coords,
+            figure=fig,
+            threshold=threshold,
+            cmap="autumn",
+            vmin=0,
+            vmax=top,
+            symmetric_cbar=False,
+            colorbar=True,
+            annotate=True,
+            draw_cross=False,
+            black_bg=True,
+            dim=0,
+        )
         if clusters_img is not None and not is_empty(clusters_img):
-            display.add_contours(_binary(clusters_img), levels=[0.5], colors=[outline],
-                                 linewidths=1.6)
+            display.add_contours(
+                _binary(clusters_img), levels=[0.5], colors=[outline], linewidths=1.6
+            )
         fig.set_facecolor("black")
 
     return render_figure(title, draw, caption)
 
 
 @figure
-def peak_figure(img: nib.Nifti1Image, title: str, peak: tuple[float, float, float],
-                caption: str = "", clusters_img: nib.Nifti1Image | None = None,
-                vmax: float | None = None, threshold: float = 1e-6, cmap: str = "autumn",
-                attrs: dict | None = None) -> Figure:
+def peak_figure(
+    img: nib.Nifti1Image,
+    title: str,
+    peak: tuple[float, float, float],
+    caption: str = "",
+    clusters_img: nib.Nifti1Image | None = None,
+    vmax: float | None = None,
+    threshold: float = 1e-6,
+    cmap: str = "autumn",
+    attrs: dict | None = None,
+) -> Figure:
     """Ortho view cut at ``peak`` (mm), a crosshair at the peak; clusters outlined if given."""
     from nilearn.plotting import plot_stat_map
 
@@ -376,13 +479,27 @@ def peak_figure(img: nib.Nifti1Image, title: str, peak: tuple[float, float, floa
         fig.set_size_inches(10, 3.4)
         data = finite_image(img)
         top = vmax or float(np.max(np.abs(np.asanyarray(data.dataobj)))) or 1.0
-        display = plot_stat_map(data, bg_img=background_image(), display_mode="ortho",
-                                cut_coords=peak, figure=fig, threshold=threshold, cmap=cmap,
-                                vmin=0, vmax=top, symmetric_cbar=False, colorbar=True,
-                                annotate=True, draw_cross=True, black_bg=True, dim=0)
+        display = plot_stat_map(
+            data,
+            bg_img=background_image(),
+            display_mode="ortho",
+            cut_coords=peak,
+            figure=fig,
+            threshold=threshold,
+            cmap=cmap,
+            vmin=0,
+            vmax=top,
+            symmetric_cbar=False,
+            colorbar=True,
+            annotate=True,
+            draw_cross=True,
+            black_bg=True,
+            dim=0,
+        )
         if clusters_img is not None and not is_empty(clusters_img):
-            display.add_contours(_binary(clusters_img), levels=[0.5], colors=["#00e5ff"],
-                                 linewidths=1.4)
+            display.add_contours(
+                _binary(clusters_img), levels=[0.5], colors=["#00e5ff"], linewidths=1.4
+            )
         fig.set_facecolor("black")
 
     fig = render_figure(title, draw, caption)
@@ -390,13 +507,26 @@ def peak_figure(img: nib.Nifti1Image, title: str, peak: tuple[float, float, floa
     return fig
 
 
-FOCI_COLUMNS = ("x_mni", "y_mni", "z_mni", "x", "y", "z", "experiment_id", "study_id",
-                "in_template", "i", "j", "k")  # what foci_figure reads
+FOCI_COLUMNS = (
+    "x_mni",
+    "y_mni",
+    "z_mni",
+    "x",
+    "y",
+    "z",
+    "experiment_id",
+    "study_id",
+    "in_template",
+    "i",
+    "j",
+    "k",
+)  # what foci_figure reads
 
 
 @figure
-def foci_figure(foci, title: str, roi_img: nib.Nifti1Image | None = None,
-                caption: str = "") -> Figure:
+def foci_figure(
+    foci, title: str, roi_img: nib.Nifti1Image | None = None, caption: str = ""
+) -> Figure:
     """Glass brain of the input foci (MNI), one colour per experiment; with an ROI, foci
     outside it are grey and the ROI is outlined."""
     from nilearn.plotting import plot_glass_brain
@@ -408,8 +538,9 @@ def foci_figure(foci, title: str, roi_img: nib.Nifti1Image | None = None,
             df = df[df["in_template"].astype(str).str.lower().isin(("true", "1"))]
         cols = ["x_mni", "y_mni", "z_mni"] if "x_mni" in df else ["x", "y", "z"]
         xyz = df[cols].to_numpy(dtype=float)
-        exp = df["experiment_id"].astype(str) if "experiment_id" in df else \
-            df["study_id"].astype(str)
+        exp = (
+            df["experiment_id"].astype(str) if "experiment_id" in df else df["study_id"].astype(str)
+        )
         codes = exp.astype("category").cat.codes.to_numpy()
         palette = plt.get_cmap("tab20")(np.arange(20))
         colours = palette[codes % 20]
@@ -421,14 +552,13 @@ def foci_figure(foci, title: str, roi_img: nib.Nifti1Image | None = None,
             inside = np.zeros(len(df), bool)
             inside[ok] = mask[tuple(ijk[ok].T)]
             colours[~inside] = (0.6, 0.6, 0.6, 0.5)
-        display = plot_glass_brain(None, display_mode="lyrz", figure=fig, annotate=True,
-                                   title=None)
+        display = plot_glass_brain(None, display_mode="lyrz", figure=fig, annotate=True, title=None)
         order = np.argsort(inside, kind="stable")  # grey first, coloured on top
         if len(xyz):
-            display.add_markers(xyz[order], marker_color=colours[order], marker_size=7,
-                                linewidths=0)
+            display.add_markers(
+                xyz[order], marker_color=colours[order], marker_size=7, linewidths=0
+            )
         if roi_img is not None:
-            display.add_contours(_binary(roi_img), levels=[0.5], colors=["#2d5fa3"],
-                                 linewidths=1.2)
+            display.add_contours(_binary(roi_img), levels=[0.5], colors=["#2d5fa3"], linewidths=1.2)
 
     return render_figure(title, draw, caption)

@@ -35,8 +35,10 @@ def suit_flatmap():
     """SUITPy's ``flatmap`` module, loaded from its file (see the module docstring)."""
     spec = importlib.util.find_spec("SUITPy")  # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("SUITPy is not installed: pip install --no-deps "
-                                  "suitpy==2.1.2 (see README, 'Installation')")
+        raise ModuleNotFoundError(
+            "SUITPy is not installed: pip install --no-deps "
+            "suitpy==2.1.2 (see README, 'Installation')"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "flatmap.py"
     mod_spec = importlib.util.spec_from_file_location("csale_app_suitpy_flatmap", path)
     module = importlib.util.module_from_spec(mod_spec)
@@ -45,8 +47,17 @@ def suit_flatmap():
     return module
 
 
-def _render_triangles(vertices, faces, face_color, borders, bordercolor, bordersize,
-                      new_figure, backgroundcolor, frame):
+def _render_triangles(
+    vertices,
+    faces,
+    face_color,
+    borders,
+    bordercolor,
+    bordersize,
+    new_figure,
+    backgroundcolor,
+    frame,
+):
     """SUITPy 2.1.2's ``_render_matplotlib`` (same arguments, same picture) drawing the
     56,588 triangles as one ``PolyCollection`` instead of one ``Polygon`` patch each: about
     twenty times faster (the patches took ~6 s per flatmap)."""
@@ -54,13 +65,25 @@ def _render_triangles(vertices, faces, face_color, borders, bordercolor, borders
     from matplotlib.collections import PolyCollection
 
     if frame is None:
-        frame = [np.nanmin(vertices[:, 0]), np.nanmax(vertices[:, 0]),
-                 np.nanmin(vertices[:, 1]), np.nanmax(vertices[:, 1])]
-    inside = ((vertices[:, 0] >= frame[0]) & (vertices[:, 0] <= frame[1])
-              & (vertices[:, 1] >= frame[2]) & (vertices[:, 1] <= frame[3]))
+        frame = [
+            np.nanmin(vertices[:, 0]),
+            np.nanmax(vertices[:, 0]),
+            np.nanmin(vertices[:, 1]),
+            np.nanmax(vertices[:, 1]),
+        ]
+    inside = (
+        (vertices[:, 0] >= frame[0])
+        & (vertices[:, 0] <= frame[1])
+        & (vertices[:, 1] >= frame[2])
+        & (vertices[:, 1] <= frame[3])
+    )
     face_in = np.any(inside[faces], axis=1)
-    tris = PolyCollection(vertices[faces[face_in]][:, :, :2], facecolors=face_color[face_in],
-                          edgecolors=face_color[face_in], linewidths=0.5)
+    tris = PolyCollection(
+        vertices[faces[face_in]][:, :, :2],
+        facecolors=face_color[face_in],
+        edgecolors=face_color[face_in],
+        linewidths=0.5,
+    )
     if new_figure:
         plt.figure(figsize=(7, 7))
     ax = plt.gca()
@@ -71,8 +94,15 @@ def _render_triangles(vertices, faces, face_color, borders, bordercolor, borders
     ax.axis("off")
     plt.gcf().set_facecolor(backgroundcolor)
     if borders is not None:
-        ax.plot(borders[:, 0], borders[:, 1], color=bordercolor, marker=".", linestyle=None,
-                markersize=bordersize, linewidth=0)
+        ax.plot(
+            borders[:, 0],
+            borders[:, 1],
+            color=bordercolor,
+            marker=".",
+            linestyle=None,
+            markersize=bordersize,
+            linewidth=0,
+        )
     return ax
 
 
@@ -109,8 +139,13 @@ def is_cerebellar_roi(roi_img: nib.Nifti1Image | None) -> bool:
 
 
 @figure
-def flatmap_figure(img: nib.Nifti1Image, title: str, vmax: float | None = None,
-                   cmap: str = "autumn", caption: str = "") -> Figure:
+def flatmap_figure(
+    img: nib.Nifti1Image,
+    title: str,
+    vmax: float | None = None,
+    cmap: str = "autumn",
+    caption: str = "",
+) -> Figure:
     """The non-zero part of ``img`` on the SUIT flatmap, lobule borders in black."""
 
     def draw(fig):
@@ -118,17 +153,32 @@ def flatmap_figure(img: nib.Nifti1Image, title: str, vmax: float | None = None,
 
         fm = suit_flatmap()
         fig.set_size_inches(5.6, 4.4)
-        values = fm.vol_to_surf(finite_image(img), space=SUIT_SPACE, ignore_zeros=True,
-                                stats="nanmean")[:, 0]
+        values = fm.vol_to_surf(
+            finite_image(img), space=SUIT_SPACE, ignore_zeros=True, stats="nanmean"
+        )[:, 0]
         reached = bool(np.isfinite(values).any())
         top = vmax or (float(np.nanmax(np.abs(values))) if reached else 0.0) or 1.0
         ax = fig.add_axes([0.0, 0.02, 0.86, 0.96])
         plt.sca(ax)
-        fm.plot(values, cmap=cmap, cscale=[0.0, top], new_figure=False, colorbar=False,
-                bordersize=1.2, render="matplotlib")
+        fm.plot(
+            values,
+            cmap=cmap,
+            cscale=[0.0, top],
+            new_figure=False,
+            colorbar=False,
+            bordersize=1.2,
+            render="matplotlib",
+        )
         if not reached:  # e.g. voxels in white matter or the nuclei only: say so
-            ax.text(0.5, 0.02, "no significant voxel reaches the cortical surface",
-                    transform=ax.transAxes, ha="center", fontsize=9, color="#8a1a1a")
+            ax.text(
+                0.5,
+                0.02,
+                "no significant voxel reaches the cortical surface",
+                transform=ax.transAxes,
+                ha="center",
+                fontsize=9,
+                color="#8a1a1a",
+            )
         bar = fig.add_axes([0.88, 0.25, 0.03, 0.5])
         fig.colorbar(plt.cm.ScalarMappable(plt.Normalize(0.0, top), cmap), cax=bar)
         bar.tick_params(labelsize=8)
@@ -136,10 +186,12 @@ def flatmap_figure(img: nib.Nifti1Image, title: str, vmax: float | None = None,
     return render_figure(title, draw, caption)
 
 
-CAPTION = ("SUIT flatmap of the cerebellar cortex (Diedrichsen & Zotow 2015; SUITPy "
-           "{version}): the map sampled between the white and pial surfaces in "
-           "MNI152NLin6Asym (mean of the significant samples per vertex); black dots: lobule "
-           "borders. A voxel off the cortical sheet (white matter, nuclei) does not show here.")
+CAPTION = (
+    "SUIT flatmap of the cerebellar cortex (Diedrichsen & Zotow 2015; SUITPy "
+    "{version}): the map sampled between the white and pial surfaces in "
+    "MNI152NLin6Asym (mean of the significant samples per vertex); black dots: lobule "
+    "borders. A voxel off the cortical sheet (white matter, nuclei) does not show here."
+)
 
 
 def caption() -> str:

@@ -135,8 +135,7 @@ def run_parallel(tasks: list[Callable[[], object]], processes: int) -> list:
         results.update(done)
     missing = [i for i in range(len(tasks)) if i not in results]
     if missing:
-        LOG.debug("report: %d figure(s) drawn again here (a drawing process failed)",
-                  len(missing))
+        LOG.debug("report: %d figure(s) drawn again here (a drawing process failed)", len(missing))
     for i in missing:
         results[i] = tasks[i]()
     return [results[i] for i in range(len(tasks))]
@@ -212,8 +211,9 @@ class ReportProcess:
             return _build_here(output_dir, context, figure_dir)
         answer, records = None, []
         try:
-            job = pickle.dumps((Path(output_dir), context, figure_dir),
-                               protocol=pickle.HIGHEST_PROTOCOL)
+            job = pickle.dumps(
+                (Path(output_dir), context, figure_dir), protocol=pickle.HIGHEST_PROTOCOL
+            )
             with os.fdopen(self._job_fd, "wb") as pipe:
                 self._job_fd = None
                 pipe.write(job)

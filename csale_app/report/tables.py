@@ -88,8 +88,7 @@ def fmt_seconds(s) -> str:
         return fmt(s)
     h, rem = divmod(int(round(s)), 3600)
     m, sec = divmod(rem, 60)
-    return (f"{h} h {m:02d} min {sec:02d} s" if h else f"{m} min {sec:02d} s" if m
-            else f"{s:.1f} s")
+    return f"{h} h {m:02d} min {sec:02d} s" if h else f"{m} min {sec:02d} s" if m else f"{s:.1f} s"
 
 
 def xyz(x, y, z) -> str:
@@ -100,13 +99,17 @@ def read_tsv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["n/a", "", "NaN"])
 
 
-def df_table(df: pd.DataFrame, title: str, max_rows: int = MAX_ROWS, note: str = "",
-             css: str = "") -> Table:
-    rows = [[v if isinstance(v, Cell) else fmt(v) for v in r]
-            for r in df.head(max_rows).itertuples(index=False)]
+def df_table(
+    df: pd.DataFrame, title: str, max_rows: int = MAX_ROWS, note: str = "", css: str = ""
+) -> Table:
+    rows = [
+        [v if isinstance(v, Cell) else fmt(v) for v in r]
+        for r in df.head(max_rows).itertuples(index=False)
+    ]
     if len(df) > max_rows:
-        note = (note + " " if note else "") + f"First {max_rows} of {len(df)} rows shown; " \
-            "the full table is in the TSV file."
+        note = (
+            note + " " if note else ""
+        ) + f"First {max_rows} of {len(df)} rows shown; the full table is in the TSV file."
     return Table(title, [str(c) for c in df.columns], rows, note, css=css)
 
 
@@ -127,8 +130,11 @@ def unique(items) -> list:
 # ---- cluster, peak and contribution tables --------------------------------------------------
 def _label(row, prefix: str) -> str:
     """The atlas labels of a peak that are not "unlabelled", joined."""
-    labs = [str(row[c]) for c in row.index if c.startswith(prefix)
-            and str(row[c]) not in ("unlabelled", "nan", "n/a", "")]
+    labs = [
+        str(row[c])
+        for c in row.index
+        if c.startswith(prefix) and str(row[c]) not in ("unlabelled", "nan", "n/a", "")
+    ]
     return "; ".join(unique(labs)) or "unlabelled"
 
 
@@ -143,24 +149,40 @@ def contributors(contrib: pd.DataFrame | None) -> dict:
     out = {}
     for cid, grp in c.groupby("cluster_id", sort=True):
         grp = grp.sort_values(["jackknife", "n_foci_in_cluster"], ascending=False)
-        items = [f"{r.experiment_id} ({100 * float(r.jackknife):.1f} %, "
-                 f"{int(r.n_foci_in_cluster)} "
-                 f"{'focus' if int(r.n_foci_in_cluster) == 1 else 'foci'})"
-                 for r in grp.itertuples()]
+        items = [
+            f"{r.experiment_id} ({100 * float(r.jackknife):.1f} %, "
+            f"{int(r.n_foci_in_cluster)} "
+            f"{'focus' if int(r.n_foci_in_cluster) == 1 else 'foci'})"
+            for r in grp.itertuples()
+        ]
         more = items[TOP_CONTRIBUTORS:]
-        out[cid] = Cell("; ".join(items[:TOP_CONTRIBUTORS]), more,
-                        f"{len(more)} more" if more else "")
+        out[cid] = Cell(
+            "; ".join(items[:TOP_CONTRIBUTORS]), more, f"{len(more)} more" if more else ""
+        )
     return out
 
 
-def clusters_report_table(clusters: pd.DataFrame, contrib: pd.DataFrame | None, title: str,
-                          stat_name: str = "peak_ale", fwe: bool = True) -> Table:
+def clusters_report_table(
+    clusters: pd.DataFrame,
+    contrib: pd.DataFrame | None,
+    title: str,
+    stat_name: str = "peak_ale",
+    fwe: bool = True,
+) -> Table:
     """Clusters with one column each: id, size, peak, peak value, centre, FWE p (unless not
     ``fwe``: the cluster-extent map's clusters have none), labels, composition and
     contributors (jackknife share, foci in the cluster)."""
     contrib_cells = contributors(contrib)
-    cols = ["Cluster", "Voxels (mm³)", "Peak x, y, z (mm)", "Peak ALE", "Centre x, y, z",
-            "p (cluster FWE)", "Peak label", "Composition"]
+    cols = [
+        "Cluster",
+        "Voxels (mm³)",
+        "Peak x, y, z (mm)",
+        "Peak ALE",
+        "Centre x, y, z",
+        "p (cluster FWE)",
+        "Peak label",
+        "Composition",
+    ]
     has_contrib = bool(contrib_cells) or "top_contributors" in clusters
     if has_contrib:
         cols.append("Top contributing experiments (jackknife share, foci in cluster)")
@@ -171,11 +193,16 @@ def clusters_report_table(clusters: pd.DataFrame, contrib: pd.DataFrame | None, 
         p = fmt(get("p_fwe_size"))
         if "p_fwe_mass" in r:
             p += f" (size); {fmt(get('p_fwe_mass'))} (mass)"
-        row = [fmt(get("cluster_id")), size,
-               xyz(get("peak_x"), get("peak_y"), get("peak_z")) if "peak_x" in r else "n/a",
-               fmt(get(stat_name)),
-               xyz(get("centre_x"), get("centre_y"), get("centre_z")) if "centre_x" in r
-               else "n/a", p, _label(r, "peak_label_"), fmt(get("composition", "n/a"))]
+        row = [
+            fmt(get("cluster_id")),
+            size,
+            xyz(get("peak_x"), get("peak_y"), get("peak_z")) if "peak_x" in r else "n/a",
+            fmt(get(stat_name)),
+            xyz(get("centre_x"), get("centre_y"), get("centre_z")) if "centre_x" in r else "n/a",
+            p,
+            _label(r, "peak_label_"),
+            fmt(get("composition", "n/a")),
+        ]
         if has_contrib:
             cell = contrib_cells.get(get("cluster_id"))
             if cell is None:  # no contributions table: the TSV's own summary column
@@ -184,32 +211,55 @@ def clusters_report_table(clusters: pd.DataFrame, contrib: pd.DataFrame | None, 
         rows.append(row)
     if not fwe:
         i = cols.index("p (cluster FWE)")
-        cols = cols[:i] + cols[i + 1:]
-        rows = [r[:i] + r[i + 1:] for r in rows]
+        cols = cols[:i] + cols[i + 1 :]
+        rows = [r[:i] + r[i + 1 :] for r in rows]
     note = "" if len(clusters) else ("No significant cluster." if fwe else "No cluster.")
     return Table(title, cols, rows, note)
 
 
 def peaks_report_table(peaks: pd.DataFrame, title: str) -> Table:
-    value = next((c for c in peaks.columns if c not in ("cluster_id", "peak_id", "x", "y", "z")
-                  and not c.startswith("label_")), None)
-    rows = [[fmt(r.get("peak_id")), xyz(r["x"], r["y"], r["z"]),
-             fmt(r.get(value)) if value else "n/a", _label(r, "label_")]
-            for _, r in peaks.head(MAX_ROWS).iterrows()]
-    return Table(title, ["Peak", "x, y, z (mm)", (value or "value").upper(), "Labels"], rows,
-                 css="narrow")
+    value = next(
+        (
+            c
+            for c in peaks.columns
+            if c not in ("cluster_id", "peak_id", "x", "y", "z") and not c.startswith("label_")
+        ),
+        None,
+    )
+    rows = [
+        [
+            fmt(r.get("peak_id")),
+            xyz(r["x"], r["y"], r["z"]),
+            fmt(r.get(value)) if value else "n/a",
+            _label(r, "label_"),
+        ]
+        for _, r in peaks.head(MAX_ROWS).iterrows()
+    ]
+    return Table(
+        title, ["Peak", "x, y, z (mm)", (value or "value").upper(), "Labels"], rows, css="narrow"
+    )
 
 
 def lobules_table(lobules: pd.DataFrame, title: str) -> Table:
     """The SUIT lobule table of a map (stats/lobules.py): the rows add up to its voxels."""
-    rows = [[str(r["lobule"]), fmt(r["n_voxels"]),
-             "n/a" if pd.isna(r["percent_of_lobule"]) else f"{r['percent_of_lobule']:.1f}%",
-             f"{r['percent_of_result']:.1f}%"] for _, r in lobules.iterrows()]
+    rows = [
+        [
+            str(r["lobule"]),
+            fmt(r["n_voxels"]),
+            "n/a" if pd.isna(r["percent_of_lobule"]) else f"{r['percent_of_lobule']:.1f}%",
+            f"{r['percent_of_result']:.1f}%",
+        ]
+        for _, r in lobules.iterrows()
+    ]
     total = int(lobules["n_voxels"].sum()) if len(lobules) else 0
-    return Table(title, ["SUIT lobule", "Significant voxels", "Share of the lobule",
-                         "Share of the result"], rows, css="narrow",
-                 note=f"{total} significant voxels in all; SUIT lobular atlas (Diedrichsen "
-                      "2009) in MNI152NLin6Asym, nearest-neighbour on the 2 mm grid.")
+    return Table(
+        title,
+        ["SUIT lobule", "Significant voxels", "Share of the lobule", "Share of the result"],
+        rows,
+        css="narrow",
+        note=f"{total} significant voxels in all; SUIT lobular atlas (Diedrichsen "
+        "2009) in MNI152NLin6Asym, nearest-neighbour on the 2 mm grid.",
+    )
 
 
 def contributions_table(contrib: pd.DataFrame, title: str) -> Table:
@@ -217,18 +267,30 @@ def contributions_table(contrib: pd.DataFrame, title: str) -> Table:
     if {"jackknife", "n_foci_in_cluster"} <= set(c.columns):
         c = c[(c["jackknife"] > 0) | (c["n_foci_in_cluster"] > 0)]
     c = c.assign(jackknife=(100 * c["jackknife"]).round(2)) if "jackknife" in c else c
-    c = c.rename(columns={"cluster_id": "Cluster", "experiment_id": "Experiment",
-                          "jackknife": "Jackknife share (%)",
-                          "n_foci_in_cluster": "Foci in cluster"})
-    return df_table(c, title, css="narrow",
-                    note="Jackknife share = share of the cluster's ALE lost when the experiment "
-                         "is left out (mean over its voxels).")
+    c = c.rename(
+        columns={
+            "cluster_id": "Cluster",
+            "experiment_id": "Experiment",
+            "jackknife": "Jackknife share (%)",
+            "n_foci_in_cluster": "Foci in cluster",
+        }
+    )
+    return df_table(
+        c,
+        title,
+        css="narrow",
+        note="Jackknife share = share of the cluster's ALE lost when the experiment "
+        "is left out (mean over its voxels).",
+    )
 
 
 # ---- experiments ----------------------------------------------------------------------------
 def _analysed(df: pd.DataFrame) -> pd.Series:
-    kept = df["status"].astype(str).str.startswith("kept") if "status" in df else \
-        pd.Series(True, index=df.index)
+    kept = (
+        df["status"].astype(str).str.startswith("kept")
+        if "status" in df
+        else pd.Series(True, index=df.index)
+    )
     if "n_foci_in_analysis_mask" in df:  # tables written before the status said so
         kept &= pd.to_numeric(df["n_foci_in_analysis_mask"], errors="coerce").fillna(0) > 0
     return kept
@@ -246,26 +308,49 @@ def experiments_tables(df: pd.DataFrame) -> tuple[list[Table], dict]:
         # missing ids stay missing under pandas' string dtype: no contrast, not "nan"
         contrasts = df["contrast_ids"].map(lambda v: [] if pd.isna(v) else str(v).split("|"))
         show["Contrasts"] = [
-            Cell(f"{len(c)}: " + "; ".join(c[:3]), c[3:], f"{len(c) - 3} more" if len(c) > 3
-                 else "") if len(c) > 1 else Cell(c[0] if c else "") for c in contrasts]
+            Cell(
+                f"{len(c)}: " + "; ".join(c[:3]), c[3:], f"{len(c) - 3} more" if len(c) > 3 else ""
+            )
+            if len(c) > 1
+            else Cell(c[0] if c else "")
+            for c in contrasts
+        ]
         n_contrasts = int(contrasts.map(len).sum())
     else:
         n_contrasts = len(df)
-    for col, name in (("sample_size", "N"), ("n_foci", "Foci"),
-                      ("n_foci_in_analysis_mask", "Foci in analysis mask"),
-                      ("n_foci_dropped", "Foci outside template"), ("space", "Space"),
-                      ("source_file", "Source")):
+    for col, name in (
+        ("sample_size", "N"),
+        ("n_foci", "Foci"),
+        ("n_foci_in_analysis_mask", "Foci in analysis mask"),
+        ("n_foci_dropped", "Foci outside template"),
+        ("space", "Space"),
+        ("source_file", "Source"),
+    ):
         if col in df:
             show[name] = df[col].to_numpy()
     if "status" in df:
-        status = df["status"].astype(str).where(kept, df["status"].astype(str).str.replace(
-            "^kept$", "not analysed: no focus in the analysis mask", regex=True))
+        status = (
+            df["status"]
+            .astype(str)
+            .where(
+                kept,
+                df["status"]
+                .astype(str)
+                .str.replace("^kept$", "not analysed: no focus in the analysis mask", regex=True),
+            )
+        )
         show["Status"] = status.str.replace("^kept$", "analysed", regex=True)
-    counts = {"analysed": int(kept.sum()), "not_analysed": int((~kept).sum()),
-              "total": len(df), "contrasts": n_contrasts}
-    tables = [df_table(show[kept.to_numpy()].drop(columns=["Status"], errors="ignore"),
-                       "Experiments analysed")]
+    counts = {
+        "analysed": int(kept.sum()),
+        "not_analysed": int((~kept).sum()),
+        "total": len(df),
+        "contrasts": n_contrasts,
+    }
+    tables = [
+        df_table(
+            show[kept.to_numpy()].drop(columns=["Status"], errors="ignore"), "Experiments analysed"
+        )
+    ]
     if counts["not_analysed"]:
-        tables.append(df_table(show[~kept.to_numpy()],
-                               "Experiments not analysed"))
+        tables.append(df_table(show[~kept.to_numpy()], "Experiments not analysed"))
     return tables, counts

@@ -45,8 +45,13 @@ def _from_payload(payload: dict, page: dict) -> Viewer:
     html = payload["html"]
     if not isinstance(html, str) or not html or EXTERNAL.search(html):
         raise ValueError("not a stored offline viewer page")
-    return Viewer(page["title"], html, int(payload["width"]), int(payload["height"]),
-                  caption=page["caption"] or "")
+    return Viewer(
+        page["title"],
+        html,
+        int(payload["width"]),
+        int(payload["height"]),
+        caption=page["caption"] or "",
+    )
 
 
 def _pending(page: dict) -> Viewer:
@@ -54,8 +59,7 @@ def _pending(page: dict) -> Viewer:
 
 
 def _fill(placeholder: Viewer, built: Viewer) -> None:
-    placeholder.html, placeholder.width, placeholder.height = built.html, built.width, \
-        built.height
+    placeholder.html, placeholder.width, placeholder.height = built.html, built.width, built.height
     placeholder.error = built.error
 
 
@@ -72,8 +76,7 @@ def _grey_jpeg(b64: str) -> str | None:
 
     img = Image.open(io.BytesIO(base64.b64decode(b64)))
     rgb = np.asarray(img.convert("RGB"))
-    if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0],
-                                                                        rgb[..., 2])):
+    if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
         return None  # colour (the map itself): kept lossless
     out = io.BytesIO()
     img.convert("L").save(out, format="JPEG", quality=85, optimize=True)
@@ -84,16 +87,24 @@ def compact_sprites(html: str) -> str:
     """Re-encode the viewer's large grey background sprite (about 1 MB as PNG, the same
     template in every viewer) as a JPEG of about a fifth of the size; the coloured map
     sprite stays PNG, so the values it shows are exact."""
+
     def swap(m):
         if len(m.group(1)) < LARGE_SPRITE:
             return m.group(0)
         return _grey_jpeg(m.group(1)) or m.group(0)
+
     return SPRITE.sub(swap, html)
 
 
 @cached(_payload, _from_payload, _pending, _fill)  # built once per content (figure_cache)
-def viewer(img: nib.Nifti1Image, title: str, cut_coords=None, vmax: float | None = None,
-           cmap: str = "autumn", caption: str = "") -> Viewer:
+def viewer(
+    img: nib.Nifti1Image,
+    title: str,
+    cut_coords=None,
+    vmax: float | None = None,
+    cmap: str = "autumn",
+    caption: str = "",
+) -> Viewer:
     """A brainsprite viewer of a (thresholded, non-negative) map on the template."""
     from nilearn.plotting import view_img
 
@@ -104,15 +115,29 @@ def viewer(img: nib.Nifti1Image, title: str, cut_coords=None, vmax: float | None
         top = vmax or float(np.max(np.abs(np.asanyarray(data.dataobj)))) or 1.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            view = view_img(data, bg_img=background_image(), cut_coords=cut_coords, threshold=1e-6,
-                            cmap=cmap, symmetric_cmap=False, vmin=0, vmax=top, black_bg=True,
-                            dim=0, title=None, width_view=640, draw_cross=True, annotate=True,
-                            resampling_interpolation="nearest")
+            view = view_img(
+                data,
+                bg_img=background_image(),
+                cut_coords=cut_coords,
+                threshold=1e-6,
+                cmap=cmap,
+                symmetric_cmap=False,
+                vmin=0,
+                vmax=top,
+                black_bg=True,
+                dim=0,
+                title=None,
+                width_view=640,
+                draw_cross=True,
+                annotate=True,
+                resampling_interpolation="nearest",
+            )
         html = compact_sprites(view.get_standalone())
         if EXTERNAL.search(html):
             raise ValueError("nilearn's viewer page references an external address")
         return Viewer(title, html, int(view.width), int(view.height), caption=caption)
     except Exception as exc:  # a viewer must never break the report
         LOG.warning("report: viewer '%s' failed: %s: %s", title, type(exc).__name__, exc)
-        return Viewer(title, error=f"viewer could not be built ({type(exc).__name__}: {exc})",
-                      caption=caption)
+        return Viewer(
+            title, error=f"viewer could not be built ({type(exc).__name__}: {exc})", caption=caption
+        )

@@ -39,16 +39,26 @@ class MAMaps:
         return self.cols[a:b], self.vals[a:b]
 
 
-def kernels_for(exps: Experiments, grid: Grid, kernel_fwhm: float | None,
-                voxel_volume: float) -> tuple[KernelTable, np.ndarray]:
+def kernels_for(
+    exps: Experiments, grid: Grid, kernel_fwhm: float | None, voxel_volume: float
+) -> tuple[KernelTable, np.ndarray]:
     return build_kernel_table(experiment_fwhm(exps.sample_size, kernel_fwhm), grid, voxel_volume)
 
 
-def observed_ma(exps: Experiments, grid: Grid, table: KernelTable,
-                kernel_ids: np.ndarray) -> MAMaps:
+def observed_ma(
+    exps: Experiments, grid: Grid, table: KernelTable, kernel_ids: np.ndarray
+) -> MAMaps:
     foci_flat = grid.padded_flat(exps.ijk)
-    indptr, cols, vals = ma_csr(foci_flat, exps.focus_start, kernel_ids, table.start,
-                                table.flat_offsets, table.values, grid.gridmap, grid.n_mask)
+    indptr, cols, vals = ma_csr(
+        foci_flat,
+        exps.focus_start,
+        kernel_ids,
+        table.start,
+        table.flat_offsets,
+        table.values,
+        grid.gridmap,
+        grid.n_mask,
+    )
     return MAMaps(indptr, cols, vals, grid.n_mask)
 
 
@@ -63,16 +73,17 @@ def _accumulate(out, cols, weights):
 LOG_SUM_CHUNK = 1 << 20
 
 
-def log_sums(cols: np.ndarray, vals: np.ndarray, n_mask: int,
-             float64_log: bool = False) -> np.ndarray:
+def log_sums(
+    cols: np.ndarray, vals: np.ndarray, n_mask: int, float64_log: bool = False
+) -> np.ndarray:
     """Per mask voxel, the sum of log(1 - MA): what ``np.bincount(cols,
     weights=np.log1p(-vals), minlength=n_mask)`` gives, bit for bit (same float32 or
     float64 log, same float64 additions in the same order), in bounded memory."""
     out = np.zeros(n_mask, dtype=np.float64)
     for a in range(0, len(cols), LOG_SUM_CHUNK):
-        v = vals[a:a + LOG_SUM_CHUNK]
+        v = vals[a : a + LOG_SUM_CHUNK]
         w = np.log1p(-v.astype(np.float64)) if float64_log else np.log1p(-v)
-        _accumulate(out, cols[a:a + LOG_SUM_CHUNK], w.astype(np.float64))
+        _accumulate(out, cols[a : a + LOG_SUM_CHUNK], w.astype(np.float64))
     return out
 
 
@@ -175,8 +186,9 @@ class ObservedALE:
         return nullhist_to_threshold(self.null_weights, self.bins, p)
 
 
-def observed_ale(exps: Experiments, grid: Grid, table: KernelTable,
-                 kernel_ids: np.ndarray) -> ObservedALE:
+def observed_ale(
+    exps: Experiments, grid: Grid, table: KernelTable, kernel_ids: np.ndarray
+) -> ObservedALE:
     """ALE, p, z and -log10 p over the mask, p from the approximate null."""
     ma = observed_ma(exps, grid, table, kernel_ids)
     stat = ale_statistic(ma)

@@ -48,31 +48,48 @@ class ALEParams:
     seed: int = 0
 
 
-def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, params: ALEParams,
-            run: NullRun, report_mask: np.ndarray | None = None) -> ALEResult:
+def run_ale(
+    exps: Experiments,
+    grid: Grid,
+    affine: np.ndarray,
+    params: ALEParams,
+    run: NullRun,
+    report_mask: np.ndarray | None = None,
+) -> ALEResult:
     """ALE, its approximate-null p and Monte Carlo FWE over ``grid`` (the analysis mask).
 
     ``report_mask`` (per mask voxel, the ROI) restricts what is reported: the thresholded
     map, the cluster table and the cluster ids (see :func:`.tables.reported_clusters`);
     the unthresholded maps cover the whole analysis mask."""
-    n_iters, voxel_thresh, cluster_alpha = params.n_iters, params.voxel_thresh, \
-        params.cluster_alpha
+    n_iters, voxel_thresh, cluster_alpha = params.n_iters, params.voxel_thresh, params.cluster_alpha
     kernel_fwhm, seed = params.kernel_fwhm, params.seed
     voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
     table, kernel_ids = kernels_for(exps, grid, kernel_fwhm, voxel_volume)
     obs = observed_ale(exps, grid, table, kernel_ids)
     ss_thresh = obs.threshold_for_p(voxel_thresh)
     plan = build_null_plan(grid, table, kernel_ids, exps.foci_counts(), uniform_sampler(grid), seed)
-    null = run_chunked(n_iters, run.chunk_size,
-                       BackendChunk(fwe_call, run.backend, plan, (ss_thresh,)),
-                       store=run.store, progress=run.progress, executor=run.executor,
-                       ledger=run.ledger)
+    null = run_chunked(
+        n_iters,
+        run.chunk_size,
+        BackendChunk(fwe_call, run.backend, plan, (ss_thresh,)),
+        store=run.store,
+        progress=run.progress,
+        executor=run.executor,
+        ledger=run.ledger,
+    )
     fwe = montecarlo_fwe_maps(obs.stat, grid, ss_thresh, null["max"], null["size"], null["mass"])
     sig = fwe.cluster_p_size < cluster_alpha
     clusters, significant = reported_clusters(
-        fwe.clusters.labels, sig, obs.stat, grid, affine, report_mask,
+        fwe.clusters.labels,
+        sig,
+        obs.stat,
+        grid,
+        affine,
+        report_mask,
         {"p_fwe_size": fwe.cluster_p_size, "p_fwe_mass": fwe.cluster_p_mass},
-        "peak_ale", fwe.clusters.sizes)
+        "peak_ale",
+        fwe.clusters.sizes,
+    )
     z_thr = np.where(significant > 0, obs.z, 0.0)
     maps = {
         names.ALE_STAT: obs.stat,
@@ -87,5 +104,12 @@ def run_ale(exps: Experiments, grid: Grid, affine: np.ndarray, params: ALEParams
         names.LOGP_CLUSTER_MASS_FWE: fwe.maps["logp_desc-mass_level-cluster"],
         names.THRESHOLDED: z_thr.astype(np.float32),
     }
-    return ALEResult(obs, fwe, ss_thresh, ALENull(null["max"], null["size"], null["mass"]),
-                     maps, clusters, significant)
+    return ALEResult(
+        obs,
+        fwe,
+        ss_thresh,
+        ALENull(null["max"], null["size"], null["mass"]),
+        maps,
+        clusters,
+        significant,
+    )

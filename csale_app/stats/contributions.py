@@ -25,8 +25,9 @@ from .ale import log_sums as ale_log_sums
 COLUMNS = ["cluster_id", "experiment_id", "jackknife", "n_foci_in_cluster"]
 
 
-def jackknife(ma: MAMaps, cluster_labels: np.ndarray, stat: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+def jackknife(
+    ma: MAMaps, cluster_labels: np.ndarray, stat: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(cluster ids, array (n_experiments, n_clusters)) of NiMARE's Jackknife values."""
     labels = np.asarray(cluster_labels)
     ids = np.unique(labels[labels > 0]).astype(np.int64)
@@ -39,8 +40,11 @@ def jackknife(ma: MAMaps, cluster_labels: np.ndarray, stat: np.ndarray | None = 
     sizes = np.bincount(col_of[labels[labels > 0]], minlength=len(ids)).astype(np.float64)
 
     log_sums = ale_log_sums(ma.cols, ma.vals, ma.n_mask, float64_log=True)
-    ale = (1.0 - np.exp(log_sums)).astype(np.float32) if stat is None else \
-        np.asarray(stat, dtype=np.float32)
+    ale = (
+        (1.0 - np.exp(log_sums)).astype(np.float32)
+        if stat is None
+        else np.asarray(stat, dtype=np.float32)
+    )
     # Voxels of a cluster with ALE 0: 0/0 -> nan -> 0, so 1 - 0 = 1 for every experiment.
     zero = (labels > 0) & (ale == 0)
     if zero.any():
@@ -52,17 +56,22 @@ def jackknife(ma: MAMaps, cluster_labels: np.ndarray, stat: np.ndarray | None = 
         if not sel.any():
             continue
         c = cols[sel]
-        without = (1.0 - np.exp(log_sums[c] - np.log1p(-vals[sel].astype(np.float64))))
+        without = 1.0 - np.exp(log_sums[c] - np.log1p(-vals[sel].astype(np.float64)))
         with np.errstate(divide="ignore", invalid="ignore"):
             prop = np.nan_to_num(np.true_divide(without.astype(np.float32), ale[c]))
-        out[e] += np.bincount(col_of[lab[sel]], weights=(1.0 - prop).astype(np.float64),
-                              minlength=len(ids))
+        out[e] += np.bincount(
+            col_of[lab[sel]], weights=(1.0 - prop).astype(np.float64), minlength=len(ids)
+        )
     return ids, out / sizes[None, :]
 
 
-def focus_counts(cluster_labels: np.ndarray, grid: Grid, foci_ijk: np.ndarray,
-                 focus_start: np.ndarray, ids: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def focus_counts(
+    cluster_labels: np.ndarray,
+    grid: Grid,
+    foci_ijk: np.ndarray,
+    focus_start: np.ndarray,
+    ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(cluster ids, array (n_experiments, n_clusters)) of foci inside each cluster."""
     labels = np.asarray(cluster_labels)
     if ids is None:
@@ -84,9 +93,15 @@ def focus_counts(cluster_labels: np.ndarray, grid: Grid, foci_ijk: np.ndarray,
     return ids, out
 
 
-def contributions(ma: MAMaps, cluster_labels: np.ndarray, experiment_ids: list[str],
-                  grid: Grid, foci_ijk: np.ndarray, focus_start: np.ndarray,
-                  stat: np.ndarray | None = None) -> pd.DataFrame:
+def contributions(
+    ma: MAMaps,
+    cluster_labels: np.ndarray,
+    experiment_ids: list[str],
+    grid: Grid,
+    foci_ijk: np.ndarray,
+    focus_start: np.ndarray,
+    stat: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Long table: cluster_id, experiment_id, jackknife (share), n_foci_in_cluster.
 
     ``cluster_labels``: cluster id per mask voxel (0 = none). ``stat``: the ALE map the
@@ -98,12 +113,14 @@ def contributions(ma: MAMaps, cluster_labels: np.ndarray, experiment_ids: list[s
     if len(ids) == 0:
         return pd.DataFrame(columns=COLUMNS)
     n_exp = len(experiment_ids)
-    df = pd.DataFrame({
-        "cluster_id": np.tile(ids, n_exp),
-        "experiment_id": np.repeat(np.asarray(experiment_ids, dtype=object), len(ids)),
-        "jackknife": jk.reshape(-1),
-        "n_foci_in_cluster": fc.reshape(-1),
-    })
+    df = pd.DataFrame(
+        {
+            "cluster_id": np.tile(ids, n_exp),
+            "experiment_id": np.repeat(np.asarray(experiment_ids, dtype=object), len(ids)),
+            "jackknife": jk.reshape(-1),
+            "n_foci_in_cluster": fc.reshape(-1),
+        }
+    )
     df = df.sort_values(["cluster_id", "jackknife"], ascending=[True, False], kind="stable")
     return df.reset_index(drop=True)
 
@@ -119,5 +136,7 @@ def summarize(contrib: pd.DataFrame, top: int = 5, min_share: float = 0.0) -> pd
         grp = grp.sort_values(["jackknife", "n_foci_in_cluster"], ascending=False).head(top)
         out[cid] = "; ".join(
             f"{r.experiment_id} ({100 * r.jackknife:.1f} %, {int(r.n_foci_in_cluster)} "
-            f"{'focus' if int(r.n_foci_in_cluster) == 1 else 'foci'})" for r in grp.itertuples())
+            f"{'focus' if int(r.n_foci_in_cluster) == 1 else 'foci'})"
+            for r in grp.itertuples()
+        )
     return pd.Series(out, name="contributions", dtype=object)

@@ -32,22 +32,37 @@ from .pvalues import null_to_p, p_to_logp, p_to_z
 from .tables import reported_clusters
 
 
-def base_rate_map(db: Experiments, grid: Grid, kernel_fwhm: float | None,
-                  voxel_volume: float) -> np.ndarray:
+def base_rate_map(
+    db: Experiments, grid: Grid, kernel_fwhm: float | None, voxel_volume: float
+) -> np.ndarray:
     """Sum of the kernels of every reference focus over the analysis mask, normalised to 1."""
     fwhm = experiment_fwhm(db.sample_size, kernel_fwhm)
     table, kid = build_kernel_table(fwhm, grid, voxel_volume)
     focus_kernel = np.repeat(kid, db.foci_counts()).astype(np.int32)
-    total = kernel_sum(grid.padded_flat(db.ijk), focus_kernel, table.start,
-                       table.flat_offsets, table.values, grid.gridmap, grid.n_mask)
+    total = kernel_sum(
+        grid.padded_flat(db.ijk),
+        focus_kernel,
+        table.start,
+        table.flat_offsets,
+        table.values,
+        grid.gridmap,
+        grid.n_mask,
+    )
     if total.sum() <= 0:
-        raise EmptySelectionError("the reference database has no foci within kernel reach of "
-                                  "the analysis mask, so it gives no base rate there")
+        raise EmptySelectionError(
+            "the reference database has no foci within kernel reach of "
+            "the analysis mask, so it gives no base rate there"
+        )
     return total / total.sum()
 
 
-def extent_labels(p: np.ndarray, grid: Grid, report_mask: np.ndarray | None,
-                  voxel_thresh: float, min_cluster_size: int) -> np.ndarray:
+def extent_labels(
+    p: np.ndarray,
+    grid: Grid,
+    report_mask: np.ndarray | None,
+    voxel_thresh: float,
+    min_cluster_size: int,
+) -> np.ndarray:
     """Cluster ids of the cluster-extent map, in the study's order (Magielse et al. 2025,
     ``cluster_extent_correction``): restrict to the ROI (``report_mask``) first, then keep
     voxels with p < ``voxel_thresh``, label them with faces connectivity and keep clusters
@@ -57,8 +72,7 @@ def extent_labels(p: np.ndarray, grid: Grid, report_mask: np.ndarray | None,
     supra = p < voxel_thresh
     if report_mask is not None:
         supra = supra & report_mask
-    return label_clusters(np.where(supra, 1.0, 0.0), grid, 0.5,
-                          min_size=min_cluster_size).labels
+    return label_clusters(np.where(supra, 1.0, 0.0), grid, 0.5, min_size=min_cluster_size).labels
 
 
 def top_k_size(voxel_thresh: float, n_iters: int) -> int:
@@ -78,8 +92,12 @@ def pass1_reducer(K: int):
         if state is None:
             return part
         top, top_id = merge_top([state["top"], part["top"]], [state["top_id"], part["top_id"]], K)
-        return {"counts": state["counts"] + part["counts"], "top": top, "top_id": top_id,
-                "max": np.concatenate([state["max"], part["max"]])}
+        return {
+            "counts": state["counts"] + part["counts"],
+            "top": top,
+            "top_id": top_id,
+            "max": np.concatenate([state["max"], part["max"]]),
+        }
 
     return reduce
 
@@ -111,13 +129,18 @@ class CSALEParams:
     null_kind: str = "probabilistic"
 
 
-def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray,
-              report_mask: np.ndarray | None, params: CSALEParams,
-              run: NullRun) -> CSALEResult:
+def run_csale(
+    exps: Experiments,
+    db: Experiments,
+    grid: Grid,
+    affine: np.ndarray,
+    report_mask: np.ndarray | None,
+    params: CSALEParams,
+    run: NullRun,
+) -> CSALEResult:
     """C-SALE of ``exps`` against the base rate of ``db`` over ``grid`` (the analysis
     mask); what is thresholded or tabulated is restricted to ``report_mask``."""
-    n_iters, voxel_thresh, cluster_alpha = params.n_iters, params.voxel_thresh, \
-        params.cluster_alpha
+    n_iters, voxel_thresh, cluster_alpha = params.n_iters, params.voxel_thresh, params.cluster_alpha
     min_cluster_size, kernel_fwhm = params.min_cluster_size, params.kernel_fwhm
     seed, null_kind, backend = params.seed, params.null_kind, run.backend
     voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
@@ -134,25 +157,47 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
     obs_log = observed_log(obs.stat)
 
     pass1 = run_chunked_reduce(
-        n_iters, run.chunk_size, BackendChunk(csale_pass1_call, backend, plan, (obs_log, K)),
-        pass1_reducer(K), store=run.store, progress=run.progress, executor=run.executor,
-        ledger=run.ledger)
-    null_sizes = cluster_null_sizes(pass1["top"], pass1["top_id"], voxel_thresh * (n_iters - 1),
-                                    n_iters, grid.forward_neighbours,
-                                    backend.n_threads).astype(np.float64)
+        n_iters,
+        run.chunk_size,
+        BackendChunk(csale_pass1_call, backend, plan, (obs_log, K)),
+        pass1_reducer(K),
+        store=run.store,
+        progress=run.progress,
+        executor=run.executor,
+        ledger=run.ledger,
+    )
+    null_sizes = cluster_null_sizes(
+        pass1["top"],
+        pass1["top_id"],
+        voxel_thresh * (n_iters - 1),
+        n_iters,
+        grid.forward_neighbours,
+        backend.n_threads,
+    ).astype(np.float64)
     p = np.clip(pass1["counts"] / n_iters, 1.0 / n_iters, 1.0 - 1.0 / n_iters)
 
     supra_values = np.where(p < voxel_thresh, 1.0, 0.0)
     clusters = label_clusters(supra_values, grid, 0.5)
-    p_cluster = (null_to_p(clusters.sizes.astype(np.float64), null_sizes)
-                 if len(clusters.sizes) else np.zeros(0))
+    p_cluster = (
+        null_to_p(clusters.sizes.astype(np.float64), null_sizes)
+        if len(clusters.sizes)
+        else np.zeros(0)
+    )
     sig = p_cluster < cluster_alpha
     z = p_to_z(p).astype(np.float32)
     p_vfwe = null_to_p(obs.stat, pass1["max"])
     p_cmap = np.r_[1.0, p_cluster][clusters.labels]
     table_df, significant = reported_clusters(
-        clusters.labels, sig, obs.stat, grid, affine, report_mask,
-        {"p_fwe_size": p_cluster}, "peak_ale", clusters.sizes)
+        clusters.labels,
+        sig,
+        obs.stat,
+        grid,
+        affine,
+        report_mask,
+        {"p_fwe_size": p_cluster},
+        "peak_ale",
+        clusters.sizes,
+    )
     extent_lab = extent_labels(p, grid, report_mask, voxel_thresh, min_cluster_size)
     # Unthresholded maps cover the analysis mask (as ALE's); what is thresholded or
     # tabulated is restricted to the report mask (the ROI).
@@ -169,5 +214,6 @@ def run_csale(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray
         names.EXTENT_THRESHOLDED: np.where(extent_lab > 0, z, 0).astype(np.float32),
         names.BASERATE: rate.astype(np.float32),
     }
-    return CSALEResult(obs.stat, p, rate, pass1["max"], null_sizes, maps,
-                       table_df, significant, extent_lab, obs)
+    return CSALEResult(
+        obs.stat, p, rate, pass1["max"], null_sizes, maps, table_df, significant, extent_lab, obs
+    )

@@ -33,8 +33,9 @@ def label_clusters(values: np.ndarray, grid: Grid, thresh: float, min_size: int 
     labeled, n = ndimage.label(vol > 0, FACES)
     labels = labeled[grid.mask].astype(np.int32)
     sizes = np.bincount(labels, minlength=n + 1)[1:].astype(np.int64)
-    masses = np.bincount(labels, weights=np.where(labels > 0, values - thresh, 0.0),
-                         minlength=n + 1)[1:]
+    masses = np.bincount(
+        labels, weights=np.where(labels > 0, values - thresh, 0.0), minlength=n + 1
+    )[1:]
     if min_size > 0 and n:
         keep = sizes > min_size
         remap = np.zeros(n + 1, dtype=np.int32)
@@ -63,13 +64,22 @@ class FWEMaps:
     clusters: Clusters
 
 
-def montecarlo_fwe_maps(stat: np.ndarray, grid: Grid, ss_thresh: float, null_max: np.ndarray,
-                        null_size: np.ndarray, null_mass: np.ndarray) -> FWEMaps:
+def montecarlo_fwe_maps(
+    stat: np.ndarray,
+    grid: Grid,
+    ss_thresh: float,
+    null_max: np.ndarray,
+    null_size: np.ndarray,
+    null_mass: np.ndarray,
+) -> FWEMaps:
     """Voxel- and cluster-level FWE maps as nimare CBMAEstimator.correct_fwe_montecarlo."""
     clusters = label_clusters(stat, grid, ss_thresh)
     p_vox = null_to_p(stat, null_max)
-    p_size_cl = (null_to_p(clusters.sizes.astype(np.float64), null_size)
-                 if len(clusters.sizes) else np.zeros(0))
+    p_size_cl = (
+        null_to_p(clusters.sizes.astype(np.float64), null_size)
+        if len(clusters.sizes)
+        else np.zeros(0)
+    )
     p_mass_cl = null_to_p(clusters.masses, null_mass) if len(clusters.masses) else np.zeros(0)
     p_size = cluster_p_map(clusters, clusters.sizes, null_size)
     p_mass = cluster_p_map(clusters, clusters.masses, null_mass)

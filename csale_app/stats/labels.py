@@ -65,8 +65,9 @@ def composition_counts(mask: np.ndarray, affine: np.ndarray | None = None) -> pd
         rows.append(("none", UNLABELLED, int((~assigned).sum())))
     df = pd.DataFrame(rows, columns=["atlas", "label", "n_voxels"])
     df["percent"] = 100.0 * df["n_voxels"] / n
-    return df.sort_values(["n_voxels", "label"], ascending=[False, True],
-                          kind="stable").reset_index(drop=True)
+    return df.sort_values(
+        ["n_voxels", "label"], ascending=[False, True], kind="stable"
+    ).reset_index(drop=True)
 
 
 def cluster_composition(mask: np.ndarray, top: int = 5, affine: np.ndarray | None = None) -> str:
@@ -109,8 +110,13 @@ def _local_maxima(values: np.ndarray, ijk: np.ndarray) -> np.ndarray:
     return np.flatnonzero(values >= best)
 
 
-def cluster_peaks(values: np.ndarray, xyz: np.ndarray, ijk: np.ndarray,
-                  min_distance_mm: float = 8.0, max_subpeaks: int = 3) -> np.ndarray:
+def cluster_peaks(
+    values: np.ndarray,
+    xyz: np.ndarray,
+    ijk: np.ndarray,
+    min_distance_mm: float = 8.0,
+    max_subpeaks: int = 3,
+) -> np.ndarray:
     """Indices of the peak and up to ``max_subpeaks`` local maxima >= ``min_distance_mm`` apart.
 
     Candidates are local maxima (26-neighbourhood), sorted by decreasing value (ties: first
@@ -134,9 +140,15 @@ def _label_columns(xyz: np.ndarray, prefix: str) -> dict[str, list[str]]:
     return {f"{prefix}{k}": [d[k] for d in labels] for k in ATLASES}
 
 
-def peaks_table(stat_over_mask: np.ndarray, labels_over_mask: np.ndarray, grid: Grid,
-                affine: np.ndarray, min_distance_mm: float = 8.0, max_subpeaks: int = 3,
-                value_name: str = "value") -> pd.DataFrame:
+def peaks_table(
+    stat_over_mask: np.ndarray,
+    labels_over_mask: np.ndarray,
+    grid: Grid,
+    affine: np.ndarray,
+    min_distance_mm: float = 8.0,
+    max_subpeaks: int = 3,
+    value_name: str = "value",
+) -> pd.DataFrame:
     """Peak and sub-peaks of every cluster, with atlas labels.
 
     ``labels_over_mask``: cluster id per mask voxel (0 = none). Columns: cluster_id, peak_id
@@ -150,12 +162,20 @@ def peaks_table(stat_over_mask: np.ndarray, labels_over_mask: np.ndarray, grid: 
         members = np.flatnonzero(labels == k)
         ijk = grid.mask_ijk[members].astype(np.int64)
         xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
-        for n, p in enumerate(cluster_peaks(stat[members], xyz, ijk, min_distance_mm,
-                                            max_subpeaks)):
+        for n, p in enumerate(
+            cluster_peaks(stat[members], xyz, ijk, min_distance_mm, max_subpeaks)
+        ):
             suffix = "" if n == 0 else chr(ord("a") + n - 1)
-            rows.append({"cluster_id": int(k), "peak_id": f"{int(k)}{suffix}",
-                         "x": float(xyz[p, 0]), "y": float(xyz[p, 1]), "z": float(xyz[p, 2]),
-                         value_name: float(stat[members[p]])})
+            rows.append(
+                {
+                    "cluster_id": int(k),
+                    "peak_id": f"{int(k)}{suffix}",
+                    "x": float(xyz[p, 0]),
+                    "y": float(xyz[p, 1]),
+                    "z": float(xyz[p, 2]),
+                    value_name: float(stat[members[p]]),
+                }
+            )
     cols = ["cluster_id", "peak_id", "x", "y", "z", value_name]
     df = pd.DataFrame(rows, columns=cols)
     for col, vals in _label_columns(df[["x", "y", "z"]].to_numpy(), "label_").items():
@@ -163,8 +183,13 @@ def peaks_table(stat_over_mask: np.ndarray, labels_over_mask: np.ndarray, grid: 
     return df
 
 
-def add_labels(cluster_df: pd.DataFrame, labels_over_mask: np.ndarray, grid: Grid,
-               affine: np.ndarray, label_column: str = "label") -> pd.DataFrame:
+def add_labels(
+    cluster_df: pd.DataFrame,
+    labels_over_mask: np.ndarray,
+    grid: Grid,
+    affine: np.ndarray,
+    label_column: str = "label",
+) -> pd.DataFrame:
     """``cluster_table`` output + peak_label_<atlas> per atlas + ``composition``.
 
     The cluster's voxels are those of ``labels_over_mask == cluster_df[label_column]``

@@ -17,8 +17,14 @@ from .. import names
 from ..io.atlases import ATLAS_INFO, load_atlas
 
 OUTSIDE = "outside the SUIT lobules"
-COLUMNS = ["lobule", "suit_label", "n_voxels", "lobule_voxels", "percent_of_lobule",
-           "percent_of_result"]
+COLUMNS = [
+    "lobule",
+    "suit_label",
+    "n_voxels",
+    "lobule_voxels",
+    "percent_of_lobule",
+    "percent_of_result",
+]
 
 
 def lobule_table(mask: np.ndarray) -> pd.DataFrame | None:
@@ -37,22 +43,42 @@ def lobule_table(mask: np.ndarray) -> pd.DataFrame | None:
     lobule_voxels = np.bincount(atlas.data.ravel(), minlength=size)
     counts = np.bincount(codes, minlength=size)
     total = int(mask.sum())
-    rows = [{"lobule": atlas.names[c], "suit_label": c, "n_voxels": int(counts[c]),
-             "lobule_voxels": int(lobule_voxels[c]),
-             "percent_of_lobule": round(100.0 * counts[c] / lobule_voxels[c], 2),
-             "percent_of_result": round(100.0 * counts[c] / total, 2)}
-            for c in np.flatnonzero(counts) if c > 0]
+    rows = [
+        {
+            "lobule": atlas.names[c],
+            "suit_label": c,
+            "n_voxels": int(counts[c]),
+            "lobule_voxels": int(lobule_voxels[c]),
+            "percent_of_lobule": round(100.0 * counts[c] / lobule_voxels[c], 2),
+            "percent_of_result": round(100.0 * counts[c] / total, 2),
+        }
+        for c in np.flatnonzero(counts)
+        if c > 0
+    ]
     rows.sort(key=lambda r: (-r["n_voxels"], r["suit_label"]))
     if counts[0]:
-        rows.append({"lobule": OUTSIDE, "suit_label": 0, "n_voxels": int(counts[0]),
-                     "lobule_voxels": None, "percent_of_lobule": None,
-                     "percent_of_result": round(100.0 * counts[0] / total, 2)})
+        rows.append(
+            {
+                "lobule": OUTSIDE,
+                "suit_label": 0,
+                "n_voxels": int(counts[0]),
+                "lobule_voxels": None,
+                "percent_of_lobule": None,
+                "percent_of_result": round(100.0 * counts[0] / total, 2),
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def sidecar() -> dict:
     info = ATLAS_INFO["suit_cerebellar"]
-    return {"Atlas": {"Name": info["name"], "Source": info["package"],
-                      "License": info["license"], "Reference": info["reference"],
-                      "Resampling": "nearest neighbour onto the 2 mm MNI152NLin6Asym grid"},
-            "Map": f"{names.THRESHOLDED} (the significant voxels)"}
+    return {
+        "Atlas": {
+            "Name": info["name"],
+            "Source": info["package"],
+            "License": info["license"],
+            "Reference": info["reference"],
+            "Resampling": "nearest neighbour onto the 2 mm MNI152NLin6Asym grid",
+        },
+        "Map": f"{names.THRESHOLDED} (the significant voxels)",
+    }

@@ -103,19 +103,25 @@ def check_groups(n_selected: int, n_unselected: int) -> None:
         which = "selected" if n_selected < 1 else "unselected (the rest of the database)"
         raise EmptySelectionError(
             f"MKDA chi-square: the {which} group holds no experiment ({n_selected} selected,"
-            f" {n_unselected} in the rest); the uniformity and association tests need both")
+            f" {n_unselected} in the rest); the uniformity and association tests need both"
+        )
 
 
-def mkdachi2(a: np.ndarray, b: np.ndarray, n_selected: int, n_unselected: int,
-             prior: float = 0.5, q: float = 0.01) -> MKDAChi2Result:
+def mkdachi2(
+    a: np.ndarray,
+    b: np.ndarray,
+    n_selected: int,
+    n_unselected: int,
+    prior: float = 0.5,
+    q: float = 0.01,
+) -> MKDAChi2Result:
     """Every map of the analysis from the active counts ``a`` (selected, of ``n_selected``)
     and ``b`` (the rest, of ``n_unselected``) per mask voxel."""
     check_groups(n_selected, n_unselected)
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"counts must be two 1-D arrays of one length, got {a.shape}, "
-                         f"{b.shape}")
+        raise ValueError(f"counts must be two 1-D arrays of one length, got {a.shape}, {b.shape}")
     if (a < 0).any() or (a > n_selected).any() or (b < 0).any() or (b > n_unselected).any():
         raise ValueError("active counts must lie in [0, group size]")
     n = n_selected + n_unselected
@@ -128,12 +134,17 @@ def mkdachi2(a: np.ndarray, b: np.ndarray, n_selected: int, n_unselected: int,
         p_f_a = np.where(inactive, 0.0, p_a_f * p_f / p_a)
         p_a_prior = prior * p_a_f + (1 - prior) * p_a_u
         p_f_a_prior = np.where(inactive, 0.0, p_a_f * prior / p_a_prior)
-    maps = {names.mkdachi2_probability(which): values for which, values in
-            zip(names.MKDACHI2_PROBABILITIES, (p_a, p_a_f, p_f_a, p_a_prior, p_f_a_prior),
-                strict=True)}
+    maps = {
+        names.mkdachi2_probability(which): values
+        for which, values in zip(
+            names.MKDACHI2_PROBABILITIES, (p_a, p_a_f, p_f_a, p_a_prior, p_f_a_prior), strict=True
+        )
+    }
     signs = {"uniformity": np.sign(a - a.mean()), "association": np.sign(p_a_f - p_a_u)}
-    chi2s = {"uniformity": one_way_chi2(a, n_selected),
-             "association": two_way_chi2(a, b, n_selected, n_unselected)}
+    chi2s = {
+        "uniformity": one_way_chi2(a, n_selected),
+        "association": two_way_chi2(a, b, n_selected, n_unselected),
+    }
     thresholds, survivors = {}, {}
     for test in names.MKDACHI2_TESTS:
         chi2 = chi2s[test]
@@ -145,10 +156,10 @@ def mkdachi2(a: np.ndarray, b: np.ndarray, n_selected: int, n_unselected: int,
         chi2, z, logp = (np.where(inactive, 0.0, x) for x in (chi2, z, logp))
         maps[names.mkdachi2_test("chi2", test)] = chi2
         # floored at the smallest positive float32, as every written p map (NiMARE's rule)
-        maps[names.mkdachi2_test("p", test)] = np.clip(np.where(inactive, 1.0, p), P_FLOOR,
-                                                       1.0)
+        maps[names.mkdachi2_test("p", test)] = np.clip(np.where(inactive, 1.0, p), P_FLOOR, 1.0)
         maps[names.mkdachi2_test("logp", test)] = logp
         maps[names.mkdachi2_test("z", test)] = z
         maps[names.mkdachi2_fdr(test)] = np.where(keep, z, 0.0)
-    return MKDAChi2Result(maps, thresholds, int(n_selected), int(n_unselected),
-                          int(inactive.sum()), survivors)
+    return MKDAChi2Result(
+        maps, thresholds, int(n_selected), int(n_unselected), int(inactive.sum()), survivors
+    )

@@ -29,8 +29,7 @@ def fwe_call(backend, plan, start: int, count: int, ale_thresh: float) -> dict:
     return backend.fwe_chunk(plan, start, count, ale_thresh)
 
 
-def csale_pass1_call(backend, plan, start: int, count: int, obs_log: np.ndarray,
-                     K: int) -> dict:
+def csale_pass1_call(backend, plan, start: int, count: int, obs_log: np.ndarray, K: int) -> dict:
     """C-SALE permutation pass chunk (exceedance counts, top-K lists, max null ALE)."""
     return backend.csale_pass1_chunk(plan, start, count, obs_log, K)
 
@@ -69,11 +68,15 @@ def chunk_bounds(n_iters: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(s, min(chunk_size, n_iters - s)) for s in range(0, n_iters, chunk_size)]
 
 
-def run_chunked(n_iters: int, chunk_size: int,
-                compute: Callable[[int, int], dict[str, np.ndarray]],
-                store: ChunkStore | None = None,
-                progress: Callable[[int], None] | None = None,
-                executor=None, ledger: dict | None = None) -> dict[str, np.ndarray]:
+def run_chunked(
+    n_iters: int,
+    chunk_size: int,
+    compute: Callable[[int, int], dict[str, np.ndarray]],
+    store: ChunkStore | None = None,
+    progress: Callable[[int], None] | None = None,
+    executor=None,
+    ledger: dict | None = None,
+) -> dict[str, np.ndarray]:
     """Run ``compute(start, count)`` over all chunks and concatenate the results.
 
     With ``executor``, the chunks not in ``store`` run on the cluster (each stored as it
@@ -108,12 +111,16 @@ def run_chunked(n_iters: int, chunk_size: int,
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
-def run_chunked_reduce(n_iters: int, chunk_size: int,
-                       compute: Callable[[int, int], dict[str, np.ndarray]],
-                       reduce: Callable[[dict | None, dict], dict],
-                       store: ChunkStore | None = None,
-                       progress: Callable[[int], None] | None = None,
-                       executor=None, ledger: dict | None = None) -> dict[str, np.ndarray]:
+def run_chunked_reduce(
+    n_iters: int,
+    chunk_size: int,
+    compute: Callable[[int, int], dict[str, np.ndarray]],
+    reduce: Callable[[dict | None, dict], dict],
+    store: ChunkStore | None = None,
+    progress: Callable[[int], None] | None = None,
+    executor=None,
+    ledger: dict | None = None,
+) -> dict[str, np.ndarray]:
     """Like :func:`run_chunked`, but folds each chunk into a running state (``reduce``).
 
     The store keeps the state after each finished chunk (the previous one is superseded),
@@ -137,8 +144,9 @@ def run_chunked_reduce(n_iters: int, chunk_size: int,
         if progress is not None:
             progress(bounds[index][1])
     if executor is not None:
-        todo = [(index, start, count) for index, (start, count) in enumerate(bounds)
-                if index >= first]
+        todo = [
+            (index, start, count) for index, (start, count) in enumerate(bounds) if index >= first
+        ]
 
         def checkpoint(last: int, value: dict) -> None:
             if store is not None:
@@ -148,9 +156,19 @@ def run_chunked_reduce(n_iters: int, chunk_size: int,
             if progress is not None:
                 progress(bounds[index][1])
 
-        return executor.reduce_chunks(compute, reduce, todo, state, first,
-                                      on_chunk=done, on_prefix=checkpoint,
-                                      ledger=ledger) or {}
+        return (
+            executor.reduce_chunks(
+                compute,
+                reduce,
+                todo,
+                state,
+                first,
+                on_chunk=done,
+                on_prefix=checkpoint,
+                ledger=ledger,
+            )
+            or {}
+        )
     for index, (start, count) in enumerate(bounds):
         if index < first:
             continue
@@ -169,15 +187,28 @@ def computed_by(ledger: dict, n_iters: int, chunk_size: int, cluster: str) -> di
     workers: dict[tuple, list[int]] = {}
     for index in sorted(ledger):
         w = ledger[index]
-        key = (w.get("worker"), w.get("name"), w.get("host"), w.get("device"),
-               w.get("cuda_visible_devices"))
+        key = (
+            w.get("worker"),
+            w.get("name"),
+            w.get("host"),
+            w.get("device"),
+            w.get("cuda_visible_devices"),
+        )
         workers.setdefault(key, []).append(int(index))
     n_chunks = len(chunk_bounds(n_iters, chunk_size))
     return {
         "DaskScheduler": cluster,
         "PermutationsPerChunk": chunk_size,
-        "Workers": [{"Worker": k[0], "Name": k[1], "Host": k[2], "Device": k[3],
-                     "CUDA_VISIBLE_DEVICES": k[4], "Chunks": chunks}
-                    for k, chunks in sorted(workers.items(), key=lambda kv: kv[1][0])],
+        "Workers": [
+            {
+                "Worker": k[0],
+                "Name": k[1],
+                "Host": k[2],
+                "Device": k[3],
+                "CUDA_VISIBLE_DEVICES": k[4],
+                "Chunks": chunks,
+            }
+            for k, chunks in sorted(workers.items(), key=lambda kv: kv[1][0])
+        ],
         "ChunksFromCheckpoints": [i for i in range(n_chunks) if i not in ledger],
     }

@@ -19,8 +19,12 @@ class Selection(NamedTuple):
     foci_in_seed: np.ndarray  # per experiment: its foci in the seed (or near its points)
 
 
-def select_by_seed(db: Experiments, seed: np.ndarray, coverage: float | None = None,
-                   offsets: np.ndarray | None = None) -> Selection:
+def select_by_seed(
+    db: Experiments,
+    seed: np.ndarray,
+    coverage: float | None = None,
+    offsets: np.ndarray | None = None,
+) -> Selection:
     """MACM selection by an image seed (template-grid mask): experiments with >= 1 focus
     in ``seed``, or, with ``coverage``, whose union of spheres (``offsets``, see
     :func:`csale_app.kernels.spheres.sphere_offsets`) covers more than that share of the
@@ -40,6 +44,6 @@ def select_by_points(db: Experiments, points, radius_mm: float) -> Selection:
     ``get_studies_by_coordinate``). Returns (selected, foci-within-radius counts)."""
     near = np.zeros(db.n_foci, dtype=bool)
     for point in np.asarray(points, dtype=np.float64).reshape(-1, 3):
-        near |= ((db.xyz_mni - point) ** 2).sum(axis=1) <= radius_mm ** 2
+        near |= ((db.xyz_mni - point) ** 2).sum(axis=1) <= radius_mm**2
     counts = foci_per_experiment(db, near)
     return Selection(counts > 0, counts)

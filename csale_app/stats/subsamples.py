@@ -37,8 +37,9 @@ SUBSAMPLE_SEED_STEP = 7919
 def subsample_count(size: int | float, n_experiments: int) -> int:
     """Experiments per subsample: ``size`` itself (a count, int) or round(size * n) (a
     fraction in (0, 1), float). ValueError, with the reason, unless 2 <= count < n."""
-    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, float, np.integer,
-                                                                     np.floating)):
+    if isinstance(size, (bool, np.bool_)) or not isinstance(
+        size, (int, float, np.integer, np.floating)
+    ):
         raise ValueError(f"subsample size {size!r} is neither a count nor a fraction")
     if isinstance(size, (int, np.integer)):
         count, what = int(size), f"a subsample size of {int(size)}"
@@ -46,13 +47,16 @@ def subsample_count(size: int | float, n_experiments: int) -> int:
         count = int(round(float(size) * n_experiments))
         what = f"a subsample fraction of {float(size):g} ({count} of {n_experiments})"
     else:
-        raise ValueError(f"subsample size {size!r}: a count must be an integer, a fraction "
-                         "must lie in (0, 1)")
+        raise ValueError(
+            f"subsample size {size!r}: a count must be an integer, a fraction must lie in (0, 1)"
+        )
     if count < 2:
         raise ValueError(f"{what} leaves fewer than 2 experiments per subsample")
     if count >= n_experiments:
-        raise ValueError(f"{what} is not smaller than the studyset's {n_experiments} "
-                         "experiments, so every subsample would be the full studyset")
+        raise ValueError(
+            f"{what} is not smaller than the studyset's {n_experiments} "
+            "experiments, so every subsample would be the full studyset"
+        )
     return count
 
 
@@ -86,27 +90,53 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((da * db).sum() / denom) if denom > 0 else float("nan")
 
 
-def run_subsample(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray,
-                  report_mask: np.ndarray | None, params: CSALEParams, run: NullRun,
-                  full_z: np.ndarray, count: int, index: int) -> SubsampleResult:
+def run_subsample(
+    exps: Experiments,
+    db: Experiments,
+    grid: Grid,
+    affine: np.ndarray,
+    report_mask: np.ndarray | None,
+    params: CSALEParams,
+    run: NullRun,
+    full_z: np.ndarray,
+    count: int,
+    index: int,
+) -> SubsampleResult:
     keep = draw_subsample(exps.n_experiments, count, params.seed, index)
     seed = subsample_seed(params.seed, index)
-    res = run_csale(exps.subset(keep), db, grid, affine, report_mask,
-                    replace(params, seed=seed), replace(run, store=None))
+    res = run_csale(
+        exps.subset(keep),
+        db,
+        grid,
+        affine,
+        report_mask,
+        replace(params, seed=seed),
+        replace(run, store=None),
+    )
     inside = slice(None) if report_mask is None else report_mask
     r = pearson(res.maps[names.Z][inside], full_z[inside])
-    return SubsampleResult(index, keep, seed, res.extent_labels > 0,
-                           res.significant_labels > 0, r)
+    return SubsampleResult(index, keep, seed, res.extent_labels > 0, res.significant_labels > 0, r)
 
 
-def subsample_units(exps: Experiments, db: Experiments, grid: Grid, affine: np.ndarray,
-                    report_mask: np.ndarray | None, params: CSALEParams, run: NullRun,
-                    full_z: np.ndarray, *, n_subsamples: int,
-                    size: int | float) -> list[Callable[[], SubsampleResult]]:
+def subsample_units(
+    exps: Experiments,
+    db: Experiments,
+    grid: Grid,
+    affine: np.ndarray,
+    report_mask: np.ndarray | None,
+    params: CSALEParams,
+    run: NullRun,
+    full_z: np.ndarray,
+    *,
+    n_subsamples: int,
+    size: int | float,
+) -> list[Callable[[], SubsampleResult]]:
     """One independent unit per subsample (subsample nulls are not checkpointed)."""
     count = subsample_count(size, exps.n_experiments)
-    return [partial(run_subsample, exps, db, grid, affine, report_mask, params, run, full_z,
-                    count, s) for s in range(n_subsamples)]
+    return [
+        partial(run_subsample, exps, db, grid, affine, report_mask, params, run, full_z, count, s)
+        for s in range(n_subsamples)
+    ]
 
 
 class ShareMaps(NamedTuple):
@@ -126,13 +156,14 @@ def share_maps(results: list[SubsampleResult]) -> ShareMaps:
 
 def correlation_table(results: list[SubsampleResult], exps: Experiments) -> pd.DataFrame:
     """One row per subsample: its size, null seed, correlation and surviving voxels."""
-    return pd.DataFrame({
-        "subsample": [r.index + 1 for r in results],
-        "n_experiments": [len(r.experiments) for r in results],
-        "seed": [str(r.seed) for r in results],
-        "pearson_r": [r.correlation for r in results],
-        "extent_voxels": [int(r.extent.sum()) for r in results],
-        "significant_voxels": [int(r.significant.sum()) for r in results],
-        "experiment_ids": ["|".join(str(exps.ids[i]) for i in r.experiments)
-                           for r in results],
-    })
+    return pd.DataFrame(
+        {
+            "subsample": [r.index + 1 for r in results],
+            "n_experiments": [len(r.experiments) for r in results],
+            "seed": [str(r.seed) for r in results],
+            "pearson_r": [r.correlation for r in results],
+            "extent_voxels": [int(r.extent.sum()) for r in results],
+            "significant_voxels": [int(r.significant.sum()) for r in results],
+            "experiment_ids": ["|".join(str(exps.ids[i]) for i in r.experiments) for r in results],
+        }
+    )

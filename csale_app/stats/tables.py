@@ -13,9 +13,16 @@ def voxel_to_mm(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return ijk @ affine[:3, :3].T + affine[:3, 3]
 
 
-def cluster_table(labels: np.ndarray, stat: np.ndarray, grid: Grid, affine: np.ndarray,
-                  cluster_p: np.ndarray | None = None, p_name: str = "p_fwe",
-                  value_name: str = "peak_value", keep: np.ndarray | None = None) -> pd.DataFrame:
+def cluster_table(
+    labels: np.ndarray,
+    stat: np.ndarray,
+    grid: Grid,
+    affine: np.ndarray,
+    cluster_p: np.ndarray | None = None,
+    p_name: str = "p_fwe",
+    value_name: str = "peak_value",
+    keep: np.ndarray | None = None,
+) -> pd.DataFrame:
     """One row per cluster: id, size (voxels, mm3), peak x/y/z and value, weighted centre, p.
 
     ``labels`` are per mask voxel (0 = none, k = cluster k); ``keep`` optionally selects the
@@ -37,17 +44,30 @@ def cluster_table(labels: np.ndarray, stat: np.ndarray, grid: Grid, affine: np.n
         row = {
             "size_voxels": len(members),
             "size_mm3": len(members) * voxel_mm3,
-            "peak_x": xyz[0], "peak_y": xyz[1], "peak_z": xyz[2],
+            "peak_x": xyz[0],
+            "peak_y": xyz[1],
+            "peak_z": xyz[2],
             value_name: float(stat[peak]),
-            "centre_x": round(centre[0], 2), "centre_y": round(centre[1], 2),
+            "centre_x": round(centre[0], 2),
+            "centre_y": round(centre[1], 2),
             "centre_z": round(centre[2], 2),
             "label": k,
         }
         if cluster_p is not None:
             row[p_name] = float(cluster_p[k - 1])
         rows.append(row)
-    columns = ["cluster_id", "size_voxels", "size_mm3", "peak_x", "peak_y", "peak_z",
-               value_name, "centre_x", "centre_y", "centre_z"]
+    columns = [
+        "cluster_id",
+        "size_voxels",
+        "size_mm3",
+        "peak_x",
+        "peak_y",
+        "peak_z",
+        value_name,
+        "centre_x",
+        "centre_y",
+        "centre_z",
+    ]
     if cluster_p is not None:
         columns.append(p_name)
     if not rows:
@@ -57,10 +77,17 @@ def cluster_table(labels: np.ndarray, stat: np.ndarray, grid: Grid, affine: np.n
     return df[columns + ["label"]].reset_index(drop=True)
 
 
-def reported_clusters(parent_labels: np.ndarray, significant: np.ndarray, stat: np.ndarray,
-                      grid: Grid, affine: np.ndarray, report_mask: np.ndarray | None,
-                      parent_p: dict[str, np.ndarray], value_name: str,
-                      sizes: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+def reported_clusters(
+    parent_labels: np.ndarray,
+    significant: np.ndarray,
+    stat: np.ndarray,
+    grid: Grid,
+    affine: np.ndarray,
+    report_mask: np.ndarray | None,
+    parent_p: dict[str, np.ndarray],
+    value_name: str,
+    sizes: np.ndarray,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The cluster table and per-voxel cluster ids of what is *reported*.
 
     Inference is done on clusters of the whole analysis mask (``parent_labels``, with
@@ -89,9 +116,15 @@ def reported_clusters(parent_labels: np.ndarray, significant: np.ndarray, stat: 
         first[1:] = idx[order]
     parent = parent_labels[first[1:]] if n else np.zeros(0, dtype=np.int64)
     names = list(parent_p)
-    table = cluster_table(comp, stat, grid, affine,
-                          cluster_p=parent_p[names[0]][parent - 1] if n else np.zeros(0),
-                          p_name=names[0], value_name=value_name)
+    table = cluster_table(
+        comp,
+        stat,
+        grid,
+        affine,
+        cluster_p=parent_p[names[0]][parent - 1] if n else np.zeros(0),
+        p_name=names[0],
+        value_name=value_name,
+    )
     if len(table):
         lab = table["label"].to_numpy(dtype=int)
         for name in names[1:]:

@@ -33,9 +33,24 @@ def pain_api_and_cli(pain_dir, tmp_path_factory):
     opts = dict(n_iters=60, nprocs=1, min_experiments=5, random_seed=11)
     res = ALE(**opts).fit(pain_dir / "pain.json")
     res.to_bids(out / "api")
-    code = main([str(pain_dir), str(out / "cli"), "group", "--analyses", "ale", "--n-iters",
-                 "60", "--nprocs", "1", "--min-experiments", "5", "--random-seed", "11",
-                 "--quiet"])
+    code = main(
+        [
+            str(pain_dir),
+            str(out / "cli"),
+            "group",
+            "--analyses",
+            "ale",
+            "--n-iters",
+            "60",
+            "--nprocs",
+            "1",
+            "--min-experiments",
+            "5",
+            "--random-seed",
+            "11",
+            "--quiet",
+        ]
+    )
     assert code == 0
     return res, out
 
@@ -53,18 +68,23 @@ def test_api_to_bids_is_valid_bids(pain_api_and_cli, pain_dir):
     assert_valid_bids(out / "api")
     desc = json.loads((out / "api" / "dataset_description.json").read_text())
     assert [s["URL"] for s in desc["SourceDatasets"]] == [
-        (pain_dir / "pain.json").resolve().as_uri()]
+        (pain_dir / "pain.json").resolve().as_uri()
+    ]
     assert "studyset-pain/" in (out / "api" / "README.md").read_text()
 
 
 def test_map_names_ours_and_nimares(pain_api_and_cli):
     res, out = pain_api_and_cli
     cli = out / "cli" / "studyset-pain"
-    for ours, nimare in [("stat-ale", "stat"), ("stat-z", "z"),
-                         ("stat-logp_level-voxel_corr-FWE",
-                          "logp_level-voxel_corr-FWE_method-montecarlo"),
-                         ("stat-z_level-cluster_corr-FWE_desc-size",
-                          "z_desc-size_level-cluster_corr-FWE_method-montecarlo")]:
+    for ours, nimare in [
+        ("stat-ale", "stat"),
+        ("stat-z", "z"),
+        ("stat-logp_level-voxel_corr-FWE", "logp_level-voxel_corr-FWE_method-montecarlo"),
+        (
+            "stat-z_level-cluster_corr-FWE_desc-size",
+            "z_desc-size_level-cluster_corr-FWE_method-montecarlo",
+        ),
+    ]:
         img = res.get_map(nimare)
         assert isinstance(img, nib.Nifti1Image) and img.shape == (91, 109, 91)
         ref = nib.load(next(cli.glob(f"*_meta-ale_{ours}_statmap.nii.gz")))
@@ -82,22 +102,24 @@ def test_nimare_dataset_input_gives_the_same_numbers(pain_api_and_cli, pain_json
     from nimare.dataset import Dataset
 
     res, _ = pain_api_and_cli
-    dset_res = ALE(n_iters=60, nprocs=1, min_experiments=5,
-                   random_seed=11).fit(Dataset(str(pain_json)), label="pain")
-    for name in ("stat-ale", "stat-z", "stat-z_level-voxel_corr-FWE",
-                 "stat-z_desc-thresholded"):
+    dset_res = ALE(n_iters=60, nprocs=1, min_experiments=5, random_seed=11).fit(
+        Dataset(str(pain_json)), label="pain"
+    )
+    for name in ("stat-ale", "stat-z", "stat-z_level-voxel_corr-FWE", "stat-z_desc-thresholded"):
         assert np.array_equal(dset_res.get_map(name).get_fdata(), res.get_map(name).get_fdata())
     a, b = dset_res.get_table("clusters"), res.get_table("clusters")
     assert a.drop(columns="top_contributors", errors="ignore").equals(
-        b.drop(columns="top_contributors", errors="ignore"))
+        b.drop(columns="top_contributors", errors="ignore")
+    )
 
 
 def test_dataframe_input(pain_api_and_cli, pain_dir, tmp_path):
     from csale_app.io.readers import read_studyset
 
     res, _ = pain_api_and_cli
-    foci = read_studyset(pain_dir / "pain.json")[["study_id", "contrast_id", "x", "y", "z",
-                                                  "space", "sample_size"]]
+    foci = read_studyset(pain_dir / "pain.json")[
+        ["study_id", "contrast_id", "x", "y", "z", "space", "sample_size"]
+    ]
     df_res = ALE(n_iters=60, nprocs=1, min_experiments=5, random_seed=11).fit(foci)
     assert np.array_equal(df_res.get_map("z").get_fdata(), res.get_map("z").get_fdata())
     # recorded as what it is: no (deleted) temporary file anywhere
@@ -130,13 +152,27 @@ def test_csale_with_database_equals_cli(tmp_path):
     db.mkdir()
     shutil.copy(inp / "flanker.tsv", db / "flanker.tsv")
     args = ["--n-iters", "120", "--voxel-thresh", "0.01", "--nprocs", "1", "--quiet"]
-    code = main([str(inp), str(tmp_path / "cli"), "group", "--analyses", "csale",
-                 "--studyset-label", "nback", "--database", str(db),
-                 "--roi-coords=-30,-62,-28", "--roi-radius", "12", *args])
+    code = main(
+        [
+            str(inp),
+            str(tmp_path / "cli"),
+            "group",
+            "--analyses",
+            "csale",
+            "--studyset-label",
+            "nback",
+            "--database",
+            str(db),
+            "--roi-coords=-30,-62,-28",
+            "--roi-radius",
+            "12",
+            *args,
+        ]
+    )
     assert code == 0
-    res = CSALE(n_iters=120, voxel_thresh=0.01, nprocs=1,
-                roi_coords=[(-30, -62, -28)], roi_radius=12).fit(inp / "nback.tsv",
-                                                                 database=db)
+    res = CSALE(
+        n_iters=120, voxel_thresh=0.01, nprocs=1, roi_coords=[(-30, -62, -28)], roi_radius=12
+    ).fit(inp / "nback.tsv", database=db)
     res.to_bids(tmp_path / "api")
     a = tree_digest(tmp_path / "api" / "studyset-nback")
     assert a == tree_digest(tmp_path / "cli" / "studyset-nback")
@@ -164,6 +200,7 @@ def test_no_import_cycle_inside_the_package():
             elif isinstance(node, ast.Import):
                 deps |= {a.name for a in node.names if a.name.startswith("csale_app")}
         graph[mod] = deps
+
     def resolve(dep):  # "from pkg import name": the submodule if there is one, else pkg
         if isinstance(dep, tuple):
             return dep[1] if dep[1] in graph else dep[0]
@@ -190,8 +227,14 @@ def test_no_import_cycle_inside_the_package():
 
 def test_macm_estimator_gives_seed_tables_and_both_maps(pain_dir):
     """MACM from the API: the seed's selected experiments, whole-brain ALE and C-SALE."""
-    res = MACM(n_iters=30, voxel_thresh=0.05, nprocs=1, min_experiments=3,
-               roi_coords=[(38, 4, 2)], roi_radius=20).fit(pain_dir / "pain.json")
+    res = MACM(
+        n_iters=30,
+        voxel_thresh=0.05,
+        nprocs=1,
+        min_experiments=3,
+        roi_coords=[(38, 4, 2)],
+        roi_radius=20,
+    ).fit(pain_dir / "pain.json")
     assert res.seeds == ["spheres1r20"]
     selected = res.get_table("experiments")
     assert len(selected) >= 3 and selected["selected"].all()
@@ -211,8 +254,16 @@ def test_errors_are_python_builtins_for_api_users(pain_dir, tmp_path):
         ALE(n_iters=60).fit(pain_dir / "pain.json", roi="cerebelum")
     with pytest.raises(FileNotFoundError, match="no such file"):
         ALE(n_iters=60).fit(tmp_path / "absent.tsv")
-    no_z = pd.DataFrame({"study_id": ["a"], "contrast_id": ["1"], "x": [0.0], "y": [0.0],
-                         "space": ["MNI"], "sample_size": [10]})
+    no_z = pd.DataFrame(
+        {
+            "study_id": ["a"],
+            "contrast_id": ["1"],
+            "x": [0.0],
+            "y": [0.0],
+            "space": ["MNI"],
+            "sample_size": [10],
+        }
+    )
     with pytest.raises(ValueError, match="missing required column"):
         ALE(n_iters=60).fit(no_z)
     assert issubclass(errors.InputError, ValueError) and errors.InputError.exit_code == 65

@@ -15,9 +15,17 @@ from csale_app.io.templates import load_brain_mask
 
 
 def foci(n: int = 6) -> pd.DataFrame:
-    return pd.DataFrame({"study_id": [f"s{i // 2}" for i in range(n)],
-                         "contrast_id": "c1", "x": np.arange(n, dtype=float) * 4 - 10,
-                         "y": -20.0, "z": 8.0, "space": "MNI", "sample_size": 12})
+    return pd.DataFrame(
+        {
+            "study_id": [f"s{i // 2}" for i in range(n)],
+            "contrast_id": "c1",
+            "x": np.arange(n, dtype=float) * 4 - 10,
+            "y": -20.0,
+            "z": 8.0,
+            "space": "MNI",
+            "sample_size": 12,
+        }
+    )
 
 
 def test_missing_column_names_the_dataframe_and_column():
@@ -47,8 +55,11 @@ def test_bad_space_and_mixed_sample_sizes_are_named():
         read_source(df)
     df = foci()
     df.loc[1, "sample_size"] = 30
-    with pytest.raises(ValueError, match=r"row 1, column 'sample_size': experiment 's0'/'c1' "
-                                         r"has sample size 30"):
+    with pytest.raises(
+        ValueError,
+        match=r"row 1, column 'sample_size': experiment 's0'/'c1' "
+        r"has sample size 30",
+    ):
         read_source(df)
 
 
@@ -103,9 +114,16 @@ def test_option_names_per_style():
 def small_foci() -> pd.DataFrame:
     rng = np.random.default_rng(3)
     n = 8 * 5
-    return pd.DataFrame({"study_id": [f"s{i // 5}" for i in range(n)], "x": rng.uniform(-40, 40, n),
-                         "y": rng.uniform(-60, 20, n), "z": rng.uniform(-20, 40, n),
-                         "space": "MNI", "sample_size": 15})
+    return pd.DataFrame(
+        {
+            "study_id": [f"s{i // 5}" for i in range(n)],
+            "x": rng.uniform(-40, 40, n),
+            "y": rng.uniform(-60, 20, n),
+            "z": rng.uniform(-20, 40, n),
+            "space": "MNI",
+            "sample_size": 15,
+        }
+    )
 
 
 def test_fit_keeps_checkpoints_only_in_a_given_work_dir(tmp_path, monkeypatch):
@@ -114,8 +132,9 @@ def test_fit_keeps_checkpoints_only_in_a_given_work_dir(tmp_path, monkeypatch):
     opts = dict(n_iters=40, nprocs=1, min_experiments=5, random_seed=2, chunk_size=20)
     writes = []
     real = workdir.write_atomic
-    monkeypatch.setattr(workdir, "write_atomic", lambda path, fn: writes.append(path)
-                        or real(path, fn))
+    monkeypatch.setattr(
+        workdir, "write_atomic", lambda path, fn: writes.append(path) or real(path, fn)
+    )
     res = ALE(**opts).fit(small_foci())
     assert writes == [] and res.label == "studyset"  # nothing on disk without work_dir
     work = tmp_path / "work"

@@ -42,11 +42,15 @@ def bosh():
 def parser_actions() -> list[argparse.Action]:
     from csale_app.cli.parser import build_parser
 
-    return [a for a in build_parser()._actions
-            if not isinstance(a, (argparse._HelpAction, argparse._VersionAction))]
+    return [
+        a
+        for a in build_parser()._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._VersionAction))
+    ]
 
 
 # -- the descriptor is valid and describes this version ------------------------------------
+
 
 def test_bosh_validate():
     bosh()(["validate", str(DESCRIPTOR)])  # raises DescriptorValidationError when invalid
@@ -55,20 +59,39 @@ def test_bosh_validate():
 def test_descriptor_metadata(descriptor):
     from csale_app import __version__, errors
 
-    version = re.search(r'__version__ = "([^"]+)"', (ROOT / "csale_app" / "_version.py").read_text())[1]
+    version = re.search(
+        r'__version__ = "([^"]+)"', (ROOT / "csale_app" / "_version.py").read_text()
+    )[1]
     assert descriptor["schema-version"] == "0.5"
     assert descriptor["name"] == "csale-app"
     assert descriptor["tool-version"] == version == __version__
     assert descriptor["container-image"] == {
-        "type": "docker", "image": f"csale-app:{version}", "entrypoint": True}
+        "type": "docker",
+        "image": f"csale-app:{version}",
+        "entrypoint": True,
+    }
     assert descriptor["command-line"].split()[:4] == [
-        "csale-app", "[INPUT_DIR]", "[OUTPUT_DIR]", "[ANALYSIS_LEVEL]"]
+        "csale-app",
+        "[INPUT_DIR]",
+        "[OUTPUT_DIR]",
+        "[ANALYSIS_LEVEL]",
+    ]
     assert "pypi.org" not in json.dumps(descriptor)  # no page that does not exist
     codes = {e["code"] for e in descriptor["error-codes"]}
-    assert codes == {errors.EXIT_OK, errors.EXIT_FAILURE, errors.EXIT_EMPTY_SELECTION,
-                     errors.EXIT_USAGE, errors.EXIT_DATA, errors.EXIT_NO_INPUT,
-                     errors.EXIT_UNAVAILABLE, errors.EXIT_CANT_CREATE} == {0, 1, 18, 64, 65,
-                                                                          66, 69, 73}
+    assert (
+        codes
+        == {
+            errors.EXIT_OK,
+            errors.EXIT_FAILURE,
+            errors.EXIT_EMPTY_SELECTION,
+            errors.EXIT_USAGE,
+            errors.EXIT_DATA,
+            errors.EXIT_NO_INPUT,
+            errors.EXIT_UNAVAILABLE,
+            errors.EXIT_CANT_CREATE,
+        }
+        == {0, 1, 18, 64, 65, 66, 69, 73}
+    )
     for out in descriptor["output-files"]:
         assert out["path-template"].startswith("[OUTPUT_DIR]/")
     # The container user: documented (bosh exec launch -u).
@@ -103,10 +126,14 @@ def test_every_path_argument_of_the_parser_has_a_file_input(inputs):
     by_flag: dict[str, list[dict]] = {}
     for inp in inputs.values():
         by_flag.setdefault(inp.get("command-line-flag", inp["value-key"]), []).append(inp)
-    path_actions = [a for a in parser_actions()
-                    if a.type is Path or "PATH" in str(a.metavar or "")]
-    assert {a.dest for a in path_actions} >= {"input_dir", "output_dir", "database", "roi",
-                                              "work_dir"}
+    path_actions = [a for a in parser_actions() if a.type is Path or "PATH" in str(a.metavar or "")]
+    assert {a.dest for a in path_actions} >= {
+        "input_dir",
+        "output_dir",
+        "database",
+        "roi",
+        "work_dir",
+    }
     for action in path_actions:
         if action.option_strings:
             matches = [i for f in action.option_strings for i in by_flag.get(f, [])]
@@ -118,8 +145,11 @@ def test_every_path_argument_of_the_parser_has_a_file_input(inputs):
 def test_every_descriptor_flag_is_a_parser_option(descriptor):
     flags = {s for a in parser_actions() for s in a.option_strings}
     for inp in descriptor["inputs"]:
-        for flag in ([inp["command-line-flag"]] if "command-line-flag" in inp
-                     else [c for c in inp.get("value-choices", []) if str(c).startswith("-")]):
+        for flag in (
+            [inp["command-line-flag"]]
+            if "command-line-flag" in inp
+            else [c for c in inp.get("value-choices", []) if str(c).startswith("-")]
+        ):
             if flag.startswith("-v") and set(flag[1:]) == {"v"}:
                 flag = "-v"  # -vv, -vvv: the counted -v
             assert flag in flags, (inp["id"], flag)
@@ -127,42 +157,68 @@ def test_every_descriptor_flag_is_a_parser_option(descriptor):
 
 # -- bosh exec simulate: three invocations, the exact command lines -------------------------
 
-DEFAULTS = ("--merge-contrasts --min-experiments 15 --term-threshold 0.001 --roi-radius 10.0 "
-            "--roi-dilation-mm 6.0 "
-            "--brain-mask brain --n-iters {n} --voxel-thresh 0.001 --cluster-alpha 0.05 "
-            "--min-cluster-size 50 --random-seed 20260101 --csale-null probabilistic "
-            "--subsamples 0 --subsample-size 0.8")
+DEFAULTS = (
+    "--merge-contrasts --min-experiments 15 --term-threshold 0.001 --roi-radius 10.0 "
+    "--roi-dilation-mm 6.0 "
+    "--brain-mask brain --n-iters {n} --voxel-thresh 0.001 --cluster-alpha 0.05 "
+    "--min-cluster-size 50 --random-seed 20260101 --csale-null probabilistic "
+    "--subsamples 0 --subsample-size 0.8"
+)
 MKDA_DEFAULTS = " --mkda-radius 6.0 --prior 0.5 --fdr-q 0.01"
 
 SIMULATIONS = [
     pytest.param(
         {"input_dir": "/data/in", "output_dir": "/data/out", "analysis_level": "group"},
         "csale-app /data/in /data/out group --analyses ale csale macm "
-        + DEFAULTS.format(n=10000) + MKDA_DEFAULTS
+        + DEFAULTS.format(n=10000)
+        + MKDA_DEFAULTS
         + " --device auto --batch-size auto --dask-timeout 20",
-        id="defaults"),
+        id="defaults",
+    ),
     pytest.param(
-        {"input_dir": "/data/in", "output_dir": "/data/out", "analysis_level": "group",
-         "analyses": ["csale"], "roi": "/data/roi.nii.gz", "database": "/data/brainmap",
-         "n_iters": 2000, "work_dir": "/scratch/w", "nprocs": 4, "quiet": True},
+        {
+            "input_dir": "/data/in",
+            "output_dir": "/data/out",
+            "analysis_level": "group",
+            "analyses": ["csale"],
+            "roi": "/data/roi.nii.gz",
+            "database": "/data/brainmap",
+            "n_iters": 2000,
+            "work_dir": "/scratch/w",
+            "nprocs": 4,
+            "quiet": True,
+        },
         "csale-app /data/in /data/out group --analyses csale --database /data/brainmap "
         + DEFAULTS.format(n=2000).replace("--roi-radius", "--roi /data/roi.nii.gz --roi-radius")
         + MKDA_DEFAULTS
         + " --device auto --nprocs 4 --batch-size auto --dask-timeout 20 --work-dir /scratch/w"
-          " --quiet",
-        id="roi-file-database-workdir"),
+        " --quiet",
+        id="roi-file-database-workdir",
+    ),
     pytest.param(
-        {"input_dir": "in", "output_dir": "out", "analysis_level": "group",
-         "studyset_label": ["nback", "flanker"], "roi_builtin": "cerebellum",
-         "merge_contrasts": "--no-merge-contrasts", "macm_seed": "each-cluster",
-         "device": "cuda", "gpu_id": 1, "batch_size": "64", "verbose": "-vv",
-         "overwrite": True},
+        {
+            "input_dir": "in",
+            "output_dir": "out",
+            "analysis_level": "group",
+            "studyset_label": ["nback", "flanker"],
+            "roi_builtin": "cerebellum",
+            "merge_contrasts": "--no-merge-contrasts",
+            "macm_seed": "each-cluster",
+            "device": "cuda",
+            "gpu_id": 1,
+            "batch_size": "64",
+            "verbose": "-vv",
+            "overwrite": True,
+        },
         "csale-app in out group --studyset-label nback flanker --analyses ale csale macm "
-        + DEFAULTS.format(n=10000).replace("--merge-contrasts", "--no-merge-contrasts")
-                                  .replace("--roi-radius", "--roi cerebellum --roi-radius")
-        + " --macm-seed each-cluster" + MKDA_DEFAULTS
+        + DEFAULTS.format(n=10000)
+        .replace("--merge-contrasts", "--no-merge-contrasts")
+        .replace("--roi-radius", "--roi cerebellum --roi-radius")
+        + " --macm-seed each-cluster"
+        + MKDA_DEFAULTS
         + " --device cuda --gpu-id 1 --batch-size 64 --dask-timeout 20 --overwrite -vv",
-        id="builtin-roi-gpu"),
+        id="builtin-roi-gpu",
+    ),
 ]
 
 
@@ -179,13 +235,23 @@ def test_simulate_command_line(invocation, expected, tmp_path):
 
 def test_roi_file_and_builtin_are_exclusive(tmp_path):
     inv = tmp_path / "inv.json"
-    inv.write_text(json.dumps({"input_dir": "i", "output_dir": "o", "analysis_level": "group",
-                               "roi": "r.nii.gz", "roi_builtin": "cerebellum"}))
+    inv.write_text(
+        json.dumps(
+            {
+                "input_dir": "i",
+                "output_dir": "o",
+                "analysis_level": "group",
+                "roi": "r.nii.gz",
+                "roi_builtin": "cerebellum",
+            }
+        )
+    )
     with pytest.raises(Exception):  # noqa: B017 - bosh raises its own exception classes
         bosh()(["exec", "simulate", "-i", str(inv), str(DESCRIPTOR)])
 
 
 # -- bosh exec launch --no-container: an absolute output folder outside the launch folder ---
+
 
 def test_bosh_launch_absolute_output_folder(descriptor, tmp_path, monkeypatch, pain_json):
     case = descriptor["tests"][0]
@@ -204,8 +270,9 @@ def test_bosh_launch_absolute_output_folder(descriptor, tmp_path, monkeypatch, p
     out_dir.mkdir()  # File inputs exist before a launch (a container mounts only those)
     invocation["output_dir"] = str(out_dir)
     # bosh runs the command through the shell: put this interpreter's csale-app first.
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}"
-                               f"{os.environ.get('PATH', '')}")
+    monkeypatch.setenv(
+        "PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
     if shutil.which("csale-app") is None:
         pytest.skip("csale-app console script not installed")
     inv = tmp_path / "invocation.json"

@@ -45,8 +45,18 @@ def test_empty_selection_is_18(tmp_path, capsys):
 
 
 def test_too_few_experiments_is_18(pain_input, tmp_path, capsys):
-    code = main([str(pain_input), str(tmp_path / "o"), "group", "--analyses", "ale",
-                 "--min-experiments", "50", "--quiet"])
+    code = main(
+        [
+            str(pain_input),
+            str(tmp_path / "o"),
+            "group",
+            "--analyses",
+            "ale",
+            "--min-experiments",
+            "50",
+            "--quiet",
+        ]
+    )
     assert code == 18
     assert "min-experiments" in capsys.readouterr().err
 
@@ -68,8 +78,11 @@ def test_malformed_input_is_65_without_traceback(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
     (d / "bad.txt").write_text("// Reference=MNI\n// Study A\n// Subjects=10\n1 2\n")
-    proc = subprocess.run([sys.executable, "-m", "csale_app", str(d), str(tmp_path / "o"),
-                           "group", *SMALL], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "csale_app", str(d), str(tmp_path / "o"), "group", *SMALL],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 65
     assert "Traceback" not in proc.stderr
     assert "bad.txt:4" in proc.stderr
@@ -86,8 +99,9 @@ def test_end_to_end_ale_outputs_query_with_pybids(pain_input, tmp_path):
     maps = layout.get(studyset="pain", meta="ale", extension=".nii.gz")
     stats = {f.get_entities().get("stat") for f in maps}
     assert {"ale", "z", "p", "logp"} <= stats
-    vfwe = layout.get(studyset="pain", meta="ale", stat="z", level="voxel", corr="FWE",
-                      extension=".nii.gz")
+    vfwe = layout.get(
+        studyset="pain", meta="ale", stat="z", level="voxel", corr="FWE", extension=".nii.gz"
+    )
     assert len(vfwe) == 1
     thr = layout.get(studyset="pain", meta="ale", desc="thresholded", extension=".nii.gz")
     assert len(thr) == 1
@@ -100,8 +114,9 @@ def test_end_to_end_ale_outputs_query_with_pybids(pain_input, tmp_path):
     assert main([str(pain_input), str(out), "group", *SMALL]) == 0
     # other settings without --overwrite: refused, nothing clobbered
     assert main([str(pain_input), str(out), "group", *SMALL, "--random-seed", "7"]) == 73
-    assert main([str(pain_input), str(out), "group", *SMALL, "--random-seed", "7",
-                 "--overwrite"]) == 0
+    assert (
+        main([str(pain_input), str(out), "group", *SMALL, "--random-seed", "7", "--overwrite"]) == 0
+    )
     assert_valid_bids(out)  # ALE, reused and overwritten: still a valid BIDS derivative
 
 
@@ -110,9 +125,28 @@ def test_nprocs_does_not_change_results(pain_input, tmp_path):
     outs = []
     for n in (1, 2):
         out = tmp_path / f"out{n}"
-        assert main([str(pain_input), str(out), "group", "--analyses", "ale", "csale",
-                     "--n-iters", "60", "--voxel-thresh", "0.05", "--quiet",
-                     "--min-experiments", "5", "--nprocs", str(n)]) == 0
+        assert (
+            main(
+                [
+                    str(pain_input),
+                    str(out),
+                    "group",
+                    "--analyses",
+                    "ale",
+                    "csale",
+                    "--n-iters",
+                    "60",
+                    "--voxel-thresh",
+                    "0.05",
+                    "--quiet",
+                    "--min-experiments",
+                    "5",
+                    "--nprocs",
+                    str(n),
+                ]
+            )
+            == 0
+        )
         outs.append(out)
     files = sorted(p.name for p in (outs[0] / "studyset-pain").glob("*.nii.gz"))
     assert any("meta-ale" in f for f in files) and any("meta-csale" in f for f in files)
@@ -124,7 +158,7 @@ def test_nprocs_does_not_change_results(pain_input, tmp_path):
         name = f"studyset-pain_meta-{meta}_desc-null_values.tsv"
         t1 = (outs[0] / "studyset-pain" / name).read_text()
         assert t1 == (outs[1] / "studyset-pain" / name).read_text()
-    null = (outs[0] / "studyset-pain" / "studyset-pain_meta-csale_desc-null_values.tsv")
+    null = outs[0] / "studyset-pain" / "studyset-pain_meta-csale_desc-null_values.tsv"
     assert (np.loadtxt(null, skiprows=1)[:, 1] > 0).any()  # the cluster null is exercised
 
 
@@ -132,16 +166,37 @@ def test_csale_with_roi_spheres_and_subsamples(pain_input, tmp_path):
     from bids import BIDSLayout
 
     out = tmp_path / "out"
-    code = main([str(pain_input), str(out), "group", "--analyses", "ale", "csale",
-                 "--roi-coords", "38,4,2", "2,4,52", "--roi-radius", "20", "--n-iters", "40",
-                 "--voxel-thresh", "0.05", "--subsamples", "2", "--min-experiments", "5",
-                 "--quiet"])
+    code = main(
+        [
+            str(pain_input),
+            str(out),
+            "group",
+            "--analyses",
+            "ale",
+            "csale",
+            "--roi-coords",
+            "38,4,2",
+            "2,4,52",
+            "--roi-radius",
+            "20",
+            "--n-iters",
+            "40",
+            "--voxel-thresh",
+            "0.05",
+            "--subsamples",
+            "2",
+            "--min-experiments",
+            "5",
+            "--quiet",
+        ]
+    )
     assert code == 0
     layout = BIDSLayout(out, validate=False, config=[str(out / PYBIDS_CONFIG)])
     for meta in ("ale", "csale"):
         assert layout.get(studyset="pain", meta=meta, desc="thresholded", extension=".nii.gz")
-    rate = layout.get(studyset="pain", meta="csale", stat="prob", desc="baserate",
-                      extension=".nii.gz")[0]
+    rate = layout.get(
+        studyset="pain", meta="csale", stat="prob", desc="baserate", extension=".nii.gz"
+    )[0]
     data = np.asanyarray(nib.load(rate.path).dataobj)
     assert data.sum() == pytest.approx(1.0, rel=1e-4)
     for desc in ("subsamplesextent", "subsamplesclusterfwe"):

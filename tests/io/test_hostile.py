@@ -27,8 +27,17 @@ from csale_app.cli.run import main
 from csale_app.errors import EXIT_DATA, EXIT_NO_INPUT, EXIT_OK, display_path
 
 ERROR_PREFIX = "csale-app: error: "
-ALE_FAST = ["--analyses", "ale", "--n-iters", "30", "--quiet", "--min-experiments", "1",
-            "--nprocs", "1"]
+ALE_FAST = [
+    "--analyses",
+    "ale",
+    "--n-iters",
+    "30",
+    "--quiet",
+    "--min-experiments",
+    "1",
+    "--nprocs",
+    "1",
+]
 CSALE = ["--analyses", "csale", "--voxel-thresh", "0.05"]
 DEEP = 50_000  # far beyond Python's recursion limit
 
@@ -51,8 +60,11 @@ def snapshot(root: Path) -> dict[str, tuple]:
             else:
                 digest = stat.S_IFMT(st.st_mode)
             snap[os.path.relpath(os.fsencode(p), os.fsencode(root))] = (
-                digest, st.st_size if stat.S_ISREG(st.st_mode) else 0, st.st_mtime_ns,
-                stat.S_IMODE(st.st_mode))
+                digest,
+                st.st_size if stat.S_ISREG(st.st_mode) else 0,
+                st.st_mtime_ns,
+                stat.S_IMODE(st.st_mode),
+            )
     return snap
 
 
@@ -61,14 +73,15 @@ def _deep_json(depth: int = DEEP) -> str:
 
 
 def _nimads_with_deep_metadata() -> str:
-    inner = "{\"a\": " * DEEP + "1" + "}" * DEEP
-    return ('{"id": "s", "studies": [{"id": "s1", "metadata": ' + inner +
-            ', "analyses": []}]}')
+    inner = '{"a": ' * DEEP + "1" + "}" * DEEP
+    return '{"id": "s", "studies": [{"id": "s1", "metadata": ' + inner + ', "analyses": []}]}'
 
 
 def _nifti(path: Path, data, affine=None, dtype=None) -> Path:
-    img = nib.Nifti1Image(np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype),
-                          np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine)
+    img = nib.Nifti1Image(
+        np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype),
+        np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine,
+    )
     nib.save(img, str(path))
     return path
 
@@ -145,11 +158,13 @@ def _sparse(path: Path, size: int) -> Path:
     return path
 
 
-def _parquet_folder(folder: Path, index_text: str | None = None,
-                    coordinates: str = "regular") -> Path:
+def _parquet_folder(
+    folder: Path, index_text: str | None = None, coordinates: str = "regular"
+) -> Path:
     folder.mkdir()
     (folder / "studyset.json").write_text(
-        index_text or json.dumps({"format": "nimare-studyset-parquet"}))
+        index_text or json.dumps({"format": "nimare-studyset-parquet"})
+    )
     target = folder / "coordinates.parquet"
     if coordinates == "fifo":
         _fifo(target)
@@ -174,107 +189,222 @@ CASES: dict[str, tuple] = {
     "fifo_upper_suffix": (lambda i, t: (_fifo(i / "X.TSV"), []), EXIT_DATA, "FIFO"),
     "socket_tsv": (lambda i, t: (_socket(i / "s.tsv"), []), EXIT_DATA, "socket"),
     "socket_json": (lambda i, t: (_socket(i / "s.json"), []), EXIT_DATA, "socket"),
-    "link_dev_zero": (lambda i, t: (_link(i / "zero.tsv", "/dev/zero"), []), EXIT_DATA,
-                      "character device"),
-    "link_dev_null": (lambda i, t: (_link(i / "null.txt", "/dev/null"), []), EXIT_DATA,
-                      "character device"),
-    "link_dev_urandom": (lambda i, t: (_link(i / "rnd.json", "/dev/urandom"), []), EXIT_DATA,
-                         "character device"),
-    "link_to_fifo": (lambda i, t: (_link(i / "pipe.csv", _fifo(t / "real_fifo")), []),
-                     EXIT_DATA, "FIFO"),
-    "link_to_socket": (lambda i, t: (_link(i / "sock.txt", _socket(t / "real.sock")), []),
-                       EXIT_DATA, "socket"),
-    "link_loop_self": (lambda i, t: (_link(i / "loop.tsv", "loop.tsv"), []), EXIT_NO_INPUT,
-                       "symbolic link loop"),
-    "link_loop_pair": (lambda i, t: (_link(i / "a.txt", _link(i / "b.tmp", "a.txt").name), []),
-                       EXIT_NO_INPUT, "symbolic link loop"),
-    "link_dangling": (lambda i, t: (_link(i / "gone.json", t / "nowhere.json"), []),
-                      EXIT_NO_INPUT, "no such file"),
+    "link_dev_zero": (
+        lambda i, t: (_link(i / "zero.tsv", "/dev/zero"), []),
+        EXIT_DATA,
+        "character device",
+    ),
+    "link_dev_null": (
+        lambda i, t: (_link(i / "null.txt", "/dev/null"), []),
+        EXIT_DATA,
+        "character device",
+    ),
+    "link_dev_urandom": (
+        lambda i, t: (_link(i / "rnd.json", "/dev/urandom"), []),
+        EXIT_DATA,
+        "character device",
+    ),
+    "link_to_fifo": (
+        lambda i, t: (_link(i / "pipe.csv", _fifo(t / "real_fifo")), []),
+        EXIT_DATA,
+        "FIFO",
+    ),
+    "link_to_socket": (
+        lambda i, t: (_link(i / "sock.txt", _socket(t / "real.sock")), []),
+        EXIT_DATA,
+        "socket",
+    ),
+    "link_loop_self": (
+        lambda i, t: (_link(i / "loop.tsv", "loop.tsv"), []),
+        EXIT_NO_INPUT,
+        "symbolic link loop",
+    ),
+    "link_loop_pair": (
+        lambda i, t: (_link(i / "a.txt", _link(i / "b.tmp", "a.txt").name), []),
+        EXIT_NO_INPUT,
+        "symbolic link loop",
+    ),
+    "link_dangling": (
+        lambda i, t: (_link(i / "gone.json", t / "nowhere.json"), []),
+        EXIT_NO_INPUT,
+        "no such file",
+    ),
     "database_fifo_inside": (
-        lambda i, t: ((i / "database").mkdir() or _fifo(i / "database" / "ref.tsv"),
-                      [*CSALE]), EXIT_DATA, "FIFO"),
-    "database_option_fifo": (lambda i, t: (_fifo(t / "db.tsv"), ["--database", t / "db.tsv",
-                                                                  *CSALE]),
-                             EXIT_DATA, "FIFO"),
-    "database_option_loop": (lambda i, t: (_link(t / "db.tsv", "db.tsv"),
-                                           ["--database", t / "db.tsv", *CSALE]),
-                             EXIT_NO_INPUT, "symbolic link loop|does not exist"),
+        lambda i, t: ((i / "database").mkdir() or _fifo(i / "database" / "ref.tsv"), [*CSALE]),
+        EXIT_DATA,
+        "FIFO",
+    ),
+    "database_option_fifo": (
+        lambda i, t: (_fifo(t / "db.tsv"), ["--database", t / "db.tsv", *CSALE]),
+        EXIT_DATA,
+        "FIFO",
+    ),
+    "database_option_loop": (
+        lambda i, t: (_link(t / "db.tsv", "db.tsv"), ["--database", t / "db.tsv", *CSALE]),
+        EXIT_NO_INPUT,
+        "symbolic link loop|does not exist",
+    ),
     "database_option_dev_zero": (
-        lambda i, t: (_link(t / "db.txt", "/dev/zero"), ["--database", t / "db.txt",
-                                                          *CSALE]),
-        EXIT_DATA, "character device"),
-    "roi_option_fifo": (lambda i, t: (_fifo(t / "roi.nii.gz"), ["--roi", t / "roi.nii.gz"]),
-                        EXIT_DATA, "FIFO"),
+        lambda i, t: (_link(t / "db.txt", "/dev/zero"), ["--database", t / "db.txt", *CSALE]),
+        EXIT_DATA,
+        "character device",
+    ),
+    "roi_option_fifo": (
+        lambda i, t: (_fifo(t / "roi.nii.gz"), ["--roi", t / "roi.nii.gz"]),
+        EXIT_DATA,
+        "FIFO",
+    ),
     "roi_in_input_fifo": (lambda i, t: (_fifo(i / "roi.nii.gz"), []), EXIT_DATA, "FIFO"),
-    "roi_option_dev_zero": (lambda i, t: (_link(t / "z.nii", "/dev/zero"), ["--roi", t / "z.nii"]),
-                            EXIT_DATA, "character device"),
-    "roi_option_link_loop": (lambda i, t: (_link(t / "l.nii.gz", "l.nii.gz"),
-                                           ["--roi", t / "l.nii.gz"]),
-                             EXIT_NO_INPUT, "symbolic link loop|does not exist"),
+    "roi_option_dev_zero": (
+        lambda i, t: (_link(t / "z.nii", "/dev/zero"), ["--roi", t / "z.nii"]),
+        EXIT_DATA,
+        "character device",
+    ),
+    "roi_option_link_loop": (
+        lambda i, t: (_link(t / "l.nii.gz", "l.nii.gz"), ["--roi", t / "l.nii.gz"]),
+        EXIT_NO_INPUT,
+        "symbolic link loop|does not exist",
+    ),
     "parquet_coordinates_fifo": (
         lambda i, t: (_parquet_folder(i / "pq", coordinates="fifo") / "coordinates.parquet", []),
-        EXIT_DATA, "FIFO"),
+        EXIT_DATA,
+        "FIFO",
+    ),
     "parquet_coordinates_dev_zero": (
         lambda i, t: (_parquet_folder(i / "pq", coordinates="zero") / "coordinates.parquet", []),
-        EXIT_DATA, "character device"),
+        EXIT_DATA,
+        "character device",
+    ),
     # ---- names
-    "name_latin1_bytes": (lambda i, t: (_write(_bytes_name(i, b"caf\xe9.txt"), SLEUTH_BAD), []),
-                          EXIT_DATA, "not valid UTF-8"),
-    "name_only_invalid_bytes": (lambda i, t: (_write(_bytes_name(i, b"\xff\xfe.tsv"), "x"), []),
-                                EXIT_DATA, "not valid UTF-8"),
+    "name_latin1_bytes": (
+        lambda i, t: (_write(_bytes_name(i, b"caf\xe9.txt"), SLEUTH_BAD), []),
+        EXIT_DATA,
+        "not valid UTF-8",
+    ),
+    "name_only_invalid_bytes": (
+        lambda i, t: (_write(_bytes_name(i, b"\xff\xfe.tsv"), "x"), []),
+        EXIT_DATA,
+        "not valid UTF-8",
+    ),
     "name_invalid_bytes_parquet_folder": (
         lambda i, t: (_parquet_folder(_bytes_name(i, b"pq\xff")), []),
-        EXIT_DATA, "folder name is not valid UTF-8"),
-    "name_punctuation_only": (lambda i, t: (_write(i / "---.tsv", "x"), []), EXIT_DATA,
-                              "no ASCII letters or digits"),
-    "name_cjk": (lambda i, t: (_write(i / "工作记忆.txt", SLEUTH_BAD), []), EXIT_DATA,
-                 "no ASCII letters or digits"),
-    "name_greek": (lambda i, t: (_write(i / "αβγ.json", "{}"), []), EXIT_DATA,
-                   "no ASCII letters or digits"),
-    "name_emoji": (lambda i, t: (_write(i / "😀.csv", "x"), []), EXIT_DATA,
-                   "no ASCII letters or digits"),
-    "name_spaces_only": (lambda i, t: (_write(i / " .tsv", "x"), []), EXIT_DATA,
-                         "no ASCII letters or digits"),
-    "name_with_newline": (lambda i, t: (_write(i / "bad\nname.txt", SLEUTH_BAD), []),
-                          EXIT_DATA, "found 2"),
-    "name_with_escape_sequence": (lambda i, t: (_write(i / "\x1b[31mred.txt", SLEUTH_BAD), []),
-                                  EXIT_DATA, "found 2"),
+        EXIT_DATA,
+        "folder name is not valid UTF-8",
+    ),
+    "name_punctuation_only": (
+        lambda i, t: (_write(i / "---.tsv", "x"), []),
+        EXIT_DATA,
+        "no ASCII letters or digits",
+    ),
+    "name_cjk": (
+        lambda i, t: (_write(i / "工作记忆.txt", SLEUTH_BAD), []),
+        EXIT_DATA,
+        "no ASCII letters or digits",
+    ),
+    "name_greek": (
+        lambda i, t: (_write(i / "αβγ.json", "{}"), []),
+        EXIT_DATA,
+        "no ASCII letters or digits",
+    ),
+    "name_emoji": (
+        lambda i, t: (_write(i / "😀.csv", "x"), []),
+        EXIT_DATA,
+        "no ASCII letters or digits",
+    ),
+    "name_spaces_only": (
+        lambda i, t: (_write(i / " .tsv", "x"), []),
+        EXIT_DATA,
+        "no ASCII letters or digits",
+    ),
+    "name_with_newline": (
+        lambda i, t: (_write(i / "bad\nname.txt", SLEUTH_BAD), []),
+        EXIT_DATA,
+        "found 2",
+    ),
+    "name_with_escape_sequence": (
+        lambda i, t: (_write(i / "\x1b[31mred.txt", SLEUTH_BAD), []),
+        EXIT_DATA,
+        "found 2",
+    ),
     # ---- unreadable / oversized
-    "size_over_cap_table": (lambda i, t: (_sparse(i / "huge.tsv", 3 * 2**20), []), EXIT_DATA,
-                            "MiB limit"),
-    "size_over_cap_json": (lambda i, t: (_sparse(i / "huge.json", 3 * 2**20), []), EXIT_DATA,
-                           "MiB limit"),
-    "size_over_cap_roi": (lambda i, t: (_sparse(t / "big.nii.gz", 3 * 2**20),
-                                        ["--roi", t / "big.nii.gz"]), EXIT_DATA, "MiB limit"),
+    "size_over_cap_table": (
+        lambda i, t: (_sparse(i / "huge.tsv", 3 * 2**20), []),
+        EXIT_DATA,
+        "MiB limit",
+    ),
+    "size_over_cap_json": (
+        lambda i, t: (_sparse(i / "huge.json", 3 * 2**20), []),
+        EXIT_DATA,
+        "MiB limit",
+    ),
+    "size_over_cap_roi": (
+        lambda i, t: (_sparse(t / "big.nii.gz", 3 * 2**20), ["--roi", t / "big.nii.gz"]),
+        EXIT_DATA,
+        "MiB limit",
+    ),
     # ---- deep structures
-    "deep_json_list": (lambda i, t: (_write(i / "deep.json", _deep_json()), []), EXIT_DATA,
-                       "nested too deeply"),
-    "deep_json_nimads_metadata": (lambda i, t: (_write(i / "nimads.json",
-                                                       _nimads_with_deep_metadata()), []),
-                                  EXIT_DATA, "nested too deeply"),
+    "deep_json_list": (
+        lambda i, t: (_write(i / "deep.json", _deep_json()), []),
+        EXIT_DATA,
+        "nested too deeply",
+    ),
+    "deep_json_nimads_metadata": (
+        lambda i, t: (_write(i / "nimads.json", _nimads_with_deep_metadata()), []),
+        EXIT_DATA,
+        "nested too deeply",
+    ),
     "deep_json_tsv_sidecar": (
-        lambda i, t: (_write(i / "side.tsv", "study_id\tx\ty\tz\n") and
-                      _write(i / "side.json", _deep_json()), []),
-        EXIT_DATA, "nested too deeply"),
+        lambda i, t: (
+            _write(i / "side.tsv", "study_id\tx\ty\tz\n") and _write(i / "side.json", _deep_json()),
+            [],
+        ),
+        EXIT_DATA,
+        "nested too deeply",
+    ),
     "deep_json_parquet_index": (
         lambda i, t: (_parquet_folder(i / "pq", _deep_json()) / "studyset.json", []),
-        EXIT_DATA, "nested too deeply"),
+        EXIT_DATA,
+        "nested too deeply",
+    ),
     # ---- ROIs that are not masks
-    "roi_singular_affine": (lambda i, t: (_singular_roi(t / "flat.nii"),
-                                          ["--roi", t / "flat.nii"]), EXIT_DATA, "singular"),
-    "roi_nan_affine": (lambda i, t: (_nan_affine_roi(t / "nan.nii"),
-                                     ["--roi", t / "nan.nii"]), EXIT_DATA, "not finite"),
-    "roi_rgb": (lambda i, t: (_rgb_roi(t / "rgb.nii.gz"), ["--roi", t / "rgb.nii.gz"]),
-                EXIT_DATA, "not a scalar number type"),
-    "roi_complex": (lambda i, t: (_nifti(t / "cplx.nii.gz", np.ones((10, 10, 10)),
-                                         dtype=np.complex64), ["--roi", t / "cplx.nii.gz"]),
-                    EXIT_DATA, "not a scalar number type"),
-    "roi_text_file": (lambda i, t: (_write(t / "text.nii.gz", "not an image\n"),
-                                    ["--roi", t / "text.nii.gz"]), EXIT_DATA, "cannot read"),
-    "roi_truncated_gzip": (lambda i, t: (_truncated(_template_roi(t / "cut.nii.gz")),
-                                         ["--roi", t / "cut.nii.gz"]), EXIT_DATA, "cannot read"),
-    "roi_in_input_rgb": (lambda i, t: (_rgb_roi(i / "roi.nii.gz"), []), EXIT_DATA,
-                         "not a scalar number type"),
+    "roi_singular_affine": (
+        lambda i, t: (_singular_roi(t / "flat.nii"), ["--roi", t / "flat.nii"]),
+        EXIT_DATA,
+        "singular",
+    ),
+    "roi_nan_affine": (
+        lambda i, t: (_nan_affine_roi(t / "nan.nii"), ["--roi", t / "nan.nii"]),
+        EXIT_DATA,
+        "not finite",
+    ),
+    "roi_rgb": (
+        lambda i, t: (_rgb_roi(t / "rgb.nii.gz"), ["--roi", t / "rgb.nii.gz"]),
+        EXIT_DATA,
+        "not a scalar number type",
+    ),
+    "roi_complex": (
+        lambda i, t: (
+            _nifti(t / "cplx.nii.gz", np.ones((10, 10, 10)), dtype=np.complex64),
+            ["--roi", t / "cplx.nii.gz"],
+        ),
+        EXIT_DATA,
+        "not a scalar number type",
+    ),
+    "roi_text_file": (
+        lambda i, t: (_write(t / "text.nii.gz", "not an image\n"), ["--roi", t / "text.nii.gz"]),
+        EXIT_DATA,
+        "cannot read",
+    ),
+    "roi_truncated_gzip": (
+        lambda i, t: (_truncated(_template_roi(t / "cut.nii.gz")), ["--roi", t / "cut.nii.gz"]),
+        EXIT_DATA,
+        "cannot read",
+    ),
+    "roi_in_input_rgb": (
+        lambda i, t: (_rgb_roi(i / "roi.nii.gz"), []),
+        EXIT_DATA,
+        "not a scalar number type",
+    ),
 }
 
 

@@ -43,8 +43,9 @@ def sample(tmp_path_factory) -> Path:
     return copy_sample(tmp_path_factory.mktemp("ns") / "neurosynth")
 
 
-def nimare_dataset(folder: Path, prefix: str = PREFIX, features: str = FEATURES,
-                   vocabulary: str = VOCABULARY):
+def nimare_dataset(
+    folder: Path, prefix: str = PREFIX, features: str = FEATURES, vocabulary: str = VOCABULARY
+):
     from nimare.io import convert_neurosynth_to_dataset
 
     with warnings.catch_warnings():
@@ -52,8 +53,11 @@ def nimare_dataset(folder: Path, prefix: str = PREFIX, features: str = FEATURES,
         return convert_neurosynth_to_dataset(
             str(folder / (prefix + "coordinates.tsv.gz")),
             str(folder / (prefix + "metadata.tsv.gz")),
-            annotations_files={"features": str(folder / features),
-                               "vocabulary": str(folder / vocabulary)})
+            annotations_files={
+                "features": str(folder / features),
+                "vocabulary": str(folder / vocabulary),
+            },
+        )
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +68,7 @@ def nimare_dset(sample):
 @pytest.fixture(scope="module")
 def ours(sample, brain):
     img, mask = brain
-    return load_database(database_sources(sample), img.affine, mask.shape,
-                         default_sample_size=20)
+    return load_database(database_sources(sample), img.affine, mask.shape, default_sample_size=20)
 
 
 # ---- the reader against NiMARE --------------------------------------------------------
@@ -86,7 +89,7 @@ def test_same_studies_and_coordinates_as_nimare(ours, nimare_dset):
     assert sorted(f"{s}-1" for s in ours.study_ids) == sorted(dset.ids)
     ref = dset.coordinates
     for k, study in enumerate(ours.study_ids):
-        got = ours.xyz_mni[ours.focus_start[k]:ours.focus_start[k + 1]]
+        got = ours.xyz_mni[ours.focus_start[k] : ours.focus_start[k + 1]]
         want = ref.loc[ref["id"] == f"{study}-1", ["x", "y", "z"]].to_numpy(float)
         assert got.shape == want.shape
         got = got[np.lexsort(got.T[::-1])]
@@ -94,8 +97,9 @@ def test_same_studies_and_coordinates_as_nimare(ours, nimare_dset):
         assert np.abs(got - want).max() <= 1e-6, study
     spaces = ours.table.set_index("study_id")["space"]
     assert set(spaces) == {"MNI", "TAL"}  # UNKNOWN became MNI
-    assert any("5 of 20 studies have coordinate space UNKNOWN" in w
-               for w in ours.foci.attrs["warnings"])
+    assert any(
+        "5 of 20 studies have coordinate space UNKNOWN" in w for w in ours.foci.attrs["warnings"]
+    )
 
 
 def test_term_weights_are_exact(sample, nimare_dset):
@@ -133,11 +137,14 @@ def write_neuroquery(src: Path, folder: Path) -> Path:
     nq = "data-neuroquery_version-1_"
     coords = pd.read_table(src / (PREFIX + "coordinates.tsv.gz"))
     coords[["id", "table_id", "x", "y", "z"]].to_csv(
-        folder / (nq + "coordinates.tsv.gz"), sep="\t", index=False)
+        folder / (nq + "coordinates.tsv.gz"), sep="\t", index=False
+    )
     meta = pd.read_table(src / (PREFIX + "metadata.tsv.gz"))
     meta[["id", "title"]].to_csv(folder / (nq + "metadata.tsv.gz"), sep="\t", index=False)
-    shutil.copyfile(src / FEATURES, folder / (nq + "vocab-neuroquery6308_source-combined_"
-                                              "type-tfidf_features.npz"))
+    shutil.copyfile(
+        src / FEATURES,
+        folder / (nq + "vocab-neuroquery6308_source-combined_type-tfidf_features.npz"),
+    )
     shutil.copyfile(src / VOCABULARY, folder / (nq + "vocab-neuroquery6308_vocabulary.txt"))
     return folder
 
@@ -151,15 +158,18 @@ def test_neuroquery_file_set(sample, tmp_path, brain):
     assert set(foci["space"]) == {"MNI"}  # NeuroQuery's coordinates are MNI
     assert not any("UNKNOWN" in w for w in foci.attrs["warnings"])
     nq = "data-neuroquery_version-1_"
-    dset = nimare_dataset(folder, nq, nq + "vocab-neuroquery6308_source-combined_type-tfidf_"
-                          "features.npz", nq + "vocab-neuroquery6308_vocabulary.txt")
+    dset = nimare_dataset(
+        folder,
+        nq,
+        nq + "vocab-neuroquery6308_source-combined_type-tfidf_features.npz",
+        nq + "vocab-neuroquery6308_vocabulary.txt",
+    )
     img, mask = brain
     exps = load_database([folder], img.affine, mask.shape, kernel_fwhm=10.0)
     ref = dset.coordinates
     for k, study in enumerate(exps.study_ids):
-        got = np.sort(exps.xyz_mni[exps.focus_start[k]:exps.focus_start[k + 1]], axis=0)
-        want = np.sort(ref.loc[ref["id"] == f"{study}-1", ["x", "y", "z"]].to_numpy(float),
-                       axis=0)
+        got = np.sort(exps.xyz_mni[exps.focus_start[k] : exps.focus_start[k + 1]], axis=0)
+        want = np.sort(ref.loc[ref["id"] == f"{study}-1", ["x", "y", "z"]].to_numpy(float), axis=0)
         assert np.abs(got - want).max() <= 1e-6
     tf = load_features(fs, "neuroquery6308")
     for term in tf.vocabulary[:40]:
@@ -217,11 +227,15 @@ def broken(tmp_path: Path, what: str) -> Path:
     elif what == "duplicate":
         rewrite_gz(meta, lambda t: t + t.splitlines()[3] + "\n")
     elif what == "outside":
-        rewrite_gz(coords, lambda t: t.replace("\t38.0\t-48.0\t49.0\n", "\t38.0\t-48.0\t149.0\n", 1))
+        rewrite_gz(
+            coords, lambda t: t.replace("\t38.0\t-48.0\t49.0\n", "\t38.0\t-48.0\t149.0\n", 1)
+        )
     elif what == "not-a-number":
         rewrite_gz(coords, lambda t: t.replace("\t52.0\t-62.0\t14.0\n", "\t52.0\tabc\t14.0\n", 1))
     elif what == "ragged":
-        rewrite_gz(coords, lambda t: t.replace("\t52.0\t-62.0\t14.0\n", "\t52.0\t-62.0\t14.0\t1\n", 1))
+        rewrite_gz(
+            coords, lambda t: t.replace("\t52.0\t-62.0\t14.0\n", "\t52.0\t-62.0\t14.0\t1\n", 1)
+        )
     elif what == "unlisted":
         rewrite_gz(coords, lambda t: t.replace("9065511\t", "1234\t", 1))
     elif what == "rows":
@@ -254,13 +268,27 @@ ERRORS = [  # (case, file named, line named or None, words in the message)
 def run_cli(tmp_path: Path, db: Path, *extra: str) -> int:
     inp = tmp_path / "in"
     inp.mkdir(exist_ok=True)
-    return main([str(inp), str(tmp_path / "out"), "group", "--database", str(db),
-                 "--analyses", "csale", "--default-sample-size", "20", "--quiet", *extra])
+    return main(
+        [
+            str(inp),
+            str(tmp_path / "out"),
+            "group",
+            "--database",
+            str(db),
+            "--analyses",
+            "csale",
+            "--default-sample-size",
+            "20",
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize("case, file, line, words", ERRORS, ids=[e[0] for e in ERRORS])
-def test_malformed_file_sets_exit_65_naming_file_and_line(case, file, line, words, tmp_path,
-                                                          capsys):
+def test_malformed_file_sets_exit_65_naming_file_and_line(
+    case, file, line, words, tmp_path, capsys
+):
     db = broken(tmp_path, case)
     assert run_cli(tmp_path, db, "--term", "activations") == 65
     message = capsys.readouterr().err.strip().splitlines()[-1]
@@ -276,8 +304,18 @@ def test_unknown_term_is_a_usage_error_with_close_matches(sample, tmp_path, caps
 
 
 def test_term_needs_a_file_set_database(tmp_path, demo_input, capsys):
-    code = main([str(demo_input), str(tmp_path / "out"), "group", "--analyses", "ale",
-                 "--term", "pain", "--quiet"])
+    code = main(
+        [
+            str(demo_input),
+            str(tmp_path / "out"),
+            "group",
+            "--analyses",
+            "ale",
+            "--term",
+            "pain",
+            "--quiet",
+        ]
+    )
     assert code == 64 and "Neurosynth or NeuroQuery file set" in capsys.readouterr().err
 
 
@@ -304,21 +342,48 @@ def test_cli_term_studysets_end_to_end(sample, tmp_path):
 
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
-    code = main([str(inp), str(out), "group", "--database", str(sample), "--term",
-                 "activations", "--term", "able", "--analyses", "csale", "--roi",
-                 "cerebellum", "--default-sample-size", "20", "--min-experiments", "3",
-                 "--n-iters", "40", "--voxel-thresh", "0.05", "--cluster-alpha", "0.1",
-                 "--nprocs", "1", "--quiet"])
+    code = main(
+        [
+            str(inp),
+            str(out),
+            "group",
+            "--database",
+            str(sample),
+            "--term",
+            "activations",
+            "--term",
+            "able",
+            "--analyses",
+            "csale",
+            "--roi",
+            "cerebellum",
+            "--default-sample-size",
+            "20",
+            "--min-experiments",
+            "3",
+            "--n-iters",
+            "40",
+            "--voxel-thresh",
+            "0.05",
+            "--cluster-alpha",
+            "0.1",
+            "--nprocs",
+            "1",
+            "--quiet",
+        ]
+    )
     assert code == 0
     folder = out / "studyset-termactivations"
-    table = pd.read_csv(folder / "studyset-termactivations_desc-termstudies_table.tsv",
-                        sep="\t", dtype={"study_id": str})
+    table = pd.read_csv(
+        folder / "studyset-termactivations_desc-termstudies_table.tsv",
+        sep="\t",
+        dtype={"study_id": str},
+    )
     tf = load_features(find_fileset(sample), None)
     ids, weights = tf.select("activations", 0.001)
     assert list(table["study_id"]) == list(ids)
     np.testing.assert_array_equal(table["weight"].to_numpy(), weights)
-    side = json.loads((folder / "studyset-termactivations_desc-termstudies_table.json")
-                      .read_text())
+    side = json.loads((folder / "studyset-termactivations_desc-termstudies_table.json").read_text())
     assert side["Term"] == "activations" and side["Threshold"] == 0.001
     assert side["NumberOfStudiesSelected"] == len(ids) == 8
     stat = next(folder.glob("*meta-csale_stat-z_statmap.json"))
@@ -329,8 +394,9 @@ def test_cli_term_studysets_end_to_end(sample, tmp_path):
     assert stat_side["ReferenceDatabase"]["n_experiments_default_sample_size"] == 20
     assert not (out / "studyset-termable").exists()
     report = report_pages.text(out)
-    assert "studyset &#39;termable&#39; skipped" in report or "studyset 'termable' skipped" \
-        in report
+    assert (
+        "studyset &#39;termable&#39; skipped" in report or "studyset 'termable' skipped" in report
+    )
     assert "were assigned N = 20" in report and "&#39;activations&#39;" in report
     assert "5 of 20 studies have coordinate space UNKNOWN and are treated as MNI" in report
     assert "studies with weight &gt;= 0.001 in terms_abstract_tfidf" in report
@@ -339,13 +405,20 @@ def test_cli_term_studysets_end_to_end(sample, tmp_path):
 def test_api_term_studyset(sample, tmp_path):
     from csale_app import ALE
 
-    res = ALE(n_iters=30, default_sample_size=20, min_experiments=3,
-              roi_coords=[(0, -60, -30)], roi_radius=30).fit(term="activations",
-                                                              database=sample)
+    res = ALE(
+        n_iters=30,
+        default_sample_size=20,
+        min_experiments=3,
+        roi_coords=[(0, -60, -30)],
+        roi_radius=30,
+    ).fit(term="activations", database=sample)
     assert res.label == "termactivations"
     folder = res.to_bids(tmp_path / "out")
-    table = pd.read_csv(folder / "studyset-termactivations_desc-termstudies_table.tsv",
-                        sep="\t", dtype={"study_id": str})
+    table = pd.read_csv(
+        folder / "studyset-termactivations_desc-termstudies_table.tsv",
+        sep="\t",
+        dtype={"study_id": str},
+    )
     assert len(table) == 8
     with pytest.raises(TypeError):
         ALE(n_iters=30).fit()
@@ -360,8 +433,10 @@ def test_default_sample_size_fills_only_missing_sizes(tmp_path, brain):
 
     img, mask = brain
     table = tmp_path / "set.tsv"
-    table.write_text("study_id\tcontrast_id\tx\ty\tz\tspace\tsample_size\n"
-                     "a\t1\t0\t0\t0\tMNI\t12\nb\t1\t10\t10\t10\tMNI\t\n")
+    table.write_text(
+        "study_id\tcontrast_id\tx\ty\tz\tspace\tsample_size\n"
+        "a\t1\t0\t0\t0\tMNI\t12\nb\t1\t10\t10\t10\tMNI\t\n"
+    )
     foci = read_studyset(table)
     with pytest.raises(InputError, match="--default-sample-size N or --kernel-fwhm"):
         build_experiments(foci, img.affine, mask.shape)
@@ -373,8 +448,17 @@ def test_default_sample_size_fills_only_missing_sizes(tmp_path, brain):
 
 
 def test_default_sample_size_and_kernel_fwhm_are_exclusive(tmp_path, capsys):
-    code = main([str(tmp_path), str(tmp_path / "out"), "group", "--default-sample-size",
-                 "20", "--kernel-fwhm", "8"])
+    code = main(
+        [
+            str(tmp_path),
+            str(tmp_path / "out"),
+            "group",
+            "--default-sample-size",
+            "20",
+            "--kernel-fwhm",
+            "8",
+        ]
+    )
     assert code == 64 and "mutually exclusive" in capsys.readouterr().err
 
 

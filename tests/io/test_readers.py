@@ -204,8 +204,17 @@ def test_tsv_alias(tmp_path, header, canon):
     cols = {"study_id": "s1", "contrast_id": "c1", "space": "MNI", "sample_size": "10"}
     names = {c: c for c in cols}
     names[canon] = header
-    head = "\t".join([names["study_id"], names["contrast_id"], "x", "y", "z", names["space"],
-                      names["sample_size"]])
+    head = "\t".join(
+        [
+            names["study_id"],
+            names["contrast_id"],
+            "x",
+            "y",
+            "z",
+            names["space"],
+            names["sample_size"],
+        ]
+    )
     df = read_studyset(write(tmp_path / "t.tsv", f"{head}\ns1\tc1\t1\t2\t3\tMNI\t10\n"))
     assert df.loc[0, "study_id"] == "s1"
     assert df.loc[0, "contrast_id"] == "c1"
@@ -223,8 +232,10 @@ def test_tsv_sidecar_defaults(tmp_path):
     table = write(
         tmp_path / "foo.tsv", "study_id\tx\ty\tz\tsample_size\ns1\t1\t2\t3\t\ns2\t4\t5\t6\t8\n"
     )
-    side = write(tmp_path / "foo.json", json.dumps({"space": "Talairach", "sample_size": 20,
-                                                    "x": {"Description": "mm"}}))
+    side = write(
+        tmp_path / "foo.json",
+        json.dumps({"space": "Talairach", "sample_size": 20, "x": {"Description": "mm"}}),
+    )
     assert is_sidecar(side)
     assert not is_sidecar(table)
     df = read_studyset(table)
@@ -269,12 +280,21 @@ def test_nimads_json_real():
 
 def test_nimare_json_sample_size_mean_and_study_fallback(tmp_path):
     data = {
-        "s1": {"contrasts": {"1": {"coords": {"space": "MNI", "x": [1], "y": [2], "z": [3]},
-                                   "metadata": {"sample_sizes": [10, 20]}}}},
-        "s2": {"metadata": {"sample_sizes": 7},
-               "contrasts": {"a": {"coords": {"space": "TAL", "x": [1, 2], "y": [2, 3],
-                                              "z": [3, 4]}},
-                             "img": {"images": {"z": "x.nii.gz"}}}},
+        "s1": {
+            "contrasts": {
+                "1": {
+                    "coords": {"space": "MNI", "x": [1], "y": [2], "z": [3]},
+                    "metadata": {"sample_sizes": [10, 20]},
+                }
+            }
+        },
+        "s2": {
+            "metadata": {"sample_sizes": 7},
+            "contrasts": {
+                "a": {"coords": {"space": "TAL", "x": [1, 2], "y": [2, 3], "z": [3, 4]}},
+                "img": {"images": {"z": "x.nii.gz"}},
+            },
+        },
     }
     df = read_studyset(write(tmp_path / "d.json", json.dumps(data, indent=2)))
     check_schema(df, "nimare-json")
@@ -285,18 +305,24 @@ def test_nimare_json_sample_size_mean_and_study_fallback(tmp_path):
 
 def test_nimads_sample_size_keys(tmp_path):
     def analysis(aid, meta):
-        return {"id": aid, "metadata": meta,
-                "points": [{"space": "MNI", "coordinates": [1, 2, 3]}]}
+        return {"id": aid, "metadata": meta, "points": [{"space": "MNI", "coordinates": [1, 2, 3]}]}
 
-    data = {"id": "x", "studies": [
-        {"id": "s1", "metadata": {"n_subjects": 30}, "analyses": [
-            analysis("a", {"sample_size": 12}),
-            analysis("b", {"subjects": "14"}),
-            analysis("c", {}),
-            {"id": "d", "points": []},
-        ]},
-        {"id": "s2", "analyses": [analysis("a", None)]},
-    ]}
+    data = {
+        "id": "x",
+        "studies": [
+            {
+                "id": "s1",
+                "metadata": {"n_subjects": 30},
+                "analyses": [
+                    analysis("a", {"sample_size": 12}),
+                    analysis("b", {"subjects": "14"}),
+                    analysis("c", {}),
+                    {"id": "d", "points": []},
+                ],
+            },
+            {"id": "s2", "analyses": [analysis("a", None)]},
+        ],
+    }
     df = read_studyset(write(tmp_path / "n.json", json.dumps(data)))
     check_schema(df, "nimads-json")
     assert df["sample_size"].tolist()[:3] == [12.0, 14.0, 30.0]
@@ -372,10 +398,14 @@ def _as_nimads(exps) -> str:
     studies: dict = {}
     for study, contrast, n, space, foci in exps:
         studies.setdefault(study, {"id": study, "name": study, "metadata": {}, "analyses": []})
-        studies[study]["analyses"].append({
-            "id": contrast, "name": contrast, "metadata": {"sample_sizes": [n]},
-            "points": [{"space": space, "coordinates": list(xyz)} for xyz in foci],
-        })
+        studies[study]["analyses"].append(
+            {
+                "id": contrast,
+                "name": contrast,
+                "metadata": {"sample_sizes": [n]},
+                "points": [{"space": space, "coordinates": list(xyz)} for xyz in foci],
+            }
+        )
     return json.dumps({"id": "ss", "name": "ss", "studies": list(studies.values())}, indent=2)
 
 
@@ -408,8 +438,18 @@ def test_study_label():
 
 
 def test_find_studysets(tmp_path):
-    for name in ["b.txt", "a.tsv", "a.json", "c.csv", "d.json", ".hidden.txt",
-                 "dataset_description.json", "roi.nii.gz", "roi.json", "notes.md"]:
+    for name in [
+        "b.txt",
+        "a.tsv",
+        "a.json",
+        "c.csv",
+        "d.json",
+        ".hidden.txt",
+        "dataset_description.json",
+        "roi.nii.gz",
+        "roi.json",
+        "notes.md",
+    ]:
         write(tmp_path / name, "x")
     (tmp_path / "database").mkdir()
     shutil.copy(PARQUET / "studyset.json", tmp_path / "database" / "studyset.json")

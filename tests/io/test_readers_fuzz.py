@@ -22,29 +22,72 @@ SLEUTH = (
 TSV = (
     "study_id\tcontrast_id\tx\ty\tz\tspace\tsample_size\n"
     "s1\tc1\t1\t2\t3\tMNI\t10\ns1\tc1\t-4.5\t5\t6\tMNI\t10\n"
-    "s2\t1\t7\t8\t9\tTAL\tn/a\n\"s 3\"\tc\t0\t0\t1e1\tmni152\t5\n"
+    's2\t1\t7\t8\t9\tTAL\tn/a\n"s 3"\tc\t0\t0\t1e1\tmni152\t5\n'
 )
 NIMARE = json.dumps(
     {
-        "s1": {"contrasts": {"1": {"coords": {"space": "MNI", "x": [1, 2], "y": [3, 4],
-                                              "z": [5, 6]},
-                                   "metadata": {"sample_sizes": [10, 12]}}}},
+        "s1": {
+            "contrasts": {
+                "1": {
+                    "coords": {"space": "MNI", "x": [1, 2], "y": [3, 4], "z": [5, 6]},
+                    "metadata": {"sample_sizes": [10, 12]},
+                }
+            }
+        },
         "s2": {"contrasts": {"a": {"coords": {"space": "TAL", "x": [7], "y": [8], "z": [9]}}}},
     },
     indent=1,
 )
 NIMADS = json.dumps(
-    {"id": "x", "studies": [{"id": "s1", "metadata": {"n_subjects": 9}, "analyses": [
-        {"id": "a", "points": [{"space": "MNI", "coordinates": [1, 2, 3]},
-                               {"space": "MNI", "coordinates": [4.5, 5, 6]}]}]}]},
+    {
+        "id": "x",
+        "studies": [
+            {
+                "id": "s1",
+                "metadata": {"n_subjects": 9},
+                "analyses": [
+                    {
+                        "id": "a",
+                        "points": [
+                            {"space": "MNI", "coordinates": [1, 2, 3]},
+                            {"space": "MNI", "coordinates": [4.5, 5, 6]},
+                        ],
+                    }
+                ],
+            }
+        ],
+    },
     indent=1,
 )
 VALID = {".txt": SLEUTH, ".tsv": TSV, ".csv": TSV.replace("\t", ","), ".json": NIMARE}
 
 ALPHABET = list("0123456789 \t,\n\r/=.-+eE\"'nNaAiIfF;:") + [
-    "\x00", "\ufeff", "\u00e9", "\u2028", "\x85", "\ud7ff", "NaN", "inf", "//", "// Subjects=",
-    "// Reference=", "Talairach", "MNI", "{", "}", "[", "]", "\"x\":", "null",
-    "1e999", "9" * 400, "9" * 5000, "[" * 2000, "-0", "0x10", "\u0661\u0662",
+    "\x00",
+    "\ufeff",
+    "\u00e9",
+    "\u2028",
+    "\x85",
+    "\ud7ff",
+    "NaN",
+    "inf",
+    "//",
+    "// Subjects=",
+    "// Reference=",
+    "Talairach",
+    "MNI",
+    "{",
+    "}",
+    "[",
+    "]",
+    '"x":',
+    "null",
+    "1e999",
+    "9" * 400,
+    "9" * 5000,
+    "[" * 2000,
+    "-0",
+    "0x10",
+    "\u0661\u0662",
 ]
 
 
@@ -75,13 +118,16 @@ def check(path: Path) -> None:
 def mutated(draw, base: str) -> str:
     text = base
     for _ in range(draw(st.integers(1, 6))):
-        op = draw(st.sampled_from(["replace", "insert", "delete", "dup_line", "drop_line",
-                                   "swap_lines", "truncate"]))
+        op = draw(
+            st.sampled_from(
+                ["replace", "insert", "delete", "dup_line", "drop_line", "swap_lines", "truncate"]
+            )
+        )
         if op in ("replace", "insert", "delete", "truncate") and text:
             i = draw(st.integers(0, len(text) - 1))
             piece = draw(st.one_of(st.sampled_from(ALPHABET), st.text(max_size=3)))
             if op == "replace":
-                text = text[:i] + piece + text[i + 1:]
+                text = text[:i] + piece + text[i + 1 :]
             elif op == "insert":
                 text = text[:i] + piece + text[i:]
             elif op == "delete":
@@ -123,10 +169,15 @@ def test_valid_examples_parse():
             assert len(df) >= 3
 
 
-@settings(max_examples=200, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), suffix=st.sampled_from([".txt", ".tsv", ".csv"]),
-       crlf=st.booleans(), bom=st.booleans())
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    data=st.data(),
+    suffix=st.sampled_from([".txt", ".tsv", ".csv"]),
+    crlf=st.booleans(),
+    bom=st.booleans(),
+)
 def test_mutated_sleuth_and_tables(data, suffix, crlf, bom):
     text = data.draw(mutated(VALID[suffix]))
     if crlf:
@@ -135,24 +186,31 @@ def test_mutated_sleuth_and_tables(data, suffix, crlf, bom):
     _run(suffix, (b"\xef\xbb\xbf" if bom else b"") + raw)
 
 
-@settings(max_examples=200, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(data=st.data(), base=st.sampled_from([NIMARE, NIMADS]))
 def test_mutated_json(data, base):
     _run(".json", data.draw(mutated(base)).encode("utf-8", errors="surrogatepass"))
 
 
-@settings(max_examples=200, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(suffix=st.sampled_from([".txt", ".tsv", ".csv", ".json"]),
-       content=st.one_of(st.binary(max_size=300),
-                         st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass"))))
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    suffix=st.sampled_from([".txt", ".tsv", ".csv", ".json"]),
+    content=st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    ),
+)
 def test_random_bytes_and_text(suffix, content):
     _run(suffix, content)
 
 
-@settings(max_examples=100, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_mutated_sidecar(data):
     table = b"study_id\tx\ty\tz\ns1\t1\t2\t3\n"

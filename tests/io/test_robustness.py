@@ -37,15 +37,26 @@ from tests import report_pages
 
 BAD = Path(__file__).parents[1] / "data" / "bad"
 ALE_FAST = ["--analyses", "ale", "--n-iters", "25", "--quiet", "--min-experiments", "1"]
-CSALE_ROI = ["--analyses", "csale", "--n-iters", "30", "--voxel-thresh", "0.05",
-             "--min-experiments", "3", "--quiet"]
+CSALE_ROI = [
+    "--analyses",
+    "csale",
+    "--n-iters",
+    "30",
+    "--voxel-thresh",
+    "0.05",
+    "--min-experiments",
+    "3",
+    "--quiet",
+]
 ERROR_PREFIX = "csale-app: error: "
 
 
 def _expected():
     with open(BAD / "EXPECTED.tsv", newline="", encoding="utf-8") as handle:
-        return [(r["file"], int(r["line"]), r["message_regex"])
-                for r in csv.DictReader(handle, delimiter="\t")]
+        return [
+            (r["file"], int(r["line"]), r["message_regex"])
+            for r in csv.DictReader(handle, delimiter="\t")
+        ]
 
 
 EXPECTED = _expected()
@@ -104,8 +115,12 @@ def test_bad_file_subprocess_prints_one_line_and_no_traceback(tmp_path):
     inp = tmp_path / "in"
     inp.mkdir()
     shutil.copy(BAD / name, inp / name)
-    proc = subprocess.run([sys.executable, "-m", "csale_app", str(inp), str(tmp_path / "out"),
-                           "group", *ALE_FAST], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "csale_app", str(inp), str(tmp_path / "out"), "group", *ALE_FAST],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == EXIT_DATA, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -118,7 +133,8 @@ def test_missing_sample_size_is_65_with_file_and_line(tmp_path, capsys):
     inp = tmp_path / "in"
     inp.mkdir()
     (inp / "nosubjects.txt").write_text(
-        "// Reference=MNI\n// A, 2001\n// Subjects=12\n10 20 30\n\n// B, 2002\n-4 8 52\n")
+        "// Reference=MNI\n// A, 2001\n// Subjects=12\n10 20 30\n\n// B, 2002\n-4 8 52\n"
+    )
     code = _run([inp, tmp_path / "out", "group", *ALE_FAST])
     lines = _stderr_lines(capsys)
     assert code == EXIT_DATA
@@ -134,7 +150,8 @@ def test_foci_outside_the_template_are_dropped_with_warnings(tmp_path, capsys):
         "// Reference=MNI\n"
         "// A, 2001\n// Subjects=12\n40 -20 16\n-40 -20 16\n\n"
         "// B, 2002\n// Subjects=14\n38 -22 14\n300 0 0\n\n"
-        "// C, 2003\n// Subjects=16\n0 200 0\n0 0 -300\n")
+        "// C, 2003\n// Subjects=16\n0 200 0\n0 0 -300\n"
+    )
     out = tmp_path / "out"
     assert _run([inp, out, "group", *ALE_FAST]) == EXIT_OK
     err = capsys.readouterr().err
@@ -155,8 +172,12 @@ def _snapshot(root: Path) -> dict[str, tuple]:
     for p in sorted([root, *root.rglob("*")]):
         st = p.lstat()
         digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-        snap[str(p.relative_to(root))] = (digest, st.st_size, st.st_mtime_ns,
-                                          stat.S_IMODE(st.st_mode))
+        snap[str(p.relative_to(root))] = (
+            digest,
+            st.st_size,
+            st.st_mtime_ns,
+            stat.S_IMODE(st.st_mode),
+        )
     return snap
 
 
@@ -180,15 +201,17 @@ def test_read_only_input_dir_is_never_written(pain_input, tmp_path, capsys):
     before = _snapshot(pain_input)
     out = tmp_path / "out"
     try:
-        code = _run([pain_input, out, "group", "--analyses", "ale", "--n-iters", "30",
-                     "--quiet"])
+        code = _run([pain_input, out, "group", "--analyses", "ale", "--n-iters", "30", "--quiet"])
     finally:
         after = _snapshot(pain_input)
         _chmod_tree(pain_input, 0o644, 0o755)  # let pytest clean up as a normal user
     assert code == EXIT_OK, capsys.readouterr().err
     assert after == before
-    assert (out / "studyset-pain" /
-            "studyset-pain_space-MNI152NLin6Asym_res-2_meta-ale_stat-ale_statmap.nii.gz").is_file()
+    assert (
+        out
+        / "studyset-pain"
+        / "studyset-pain_space-MNI152NLin6Asym_res-2_meta-ale_stat-ale_statmap.nii.gz"
+    ).is_file()
     assert (out / "report.html").is_file()
 
 
@@ -236,10 +259,24 @@ def test_sigterm_leaves_no_partial_file_under_a_final_name(pain_input, tmp_path,
     """
     out = tmp_path / "out"
     # -X faulthandler: should the process crash instead, the assertion shows where
-    cmd = [sys.executable, "-X", "faulthandler", "-m", "csale_app", str(pain_input), str(out),
-           "group", "--analyses", "ale", "--nprocs", "1", "--quiet"]
-    proc = subprocess.Popen(cmd + ["--n-iters", "200000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-X",
+        "faulthandler",
+        "-m",
+        "csale_app",
+        str(pain_input),
+        str(out),
+        "group",
+        "--analyses",
+        "ale",
+        "--nprocs",
+        "1",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        cmd + ["--n-iters", "200000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 240
         # wait until the permutation pass runs (its first checkpoint is written); results are
@@ -268,13 +305,26 @@ def test_sigterm_leaves_no_partial_file_under_a_final_name(pain_input, tmp_path,
     _check_no_partial_outputs(out)
 
     # the same OUTPUT_DIR then takes a complete run
-    code = _run([pain_input, out, "group", "--analyses", "ale", "--n-iters", "30",
-                 "--nprocs", "1", "--quiet"])
+    code = _run(
+        [
+            pain_input,
+            out,
+            "group",
+            "--analyses",
+            "ale",
+            "--n-iters",
+            "30",
+            "--nprocs",
+            "1",
+            "--quiet",
+        ]
+    )
     assert code == EXIT_OK, capsys.readouterr().err
     final = out / "studyset-pain"
     assert (final / ".csale_provenance.json").is_file()
-    assert (final / "studyset-pain_space-MNI152NLin6Asym_res-2_meta-ale_stat-ale_statmap.nii.gz"
-            ).is_file()
+    assert (
+        final / "studyset-pain_space-MNI152NLin6Asym_res-2_meta-ale_stat-ale_statmap.nii.gz"
+    ).is_file()
     assert not [p for p in out.iterdir() if "staging" in p.name or p.name.startswith(".old-")]
     assert not [p for p in out.rglob("*") if ".part" in p.name]
     assert not [p for p in final.iterdir() if p.name.startswith(".csale_staging")]
@@ -295,8 +345,9 @@ def _mm(shape, affine) -> np.ndarray:
     return (ijk @ affine[:3, :3].T + affine[:3, 3]).reshape(*shape, 3)
 
 
-GRID3 = (np.diag([3.0, 3.0, 3.0, 1.0]) + np.array([[0, 0, 0, -90], [0, 0, 0, -126],
-                                                   [0, 0, 0, -72], [0, 0, 0, 0]]))
+GRID3 = np.diag([3.0, 3.0, 3.0, 1.0]) + np.array(
+    [[0, 0, 0, -90], [0, 0, 0, -126], [0, 0, 0, -72], [0, 0, 0, 0]]
+)
 SHAPE3 = (70, 73, 61)  # 3 mm voxels, x up to +117 mm: reaches beyond the template's box
 CENTRES = np.array([[36.0, 16.0, 4.0], [-36.0, 16.0, 4.0]])  # insulae: many pain foci
 RADIUS = 12.0
@@ -346,8 +397,9 @@ def test_nonbinary_roi_on_another_grid_is_resampled(pain_input, tmp_path, capsys
     mask = _check_on_template(_roi_mask_file(out))
     # nearest-neighbour: every kept 2 mm voxel is near a sphere, the sphere's core is kept
     img, brain = _template()
-    d2 = np.min([np.linalg.norm(_mm(brain.shape, img.affine) - c, axis=-1) for c in CENTRES],
-                axis=0)
+    d2 = np.min(
+        [np.linalg.norm(_mm(brain.shape, img.affine) - c, axis=-1) for c in CENTRES], axis=0
+    )
     slack = 3.0 * np.sqrt(3) / 2 + 1.0
     assert (d2[mask] <= RADIUS + slack).all()
     assert mask[(d2 <= RADIUS - slack) & brain].all()
@@ -380,8 +432,9 @@ def test_roi_empty_after_resampling_is_65(where, pain_input, tmp_path, capsys):
 
 
 def test_missing_roi_file_is_66(pain_input, tmp_path, capsys):
-    code = _run([pain_input, tmp_path / "out", "group", *CSALE_ROI,
-                 "--roi", tmp_path / "nope.nii.gz"])
+    code = _run(
+        [pain_input, tmp_path / "out", "group", *CSALE_ROI, "--roi", tmp_path / "nope.nii.gz"]
+    )
     lines = _stderr_lines(capsys)
     assert code == EXIT_NO_INPUT
     assert len(lines) == 1 and "nope.nii.gz" in lines[0]
@@ -389,18 +442,27 @@ def test_missing_roi_file_is_66(pain_input, tmp_path, capsys):
 
 def test_roi_coords_spheres_mask_is_written(pain_input, tmp_path, capsys):
     out = tmp_path / "out"
-    code = _run([pain_input, out, "group", *CSALE_ROI,
-                 "--roi-coords", "36,16,4", "-36,16,4", "--roi-radius", "10"])
+    code = _run(
+        [
+            pain_input,
+            out,
+            "group",
+            *CSALE_ROI,
+            "--roi-coords",
+            "36,16,4",
+            "-36,16,4",
+            "--roi-radius",
+            "10",
+        ]
+    )
     assert code == EXIT_OK, capsys.readouterr().err
     mask_file = _roi_mask_file(out)
     assert re.fullmatch(r"studyset-pain_roi-[A-Za-z0-9]+_mask\.nii\.gz", mask_file.name)
     mask = _check_on_template(mask_file)
     img, brain = _template()
-    d = np.min([np.linalg.norm(_mm(brain.shape, img.affine) - c, axis=-1) for c in CENTRES],
-               axis=0)
+    d = np.min([np.linalg.norm(_mm(brain.shape, img.affine) - c, axis=-1) for c in CENTRES], axis=0)
     np.testing.assert_array_equal(mask, (d <= 10.0) & brain)  # voxel centres within 10 mm
-    side = json.loads(mask_file.with_name(mask_file.name.replace(".nii.gz", ".json"))
-                      .read_text())
+    side = json.loads(mask_file.with_name(mask_file.name.replace(".nii.gz", ".json")).read_text())
     assert "36" in json.dumps(side) and "10" in json.dumps(side)
     assert list((out / "studyset-pain").glob("*_meta-csale_stat-z_statmap.nii.gz"))
 

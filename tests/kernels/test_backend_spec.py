@@ -41,17 +41,22 @@ def test_batch_size_is_checked_by_the_settings_parser():
 
 
 def test_cpu_backend_never_imports_numba_cuda():
-    code = ("import sys\n"
-            "from csale_app.kernels.backend_spec import BackendSpec\n"
-            "from csale_app.kernels.device import make_backend\n"
-            "import csale_app.pipeline\n"
-            "b = make_backend(BackendSpec('cpu', n_threads=1, batch_size=4, mem_gb=1.0))\n"
-            "assert b.name == 'cpu' and b.fallback_reason is None, b\n"
-            "print(sorted(m for m in sys.modules if m.startswith('numba.cuda')))\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys\n"
+        "from csale_app.kernels.backend_spec import BackendSpec\n"
+        "from csale_app.kernels.device import make_backend\n"
+        "import csale_app.pipeline\n"
+        "b = make_backend(BackendSpec('cpu', n_threads=1, batch_size=4, mem_gb=1.0))\n"
+        "assert b.name == 'cpu' and b.fallback_reason is None, b\n"
+        "print(sorted(m for m in sys.modules if m.startswith('numba.cuda')))\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "[]"
 
@@ -61,8 +66,7 @@ def test_workers_build_their_backend_from_the_run_spec():
 
     from csale_app import distributed
 
-    settings = SimpleNamespace(device="cpu", gpu_id=None, nprocs=7, batch_size="2",
-                               mem_gb=None)
+    settings = SimpleNamespace(device="cpu", gpu_id=None, nprocs=7, batch_size="2", mem_gb=None)
     spec = distributed._spec(settings)
     # the run's device and batch size; each worker's own --nthreads, not the client's
     assert spec == BackendSpec("cpu", gpu_id=0, n_threads=None, batch_size=2)

@@ -32,38 +32,81 @@ FOCI = {
     "s4": [(0, -54, 28), (-2, -50, 22), (4, -52, 24)],
 }
 
-ARGS = ["group", "--analyses", "ale", "csale", "--n-iters", "20", "--min-experiments", "3",
-        "--roi-coords", "0,-52,26", "--roi-radius", "6", "--roi-dilation-mm", "2",
-        "--voxel-thresh", "0.1", "--cluster-alpha", "0.5", "--min-cluster-size", "5",
-        "--nprocs", "1", "--quiet"]
+ARGS = [
+    "group",
+    "--analyses",
+    "ale",
+    "csale",
+    "--n-iters",
+    "20",
+    "--min-experiments",
+    "3",
+    "--roi-coords",
+    "0,-52,26",
+    "--roi-radius",
+    "6",
+    "--roi-dilation-mm",
+    "2",
+    "--voxel-thresh",
+    "0.1",
+    "--cluster-alpha",
+    "0.5",
+    "--min-cluster-size",
+    "5",
+    "--nprocs",
+    "1",
+    "--quiet",
+]
 
 #: ``python -m csale_app`` after the simulator fixes
-_RUN_MODULE = SIM_PREAMBLE + r"""
+_RUN_MODULE = (
+    SIM_PREAMBLE
+    + r"""
 import runpy
 sys.argv[0] = "csale_app"
 runpy.run_module("csale_app", run_name="__main__", alter_sys=True)
 """
+)
 
 
 def _write_input(folder: Path) -> Path:
     folder.mkdir()
     rows = [(s, "c1", x, y, z, "MNI", 20) for s, foci in FOCI.items() for x, y, z in foci]
-    pd.DataFrame(rows, columns=["study_id", "contrast_id", "x", "y", "z", "space",
-                                "sample_size"]).to_csv(folder / "pcc.tsv", sep="\t",
-                                                       index=False)
+    pd.DataFrame(
+        rows, columns=["study_id", "contrast_id", "x", "y", "z", "space", "sample_size"]
+    ).to_csv(folder / "pcc.tsv", sep="\t", index=False)
     return folder
 
 
 def test_cli_on_simulated_gpu_writes_the_cpu_maps(tmp_path):
     inp = _write_input(tmp_path / "in")
     out_gpu, out_cpu = tmp_path / "gpu", tmp_path / "cpu"
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "CSALE_ALLOW_CUDASIM": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "NUMBA_ENABLE_CUDASIM": "1",
+        "CSALE_ALLOW_CUDASIM": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     t0 = time.time()
     proc = subprocess.Popen(
-        [sys.executable, "-c", _RUN_MODULE, str(inp), str(out_gpu), *ARGS, "--device", "cuda",
-         "--batch-size", "8"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            _RUN_MODULE,
+            str(inp),
+            str(out_gpu),
+            *ARGS,
+            "--device",
+            "cuda",
+            "--batch-size",
+            "8",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert main([str(inp), str(out_cpu), *ARGS, "--device", "cpu"]) == 0
         stdout, stderr = proc.communicate(timeout=900)
@@ -74,8 +117,9 @@ def test_cli_on_simulated_gpu_writes_the_cpu_maps(tmp_path):
     assert proc.returncode == 0, stderr[-4000:]
 
     # the simulated device really ran (the log records the compute device)
-    logs = "\n".join(p.read_text(errors="replace") for p in (out_gpu / "logs").rglob("*")
-                     if p.is_file())
+    logs = "\n".join(
+        p.read_text(errors="replace") for p in (out_gpu / "logs").rglob("*") if p.is_file()
+    )
     assert "numba CUDA simulator" in logs, logs[-2000:]
 
     cpu_maps = sorted((out_cpu / "studyset-pcc").glob("*_statmap.nii.gz"))

@@ -22,8 +22,13 @@ from csale_app.kernels import rng
 from csale_app.kernels.backend_spec import BackendSpec
 from csale_app.kernels.cpu.csale import cluster_null_sizes
 from csale_app.kernels.engine import CPUBackend, build_null_plan
-from csale_app.kernels.plan import (build_grid, build_kernel_table, pool_sampler,
-                                    uniform_sampler, weighted_sampler)
+from csale_app.kernels.plan import (
+    build_grid,
+    build_kernel_table,
+    pool_sampler,
+    uniform_sampler,
+    weighted_sampler,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = (12, 13, 14)
@@ -67,17 +72,23 @@ def scenarios():
     weights = gen.random(grid.n_mask) ** 4
     weights[gen.random(grid.n_mask) < 0.3] = 0.0
     pool = np.argwhere(np.ones(SHAPE, dtype=bool))[gen.integers(0, np.prod(SHAPE), 40)]
-    samplers = {"uniform": uniform_sampler(grid), "weighted": weighted_sampler(grid, weights),
-                "pool": pool_sampler(grid, pool)}
-    return {name: build_null_plan(grid, table, kid, COUNTS, s, seed=11 + i)
-            for i, (name, s) in enumerate(samplers.items())}
+    samplers = {
+        "uniform": uniform_sampler(grid),
+        "weighted": weighted_sampler(grid, weights),
+        "pool": pool_sampler(grid, pool),
+    }
+    return {
+        name: build_null_plan(grid, table, kid, COUNTS, s, seed=11 + i)
+        for i, (name, s) in enumerate(samplers.items())
+    }
 
 
 def csale_inputs(plan):
     """obs_log for the C-SALE pass tests, from the CPU engine: an "observed" map between
     null maps (so exceedance counts vary)."""
-    smallest = CPUBackend(1).csale_pass1_chunk(plan, 200, 10, np.zeros(plan.grid.n_mask,
-                                                                        np.float32), 10)
+    smallest = CPUBackend(1).csale_pass1_chunk(
+        plan, 200, 10, np.zeros(plan.grid.n_mask, np.float32), 10
+    )
     return np.ascontiguousarray(smallest["top"][:, 6])  # 7th smallest of 10 null values
 
 
@@ -174,7 +185,9 @@ def _pooled_block_run(self, grid_point, *args):
 _simkernel.BlockManager.run = _pooled_block_run
 """
 
-_DEVICE_SCRIPT = SIM_PREAMBLE + r"""
+_DEVICE_SCRIPT = (
+    SIM_PREAMBLE
+    + r"""
 import json, os, time
 from tests.kernels.test_cuda_sim import CSALE_RUNS, RUNS, THRESH, csale_inputs, csale_ks, scenarios
 from csale_app.errors import DeviceError
@@ -224,6 +237,7 @@ except DeviceError as exc:
 out["info"] = np.array(json.dumps(info))
 np.savez(sys.argv[1], **out)
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +245,14 @@ def device(tmp_path_factory):
     path = tmp_path_factory.mktemp("cudasim") / "device.npz"
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": str(REPO)}
     env.pop("CSALE_ALLOW_CUDASIM", None)
-    proc = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, str(path)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DEVICE_SCRIPT, str(path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     with np.load(path) as data:
         res = {k: data[k] for k in data.files}
@@ -299,17 +319,21 @@ def test_csale_pass_matches_cpu(device, run):
             np.testing.assert_array_equal(got, cpu[key])
         # the cluster-FWE null read off the kept lists is then the CPU's too
         limit = 1.5
-        sizes = [cluster_null_sizes(r["top"], r["top_id"] - start, limit, count,
-                                    plan.grid.forward_neighbours, 1)
-                 for r in (cpu, {k: device[f"csale{run}_p1k{K}_{k}"] for k in ("top", "top_id")})]
+        sizes = [
+            cluster_null_sizes(
+                r["top"], r["top_id"] - start, limit, count, plan.grid.forward_neighbours, 1
+            )
+            for r in (cpu, {k: device[f"csale{run}_p1k{K}_{k}"] for k in ("top", "top_id")})
+        ]
         np.testing.assert_array_equal(sizes[0], sizes[1])
 
 
 def test_csale_results_do_not_depend_on_batch_size(device):
     for a, b in ((0, 1), (2, 3)):
         for key in ("counts", "top", "top_id", "max"):
-            np.testing.assert_array_equal(device[f"csale{a}_p1k{CSALE_K}_{key}"],
-                                          device[f"csale{b}_p1k{CSALE_K}_{key}"])
+            np.testing.assert_array_equal(
+                device[f"csale{a}_p1k{CSALE_K}_{key}"], device[f"csale{b}_p1k{CSALE_K}_{key}"]
+            )
 
 
 def test_simulated_device_is_selected_only_when_allowed(device):

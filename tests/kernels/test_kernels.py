@@ -39,12 +39,20 @@ def test_ma_csr_matches_dense_reference(rng_np, mask):
     table, kid = build_kernel_table(fwhms, grid, 8.0)
     ijk = np.concatenate(foci).astype(np.int32)
     starts = np.r_[0, np.cumsum(counts)].astype(np.int64)
-    indptr, cols, vals = ma_csr(grid.padded_flat(ijk), starts, kid, table.start,
-                                table.flat_offsets, table.values, grid.gridmap, grid.n_mask)
+    indptr, cols, vals = ma_csr(
+        grid.padded_flat(ijk),
+        starts,
+        kid,
+        table.start,
+        table.flat_offsets,
+        table.values,
+        grid.gridmap,
+        grid.n_mask,
+    )
     for e in range(len(foci)):
         dense = naive.ma_map(SHAPE, foci[e], ale_kernel(fwhms[e], 8.0).astype(np.float32))
         got = np.zeros(grid.n_mask, dtype=np.float32)
-        got[cols[indptr[e]:indptr[e + 1]]] = vals[indptr[e]:indptr[e + 1]]
+        got[cols[indptr[e] : indptr[e + 1]]] = vals[indptr[e] : indptr[e + 1]]
         np.testing.assert_array_equal(got, dense[mask].astype(np.float32))
 
 
@@ -81,7 +89,11 @@ def test_permutation_pass_matches_dense_reference(rng_np, mask, weighted):
     fwhms = np.array([8.0, 10.0, 8.0, 12.0, 9.0])
     table, kid = build_kernel_table(fwhms, grid, 8.0)
     counts = np.array([3, 1, 4, 2, 5])
-    sampler = weighted_sampler(grid, rng_np.random(grid.n_mask) ** 4) if weighted else uniform_sampler(grid)
+    sampler = (
+        weighted_sampler(grid, rng_np.random(grid.n_mask) ** 4)
+        if weighted
+        else uniform_sampler(grid)
+    )
     plan = build_null_plan(grid, table, kid, counts, sampler, seed=5)
     thresh = 0.02
     out = CPUBackend(1).fwe_chunk(plan, 0, 6, thresh)
@@ -133,7 +145,7 @@ def _replay_bit_exactly(mask, fwhms, counts, seed, n_perm=8):
             u = rng.uniform_array(plan.key, perm, np.arange(first, last))
             ijk = s.ijk[[draw_index(x, s.cdf, len(s.padded_flat)) for x in u]]
             w = int(table.width[kid[e]])
-            cube = table.cube_log[table.cube_start[kid[e]]:][: w ** 3].reshape(w, w, w)
+            cube = table.cube_log[table.cube_start[kid[e]] :][: w**3].reshape(w, w, w)
             emin = np.zeros(shape, dtype=np.float32)
             for f in ijk:
                 box = naive.place_kernel(shape, f, cube).astype(np.float32)
@@ -150,8 +162,9 @@ def _replay_bit_exactly(mask, fwhms, counts, seed, n_perm=8):
 def test_overlapping_and_isolated_foci_sum_bit_exactly():
     """Long thin grid: some random foci share kernel boxes (shared rows take the minimum),
     others stand alone (direct add)."""
-    n_isolated, n_overlap = _replay_bit_exactly(np.ones((90, 11, 10), dtype=bool),
-                                                [6.0, 8.0, 6.0, 7.0], [6, 5, 7, 4], seed=11)
+    n_isolated, n_overlap = _replay_bit_exactly(
+        np.ones((90, 11, 10), dtype=bool), [6.0, 8.0, 6.0, 7.0], [6, 5, 7, 4], seed=11
+    )
     assert n_isolated and n_overlap
 
 
@@ -159,8 +172,7 @@ def test_partly_shared_rows_of_crowded_foci_sum_bit_exactly(mask):
     """Crowded foci in a small ellipsoid (rows clipped to the mask at both ends): most boxes
     overlap several others with every offset, so each box has shared rows (scratch minimum,
     flush) beside rows only it covers (direct add), and rows shared by three or more foci."""
-    n_isolated, n_overlap = _replay_bit_exactly(mask, [5.0, 9.0, 7.0], [9, 3, 12], seed=3,
-                                                n_perm=5)
+    n_isolated, n_overlap = _replay_bit_exactly(mask, [5.0, 9.0, 7.0], [9, 3, 12], seed=3, n_perm=5)
     assert n_overlap > 5 * n_isolated
 
 

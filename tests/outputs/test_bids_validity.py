@@ -33,9 +33,28 @@ def several(tmp_path_factory, pain_json) -> Path:
     shutil.copy(pain_json, inp / "pain.json")
     shutil.copy(pain_json, inp / "painb.json")
     out = base / "out"
-    args = [str(inp), str(out), "group", "--roi-coords", "2,4,52", "--roi-radius", "20",
-            "--subsamples", "2", "--macm-seed", "roi", "--n-iters", "30", "--voxel-thresh",
-            "0.05", "--min-experiments", "5", "--nprocs", "1", "--quiet"]
+    args = [
+        str(inp),
+        str(out),
+        "group",
+        "--roi-coords",
+        "2,4,52",
+        "--roi-radius",
+        "20",
+        "--subsamples",
+        "2",
+        "--macm-seed",
+        "roi",
+        "--n-iters",
+        "30",
+        "--voxel-thresh",
+        "0.05",
+        "--min-experiments",
+        "5",
+        "--nprocs",
+        "1",
+        "--quiet",
+    ]
     assert main([*args, "--authors", *AUTHORS]) == 0
     assert main(args) == 0  # reuses everything; the authors are kept
     assert main([*args, "--studyset-label", "painb"]) == 0
@@ -57,16 +76,25 @@ def test_dataset_description_and_readme(several):
     gen = desc["GeneratedBy"][0]
     assert gen["Name"] == "csale_app" and gen["CodeURL"].startswith(("file://", "https://"))
     if gen["CodeURL"].startswith("file://"):  # the code that ran
-        assert (Path(gen["CodeURL"][len("file://"):]) / "pipeline.py").is_file()
+        assert (Path(gen["CodeURL"][len("file://") :]) / "pipeline.py").is_file()
     urls = sorted(s["URL"] for s in desc["SourceDatasets"])
     inp = several.parent / "in"
     assert urls == sorted((inp / f).resolve().as_uri() for f in ("pain.json", "painb.json"))
     readme = (several / names.DATASET_README).read_text()
-    for text in ("studyset-pain/", "studyset-painb/", "SUBJECT_FOLDERS", "TOO_FEW_AUTHORS",
-                 names.PYBIDS_CONFIG, "Ada Lovelace"):
+    for text in (
+        "studyset-pain/",
+        "studyset-painb/",
+        "SUBJECT_FOLDERS",
+        "TOO_FEW_AUTHORS",
+        names.PYBIDS_CONFIG,
+        "Ada Lovelace",
+    ):
         assert text in readme, text
-    ignore = [ln for ln in (several / ".bidsignore").read_text().splitlines()
-              if ln and not ln.startswith("#")]
+    ignore = [
+        ln
+        for ln in (several / ".bidsignore").read_text().splitlines()
+        if ln and not ln.startswith("#")
+    ]
     assert ignore == [p for _, pats in names.BIDSIGNORE for p in pats]
     assert not (several / names.LEGACY_PYBIDS_CONFIG).exists()
     assert (several / names.PYBIDS_CONFIG).is_file()
@@ -79,12 +107,15 @@ def test_injected_invalid_names_fail(several, tmp_path):
     shutil.copytree(several, bad, ignore=shutil.ignore_patterns(".csale_work"))
     assert not errors(validate(bad))
     (bad / "pain_ale_zmap.nii.gz").write_bytes(
-        (several / "studyset-pain" / "studyset-pain_roi-spheres1r20_mask.nii.gz").read_bytes())
+        (several / "studyset-pain" / "studyset-pain_roi-spheres1r20_mask.nii.gz").read_bytes()
+    )
     assert ("NOT_INCLUDED", "/pain_ale_zmap.nii.gz") in errors(validate(bad))
     (bad / "studyset-pain" / "pain zmap.nii.gz").write_text("")
     (bad / "studyset-pain" / "studyset-pain_thing-x_statmap.nii.gz").write_text("")
-    assert misnamed(bad) == ["studyset-pain/pain zmap.nii.gz",
-                             "studyset-pain/studyset-pain_thing-x_statmap.nii.gz"]
+    assert misnamed(bad) == [
+        "studyset-pain/pain zmap.nii.gz",
+        "studyset-pain/studyset-pain_thing-x_statmap.nii.gz",
+    ]
 
 
 def _entities(name: str) -> dict:
@@ -98,11 +129,14 @@ def _entities(name: str) -> dict:
 def test_pybids_indexes_every_map_and_table(several):
     from bids import BIDSLayout
 
-    layout = BIDSLayout(several, validate=False,
-                        config=[str(several / names.PYBIDS_CONFIG)])
-    files = [p for p in several.glob("studyset-*/**/*")
-             if p.is_file() and p.name.endswith((".nii.gz", ".tsv"))
-             and not any(part.startswith(".") for part in p.relative_to(several).parts)]
+    layout = BIDSLayout(several, validate=False, config=[str(several / names.PYBIDS_CONFIG)])
+    files = [
+        p
+        for p in several.glob("studyset-*/**/*")
+        if p.is_file()
+        and p.name.endswith((".nii.gz", ".tsv"))
+        and not any(part.startswith(".") for part in p.relative_to(several).parts)
+    ]
     assert len(files) > 60
     indexed = {f.path: f.get_entities() for f in layout.get()}
     for p in files:
@@ -114,16 +148,27 @@ def test_pybids_indexes_every_map_and_table(several):
     for label in ("pain", "painb"):
         for meta in ("ale", "csale"):
             for stat in ("z", "logp", "prob"):
-                got = sorted(f.path for f in layout.get(studyset=label, meta=meta, stat=stat,
-                                                        extension=".nii.gz"))
-                want = sorted(str(p) for p in files if p.name.endswith(".nii.gz") and
-                              re.search(rf"^studyset-{label}_.*_meta-{meta}_stat-{stat}_",
-                                        p.name))
+                got = sorted(
+                    f.path
+                    for f in layout.get(studyset=label, meta=meta, stat=stat, extension=".nii.gz")
+                )
+                want = sorted(
+                    str(p)
+                    for p in files
+                    if p.name.endswith(".nii.gz")
+                    and re.search(rf"^studyset-{label}_.*_meta-{meta}_stat-{stat}_", p.name)
+                )
                 assert got == want and (got or stat == "prob" and meta == "ale")
         tables = layout.get(studyset=label, suffix="clusters", extension=".tsv")
         assert {f.get_entities()["meta"] for f in tables} == {"ale", "csale"}
-        macm = layout.get(studyset=label, macm="spheres1r20", meta="ale", stat="z",
-                          desc="thresholded", extension=".nii.gz")
+        macm = layout.get(
+            studyset=label,
+            macm="spheres1r20",
+            meta="ale",
+            stat="z",
+            desc="thresholded",
+            extension=".nii.gz",
+        )
         assert len(macm) == 1 and "/macm-spheres1r20/" in macm[0].path
 
 

@@ -18,8 +18,9 @@ def test_import_contracts_hold():
     lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     if lint is None:
         pytest.fail("import-linter is not installed (it is in the test extra)")
-    proc = subprocess.run([lint, str(ROOT / "pyproject.toml"), "--no-cache"], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [lint, str(ROOT / "pyproject.toml"), "--no-cache"], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "BROKEN" not in proc.stdout and "0 broken" in proc.stdout
 
@@ -41,16 +42,22 @@ def test_a_broken_contract_is_seen(tmp_path):
     for d in (pkg, pkg / "kernels", pkg / "report"):
         (d / "__init__.py").write_text("")
     (pkg / "kernels" / "cpu.py").write_text(
-        "def f():\n    from ..report import page  # inside a function\n    return page\n")
+        "def f():\n    from ..report import page  # inside a function\n    return page\n"
+    )
     (pkg / "report" / "page.py").write_text("X = 1\n")
     (tmp_path / "setup.toml").write_text(
         '[tool.importlinter]\nroot_packages = ["layered"]\n\n'
         '[[tool.importlinter.contracts]]\nname = "kernels below report"\ntype = "forbidden"\n'
-        'source_modules = ["layered.kernels"]\nforbidden_modules = ["layered.report"]\n')
+        'source_modules = ["layered.kernels"]\nforbidden_modules = ["layered.report"]\n'
+    )
     lint = Path(sys.executable).parent / "lint-imports"
-    proc = subprocess.run([str(lint), "setup.toml", "--no-cache"], cwd=tmp_path,
-                          capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path),
-                                                               "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [str(lint), "setup.toml", "--no-cache"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode != 0 and "BROKEN" in proc.stdout, proc.stdout + proc.stderr
 
 
@@ -62,7 +69,11 @@ def test_gc_freeze_only_from_the_cli_entry():
     found = []
     for path in (ROOT / "csale_app").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr == "freeze" and \
-                    isinstance(node.value, ast.Name) and node.value.id == "gc":
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "freeze"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "gc"
+            ):
                 found.append(path.relative_to(ROOT).as_posix())
     assert found and all(p.startswith("csale_app/cli/") for p in found), found

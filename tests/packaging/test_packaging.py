@@ -40,7 +40,7 @@ def dockerfile() -> list[tuple[str, str]]:
 def final_stage(dockerfile) -> list[tuple[str, str]]:
     """Instructions of the last stage (what the image is made of)."""
     starts = [i for i, (k, _) in enumerate(dockerfile) if k == "FROM"]
-    return dockerfile[starts[-1]:]
+    return dockerfile[starts[-1] :]
 
 
 def _env(stage) -> dict[str, str]:
@@ -114,8 +114,12 @@ def test_environment(final_stage):
     assert env["PATH"].startswith("/opt/csale/bin:/opt/venv/bin:")
     # The pipeline writes GeneratedBy.Container's tag from this variable.
     assert env["CSALE_CONTAINER"] == "csale-app:${VERSION}"
-    assert any(k == "COPY" and a.split()[-1] == "/opt/csale/bin/csale-app"
-               and a.split()[-2] == "container/csale-app.sh" for k, a in final_stage)
+    assert any(
+        k == "COPY"
+        and a.split()[-1] == "/opt/csale/bin/csale-app"
+        and a.split()[-2] == "container/csale-app.sh"
+        for k, a in final_stage
+    )
 
 
 def test_oci_labels_and_version_arg(dockerfile, final_stage):
@@ -132,11 +136,15 @@ def test_locked_install_before_the_code(dockerfile):
     """Dependencies from the hashed lock, in layers before `COPY csale_app`; the package last."""
     keys = [(k, a) for k, a in dockerfile]
     i_lock = next(i for i, (k, a) in enumerate(keys) if k == "COPY" and "lock-cuda12.txt" in a)
-    i_deps = next(i for i, (k, a) in enumerate(keys)
-                  if k == "RUN" and "-r requirements/lock-cuda12.txt" in a)
+    i_deps = next(
+        i for i, (k, a) in enumerate(keys) if k == "RUN" and "-r requirements/lock-cuda12.txt" in a
+    )
     i_code = next(i for i, (k, a) in enumerate(keys) if k == "COPY" and "csale_app" in a)
-    i_pkg = next(i for i, (k, a) in enumerate(keys)
-                 if k == "RUN" and re.search(r"pip install [^&]*--no-deps[^&]* \.(\s|$)", a))
+    i_pkg = next(
+        i
+        for i, (k, a) in enumerate(keys)
+        if k == "RUN" and re.search(r"pip install [^&]*--no-deps[^&]* \.(\s|$)", a)
+    )
     assert i_lock < i_deps < i_code < i_pkg
     deps = keys[i_deps][1]
     for cmd in re.findall(r"pip install [^&]*", deps):
@@ -180,6 +188,7 @@ def test_kernels_compiled_into_the_image(final_stage):
 
 # -- the lock ---------------------------------------------------------------------------------
 
+
 def test_lock_pins_every_dependency_with_hashes():
     from packaging.requirements import Requirement
 
@@ -205,11 +214,18 @@ def test_gpu_wheels_numba_cuda_only_cuda_12():
     runtime, NVRTC, nvJitLink and NVVM (nvcc wheel), all CUDA 12."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["optional-dependencies"]["cuda"] == [
-        r for r in project["optional-dependencies"]["cuda"] if r.startswith("numba-cuda[cu12]")]
+        r for r in project["optional-dependencies"]["cuda"] if r.startswith("numba-cuda[cu12]")
+    ]
     lock = _lock(LOCK)
     assert not [n for n in lock if n.startswith("cupy")]
-    for name in ("numba-cuda", "cuda-bindings", "nvidia-cuda-runtime-cu12",
-                 "nvidia-cuda-nvrtc-cu12", "nvidia-nvjitlink-cu12", "nvidia-cuda-nvcc-cu12"):
+    for name in (
+        "numba-cuda",
+        "cuda-bindings",
+        "nvidia-cuda-runtime-cu12",
+        "nvidia-cuda-nvrtc-cu12",
+        "nvidia-nvjitlink-cu12",
+        "nvidia-cuda-nvcc-cu12",
+    ):
         assert name in lock, name
     assert lock["cuda-bindings"][0].startswith("12.")
     nvidia = [n for n in lock if n.startswith("nvidia-")]
@@ -219,11 +235,15 @@ def test_gpu_wheels_numba_cuda_only_cuda_12():
     import csale_app
 
     pkg = Path(csale_app.__file__).parent
-    assert not [p for p in pkg.rglob("*.py") if re.search(r"^\s*(import|from)\s+cupy",
-                                                          p.read_text(), flags=re.M)]
+    assert not [
+        p
+        for p in pkg.rglob("*.py")
+        if re.search(r"^\s*(import|from)\s+cupy", p.read_text(), flags=re.M)
+    ]
 
 
 # -- one tag scheme: pyproject, Dockerfile, Singularity.def, boutiques.json, README ----------
+
 
 def test_versions_and_tags_agree(dockerfile, singularity):
     from csale_app import __version__
@@ -238,8 +258,11 @@ def test_versions_and_tags_agree(dockerfile, singularity):
     assert header == {"Bootstrap": "docker-archive", "From": f"csale-app-{VERSION}.tar"}
     assert f"podman save --format docker-archive -o csale-app-{VERSION}.tar {tag}" in singularity
     sec = _sections(singularity)
-    assert re.search(rf"org\.opencontainers\.image\.version\s+{re.escape(VERSION)}\s*$",
-                     sec["labels"], flags=re.M)
+    assert re.search(
+        rf"org\.opencontainers\.image\.version\s+{re.escape(VERSION)}\s*$",
+        sec["labels"],
+        flags=re.M,
+    )
     assert f"export CSALE_CONTAINER={tag}" in sec["environment"]
     descriptor = json.loads((ROOT / "boutiques.json").read_text())
     assert descriptor["tool-version"] == VERSION
@@ -247,8 +270,11 @@ def test_versions_and_tags_agree(dockerfile, singularity):
     readme = (ROOT / "README.md").read_text()
     assert tag in readme
     # Every csale-app image reference anywhere in these files uses this version.
-    for name, text in (("Dockerfile", docker_text), ("Singularity.def", singularity),
-                       ("README.md", readme)):
+    for name, text in (
+        ("Dockerfile", docker_text),
+        ("Singularity.def", singularity),
+        ("README.md", readme),
+    ):
         for ref in re.findall(r"csale-app[:\-](\d+\.\d+\.\d+)", text):
             assert ref == VERSION, (name, ref)
         assert "csale-app:latest" not in text, name
@@ -262,8 +288,11 @@ def test_versions_and_tags_agree(dockerfile, singularity):
 
 
 def test_dockerignore_keeps_the_context_small():
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     for pattern in (".venv", ".git", "demo_*", "**/__pycache__"):
         assert pattern in ignored, pattern
     assert not {"csale_app", "pyproject.toml", "README.md", "requirements", "container"} & ignored
@@ -290,10 +319,12 @@ def test_singularity_test_section_runs(singularity, tmp_path):
     """The %test body as Apptainer would run it (sh, set -e), with this environment's
     interpreter for the image's /opt/venv/bin/python: the tiny analysis must pass."""
     body = _sections(singularity)["test"].replace("/opt/venv/bin/python", sys.executable)
-    env = {**os.environ, "TMPDIR": str(tmp_path),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["sh", "-c", body], env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "TMPDIR": str(tmp_path),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    proc = subprocess.run(["sh", "-c", body], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "meta-ale_stat-z_statmap.nii.gz" in proc.stdout
     assert not list(tmp_path.iterdir())  # it cleans up after itself
@@ -314,9 +345,11 @@ def _fake_image(tmp_path: Path) -> tuple[Path, dict]:
     (opt / "csale" / "build-id").write_text("B1\n")
     app = opt / "venv" / "bin" / "csale-app"
     app.parent.mkdir(parents=True)
-    app.write_text("#!/bin/sh\necho \"NUMBA_CACHE_DIR=$NUMBA_CACHE_DIR\"\n"
-                   "echo \"MPLCONFIGDIR=$MPLCONFIGDIR\"\necho \"NUMBA_CPU_NAME=$NUMBA_CPU_NAME\"\n"
-                   "echo \"ARGS=$*\"\n")
+    app.write_text(
+        '#!/bin/sh\necho "NUMBA_CACHE_DIR=$NUMBA_CACHE_DIR"\n'
+        'echo "MPLCONFIGDIR=$MPLCONFIGDIR"\necho "NUMBA_CPU_NAME=$NUMBA_CPU_NAME"\n'
+        'echo "ARGS=$*"\n'
+    )
     app.chmod(0o755)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -325,8 +358,9 @@ def _fake_image(tmp_path: Path) -> tuple[Path, dict]:
 
 
 def _run_wrapper(env: dict) -> dict[str, str]:
-    out = subprocess.run(["sh", str(WRAPPER), "a b", "c"], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["sh", str(WRAPPER), "a b", "c"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     return dict(line.split("=", 1) for line in out.splitlines())
 
 
@@ -357,8 +391,7 @@ V3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "movbe", "xsave", "abm"}
 V4 = V3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
 
 
-@pytest.mark.parametrize("listed", ["x86-64-v4 x86-64-v3 generic", "x86-64-v3 generic",
-                                    "generic"])
+@pytest.mark.parametrize("listed", ["x86-64-v4 x86-64-v3 generic", "x86-64-v3 generic", "generic"])
 def test_wrapper_picks_the_best_compiled_target_this_cpu_runs(tmp_path, listed):
     tmp, env = _fake_image(tmp_path)
     (Path(env["CSALE_IMAGE_ROOT"]) / "csale" / "cpu-targets").write_text(listed + "\n")
@@ -388,8 +421,11 @@ def test_wrapper_refuses_a_cache_folder_others_can_write(tmp_path):
 
 def test_wrapper_respects_the_callers_settings(tmp_path):
     tmp, env = _fake_image(tmp_path)
-    env.update(NUMBA_CACHE_DIR=str(tmp_path / "mine"), MPLCONFIGDIR=str(tmp_path / "mpl"),
-               NUMBA_CPU_NAME="generic")
+    env.update(
+        NUMBA_CACHE_DIR=str(tmp_path / "mine"),
+        MPLCONFIGDIR=str(tmp_path / "mpl"),
+        NUMBA_CPU_NAME="generic",
+    )
     got = _run_wrapper(env)
     assert got["NUMBA_CACHE_DIR"] == str(tmp_path / "mine")
     assert got["MPLCONFIGDIR"] == str(tmp_path / "mpl")
@@ -398,6 +434,7 @@ def test_wrapper_respects_the_callers_settings(tmp_path):
 
 
 # -- GeneratedBy.Container: the real runtime -------------------------------------------------
+
 
 def test_container_provenance(tmp_path):
     from csale_app.provenance import container_provenance
@@ -410,19 +447,25 @@ def test_container_provenance(tmp_path):
     (root / ".dockerenv").write_text("")
     assert container_provenance(tag, root) == {"Type": "docker", "Tag": f"csale-app:{VERSION}"}
     assert container_provenance({**tag, "container": "podman"}, root) == {
-        "Type": "podman", "Tag": f"csale-app:{VERSION}"}  # --read-only: no /run/.containerenv
+        "Type": "podman",
+        "Tag": f"csale-app:{VERSION}",
+    }  # --read-only: no /run/.containerenv
     (root / "run" / ".containerenv").write_text(
-        'engine="podman-4.3.1"\nname="x"\nimage="localhost/csale-app:0.0.9"\nrootless=0\n')
+        'engine="podman-4.3.1"\nname="x"\nimage="localhost/csale-app:0.0.9"\nrootless=0\n'
+    )
     assert container_provenance(tag, root) == {"Type": "podman", "Tag": f"csale-app:{VERSION}"}
-    assert container_provenance({}, root) == {"Type": "podman",
-                                              "Tag": "localhost/csale-app:0.0.9"}
-    sif = {**tag, "APPTAINER_CONTAINER": "/home/u/csale-app-0.1.0.sif",
-           "SINGULARITY_CONTAINER": "/home/u/csale-app-0.1.0.sif"}
+    assert container_provenance({}, root) == {"Type": "podman", "Tag": "localhost/csale-app:0.0.9"}
+    sif = {
+        **tag,
+        "APPTAINER_CONTAINER": "/home/u/csale-app-0.1.0.sif",
+        "SINGULARITY_CONTAINER": "/home/u/csale-app-0.1.0.sif",
+    }
     assert container_provenance(sif, root) == {
-        "Type": "apptainer", "Tag": f"csale-app:{VERSION}",
-        "URI": "file:///home/u/csale-app-0.1.0.sif"}
-    assert container_provenance({"SINGULARITY_CONTAINER": "/x.sif"}, root)["Type"] == \
-        "singularity"
+        "Type": "apptainer",
+        "Tag": f"csale-app:{VERSION}",
+        "URI": "file:///home/u/csale-app-0.1.0.sif",
+    }
+    assert container_provenance({"SINGULARITY_CONTAINER": "/x.sif"}, root)["Type"] == "singularity"
 
 
 def test_dataset_description_code_url_is_the_code_that_ran(tmp_path, monkeypatch):
@@ -436,8 +479,10 @@ def test_dataset_description_code_url_is_the_code_that_ran(tmp_path, monkeypatch
     monkeypatch.setenv("APPTAINER_CONTAINER", "/images/c.sif")
     write_dataset_description(tmp_path)
     gen = json.loads((tmp_path / "dataset_description.json").read_text())["GeneratedBy"][0]
-    declared = [u.split(",", 1)[1].strip() for u in
-                metadata.metadata("csale-app").get_all("Project-URL") or []]
+    declared = [
+        u.split(",", 1)[1].strip()
+        for u in metadata.metadata("csale-app").get_all("Project-URL") or []
+    ]
     if declared:
         assert gen["CodeURL"] in declared
     else:
@@ -447,9 +492,11 @@ def test_dataset_description_code_url_is_the_code_that_ran(tmp_path, monkeypatch
 
 
 def test_templates_read_without_importing_nimare():
-    code = ("import sys; from csale_app.io.templates import load_brain_mask, load_t1, "
-            "template_files; m = load_brain_mask(); t = load_t1(); "
-            "assert m.shape == t.shape == (91, 109, 91); "
-            "assert all(p.is_file() for p in template_files().values()); "
-            "assert 'nimare' not in sys.modules, 'nimare imported'")
+    code = (
+        "import sys; from csale_app.io.templates import load_brain_mask, load_t1, "
+        "template_files; m = load_brain_mask(); t = load_t1(); "
+        "assert m.shape == t.shape == (91, 109, 91); "
+        "assert all(p.is_file() for p in template_files().values()); "
+        "assert 'nimare' not in sys.modules, 'nimare imported'"
+    )
     subprocess.run([os.sys.executable, "-c", code], check=True, cwd=ROOT)

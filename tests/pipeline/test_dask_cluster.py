@@ -27,20 +27,31 @@ distributed = pytest.importorskip("distributed")
 
 
 def client_of(cluster):
-    return distributed.Client(scheduler_file=str(cluster.scheduler_file), set_as_default=False,
-                              timeout=30)
+    return distributed.Client(
+        scheduler_file=str(cluster.scheduler_file), set_as_default=False, timeout=30
+    )
 
 
 def errors(capsys) -> list[str]:
     """stderr lines other than the run's warnings."""
-    return [line for line in capsys.readouterr().err.splitlines()
-            if line.strip() and "WARNING" not in line]
+    return [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.strip() and "WARNING" not in line
+    ]
 
 
 # ---- refused before anything starts --------------------------------------------------------
-@pytest.mark.parametrize("address", ["::not an address::", "tcp://host-without-port",
-                                     "http://10.0.0.5:8786", "tcp://10.0.0.5:99999",
-                                     "scheduler.json"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::not an address::",
+        "tcp://host-without-port",
+        "http://10.0.0.5:8786",
+        "tcp://10.0.0.5:99999",
+        "scheduler.json",
+    ],
+)
 def test_malformed_address_is_a_usage_error_at_once(demo_input, tmp_path, capsys, address):
     t0 = time.monotonic()
     code = main([str(demo_input), str(tmp_path / "out"), "group", "--dask-scheduler", address])
@@ -69,37 +80,61 @@ def test_scheduler_file_problems_name_the_file(demo_input, tmp_path, capsys):
         err = errors(capsys)
         assert code == want and len(err) == 1 and name in err[0] and text in err[0], err
     assert not out.exists()
-    code = main([str(demo_input), str(out), "group", "--dask-scheduler", "tcp://h:1",
-                 "--dask-scheduler-file", str(tmp_path / "no_address.json")])
+    code = main(
+        [
+            str(demo_input),
+            str(out),
+            "group",
+            "--dask-scheduler",
+            "tcp://h:1",
+            "--dask-scheduler-file",
+            str(tmp_path / "no_address.json"),
+        ]
+    )
     assert code == 64 and "mutually exclusive" in errors(capsys)[0]
 
 
-def test_unreachable_scheduler_cli_process_exits_69_without_traceback_or_hang(demo_input,
-                                                                           tmp_path):
+def test_unreachable_scheduler_cli_process_exits_69_without_traceback_or_hang(demo_input, tmp_path):
     """The csale-app process itself: one line, exit 69, and no traceback from closing the
     client at exit (it used to wait 40 s and print 'TimeoutError: timed out after 40 s.')."""
     import subprocess
     import sys
 
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "csale_app", str(demo_input),
-                           str(tmp_path / "out"), "group", *FAST, "--dask-scheduler",
-                           "tcp://127.0.0.1:9", "--dask-timeout", "2"],
-                          capture_output=True, text=True, timeout=120,
-                          env=dask_procs.env_with_repo())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "csale_app",
+            str(demo_input),
+            str(tmp_path / "out"),
+            "group",
+            *FAST,
+            "--dask-scheduler",
+            "tcp://127.0.0.1:9",
+            "--dask-timeout",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dask_procs.env_with_repo(),
+    )
     elapsed = time.monotonic() - t0
     err = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 69, proc.stderr
     assert [line for line in err if "WARNING" not in line] == [
         "csale-app: error: --dask-scheduler tcp://127.0.0.1:9: no Dask scheduler answered "
-        "within 2 s (--dask-timeout)"], proc.stderr
+        "within 2 s (--dask-timeout)"
+    ], proc.stderr
     assert elapsed < 40, elapsed  # start-up and inputs, the 2 s timeout, no 40 s close
     assert not (tmp_path / "out").exists()  # refused before any output
 
 
 # ---- the scheduler dies mid-run --------------------------------------------------------------
 def test_scheduler_killed_mid_run_exit_69_then_local_rerun_resumes(
-        demo_input, reference, small_chunks, tmp_path, capsys, monkeypatch):
+    demo_input, reference, small_chunks, tmp_path, capsys, monkeypatch
+):
     out, work = tmp_path / "out", tmp_path / "work"
     killed_at = []
     with dask_procs.cluster(tmp_path / "cluster", {"w0": (), "w1": ()}) as cluster:
@@ -116,9 +151,20 @@ def test_scheduler_killed_mid_run_exit_69_then_local_rerun_resumes(
 
         watcher = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
         watcher.start()
-        code = main([str(demo_input), str(out), "group", *FAST, "-w", str(work),
-                     "--dask-scheduler-file", str(cluster.scheduler_file),
-                     "--dask-timeout", "10"])
+        code = main(
+            [
+                str(demo_input),
+                str(out),
+                "group",
+                *FAST,
+                "-w",
+                str(work),
+                "--dask-scheduler-file",
+                str(cluster.scheduler_file),
+                "--dask-timeout",
+                "10",
+            ]
+        )
         ended = time.monotonic()
         watcher.join(timeout=5)
     err = errors(capsys)
@@ -168,7 +214,8 @@ def hog_memory_once(step_mb: int = 64, max_gb: float = 4.0) -> None:
 
 
 def test_killed_worker_and_worker_over_memory_limit_are_retried(
-        demo_input, reference, small_chunks, tmp_path):
+    demo_input, reference, small_chunks, tmp_path
+):
     """Worker "oom" (no nanny) is SIGKILLed inside a chunk, as the kernel's OOM killer does:
     it is gone, and its chunks run elsewhere. Worker "limited" (--memory-limit, with a
     nanny) goes over its limit inside a chunk: the nanny kills and restarts it, the chunk is
@@ -181,11 +228,24 @@ def test_killed_worker_and_worker_over_memory_limit_are_retried(
             by_name = {w["name"]: a for a, w in client.scheduler_info()["workers"].items()}
             client.run(slow_chunks, 0.3, workers=[by_name["oom"]])
             client.run(hog_memory_once, workers=[by_name["limited"]])
-            watcher = threading.Thread(target=dask_procs.kill_inside_a_chunk,
-                                       args=(client, killed, by_name["oom"], 1200), daemon=True)
+            watcher = threading.Thread(
+                target=dask_procs.kill_inside_a_chunk,
+                args=(client, killed, by_name["oom"], 1200),
+                daemon=True,
+            )
             watcher.start()
-            code = main([str(demo_input), str(out), "group", *FAST, "--dask-scheduler-file",
-                         str(cluster.scheduler_file), "--dask-timeout", "60"])
+            code = main(
+                [
+                    str(demo_input),
+                    str(out),
+                    "group",
+                    *FAST,
+                    "--dask-scheduler-file",
+                    str(cluster.scheduler_file),
+                    "--dask-timeout",
+                    "60",
+                ]
+            )
             watcher.join(timeout=5)
             names = {w["name"] for w in client.scheduler_info()["workers"].values()}
         limited_log = cluster.log("limited")
@@ -196,8 +256,9 @@ def test_killed_worker_and_worker_over_memory_limit_are_retried(
     got = results_digest(out)
     assert got == reference, sorted(k for k in reference if reference[k] != got.get(k))
     computed = [json.loads(p.read_text())["ComputedBy"] for p in out.rglob("*_stat-z_statmap.json")]
-    assert len(computed) == 4 and all(sorted(c for w in who["Workers"] for c in w["Chunks"])
-                            == list(range(5)) for who in computed)
+    assert len(computed) == 4 and all(
+        sorted(c for w in who["Workers"] for c in w["Chunks"]) == list(range(5)) for who in computed
+    )
 
 
 # ---- one worker per GPU: the device of each chunk in the sidecars -------------------------
@@ -222,16 +283,21 @@ def test_one_worker_per_gpu_records_which_device_computed_which_chunk(tmp_path):
     cpu = run_chunked(n_iters, chunk, BackendChunk(fwe_call, CPUBackend(1), plan, (THRESH,)))
     with dask_procs.cluster(tmp_path / "cluster", workers, env) as cluster:
         address = json.loads(cluster.scheduler_file.read_text())["address"]
-        settings = SimpleNamespace(device="cuda", gpu_id=None, batch_size="2", mem_gb=None,
-                                   dask_timeout=60)
+        settings = SimpleNamespace(
+            device="cuda", gpu_id=None, batch_size="2", mem_gb=None, dask_timeout=60
+        )
         executor = connect(address, settings)
         try:
             with client_of(cluster) as client:  # both workers busy: chunks go to both
                 client.run(slow_chunks, 0.5)
             ledger: dict = {}
-            got = run_chunked(n_iters, chunk,
-                              BackendChunk(fwe_call, CPUBackend(1), plan, (THRESH,)),
-                              executor=executor, ledger=ledger)
+            got = run_chunked(
+                n_iters,
+                chunk,
+                BackendChunk(fwe_call, CPUBackend(1), plan, (THRESH,)),
+                executor=executor,
+                ledger=ledger,
+            )
         finally:
             disconnect(address)
     np.testing.assert_allclose(got["max"], cpu["max"], rtol=1e-6, atol=0)
@@ -255,14 +321,25 @@ def die_in_chunks() -> None:
 
 
 def test_no_worker_and_a_chunk_that_kills_its_workers_are_one_line_exit_69(
-        demo_input, small_chunks, tmp_path, capsys):
+    demo_input, small_chunks, tmp_path, capsys
+):
     """A scheduler without workers: exit 69 after --dask-timeout (not a wait for ever). A
     chunk whose workers die more than allowed-failures times (0 here): exit 69 naming it."""
     out = tmp_path / "out"
     no_retry = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
     with dask_procs.cluster(tmp_path / "empty", scheduler_env=no_retry) as cluster:
-        code = main([str(demo_input), str(out), "group", *FAST, "--dask-timeout", "2",
-                     "--dask-scheduler-file", str(cluster.scheduler_file)])
+        code = main(
+            [
+                str(demo_input),
+                str(out),
+                "group",
+                *FAST,
+                "--dask-timeout",
+                "2",
+                "--dask-scheduler-file",
+                str(cluster.scheduler_file),
+            ]
+        )
         err = errors(capsys)
         assert code == 69 and len(err) == 1, err
         assert "no worker joined it within 2 s (--dask-timeout)" in err[0]
@@ -270,8 +347,18 @@ def test_no_worker_and_a_chunk_that_kills_its_workers_are_one_line_exit_69(
         cluster.wait_for_workers(1)
         with client_of(cluster) as client:
             client.run(die_in_chunks)
-        code = main([str(demo_input), str(out), "group", *FAST, "--dask-timeout", "30",
-                     "--dask-scheduler-file", str(cluster.scheduler_file)])
+        code = main(
+            [
+                str(demo_input),
+                str(out),
+                "group",
+                *FAST,
+                "--dask-timeout",
+                "30",
+                "--dask-scheduler-file",
+                str(cluster.scheduler_file),
+            ]
+        )
     err = errors(capsys)
     assert code == 69 and len(err) == 1, err
     assert "the workers running permutation chunk" in err[0] and "died 1 time (" in err[0]
@@ -313,13 +400,26 @@ def test_slurm_batch_script_runs_with_local_srun(demo_input, reference, tmp_path
     venv_bin = os.path.dirname(sys.executable)
     assert shutil.which("dask", path=venv_bin) and shutil.which("csale-app", path=venv_bin)
     out, scheduler_file = tmp_path / "out", tmp_path / "scheduler.json"
-    env = dask_procs.env_with_repo({
-        "PATH": os.pathsep.join([str(shims), venv_bin, os.environ.get("PATH", "")]),
-        "SCHEDULER_FILE": str(scheduler_file), "DASK_TIMEOUT": "120"})
-    proc = subprocess.Popen(["sbatch", str(dask_procs.REPO / "scripts" / "slurm_csale.sh"),
-                             str(demo_input), str(out), *FAST], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    env = dask_procs.env_with_repo(
+        {
+            "PATH": os.pathsep.join([str(shims), venv_bin, os.environ.get("PATH", "")]),
+            "SCHEDULER_FILE": str(scheduler_file),
+            "DASK_TIMEOUT": "120",
+        }
+    )
+    proc = subprocess.Popen(
+        [
+            "sbatch",
+            str(dask_procs.REPO / "scripts" / "slurm_csale.sh"),
+            str(demo_input),
+            str(out),
+            *FAST,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         log, _ = proc.communicate(timeout=300)
     finally:
@@ -336,6 +436,6 @@ def test_slurm_batch_script_runs_with_local_srun(demo_input, reference, tmp_path
 def test_readme_shows_the_shipped_slurm_script():
     readme = (dask_procs.REPO / "README.md").read_text()
     script = (dask_procs.REPO / "scripts" / "slurm_csale.sh").read_text()
-    section = readme[readme.index("#### A SLURM batch script"):]
-    block = section[section.index("```bash\n") + 8:]
-    assert block[:block.index("```\n")] == script
+    section = readme[readme.index("#### A SLURM batch script") :]
+    block = section[section.index("```bash\n") + 8 :]
+    assert block[: block.index("```\n")] == script

@@ -27,25 +27,43 @@ from csale_app.io.readers import read_studyset
 distributed = pytest.importorskip("distributed")
 
 from tests.dask_procs import (  # noqa: E402
-    CHUNK, FAST, kill_inside_a_chunk, results_digest as tree_digest, slow_chunks)
+    CHUNK,
+    FAST,
+    kill_inside_a_chunk,
+    results_digest as tree_digest,
+    slow_chunks,
+)
 
 
 @pytest.fixture(scope="module")
 def cluster():
     from csale_app.distributed import disconnect
 
-    with distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
-                                  dashboard_address=None) as c:
+    with distributed.LocalCluster(
+        processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None
+    ) as c:
         yield c
         disconnect(c.scheduler_address)
 
 
 # ---- byte-identical on a cluster -----------------------------------------------------------
-def test_ale_csale_macm_on_two_workers_equal_one_process(demo_input, cluster, reference,
-                                                         small_chunks, tmp_path):
+def test_ale_csale_macm_on_two_workers_equal_one_process(
+    demo_input, cluster, reference, small_chunks, tmp_path
+):
     out = tmp_path / "out"
-    assert main([str(demo_input), str(out), "group", *FAST,
-                 "--dask-scheduler", cluster.scheduler_address]) == 0
+    assert (
+        main(
+            [
+                str(demo_input),
+                str(out),
+                "group",
+                *FAST,
+                "--dask-scheduler",
+                cluster.scheduler_address,
+            ]
+        )
+        == 0
+    )
     got = tree_digest(out)
     assert got == reference, sorted(k for k in reference if reference[k] != got.get(k))
     # the sidecars say which worker computed which chunk (5 chunks of 8 permutations)
@@ -63,8 +81,9 @@ def test_ale_csale_macm_on_two_workers_equal_one_process(demo_input, cluster, re
     assert len(null) == 40 and null["max_cluster_size"].max() > 0  # cluster FWE exercised
 
 
-def test_killed_worker_costs_only_its_chunks(demo_input, cluster, reference, small_chunks,
-                                            tmp_path):
+def test_killed_worker_costs_only_its_chunks(
+    demo_input, cluster, reference, small_chunks, tmp_path
+):
     """SIGKILL one worker process while chunks run: Dask recomputes its tasks (its nanny
     starts a new worker) and the maps are the same."""
     client = distributed.Client(cluster.scheduler_address, set_as_default=False)
@@ -75,8 +94,19 @@ def test_killed_worker_costs_only_its_chunks(demo_input, cluster, reference, sma
     t.start()
     out = tmp_path / "out"
     try:
-        assert main([str(demo_input), str(out), "group", *FAST,
-                     "--dask-scheduler", cluster.scheduler_address]) == 0
+        assert (
+            main(
+                [
+                    str(demo_input),
+                    str(out),
+                    "group",
+                    *FAST,
+                    "--dask-scheduler",
+                    cluster.scheduler_address,
+                ]
+            )
+            == 0
+        )
     finally:
         t.join(timeout=5)
         client.wait_for_workers(2, timeout=60)
@@ -100,16 +130,23 @@ def test_reduce_on_cluster_equals_sequential_and_resumes(cluster):
         rng = np.random.default_rng(start)
         top = np.sort(rng.integers(-3, 0, (30, K)).astype(np.float32), axis=1)
         ids = np.tile(np.arange(start, start + K, dtype=np.int32), (30, 1))
-        return {"counts": np.full(30, count), "top": top, "top_id": ids,
-                "max": np.arange(start, start + count, dtype=float)}
+        return {
+            "counts": np.full(30, count),
+            "top": top,
+            "top_id": ids,
+            "max": np.arange(start, start + count, dtype=float),
+        }
 
     def reduce(state, part):
         if state is None:
             return part
-        top, top_id = merge_top([state["top"], part["top"]],
-                                [state["top_id"], part["top_id"]], K)
-        return {"counts": state["counts"] + part["counts"], "top": top, "top_id": top_id,
-                "max": np.concatenate([state["max"], part["max"]])}
+        top, top_id = merge_top([state["top"], part["top"]], [state["top_id"], part["top_id"]], K)
+        return {
+            "counts": state["counts"] + part["counts"],
+            "top": top,
+            "top_id": top_id,
+            "max": np.concatenate([state["max"], part["max"]]),
+        }
 
     class Store(dict):
         def put(self, index, arrays):
@@ -121,8 +158,7 @@ def test_reduce_on_cluster_equals_sequential_and_resumes(cluster):
     b = run_chunked_reduce(103, 5, compute, reduce, store=dist, executor=ex)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert dist and all(all(np.array_equal(dist[i][k], seq[i][k]) for k in a) for i in dist)
-    resumed = run_chunked_reduce(103, 5, compute, reduce, store=Store({6: seq[6]}),
-                                 executor=ex)
+    resumed = run_chunked_reduce(103, 5, compute, reduce, store=Store({6: seq[6]}), executor=ex)
     assert all(np.array_equal(a[k], resumed[k]) for k in a)
     x, y = run_chunked(103, 5, compute), run_chunked(103, 5, compute, executor=ex)
     assert all(np.array_equal(x[k], y[k]) for k in x)
@@ -130,8 +166,18 @@ def test_reduce_on_cluster_equals_sequential_and_resumes(cluster):
 
 def test_unreachable_scheduler_is_one_line_exit_69(demo_input, tmp_path, capsys):
     t0 = time.monotonic()
-    code = main([str(demo_input), str(tmp_path / "out"), "group", *FAST,
-                 "--dask-scheduler", "127.0.0.1:9", "--dask-timeout", "1.5"])
+    code = main(
+        [
+            str(demo_input),
+            str(tmp_path / "out"),
+            "group",
+            *FAST,
+            "--dask-scheduler",
+            "127.0.0.1:9",
+            "--dask-timeout",
+            "1.5",
+        ]
+    )
     elapsed = time.monotonic() - t0
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 69, err
@@ -142,11 +188,12 @@ def test_unreachable_scheduler_is_one_line_exit_69(demo_input, tmp_path, capsys)
 
 
 def test_package_does_not_import_dask():
-    code = ("import sys, csale_app.pipeline, csale_app.stages, csale_app.cli.run; "
-            "print(any(m == 'dask' or m.startswith(('dask.', 'distributed')) "
-            "for m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys, csale_app.pipeline, csale_app.stages, csale_app.cli.run; "
+        "print(any(m == 'dask' or m.startswith(('dask.', 'distributed')) "
+        "for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
@@ -186,15 +233,25 @@ def db_files(demo_input, tmp_path_factory):
     nback = pd.read_csv(demo_input / "nback.tsv", sep="\t")
     shuffled = nback.sample(frac=1.0, random_state=0)
     shuffled.iloc[:200].to_csv(d / "nback_again.tsv", sep="\t", index=False)
-    other = pd.DataFrame({"study": ["t1"] * 3 + ["t2"] * 2 + ["t3"] * 2,
-                          "contrast": ["a", "a", "b", "a", "a", "z", "z"],
-                          "x": [10.5, -20, 30, 300, 12, 500, 501],
-                          "y": [0, 10, -40, 0, 14, 0, 0], "z": [0, 20, 10, 0, 16, 0, 0],
-                          "n": [12, 12, 20, 9, 9, 5, 5]})
+    other = pd.DataFrame(
+        {
+            "study": ["t1"] * 3 + ["t2"] * 2 + ["t3"] * 2,
+            "contrast": ["a", "a", "b", "a", "a", "z", "z"],
+            "x": [10.5, -20, 30, 300, 12, 500, 501],
+            "y": [0, 10, -40, 0, 14, 0, 0],
+            "z": [0, 20, 10, 0, 16, 0, 0],
+            "n": [12, 12, 20, 9, 9, 5, 5],
+        }
+    )
     other.to_csv(d / "tal.csv", index=False)
     (d / "tal.json").write_text('{"space": "TAL"}')
-    return [demo_input / "nback.tsv", demo_input / "flanker.tsv", d / "nback_again.tsv",
-            d / "tal.csv", demo_input / "nback.tsv"]
+    return [
+        demo_input / "nback.tsv",
+        demo_input / "flanker.tsv",
+        d / "nback_again.tsv",
+        d / "tal.csv",
+        demo_input / "nback.tsv",
+    ]
 
 
 def test_database_reader_equals_read_studyset(db_files):
@@ -213,9 +270,10 @@ def test_database_dedup_and_index_equal_the_former_loop(db_files):
     assert len(new) < sum(len(read_studyset(f)) for f in db_files)  # duplicates went
     for merge in (True, False):
         for fwhm in (None, 9.0):
-            same_experiments(build_experiments(old, img.affine, shape, merge, fwhm),
-                             D.build_database_experiments(new, img.affine, shape, merge,
-                                                          fwhm))
+            same_experiments(
+                build_experiments(old, img.affine, shape, merge, fwhm),
+                D.build_database_experiments(new, img.affine, shape, merge, fwhm),
+            )
 
 
 def test_database_reader_falls_back_on_problems(tmp_path):
@@ -232,14 +290,26 @@ def test_database_reader_falls_back_on_problems(tmp_path):
 
 
 # ---- studysets and MACM seeds as independent units ------------------------------------------
-def test_two_studysets_and_their_macms_side_by_side_equal_one_process(demo_input, cluster,
-                                                                     small_chunks, tmp_path):
+def test_two_studysets_and_their_macms_side_by_side_equal_one_process(
+    demo_input, cluster, small_chunks, tmp_path
+):
     """Both studysets (each with its MACM) run as independent units sharing the cluster;
     every file equals the sequential single-process run's."""
     args = [a for a in FAST if a not in ("--studyset-label", "flanker")]
     assert main([str(demo_input), str(tmp_path / "one"), "group", *args]) == 0
-    assert main([str(demo_input), str(tmp_path / "dask"), "group", *args,
-                 "--dask-scheduler", cluster.scheduler_address]) == 0
+    assert (
+        main(
+            [
+                str(demo_input),
+                str(tmp_path / "dask"),
+                "group",
+                *args,
+                "--dask-scheduler",
+                cluster.scheduler_address,
+            ]
+        )
+        == 0
+    )
     a, b = tree_digest(tmp_path / "one"), tree_digest(tmp_path / "dask")
     assert {k.split("/")[0] for k in a} >= {"studyset-nback", "studyset-flanker"}
     assert a == b, sorted(k for k in a if a[k] != b.get(k))

@@ -61,8 +61,10 @@ def _one_error_line(lines: list[str]) -> str:
 
 
 def _maps(folder: Path) -> dict[str, bytes]:
-    return {p.name: np.asanyarray(nib.load(p).dataobj).tobytes()
-            for p in sorted(folder.glob("*.nii.gz"))}
+    return {
+        p.name: np.asanyarray(nib.load(p).dataobj).tobytes()
+        for p in sorted(folder.glob("*.nii.gz"))
+    }
 
 
 def _tables(folder: Path) -> dict[str, str]:
@@ -84,8 +86,9 @@ def _assert_nothing_partial(out: Path, finished: bool = False) -> None:
         # a studyset folder appears only complete (one rename after every file is
         # written): a kill after that rename, before the report, leaves it whole
         final = out / "studyset-pain"
-        assert not final.exists() or (final / ".csale_provenance.json").is_file(), \
+        assert not final.exists() or (final / ".csale_provenance.json").is_file(), (
             "partial results under the final name"
+        )
     else:
         assert (out / "studyset-pain" / ".csale_provenance.json").is_file()
 
@@ -127,8 +130,10 @@ def test_disk_full_then_resume(pain_dir, reference, tmp_path, capsys):
     mnt = tmp_path / "small"
     mnt.mkdir()
     if not _mount("-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)):
-        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN); "
-                    "test_file_size_limit_then_resume covers the RLIMIT_FSIZE variant")
+        pytest.skip(
+            "cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN); "
+            "test_file_size_limit_then_resume covers the RLIMIT_FSIZE variant"
+        )
     try:
         out = mnt / "out"
         code = _run(pain_dir, out)
@@ -208,12 +213,15 @@ def _unprivileged_prefix() -> tuple[list[str], bool]:
         pytest.skip("setpriv is not installed: cannot drop privileges")
     base = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     probe = [sys.executable, "-c", "import csale_app.cli.run"]
-    for prefix, plain in ((base, True),
-                          (base + ["--inh-caps=+dac_read_search",
-                                   "--ambient-caps=+dac_read_search"], False)):
+    for prefix, plain in (
+        (base, True),
+        (base + ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"], False),
+    ):
         try:
-            ok = subprocess.run(prefix + probe, capture_output=True, cwd="/",
-                                timeout=120).returncode == 0
+            ok = (
+                subprocess.run(prefix + probe, capture_output=True, cwd="/", timeout=120).returncode
+                == 0
+            )
         except OSError:
             ok = False
         if ok:
@@ -279,17 +287,29 @@ def test_unwritable_folders_and_caches_as_a_normal_user(pain_json, shared_dir):
         (secret / "secret.tsv").chmod(0)
         cases.append(["chmod000", [str(secret), str(open_out / "out_s"), *fast]])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "NUMBA_", "MPL"))}
-    env.update(HOME="/nonexistent", NUMBA_CACHE_DIR=str(shared_dir / "numba_cache"),
-               MPLCONFIGDIR=str(shared_dir / "matplotlib"), NUMBA_NUM_THREADS="1")
-    proc = subprocess.run(prefix + [sys.executable, "-c", SCRIPT, json.dumps(cases)],
-                          capture_output=True, text=True, cwd=str(shared_dir), env=env,
-                          timeout=900)
+    env.update(
+        HOME="/nonexistent",
+        NUMBA_CACHE_DIR=str(shared_dir / "numba_cache"),
+        MPLCONFIGDIR=str(shared_dir / "matplotlib"),
+        NUMBA_NUM_THREADS="1",
+    )
+    proc = subprocess.run(
+        prefix + [sys.executable, "-c", SCRIPT, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        cwd=str(shared_dir),
+        env=env,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.strip() == "", proc.stderr[-3000:]  # no cache warnings, nothing
     results = json.loads(proc.stdout.strip().splitlines()[-1])
 
-    for name, named in (("output", locked / "out"), ("work", locked / "work"),
-                        ("logs", logs_blocked / "logs")):
+    for name, named in (
+        ("output", locked / "out"),
+        ("work", locked / "work"),
+        ("logs", logs_blocked / "logs"),
+    ):
         code, err = results[name]
         lines = [line for line in err.splitlines() if line.strip()]
         msg = _one_error_line(lines)
@@ -299,8 +319,9 @@ def test_unwritable_folders_and_caches_as_a_normal_user(pain_json, shared_dir):
 
     code, err = results["ok"]
     assert code == EXIT_OK, err
-    assert "Traceback" not in err and "numba" not in err.lower() \
-        and "matplotlib" not in err.lower(), err
+    assert (
+        "Traceback" not in err and "numba" not in err.lower() and "matplotlib" not in err.lower()
+    ), err
     assert (open_out / "out_ok" / "studyset-pain").is_dir()
     log = "".join(p.read_text() for p in (open_out / "out_ok" / "logs").glob("*.log"))
     assert "numba cache: NUMBA_CACHE_DIR=" in log and "matplotlib cache:" in log, log[-2000:]
@@ -332,8 +353,14 @@ def test_no_writable_cache_anywhere_compiles_without_cache(shared_dir):
     cache.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "NUMBA_", "MPL"))}
     env.update(HOME="/nonexistent", NUMBA_CACHE_DIR=str(cache), MPLCONFIGDIR=str(cache))
-    proc = subprocess.run(prefix + [sys.executable, "-c", script], capture_output=True,
-                          text=True, cwd=str(shared_dir), env=env, timeout=300)
+    proc = subprocess.run(
+        prefix + [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=str(shared_dir),
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("ok"), proc.stdout
 
@@ -369,8 +396,9 @@ def test_random_sigkill_and_sigterm_then_resume(pain_dir, reference, tmp_path, c
     rng = random.Random(20261130)
     signals = [signal.SIGKILL, signal.SIGTERM, signal.SIGKILL]
     for sig in signals:
-        proc = subprocess.Popen(_cmd(pain_dir, out), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            _cmd(pain_dir, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         time.sleep(rng.uniform(1.0, 9.0))
         if proc.poll() is None:
             proc.send_signal(sig)
@@ -406,8 +434,9 @@ def test_two_concurrent_runs(pain_dir, reference, tmp_path, capsys):
     """The second run on a busy OUTPUT_DIR exits 73 at once naming the holder; once the
     holder is killed, its stale lock is taken over with a log line and the run resumes."""
     out = tmp_path / "out"
-    slow = subprocess.Popen(_cmd(pain_dir, out), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    slow = subprocess.Popen(
+        _cmd(pain_dir, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     lock = out / ".csale_lock-studyset-pain"
     try:
         deadline = time.monotonic() + 240
@@ -445,17 +474,30 @@ def test_lock_is_per_studyset_and_reentrant(tmp_path):
             pass
         assert (tmp_path / ".csale_lock-studyset-a").exists()
         other = subprocess.run(
-            [sys.executable, "-c", "import sys; from csale_app.outputs import bids; "
-             f"bids.OutputLock({str(tmp_path)!r}, sys.argv[1:]).acquire()", "b"],
-            capture_output=True, text=True)
+            [
+                sys.executable,
+                "-c",
+                "import sys; from csale_app.outputs import bids; "
+                f"bids.OutputLock({str(tmp_path)!r}, sys.argv[1:]).acquire()",
+                "b",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert other.returncode == 0, other.stderr  # another studyset: not blocked
         busy = subprocess.run(
-            [sys.executable, "-c", "import sys; from csale_app.outputs import bids\n"
-             "try:\n"
-             f"    bids.OutputLock({str(tmp_path)!r}, ['a']).acquire()\n"
-             "except Exception as e:\n"
-             "    print(type(e).__name__, e.exit_code)"],
-            capture_output=True, text=True)
+            [
+                sys.executable,
+                "-c",
+                "import sys; from csale_app.outputs import bids\n"
+                "try:\n"
+                f"    bids.OutputLock({str(tmp_path)!r}, ['a']).acquire()\n"
+                "except Exception as e:\n"
+                "    print(type(e).__name__, e.exit_code)",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert busy.stdout.split() == ["OutputError", "73"], busy
     assert not list(tmp_path.glob(".csale_lock*"))
     assert OutputError.exit_code == EXIT_CANT_CREATE

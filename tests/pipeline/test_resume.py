@@ -16,8 +16,21 @@ ANALYSIS_ARGS = {"ale": ["ale"], "csale": ["csale", "--roi-coords", "38,4,2", "-
 
 
 def _cmd(inp, out, analysis):
-    return [sys.executable, "-m", "csale_app", str(inp), str(out), "group", "--analyses",
-            *ANALYSIS_ARGS[analysis], "--n-iters", "2500", "--nprocs", "1", "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "csale_app",
+        str(inp),
+        str(out),
+        "group",
+        "--analyses",
+        *ANALYSIS_ARGS[analysis],
+        "--n-iters",
+        "2500",
+        "--nprocs",
+        "1",
+        "--quiet",
+    ]
 
 
 def _maps(folder):
@@ -30,7 +43,9 @@ def test_sigkill_then_resume_gives_identical_maps(tmp_path, pain_json, analysis)
     inp.mkdir()
     shutil.copy(pain_json, inp / "pain.json")
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(inp, killed, analysis), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cmd(inp, killed, analysis), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     work = killed / ".csale_work"
     deadline = time.time() + 300
     while time.time() < deadline:

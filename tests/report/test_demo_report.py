@@ -26,9 +26,23 @@ def demo(tmp_path_factory):
     # C-SALE clusters are not guaranteed at 40 permutations
     common = ["--roi", "cerebellum", "--n-iters", "40", "--voxel-thresh", "0.05", "--quiet"]
     assert main([str(base / "in"), str(out), "group", "--macm-seed", "roi", *common]) == 0
-    assert main([str(base / "in"), str(vs), "group", "--analyses", "csale",
-                 "--studyset-label", "nback", "--database", str(base / "in" / "flanker.tsv"),
-                 *common]) == 0
+    assert (
+        main(
+            [
+                str(base / "in"),
+                str(vs),
+                "group",
+                "--analyses",
+                "csale",
+                "--studyset-label",
+                "nback",
+                "--database",
+                str(base / "in" / "flanker.tsv"),
+                *common,
+            ]
+        )
+        == 0
+    )
     return {"all": out, "nback_vs_flanker": vs}
 
 
@@ -78,8 +92,9 @@ def test_summary_counts_equal_table_rows(demo, run):
         sec = report_pages.page(out, label)
         shown = re.search(r"<td>Experiments analysed</td><td>(\d+)", sec).group(1)
         rows = re.search(r"<summary>Experiments analysed \((\d+) rows\)</summary>", sec).group(1)
-        summary_row = re.search(rf"<td[^>]*><a [^>]*>{label}</a></td><td[^>]*>(\d+)</td>",
-                                text).group(1)
+        summary_row = re.search(
+            rf"<td[^>]*><a [^>]*>{label}</a></td><td[^>]*>(\d+)</td>", text
+        ).group(1)
         assert int(shown) == int(rows) == int(summary_row) == kept
         if kept < len(table):
             rest = re.search(r"<summary>Experiments not analysed \((\d+) rows\)</summary>", sec)
@@ -93,13 +108,16 @@ def test_peak_views_cut_at_listed_peaks(demo):
         for peak, table in re.findall(r'<figure data-peak="([^"]+)" data-table="([^"]+)"', text):
             (path,) = list(out.rglob(table))
             df = pd.read_csv(path, sep="\t")
-            peaks = pd.read_csv(path.with_name(path.name.replace("_clusters", "_peaks")),
-                                sep="\t")
-            listed = {",".join(f"{v:g}" for v in r)
-                      for r in df[["peak_x", "peak_y", "peak_z"]].itertuples(index=False)}
+            peaks = pd.read_csv(path.with_name(path.name.replace("_clusters", "_peaks")), sep="\t")
+            listed = {
+                ",".join(f"{v:g}" for v in r)
+                for r in df[["peak_x", "peak_y", "peak_z"]].itertuples(index=False)
+            }
             assert peak in listed
-            assert peak in {",".join(f"{v:g}" for v in r)
-                            for r in peaks[["x", "y", "z"]].itertuples(index=False)}
+            assert peak in {
+                ",".join(f"{v:g}" for v in r)
+                for r in peaks[["x", "y", "z"]].itertuples(index=False)
+            }
             n += 1
     assert n >= 2
 
@@ -131,16 +149,39 @@ def test_demo_output_folders_are_valid_bids(demo, tmp_path):
     folder = demo["nback_vs_flanker"] / "studyset-nback"
     seed = next(folder.glob("*_meta-csale_stat-z_desc-thresholded_statmap.nii.gz"))
     if not nib.load(seed).get_fdata().any():
-        seed = next((demo["all"] / "studyset-nback").glob(
-            "*_meta-ale_stat-z_desc-thresholded_statmap.nii.gz"))
+        seed = next(
+            (demo["all"] / "studyset-nback").glob(
+                "*_meta-ale_stat-z_desc-thresholded_statmap.nii.gz"
+            )
+        )
     assert nib.load(seed).get_fdata().any()
     seed_file = tmp_path / "seed" / "nback_csale_clusters.nii.gz"
     seed_file.parent.mkdir()
     shutil.copy(seed, seed_file)
     inp = demo["all"].parent / "in"
     out = tmp_path / "demo_output_macm"
-    assert main([str(inp), str(out), "group", "--analyses", "macm", "--macm-seed", "roi",
-                 "--roi", str(seed_file), "--studyset-label", "nback", "--n-iters", "40",
-                 "--voxel-thresh", "0.05", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                str(inp),
+                str(out),
+                "group",
+                "--analyses",
+                "macm",
+                "--macm-seed",
+                "roi",
+                "--roi",
+                str(seed_file),
+                "--studyset-label",
+                "nback",
+                "--n-iters",
+                "40",
+                "--voxel-thresh",
+                "0.05",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert list((out / "studyset-nback").glob("macm-*"))
     assert_valid_bids(out)

@@ -33,21 +33,27 @@ def test_key_follows_content_not_page_text(mask_img, rng):
     moved[0, 0, 0] = 1
     others = [
         figure_key("roi_figure", {"mask_img": nib.Nifti1Image(moved, AFFINE)}),
-        figure_key("roi_figure", {"mask_img": nib.Nifti1Image(
-            np.asanyarray(mask_img.dataobj), np.diag([3.0, 2, 2, 1]))}),
+        figure_key(
+            "roi_figure",
+            {"mask_img": nib.Nifti1Image(np.asanyarray(mask_img.dataobj), np.diag([3.0, 2, 2, 1]))},
+        ),
         figure_key("roi_figure", {"mask_img": mask_img, "threshold": 0.5}),
         figure_key("slices_figure", {"mask_img": mask_img}),
-        figure_key("roi_figure", {"mask_img": nib.Nifti1Image(
-            np.asanyarray(mask_img.dataobj).astype(np.float32), AFFINE)}),
+        figure_key(
+            "roi_figure",
+            {
+                "mask_img": nib.Nifti1Image(
+                    np.asanyarray(mask_img.dataobj).astype(np.float32), AFFINE
+                )
+            },
+        ),
     ]
     assert len({key, *others}) == 1 + len(others)
     df = pd.DataFrame({"max_ale": rng.random(20)})
     changed = df.copy()
     changed.iloc[3, 0] += 1e-9
-    assert figure_key("null_figure", {"null": df}) == figure_key("null_figure",
-                                                                 {"null": df.copy()})
-    assert figure_key("null_figure", {"null": df}) != figure_key("null_figure",
-                                                                 {"null": changed})
+    assert figure_key("null_figure", {"null": df}) == figure_key("null_figure", {"null": df.copy()})
+    assert figure_key("null_figure", {"null": df}) != figure_key("null_figure", {"null": changed})
     assert figure_key("x", {"obj": object()}) is None  # no content key: never shared
 
 
@@ -68,17 +74,24 @@ def test_same_picture_is_drawn_once_in_a_report(mask_img, monkeypatch):
     cache = FigureCache()
     calls = []
     real = figures.render_figure
-    monkeypatch.setattr(figures, "render_figure", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(
+        figures, "render_figure", lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+    )
     with active(cache):
         a = figures.roi_figure(mask_img, "Region of interest: one", caption="first")
-        b = figures.roi_figure(nib.Nifti1Image(np.asanyarray(mask_img.dataobj).copy(), AFFINE),
-                               "Region of interest: two")
+        b = figures.roi_figure(
+            nib.Nifti1Image(np.asanyarray(mask_img.dataobj).copy(), AFFINE),
+            "Region of interest: two",
+        )
         c = figures.peak_figure(mask_img, "peak", (6.0, 8.0, 10.0), attrs={"peak": "6,8,10"})
         d = figures.peak_figure(mask_img, "peak again", (6.0, 8.0, 10.0), attrs={"peak": "x"})
     assert calls == ["Region of interest: one", "peak"]
     assert (cache.drawn, cache.hits) == (2, 2)
-    assert a.ok and a.uri == b.uri and (a.title, b.title) == ("Region of interest: one",
-                                                             "Region of interest: two")
+    assert (
+        a.ok
+        and a.uri == b.uri
+        and (a.title, b.title) == ("Region of interest: one", "Region of interest: two")
+    )
     assert (a.caption, b.caption) == ("first", "")
     assert c.uri == d.uri and (c.attrs, d.attrs) == ({"peak": "6,8,10"}, {"peak": "x"})
     # outside a report nothing is shared
@@ -86,8 +99,7 @@ def test_same_picture_is_drawn_once_in_a_report(mask_img, monkeypatch):
     assert calls[-1] == "again"
 
 
-def test_stored_figures_are_reused_by_a_later_report_and_pruned(tmp_path, mask_img,
-                                                                monkeypatch):
+def test_stored_figures_are_reused_by_a_later_report_and_pruned(tmp_path, mask_img, monkeypatch):
     folder = tmp_path / "report-figures"
     with active(FigureCache(folder)) as first:
         fig = figures.roi_figure(mask_img, "ROI")

@@ -34,8 +34,9 @@ N_STUDYSETS = 60
 SPOTS = np.array([(-30, -62, -28), (30, -64, -30), (2, -70, -20), (-20, -50, -50)], float)
 
 
-def write_input(folder: Path, n_studysets: int = N_STUDYSETS, n_distinct: int = 2,
-                n_experiments: int = 20) -> None:
+def write_input(
+    folder: Path, n_studysets: int = N_STUDYSETS, n_distinct: int = 2, n_experiments: int = 20
+) -> None:
     """``n_studysets`` TSV files cycling through ``n_distinct`` generated studysets."""
     folder.mkdir(parents=True)
     tables = []
@@ -45,9 +46,17 @@ def write_input(folder: Path, n_studysets: int = N_STUDYSETS, n_distinct: int = 
         for e in range(n_experiments):
             for _ in range(6):
                 xyz = SPOTS[rng.integers(0, len(SPOTS) - k)] + rng.normal(0, 4, 3)
-                rows.append({"study_id": f"set{k}_study{e:02d}", "contrast_id": "c1",
-                             "x": round(xyz[0]), "y": round(xyz[1]), "z": round(xyz[2]),
-                             "space": "MNI", "sample_size": 12 + (e * 7) % 30})
+                rows.append(
+                    {
+                        "study_id": f"set{k}_study{e:02d}",
+                        "contrast_id": "c1",
+                        "x": round(xyz[0]),
+                        "y": round(xyz[1]),
+                        "z": round(xyz[2]),
+                        "space": "MNI",
+                        "sample_size": 12 + (e * 7) % 30,
+                    }
+                )
         tables.append(pd.DataFrame(rows))
     for i in range(n_studysets):
         tables[i % n_distinct].to_csv(folder / f"task{i:02d}.tsv", sep="\t", index=False)
@@ -58,8 +67,23 @@ def sixty(tmp_path_factory):
     base = tmp_path_factory.mktemp("sixty")
     write_input(base / "in")
     out = base / "out"
-    assert main([str(base / "in"), str(out), "group", "--analyses", "ale", "--roi",
-                 "cerebellum", "--n-iters", "25", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                str(base / "in"),
+                str(out),
+                "group",
+                "--analyses",
+                "ale",
+                "--roi",
+                "cerebellum",
+                "--n-iters",
+                "25",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -103,7 +127,7 @@ def test_chromium_opens_entry_page_and_a_studyset_page_by_its_link(sixty, tmp_pa
 
 def test_flatmap_is_the_first_figure_for_a_cerebellar_roi(sixty):
     html = report_pages.page(sixty, "task00")
-    sec = html[html.index('id="studyset-task00-ale"'):]
+    sec = html[html.index('id="studyset-task00-ale"') :]
     first = re.search(r"<figure([^>]*)>", sec).group(1)
     assert 'data-flatmap="suit"' in first
     assert "SUIT flatmap of the thresholded z map" in sec and "lobule borders" in sec
@@ -124,9 +148,12 @@ def test_lobule_table_sums_to_the_map_voxel_count(sixty):
         assert list(lobules["n_voxels"]) == sorted(lobules["n_voxels"], reverse=True)
         side = json.loads(tsv.with_suffix(".json").read_text())
         assert set(table.columns) <= set(side) and "SUIT" in side["Atlas"]["Name"]
-        shown = re.search(r"Significant voxels per SUIT lobule.*?</table>\s*<div "
-                          r'class="tablenote">(\d+) significant voxels',
-                          report_pages.page(sixty, label), re.DOTALL | re.IGNORECASE)
+        shown = re.search(
+            r"Significant voxels per SUIT lobule.*?</table>\s*<div "
+            r'class="tablenote">(\d+) significant voxels',
+            report_pages.page(sixty, label),
+            re.DOTALL | re.IGNORECASE,
+        )
         assert shown and int(shown.group(1)) == n_map
         checked += 1
     assert checked == 2
@@ -147,8 +174,11 @@ def test_lobule_table_counts_by_hand():
     table = lobule_table(mask)
     assert list(table["suit_label"]) == [codes[0], codes[1], 0]
     assert list(table["n_voxels"]) == [7, 3, 1] and table["lobule"].iloc[-1] == OUTSIDE
-    assert table["percent_of_result"].tolist() == [round(700 / 11, 2), round(300 / 11, 2),
-                                                   round(100 / 11, 2)]
+    assert table["percent_of_result"].tolist() == [
+        round(700 / 11, 2),
+        round(300 / 11, 2),
+        round(100 / 11, 2),
+    ]
     size = int((atlas == codes[0]).sum())
     assert table["percent_of_lobule"].iloc[0] == round(700 / size, 2)
     assert lobule_table(np.zeros(atlas.shape, bool)) is None  # not cerebellar: no table

@@ -22,8 +22,13 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def _nilearn(data, affine, target):
     from nilearn.image import resample_to_img
 
-    out = resample_to_img(nib.Nifti1Image(data, affine), target, interpolation="nearest",
-                          force_resample=True, copy_header=True)
+    out = resample_to_img(
+        nib.Nifti1Image(data, affine),
+        target,
+        interpolation="nearest",
+        force_resample=True,
+        copy_header=True,
+    )
     return np.asanyarray(out.dataobj)
 
 
@@ -51,9 +56,11 @@ def test_resampling_other_grids_is_nilearns(case):
         affine[:2, :2] = 2.5 * np.array([[c, -s], [s, c]])
     if case == "nan":
         data[3, 4, 5] = np.nan
-    target = nib.Nifti1Image(np.zeros((30, 32, 28), np.int8),
-                             np.diag([2.0, 2.0, 2.0, 1.0]) + np.array(
-                                 [[0, 0, 0, -29], [0, 0, 0, -31.5], [0, 0, 0, -27], [0] * 4]))
+    target = nib.Nifti1Image(
+        np.zeros((30, 32, 28), np.int8),
+        np.diag([2.0, 2.0, 2.0, 1.0])
+        + np.array([[0, 0, 0, -29], [0, 0, 0, -31.5], [0, 0, 0, -27], [0] * 4]),
+    )
     ours = resample_nearest(data, affine, target.affine, target.shape)
     theirs = _nilearn(data, affine, target)
     assert np.array_equal(ours, theirs, equal_nan=True)
@@ -79,8 +86,9 @@ def test_run_parallel_same_results_and_logs(caplog):
         out = forked.run_parallel(tasks, 2)
     assert [v for v, _ in out] == [i * i for i in range(7)]
     assert len({pid for _, pid in out}) == 2  # this process and one copy
-    assert sorted(r.getMessage() for r in caplog.records if r.name == "csale_app.test") == \
-        sorted(f"task {i}" for i in range(7))  # the copy's records replayed here
+    assert sorted(r.getMessage() for r in caplog.records if r.name == "csale_app.test") == sorted(
+        f"task {i}" for i in range(7)
+    )  # the copy's records replayed here
 
 
 def test_run_parallel_redoes_what_a_copy_lost():
@@ -119,15 +127,16 @@ def test_report_process_unused_is_stopped_at_once():
 def test_run_does_not_import_the_plotting_stack_before_the_report():
     """The run's own process reaches the report without matplotlib or nilearn.image (the
     report process imports them); the atlas labels no longer need nilearn."""
-    code = ("import sys\n"
-            "from csale_app.stats.labels import label_at\n"
-            "from csale_app.report.forked import start_report_process\n"
-            "import csale_app.pipeline\n"
-            "label_at((0.0, -60.0, -30.0))\n"
-            "print(sorted(m for m in ('matplotlib', 'nilearn.image', 'sklearn') "
-            "if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys\n"
+        "from csale_app.stats.labels import label_at\n"
+        "from csale_app.report.forked import start_report_process\n"
+        "import csale_app.pipeline\n"
+        "label_at((0.0, -60.0, -30.0))\n"
+        "print(sorted(m for m in ('matplotlib', 'nilearn.image', 'sklearn') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -137,8 +146,7 @@ def _pixels(uri: str) -> np.ndarray:
 
     from PIL import Image
 
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
-                      .convert("RGB"))
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
 
 
 def test_figures_same_pixels_as_before(monkeypatch):
@@ -156,10 +164,18 @@ def test_figures_same_pixels_as_before(monkeypatch):
     data[30:36, 50:58, 40:46] = 4.0
     affine = np.array([[-2, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1.0]])
     img = nib.Nifti1Image(data, affine)
-    foci = pd.DataFrame({"x_mni": [-30.0, 20.0], "y_mni": [-20.0, 10.0], "z_mni": [10.0, 40.0],
-                         "experiment_id": ["a", "b"]})
-    fast = [_pixels(figures.glass_brain_figure.__wrapped__(img, "g").uri),
-            _pixels(figures.foci_figure.__wrapped__(foci, "f").uri)]
+    foci = pd.DataFrame(
+        {
+            "x_mni": [-30.0, 20.0],
+            "y_mni": [-20.0, 10.0],
+            "z_mni": [10.0, 40.0],
+            "experiment_id": ["a", "b"],
+        }
+    )
+    fast = [
+        _pixels(figures.glass_brain_figure.__wrapped__(img, "g").uri),
+        _pixels(figures.foci_figure.__wrapped__(foci, "f").uri),
+    ]
 
     def savefig_uri(fig) -> str:
         import base64
@@ -169,12 +185,15 @@ def test_figures_same_pixels_as_before(monkeypatch):
         buf.seek(0)
         out = io.BytesIO()
         Image.open(buf).convert("RGB").quantize(
-            figures.COLOURS, method=Image.Quantize.MEDIANCUT).save(out, format="PNG")
+            figures.COLOURS, method=Image.Quantize.MEDIANCUT
+        ).save(out, format="PNG")
         return figures.PNG_URI + base64.b64encode(out.getvalue()).decode("ascii")
 
     monkeypatch.setattr(figures, "_outlines_without_limits", contextlib.nullcontext)
     monkeypatch.setattr(figures, "to_data_uri", savefig_uri)
-    plain = [_pixels(figures.glass_brain_figure.__wrapped__(img, "g").uri),
-             _pixels(figures.foci_figure.__wrapped__(foci, "f").uri)]
+    plain = [
+        _pixels(figures.glass_brain_figure.__wrapped__(img, "g").uri),
+        _pixels(figures.foci_figure.__wrapped__(foci, "f").uri),
+    ]
     for a, b in zip(fast, plain):
         assert a.shape == b.shape and np.array_equal(a, b)

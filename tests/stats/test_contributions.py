@@ -39,8 +39,9 @@ def ours(nimare_diagnostics, pain_experiments, brain):
     table, kid = kernels_for(pain_experiments, grid, None, 8.0)
     ma = observed_ma(pain_experiments, grid, table, kid)
     labels = np.rint(jk.get_map(LABEL_MAP, return_type="array")).astype(np.int32)
-    df = contributions(ma, labels, pain_experiments.ids, grid, pain_experiments.ijk,
-                       pain_experiments.focus_start)
+    df = contributions(
+        ma, labels, pain_experiments.ids, grid, pain_experiments.ijk, pain_experiments.focus_start
+    )
     return grid, ma, labels, df
 
 
@@ -102,8 +103,12 @@ def test_tiny_synthetic_case():
     mask[1:3, 1:3, 1:3] = True
     grid = build_grid(mask)
     # 8 mask voxels; experiment 0 touches voxels 0 and 1, experiment 1 touches voxel 1.
-    ma = MAMaps(indptr=np.array([0, 2, 3]), cols=np.array([0, 1, 1], dtype=np.int32),
-                vals=np.array([0.5, 0.5, 0.5], dtype=np.float32), n_mask=8)
+    ma = MAMaps(
+        indptr=np.array([0, 2, 3]),
+        cols=np.array([0, 1, 1], dtype=np.int32),
+        vals=np.array([0.5, 0.5, 0.5], dtype=np.float32),
+        n_mask=8,
+    )
     labels = np.zeros(8, dtype=np.int32)
     labels[[0, 1]] = 1
     ids, jk = jackknife(ma, labels)
@@ -123,7 +128,8 @@ def test_no_clusters_gives_empty_table():
 
     grid = build_grid(np.ones((2, 2, 2), bool))
     ma = MAMaps(np.array([0, 1]), np.array([0], np.int32), np.array([0.1], np.float32), 8)
-    df = contributions(ma, np.zeros(8, np.int32), ["a"], grid, np.zeros((1, 3), np.int32),
-                       np.array([0, 1]))
+    df = contributions(
+        ma, np.zeros(8, np.int32), ["a"], grid, np.zeros((1, 3), np.int32), np.array([0, 1])
+    )
     assert df.empty and list(df.columns)[:2] == ["cluster_id", "experiment_id"]
     assert isinstance(summarize(df), pd.Series)

@@ -27,9 +27,17 @@ def mask():
 def _exps(ijk, counts, sizes):
     starts = np.r_[0, np.cumsum(counts)].astype(np.int64)
     n = len(counts)
-    return Experiments([f"e{i}" for i in range(n)], [f"e{i}" for i in range(n)], [""] * n,
-                       np.asarray(sizes, float), starts, np.asarray(ijk, np.int32),
-                       np.zeros((len(ijk), 3)), None, None)
+    return Experiments(
+        [f"e{i}" for i in range(n)],
+        [f"e{i}" for i in range(n)],
+        [""] * n,
+        np.asarray(sizes, float),
+        starts,
+        np.asarray(ijk, np.int32),
+        np.zeros((len(ijk), 3)),
+        None,
+        None,
+    )
 
 
 def test_base_rate_is_normalised_kernel_sum(mask, rng):
@@ -69,10 +77,10 @@ def test_sampled_foci_follow_the_base_rate(mask):
     assert pval > 1e-3, (chi2, pval)
 
 
-@pytest.mark.parametrize("voxel_thresh,n_iters,pool", [(0.1, 40, False), (0.05, 61, False),
-                                                       (0.1, 50, True)])
-def test_streaming_cluster_null_equals_quadratic_definition(mask, rng, voxel_thresh, n_iters,
-                                                            pool):
+@pytest.mark.parametrize(
+    "voxel_thresh,n_iters,pool", [(0.1, 40, False), (0.05, 61, False), (0.1, 50, True)]
+)
+def test_streaming_cluster_null_equals_quadratic_definition(mask, rng, voxel_thresh, n_iters, pool):
     """Counts and the cluster-FWE null from one pass (kept top-K values and permutations,
     merged across threads and chunks) equal the O(n^2) definition. ``pool``: foci drawn
     from 6 fixed voxels, so many permutations tie at a voxel."""
@@ -87,16 +95,20 @@ def test_streaming_cluster_null_equals_quadratic_definition(mask, rng, voxel_thr
     obs = (1 - np.exp(null_log[:5].astype(np.float64).sum(axis=0) / 5)).astype(np.float32)
     K = top_k_size(voxel_thresh, n_iters)
     backend = CPUBackend(2)
-    parts = [backend.csale_pass1_chunk(plan, a, b, observed_log(obs), K)
-             for a, b in ((0, 17), (17, n_iters - 17))]
+    parts = [
+        backend.csale_pass1_chunk(plan, a, b, observed_log(obs), K)
+        for a, b in ((0, 17), (17, n_iters - 17))
+    ]
     top, top_id = merge_top([p["top"] for p in parts], [p["top_id"] for p in parts], K)
     np.testing.assert_array_equal(top, np.sort(null_log.T, axis=1)[:, :K])
     counts = parts[0]["counts"] + parts[1]["counts"]
     np.testing.assert_array_equal(
         np.clip(counts / n_iters, 1 / n_iters, 1 - 1 / n_iters),
-        naive.exceedance_p(null_log, observed_log(obs)))
-    sizes = cluster_null_sizes(top, top_id, voxel_thresh * (n_iters - 1), n_iters,
-                               grid.forward_neighbours, 2)
+        naive.exceedance_p(null_log, observed_log(obs)),
+    )
+    sizes = cluster_null_sizes(
+        top, top_id, voxel_thresh * (n_iters - 1), n_iters, grid.forward_neighbours, 2
+    )
     expected = naive.csale_cluster_null(null_log, voxel_thresh, mask, grid.mask_ijk)
     assert expected.max() > 0
     np.testing.assert_array_equal(sizes, expected)

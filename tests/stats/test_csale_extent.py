@@ -21,8 +21,12 @@ from csale_app.kernels.plan import build_grid
 from csale_app.settings import OptionValueError, subsample_size
 from csale_app.stats.csale import CSALEParams, extent_labels, run_csale
 from csale_app.stats.montecarlo import NullRun
-from csale_app.stats.subsamples import (correlation_table, share_maps, subsample_count,
-                                        subsample_units)
+from csale_app.stats.subsamples import (
+    correlation_table,
+    share_maps,
+    subsample_count,
+    subsample_units,
+)
 from csale_app.tasks import ClientLock, run_all
 
 from tests import report_pages
@@ -30,8 +34,7 @@ from tests import report_pages
 STUDY_FACES = ndimage.generate_binary_structure(3, 1)
 
 
-def study_extent(p_vol: np.ndarray, roi_vol: np.ndarray, voxel_thresh: float,
-                 k: int) -> np.ndarray:
+def study_extent(p_vol: np.ndarray, roi_vol: np.ndarray, voxel_thresh: float, k: int) -> np.ndarray:
     """The study's cluster-extent voxel set: ROI first, p < thresh, faces, size > k."""
     supra = roi_vol & (p_vol < voxel_thresh)
     labels, n = ndimage.label(supra, STUDY_FACES)
@@ -133,10 +136,33 @@ def _image(folder, pattern):
 @pytest.fixture(scope="module")
 def nback_vs_flanker(demo_input, tmp_path_factory):
     out = tmp_path_factory.mktemp("extent") / "out"
-    assert main([str(demo_input), str(out), "group", "--analyses", "csale",
-                 "--studyset-label", "nback", "--database", str(demo_input / "flanker.tsv"),
-                 "--roi", "cerebellum", "--n-iters", str(NBACK_ITERS), "--nprocs", "2",
-                 "--subsamples", str(N_SUB), "--subsample-size", "0.5", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                str(demo_input),
+                str(out),
+                "group",
+                "--analyses",
+                "csale",
+                "--studyset-label",
+                "nback",
+                "--database",
+                str(demo_input / "flanker.tsv"),
+                "--roi",
+                "cerebellum",
+                "--n-iters",
+                str(NBACK_ITERS),
+                "--nprocs",
+                "2",
+                "--subsamples",
+                str(N_SUB),
+                "--subsample-size",
+                "0.5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out / "studyset-nback"
 
 
@@ -174,15 +200,18 @@ def test_extent_cluster_table_rows_are_the_maps_connected_components(nback_vs_fl
 def test_subsample_share_maps_and_correlations_on_nback(nback_vs_flanker):
     folder = nback_vs_flanker
     roi = _image(folder, "*_roi-*_mask.nii.gz") > 0
-    table = pd.read_csv(next(folder.glob("*_meta-csale_desc-subsamples_correlations.tsv")),
-                        sep="\t")
+    table = pd.read_csv(
+        next(folder.glob("*_meta-csale_desc-subsamples_correlations.tsv")), sep="\t"
+    )
     side = json.loads(next(folder.glob("*_desc-subsamples_correlations.json")).read_text())
     assert len(table) == N_SUB and list(table["subsample"]) == [1, 2, 3]
     assert (table["n_experiments"] == 47).all()  # round(0.5 * 94)
     assert table["pearson_r"].between(-1, 1).all() and "ROI" in side["pearson_r"]["Description"]
     assert all(len(ids.split("|")) == 47 for ids in table["experiment_ids"])
-    for desc, column in (("subsamplesextent", "extent_voxels"),
-                         ("subsamplesclusterfwe", "significant_voxels")):
+    for desc, column in (
+        ("subsamplesextent", "extent_voxels"),
+        ("subsamplesclusterfwe", "significant_voxels"),
+    ):
         share = _image(folder, f"*_meta-csale_stat-prob_desc-{desc}_statmap.nii.gz")
         assert share.min() >= 0 and share.max() <= 1 and share.max() > 0
         assert not share[~roi].any()  # thresholded: inside the ROI only
@@ -192,9 +221,12 @@ def test_subsample_share_maps_and_correlations_on_nback(nback_vs_flanker):
     map_side = json.loads(next(folder.glob("*_desc-subsamplesextent_statmap.json")).read_text())
     assert "cluster-extent" in map_side["Statistic"] and map_side["Subsamples"] == N_SUB
     report = report_pages.text(folder.parent)
-    for text in ("share of subsamples surviving the cluster-extent rule",
-                 "share of subsamples surviving the cluster-level FWE rule",
-                 "correlation of each subsample", "cluster-extent map (the study"):
+    for text in (
+        "share of subsamples surviving the cluster-extent rule",
+        "share of subsamples surviving the cluster-level FWE rule",
+        "correlation of each subsample",
+        "cluster-extent map (the study",
+    ):
         assert text in report.replace("&#39;", "'"), text
 
 
@@ -208,16 +240,30 @@ def test_subsample_size_is_a_count_or_a_fraction():
             subsample_size(bad)
     assert subsample_count(25, 94) == 25 and subsample_count(0.5, 94) == 47
     assert subsample_count(0.2, 21) == 4 and subsample_count(93, 94) == 93
-    for size, n in ((94, 94), (200, 94), (0.995, 94), (0.01, 94), (1, 94), (1.5, 94),
-                    (True, 94)):
+    for size, n in ((94, 94), (200, 94), (0.995, 94), (0.01, 94), (1, 94), (1.5, 94), (True, 94)):
         with pytest.raises(ValueError):
             subsample_count(size, n)
 
 
 def test_bad_subsample_size_is_refused_before_any_output(pain_input, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main([str(pain_input), str(out), "group", "--analyses", "csale", "--subsamples",
-                 "2", "--subsample-size", "21", "--quiet"]) == 64
+    assert (
+        main(
+            [
+                str(pain_input),
+                str(out),
+                "group",
+                "--analyses",
+                "csale",
+                "--subsamples",
+                "2",
+                "--subsample-size",
+                "21",
+                "--quiet",
+            ]
+        )
+        == 64
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert "--subsample-size 21" in err[-1] and "21 experiments" in err[-1]
     assert not out.exists()
@@ -234,7 +280,8 @@ class _Lock:
 
 
 def test_subsamples_do_not_depend_on_the_executor_and_follow_the_study_rule(
-        pain_experiments, brain):
+    pain_experiments, brain
+):
     img, mask = brain
     roi = sphere_roi([(38.0, 4.0, 2.0)], 14.0, img, mask)
     analysis = sphere_roi([(38.0, 4.0, 2.0)], 20.0, img, mask).mask
@@ -244,8 +291,18 @@ def test_subsamples_do_not_depend_on_the_executor_and_follow_the_study_rule(
     params = CSALEParams(120, voxel_thresh=0.01, min_cluster_size=5, seed=3)
     run = NullRun(CPUBackend(2), chunk_size=60)
     full = run_csale(exps, pain_experiments, grid, img.affine, report_mask, params, run)
-    units = lambda: subsample_units(exps, pain_experiments, grid, img.affine, report_mask,
-                                    params, run, full.maps["stat-z"], n_subsamples=3, size=0.6)
+    units = lambda: subsample_units(
+        exps,
+        pain_experiments,
+        grid,
+        img.affine,
+        report_mask,
+        params,
+        run,
+        full.maps["stat-z"],
+        n_subsamples=3,
+        size=0.6,
+    )
     serial = run_all(None, units())
     side_by_side = run_all(_Lock(), units())
     for a, b in zip(serial, side_by_side):
@@ -261,9 +318,15 @@ def test_subsamples_do_not_depend_on_the_executor_and_follow_the_study_rule(
     assert len(correlation_table(serial, exps)) == 3
     # each subsample's extent map is the study's rule on its own p map
     for r in serial:
-        sub = run_csale(exps.subset(r.experiments), pain_experiments, grid, img.affine,
-                        report_mask, CSALEParams(120, voxel_thresh=0.01, min_cluster_size=5,
-                                                 seed=r.seed), run)
+        sub = run_csale(
+            exps.subset(r.experiments),
+            pain_experiments,
+            grid,
+            img.affine,
+            report_mask,
+            CSALEParams(120, voxel_thresh=0.01, min_cluster_size=5, seed=r.seed),
+            run,
+        )
         study = study_extent(grid.to_volume(sub.p, fill=1.0), roi.mask, 0.01, 5)
         np.testing.assert_array_equal(grid.to_volume(r.extent).astype(bool), study)
         np.testing.assert_array_equal(r.significant, sub.significant_labels > 0)

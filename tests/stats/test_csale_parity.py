@@ -38,17 +38,39 @@ def test_deterministic_csale_matches_nimare_scale(roi_setup, pain_experiments):
     img, mask, exps = roi_setup
     assert exps.n_experiments >= 10
     grid = build_grid(mask)
-    ours = run_csale(exps, pain_experiments, grid, img.affine, None,
-                     CSALEParams(N, voxel_thresh=0.001, cluster_alpha=0.05, min_cluster_size=10,
-                                 seed=11, null_kind="deterministic"), NullRun(CPUBackend(2)))
+    ours = run_csale(
+        exps,
+        pain_experiments,
+        grid,
+        img.affine,
+        None,
+        CSALEParams(
+            N,
+            voxel_thresh=0.001,
+            cluster_alpha=0.05,
+            min_cluster_size=10,
+            seed=11,
+            null_kind="deterministic",
+        ),
+        NullRun(CPUBackend(2)),
+    )
     # the same experiments, foci and pool for NiMARE
     data = {}
     for e in range(exps.n_experiments):
-        xyz = exps.xyz_mni[exps.focus_start[e]:exps.focus_start[e + 1]]
-        data[f"s{e}"] = {"contrasts": {"1": {
-            "coords": {"space": "MNI", "x": xyz[:, 0].tolist(), "y": xyz[:, 1].tolist(),
-                       "z": xyz[:, 2].tolist()},
-            "metadata": {"sample_sizes": [float(exps.sample_size[e])]}}}}
+        xyz = exps.xyz_mni[exps.focus_start[e] : exps.focus_start[e + 1]]
+        data[f"s{e}"] = {
+            "contrasts": {
+                "1": {
+                    "coords": {
+                        "space": "MNI",
+                        "x": xyz[:, 0].tolist(),
+                        "y": xyz[:, 1].tolist(),
+                        "z": xyz[:, 2].tolist(),
+                    },
+                    "metadata": {"sample_sizes": [float(exps.sample_size[e])]},
+                }
+            }
+        }
     pool_ijk = pain_experiments.ijk[mask[tuple(pain_experiments.ijk.T)]]
     pool_xyz = pool_ijk @ img.affine[:3, :3].T + img.affine[:3, 3]
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), img.affine)
@@ -89,13 +111,28 @@ def test_cluster_fwe_false_positive_rate_is_alpha(roi_setup, pain_experiments):
         ijk = sampler.ijk[np.minimum(idx, len(sampler.cdf) - 1)]
         starts = np.r_[0, np.cumsum(counts)].astype(np.int64)
         sizes = gen.integers(10, 30, n_exp).astype(float)
-        exps = Experiments([f"e{i}" for i in range(n_exp)], [f"e{i}" for i in range(n_exp)],
-                           [""] * n_exp, sizes, starts, ijk.astype(np.int32),
-                           np.zeros((len(ijk), 3)), None, None)
-        res = run_csale(exps, pain_experiments, grid, img.affine, None,
-                        CSALEParams(200, voxel_thresh=0.01, cluster_alpha=0.05,
-                                    min_cluster_size=10, seed=1000 + sim),
-                        NullRun(backend, chunk_size=200))
+        exps = Experiments(
+            [f"e{i}" for i in range(n_exp)],
+            [f"e{i}" for i in range(n_exp)],
+            [""] * n_exp,
+            sizes,
+            starts,
+            ijk.astype(np.int32),
+            np.zeros((len(ijk), 3)),
+            None,
+            None,
+        )
+        res = run_csale(
+            exps,
+            pain_experiments,
+            grid,
+            img.affine,
+            None,
+            CSALEParams(
+                200, voxel_thresh=0.01, cluster_alpha=0.05, min_cluster_size=10, seed=1000 + sim
+            ),
+            NullRun(backend, chunk_size=200),
+        )
         hits += int(len(res.clusters) > 0)
         voxel_fp.append(float(np.mean(res.p < 0.01)))
     fwer = hits / n_sims

@@ -26,10 +26,13 @@ def _ijk(affine, xyz):
 
 def _cube(vol, centre, half, peak):
     i, j, k = centre
-    sl = (slice(i - half, i + half + 1), slice(j - half, j + half + 1),
-          slice(k - half, k + half + 1))
+    sl = (
+        slice(i - half, i + half + 1),
+        slice(j - half, j + half + 1),
+        slice(k - half, k + half + 1),
+    )
     g = np.indices((2 * half + 1,) * 3) - half
-    vol[sl] = np.maximum(vol[sl], peak - np.sqrt((g ** 2).sum(axis=0)))
+    vol[sl] = np.maximum(vol[sl], peak - np.sqrt((g**2).sum(axis=0)))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def synthetic(template):
     # A bar along y in the right frontal lobe with two bumps 20 mm apart and a shoulder 4 mm
     # from the first: peaks 3 and 2.5 are reported, the shoulder (2.9) is not (< 8 mm).
     bar = _ijk(affine, (40, 20, 30))
-    vol[bar[0], bar[1]:bar[1] + 12, bar[2]] = 1.0 + 0.1 * np.arange(12)  # no plateau
+    vol[bar[0], bar[1] : bar[1] + 12, bar[2]] = 1.0 + 0.1 * np.arange(12)  # no plateau
     vol[bar[0], bar[1] + 1, bar[2]] = 3.0
     vol[bar[0], bar[1] + 3, bar[2]] = 2.9
     vol[bar[0], bar[1] + 2, bar[2]] = 1.5
@@ -122,9 +125,17 @@ def test_peaks_table_subpeaks_8mm_apart(template, synthetic):
     affine, mask, grid = template
     stat, labels, where = synthetic
     peaks = L.peaks_table(stat, labels, grid, affine)
-    assert set(peaks.columns) >= {"cluster_id", "peak_id", "x", "y", "z", "value",
-                                  "label_suit_cerebellar", "label_aal3_subcortical",
-                                  "label_ho_cortical"}
+    assert set(peaks.columns) >= {
+        "cluster_id",
+        "peak_id",
+        "x",
+        "y",
+        "z",
+        "value",
+        "label_suit_cerebellar",
+        "label_aal3_subcortical",
+        "label_ho_cortical",
+    }
     b = where["bar"]
     bar_id = grid.to_volume(labels)[b[0], b[1] + 1, b[2]]
     assert bar_id > 0

@@ -79,8 +79,7 @@ def _sphere_cached(centres, radius):
     from csale_app.io.templates import load_brain_mask
 
     img = load_brain_mask("brain")
-    mask = sphere_roi([list(c) for c in centres], radius, img,
-                      np.asanyarray(img.dataobj) > 0).mask
+    mask = sphere_roi([list(c) for c in centres], radius, img, np.asanyarray(img.dataobj) > 0).mask
     mask.setflags(write=False)
     return mask
 
@@ -150,16 +149,19 @@ def test_selection_rounds_like_nimare_mm2vox(tmp_path, pain_json, brain, rng):
                 vals = np.asarray(coords[ax], dtype=float)
                 tie = rng.integers(-1, 2, len(vals)).astype(float)  # -1, 0, +1 mm
                 off = rng.uniform(-1.9, 1.9, len(vals))
-                coords[ax] = list(np.where(rng.random(len(vals)) < 0.5, vals + tie,
-                                           vals + off))
+                coords[ax] = list(np.where(rng.random(len(vals)) < 0.5, vals + tie, vals + off))
     path = tmp_path / "jittered.json"
     path.write_text(json.dumps(data))
-    exps = build_experiments(read_studyset(path), img.affine, mask.shape,
-                             merge_contrasts=False)
+    exps = build_experiments(read_studyset(path), img.affine, mask.shape, merge_contrasts=False)
     dset = nimare_dataset(path)
     n_nonempty = 0
-    for center, radius in [(SPHERE, 6.0), (SPHERE, 10.0), ((-36, 16, 2), 6.0),
-                           ((52, -24, 20), 6.0), ((0, 8, 40), 10.0)]:
+    for center, radius in [
+        (SPHERE, 6.0),
+        (SPHERE, 10.0),
+        ((-36, 16, 2), 6.0),
+        ((52, -24, 20), 6.0),
+        ((0, 8, 40), 10.0),
+    ]:
         seed = sphere([center], radius)
         ours = sorted(np.array(exps.ids)[select_by_seed(exps, seed)[0]])
         assert ours == nimare_selected(dset, seed, img.affine), (center, radius)
@@ -175,10 +177,29 @@ def cli_sphere_run(tmp_path_factory, pain_json):
     out = root / "out"
     with pytest.MonkeyPatch.context() as mp:
         no_report(mp)
-        code = main([str(inp), str(out), "group", "--analyses", "macm", "--macm-seed", "roi",
-                     "--roi-coords", ",".join(f"{v:g}" for v in SPHERE), "--roi-radius",
-                     f"{RADIUS:g}", "--no-merge-contrasts", "--n-iters", "30",
-                     "--voxel-thresh", "0.05", "--min-experiments", "3", "--quiet"])
+        code = main(
+            [
+                str(inp),
+                str(out),
+                "group",
+                "--analyses",
+                "macm",
+                "--macm-seed",
+                "roi",
+                "--roi-coords",
+                ",".join(f"{v:g}" for v in SPHERE),
+                "--roi-radius",
+                f"{RADIUS:g}",
+                "--no-merge-contrasts",
+                "--n-iters",
+                "30",
+                "--voxel-thresh",
+                "0.05",
+                "--min-experiments",
+                "3",
+                "--quiet",
+            ]
+        )
     return code, inp, out
 
 
@@ -197,8 +218,14 @@ def nimare_macm(tmp_path_factory, cli_sphere_run, brain):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            macm_workflow(str(inp / "pain.json"), mask_img(seed, img.affine), output_dir=wdir,
-                          prefix="ref_", n_iters=5, n_cores=1)
+            macm_workflow(
+                str(inp / "pain.json"),
+                mask_img(seed, img.affine),
+                output_dir=wdir,
+                prefix="ref_",
+                n_iters=5,
+                n_cores=1,
+            )
     finally:
         nlog.setLevel(level)
     return seed, wdir
@@ -210,8 +237,9 @@ def test_cli_sphere_macm_is_valid_bids(cli_sphere_run):
     assert_valid_bids(out)  # MACM seeded by an ROI (spheres)
 
 
-def test_cli_sphere_macm_matches_nimare(cli_sphere_run, nimare_macm, pain_dset, brain,
-                                        pain_experiments):
+def test_cli_sphere_macm_matches_nimare(
+    cli_sphere_run, nimare_macm, pain_dset, brain, pain_experiments
+):
     code, _, out = cli_sphere_run
     assert code == 0
     seed, wdir = nimare_macm
@@ -238,8 +266,10 @@ def test_cli_sphere_macm_matches_nimare(cli_sphere_run, nimare_macm, pain_dset, 
     ours = nib.load(folder / f"{prefix}_{SPACE}_meta-ale_stat-ale_statmap.nii.gz")
     ref = nib.load(wdir / "ref_stat.nii.gz")
     assert ours.shape == ref.shape and np.allclose(ours.affine, ref.affine)
-    diff = np.abs(np.asanyarray(ours.dataobj).astype(np.float64)
-                  - np.asanyarray(ref.dataobj).astype(np.float64))
+    diff = np.abs(
+        np.asanyarray(ours.dataobj).astype(np.float64)
+        - np.asanyarray(ref.dataobj).astype(np.float64)
+    )
     assert diff.max() <= 1e-6
     # MACM is whole-brain even with an ROI: ALE is non-zero far outside the seed
     assert (np.asanyarray(ours.dataobj) > 0).sum() > 20 * seed.sum()
@@ -267,6 +297,8 @@ def test_cli_sphere_macm_matches_nimare(cli_sphere_run, nimare_macm, pain_dset, 
 # ---- (3) Neurosynth-style coverage selection ------------------------------------------------
 #: the --mkda-radius default on the 2 mm template
 SIX_MM = sphere_offsets(6.0, np.diag([2.0, 2.0, 2.0, 1.0]))
+
+
 def slow_coverage_reference(foci_by_exp, seed_mask, affine, fraction, radius_mm=6.0):
     """Plain python: each focus goes to its nearest voxel (as Neurosynth maps peaks to the
     grid); an experiment is selected if the union of radius_mm spheres around its foci covers
@@ -290,21 +322,30 @@ def slow_coverage_counts(foci_by_exp, seed_mask, affine, radius_mm=6.0):
         centres = []
         for x, y, z in foci:
             ijk = [round(b[r][0] * x + b[r][1] * y + b[r][2] * z + b[r][3]) for r in range(3)]
-            centres.append(tuple(a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3]
-                                 for r in range(3)))
+            centres.append(
+                tuple(
+                    a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3]
+                    for r in range(3)
+                )
+            )
         covered = 0
         for sx, sy, sz in seed_xyz:
-            if any((sx - cx) ** 2 + (sy - cy) ** 2 + (sz - cz) ** 2 <= radius_mm ** 2
-                   for cx, cy, cz in centres):
+            if any(
+                (sx - cx) ** 2 + (sy - cy) ** 2 + (sz - cz) ** 2 <= radius_mm**2
+                for cx, cy, cz in centres
+            ):
                 covered += 1
         selected.append(covered)
     return selected
 
 
 def foci_by_experiment(foci_df, ids):
-    groups = {k: g[["x", "y", "z"]].to_numpy(float).tolist()
-              for k, g in foci_df.groupby(foci_df["study_id"].astype(str) + "-"
-                                          + foci_df["contrast_id"].astype(str))}
+    groups = {
+        k: g[["x", "y", "z"]].to_numpy(float).tolist()
+        for k, g in foci_df.groupby(
+            foci_df["study_id"].astype(str) + "-" + foci_df["contrast_id"].astype(str)
+        )
+    }
     return [groups[i] for i in ids]
 
 
@@ -314,9 +355,19 @@ def synthetic_foci(rng, centre, n_exp=30):
         n = int(rng.integers(1, 7))
         xyz = np.asarray(centre) + rng.normal(0, 9, (n, 3))
         for x, y, z in xyz:
-            rows.append({"study_id": f"s{e:02d}", "contrast_id": "1", "x": x, "y": y, "z": z,
-                         "space": "MNI", "sample_size": float(rng.integers(8, 40)),
-                         "source_file": "synthetic", "source_line": len(rows) + 1})
+            rows.append(
+                {
+                    "study_id": f"s{e:02d}",
+                    "contrast_id": "1",
+                    "x": x,
+                    "y": y,
+                    "z": z,
+                    "space": "MNI",
+                    "sample_size": float(rng.integers(8, 40)),
+                    "source_file": "synthetic",
+                    "source_line": len(rows) + 1,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -354,8 +405,9 @@ def test_coverage_selection_matches_slow_reference_off_grid(rng, brain):
     for c in sorted({c for c in covered if c > 1})[:3]:
         ours, _ = select_by_seed(exps, seed, c / n_seed, SIX_MM)
         assert np.array_equal(ours, np.array(covered) > c), c
-        assert np.array_equal(select_by_seed(exps, seed, (c - 0.5) / n_seed, SIX_MM)[0],
-                              np.array(covered) >= c)
+        assert np.array_equal(
+            select_by_seed(exps, seed, (c - 0.5) / n_seed, SIX_MM)[0], np.array(covered) >= c
+        )
     any_overlap, _ = select_by_seed(exps, seed, 0.0, SIX_MM)
     assert np.array_equal(any_overlap, np.array(covered) > 0)
     assert 0 < any_overlap.sum() < exps.n_experiments
@@ -371,15 +423,20 @@ def test_coverage_selection_matches_slow_reference_off_grid(rng, brain):
     ours, _ = select_by_seed(exps, seed2, 0.1, SIX_MM)
     assert np.array_equal(ours, slow_coverage_reference(foci, seed2, img.affine, 0.1))
     # default selection ("at least one focus in the seed"), same reference style
-    at_least_one = np.array([
-        any(seed[tuple(int(v) for v in np.round(
-            np.linalg.inv(img.affine) @ np.r_[f, 1.0])[:3])] for f in fx) for fx in foci])
+    at_least_one = np.array(
+        [
+            any(
+                seed[tuple(int(v) for v in np.round(np.linalg.inv(img.affine) @ np.r_[f, 1.0])[:3])]
+                for f in fx
+            )
+            for fx in foci
+        ]
+    )
     assert np.array_equal(select_by_seed(exps, seed)[0], at_least_one)
 
 
 # ---- (4) per-cluster seeds -----------------------------------------------------------------
-CLUSTERS = {1: ((38.0, 4.0, 4.0), 6.0), 2: ((-36.0, 16.0, 2.0), 6.0),
-            3: ((10.0, -18.0, 6.0), 6.0)}
+CLUSTERS = {1: ((38.0, 4.0, 4.0), 6.0), 2: ((-36.0, 16.0, 2.0), 6.0), 3: ((10.0, -18.0, 6.0), 6.0)}
 
 
 def cluster_labels(grid, img, brain, which=(1, 2)):
@@ -442,8 +499,9 @@ def test_macm_seeds_on_an_roi_analysis_grid(brain):
     assert all(np.array_equal(m, masks[k]) for (_, m, _), k in zip(seeds, (1, 2)))
 
 
-def test_each_cluster_cli_gives_one_folder_per_cluster(monkeypatch, tmp_path, pain_json,
-                                                      pain_dset, brain):
+def test_each_cluster_cli_gives_one_folder_per_cluster(
+    monkeypatch, tmp_path, pain_json, pain_dset, brain
+):
     """``--macm-seed each-cluster``: the studyset's C-SALE is replaced by a result with three
     significant clusters (two on pain hot spots, one where only 1 experiment reports a focus);
     the MACMs themselves run for real."""
@@ -458,24 +516,52 @@ def test_each_cluster_cli_gives_one_folder_per_cluster(monkeypatch, tmp_path, pa
         if macm is None:
             labels, _ = cluster_labels(ctx.grid, img, mask, which=(1, 2, 3))
             return stages.AnalysisOutput(
-                "csale", None, ctx.grid, ctx.affine,
-                summary={"n_clusters": 3, "null_seconds": 0.0, "n_extent_clusters": 3,
-                         "n_experiments": job.experiments.n_experiments},
-                raw=SimpleNamespace(significant_labels=labels))
+                "csale",
+                None,
+                ctx.grid,
+                ctx.affine,
+                summary={
+                    "n_clusters": 3,
+                    "null_seconds": 0.0,
+                    "n_extent_clusters": 3,
+                    "n_experiments": job.experiments.n_experiments,
+                },
+                raw=SimpleNamespace(significant_labels=labels),
+            )
         return real(ctx, job, macm, exps, grid, source)
 
     monkeypatch.setattr(stages, "csale_output", fake_csale_output)
     no_report(monkeypatch)
     inp = pain_input_dir(tmp_path, pain_json)
     out = tmp_path / "out"
-    code = main([str(inp), str(out), "group", "--analyses", "csale", "macm", "--macm-seed",
-                 "each-cluster", "--no-merge-contrasts", "--n-iters", "30", "--voxel-thresh", "0.05",
-                 "--min-experiments", "3", "--quiet"])
+    code = main(
+        [
+            str(inp),
+            str(out),
+            "group",
+            "--analyses",
+            "csale",
+            "macm",
+            "--macm-seed",
+            "each-cluster",
+            "--no-merge-contrasts",
+            "--n-iters",
+            "30",
+            "--voxel-thresh",
+            "0.05",
+            "--min-experiments",
+            "3",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert seen == [None, "cluster1", "cluster2"]
     study = out / "studyset-pain"
-    assert sorted(p.name for p in study.glob("macm-*")) == ["macm-cluster1", "macm-cluster2",
-                                                           "macm-cluster3"]
+    assert sorted(p.name for p in study.glob("macm-*")) == [
+        "macm-cluster1",
+        "macm-cluster2",
+        "macm-cluster3",
+    ]
     _, masks = cluster_labels(build_grid(mask), img, mask, which=(1, 2, 3))
     for k in (1, 2, 3):
         folder = study / f"macm-cluster{k}"
@@ -501,9 +587,26 @@ def test_each_cluster_cli_gives_one_folder_per_cluster(monkeypatch, tmp_path, pa
     # --macm-seed clusters: one MACM seeded by the union of the clusters, also valid BIDS
     seen.clear()
     out = tmp_path / "out_clusters"
-    code = main([str(inp), str(out), "group", "--analyses", "csale", "macm", "--macm-seed",
-                 "clusters", "--no-merge-contrasts", "--n-iters", "30", "--voxel-thresh",
-                 "0.05", "--min-experiments", "3", "--quiet"])
+    code = main(
+        [
+            str(inp),
+            str(out),
+            "group",
+            "--analyses",
+            "csale",
+            "macm",
+            "--macm-seed",
+            "clusters",
+            "--no-merge-contrasts",
+            "--n-iters",
+            "30",
+            "--voxel-thresh",
+            "0.05",
+            "--min-experiments",
+            "3",
+            "--quiet",
+        ]
+    )
     assert code == 0 and seen == [None, "clusters"]
     assert list((out / "studyset-pain" / "macm-clusters").glob("*_meta-ale_stat-z_statmap*"))
     assert_valid_bids(out)
@@ -516,11 +619,31 @@ def test_too_few_selected_is_skipped_with_reason(tmp_path, pain_json, pain_exper
     img, mask = brain
     inp = pain_input_dir(tmp_path, pain_json)
     out = tmp_path / "out"
-    code = main([str(inp), str(out), "group", "--analyses", "macm", "--macm-seed", "roi",
-                 "--roi-coords", ",".join(f"{v:g}" for v in SPHERE), "--roi-radius",
-                 f"{RADIUS:g}", "--macm-coverage", "0.1", "--no-merge-contrasts",
-                 "--n-iters", "30", "--voxel-thresh", "0.05", "--min-experiments", "10",
-                 "--quiet"])
+    code = main(
+        [
+            str(inp),
+            str(out),
+            "group",
+            "--analyses",
+            "macm",
+            "--macm-seed",
+            "roi",
+            "--roi-coords",
+            ",".join(f"{v:g}" for v in SPHERE),
+            "--roi-radius",
+            f"{RADIUS:g}",
+            "--macm-coverage",
+            "0.1",
+            "--no-merge-contrasts",
+            "--n-iters",
+            "30",
+            "--voxel-thresh",
+            "0.05",
+            "--min-experiments",
+            "10",
+            "--quiet",
+        ]
+    )
     assert code == 0
     folder = out / "studyset-pain" / "macm-spheres1r10"
     prefix = "studyset-pain_macm-spheres1r10"

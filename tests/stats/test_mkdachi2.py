@@ -15,8 +15,7 @@ from scipy.stats import norm
 
 from csale_app.errors import EmptySelectionError
 from csale_app.kernels.spheres import active_counts, covered_voxels, sphere_offsets
-from csale_app.stats.mkdachi2 import (fdr_threshold, mkdachi2, one_way_chi2,
-                                      two_way_chi2)
+from csale_app.stats.mkdachi2 import fdr_threshold, mkdachi2, one_way_chi2, two_way_chi2
 
 
 # ---- Neurosynth, from its definitions -----------------------------------------------------
@@ -70,8 +69,7 @@ def ns_meta_analysis(a, b, n_sel, n_unsel, q=0.01, prior=0.5):
         pFgA = pAgF * pF / pA
         pA_prior = prior * pAgF + (1 - prior) * pAgU
         pFgA_prior = pAgF * prior / pA_prior
-    images = {"pA": pA, "pAgF": pAgF, "pFgA": pFgA, "pA_prior": pA_prior,
-              "pFgA_prior": pFgA_prior}
+    images = {"pA": pA, "pAgF": pAgF, "pFgA": pFgA, "pA_prior": pA_prior, "pFgA_prior": pFgA_prior}
     p = ns_one_way(a.astype(float), n_sel)
     p[p < 1e-240] = 1e-240
     z = ns_p_to_z(p, np.sign(a - a.mean()))
@@ -100,11 +98,17 @@ def random_counts(rng, n_vox=4000, n_sel=40, n_unsel=300):
     return a, b, n_sel, n_unsel
 
 
-MAP_OF = {"pA": "stat-prob_desc-A", "pAgF": "stat-prob_desc-AgF", "pFgA": "stat-prob_desc-FgA",
-          "pA_prior": "stat-prob_desc-AgFprior", "pFgA_prior": "stat-prob_desc-FgAprior",
-          "uniformity_z": "stat-z_desc-uniformity", "association_z": "stat-z_desc-association",
-          "uniformity_z_FDR": "stat-z_desc-uniformity_level-voxel_corr-FDR",
-          "association_z_FDR": "stat-z_desc-association_level-voxel_corr-FDR"}
+MAP_OF = {
+    "pA": "stat-prob_desc-A",
+    "pAgF": "stat-prob_desc-AgF",
+    "pFgA": "stat-prob_desc-FgA",
+    "pA_prior": "stat-prob_desc-AgFprior",
+    "pFgA_prior": "stat-prob_desc-FgAprior",
+    "uniformity_z": "stat-z_desc-uniformity",
+    "association_z": "stat-z_desc-association",
+    "uniformity_z_FDR": "stat-z_desc-uniformity_level-voxel_corr-FDR",
+    "association_z_FDR": "stat-z_desc-association_level-voxel_corr-FDR",
+}
 
 
 def test_chi2_and_p_match_neurosynth(rng):
@@ -156,8 +160,9 @@ def test_maps_match_neurosynth_meta_analysis(rng):
     regular = ((a + b) > 0) & ((a + b) < n_sel + n_unsel)
     for ns_name, ours in MAP_OF.items():
         got = res.maps[ours]
-        np.testing.assert_allclose(got[regular], ref[ns_name][regular], rtol=1e-7,
-                                   atol=1e-12, err_msg=ours)
+        np.testing.assert_allclose(
+            got[regular], ref[ns_name][regular], rtol=1e-7, atol=1e-12, err_msg=ours
+        )
         # where no study is active every map is 0 (Neurosynth's min_studies=1)
         assert np.all(got[(a + b) == 0] == 0), ours
     assert np.all(res.maps["stat-p_desc-uniformity"][(a + b) == 0] == 1.0)
@@ -167,7 +172,7 @@ def test_maps_match_neurosynth_meta_analysis(rng):
         assert res.n_survivors[test] == int(np.count_nonzero(fdr)) > 0
         z = res.maps[f"stat-z_desc-{test}"]
         assert np.all((fdr == 0) | (fdr == z))
-        np.testing.assert_allclose(res.maps[f"stat-chi2_desc-{test}"], z ** 2, rtol=1e-12)
+        np.testing.assert_allclose(res.maps[f"stat-chi2_desc-{test}"], z**2, rtol=1e-12)
     # the uniformity FDR threshold is found over every mask voxel, inactive ones included
     p_all, _ = _p_of(one_way_chi2(a, n_sel))
     assert res.fdr_p_threshold["uniformity"] == ns_fdr(p_all, 0.01)
@@ -215,8 +220,8 @@ def naive_maps(ijk, starts, shape, radius_vox):
     maps = []
     for e in range(len(starts) - 1):
         m = np.zeros(len(grid), bool)
-        for f in ijk[starts[e]:starts[e + 1]]:
-            m |= ((grid - f) ** 2).sum(1) <= radius_vox ** 2
+        for f in ijk[starts[e] : starts[e + 1]]:
+            m |= ((grid - f) ** 2).sum(1) <= radius_vox**2
         maps.append(m.reshape(shape))
     return np.array(maps)
 
@@ -229,8 +234,11 @@ def test_active_counts_and_coverage_match_naive_maps(rng):
     n_exp = 25
     counts = rng.integers(1, 6, n_exp)
     starts = np.r_[0, np.cumsum(counts)]
-    ijk = np.c_[rng.integers(-1, shape[0] + 1, starts[-1]), rng.integers(0, shape[1], starts[-1]),
-                rng.integers(0, shape[2], starts[-1])]
+    ijk = np.c_[
+        rng.integers(-1, shape[0] + 1, starts[-1]),
+        rng.integers(0, shape[1], starts[-1]),
+        rng.integers(0, shape[2], starts[-1]),
+    ]
     ijk[:3] = ijk[3]  # repeated foci in one experiment count once
     mask = rng.random(shape) < 0.7
     group = rng.integers(-1, 2, n_exp)
@@ -240,5 +248,4 @@ def test_active_counts_and_coverage_match_naive_maps(rng):
         assert np.array_equal(got[g], maps[group == g].sum(0)[mask])
     seed = np.zeros(shape, bool)
     seed[4:9, 3:8, 2:6] = True
-    assert np.array_equal(covered_voxels(ijk, starts, seed, offsets),
-                          maps[:, seed].sum(1))
+    assert np.array_equal(covered_voxels(ijk, starts, seed, offsets), maps[:, seed].sum(1))

@@ -29,10 +29,19 @@ def nimare_dataset(exps, mask_img):
 
     data = {}
     for e, eid in enumerate(exps.ids):
-        xyz = exps.xyz_mni[exps.focus_start[e]:exps.focus_start[e + 1]]
-        data[f"s{eid}"] = {"contrasts": {"1": {"coords": {
-            "space": "MNI", "x": xyz[:, 0].tolist(), "y": xyz[:, 1].tolist(),
-            "z": xyz[:, 2].tolist()}}}}
+        xyz = exps.xyz_mni[exps.focus_start[e] : exps.focus_start[e + 1]]
+        data[f"s{eid}"] = {
+            "contrasts": {
+                "1": {
+                    "coords": {
+                        "space": "MNI",
+                        "x": xyz[:, 0].tolist(),
+                        "y": xyz[:, 1].tolist(),
+                        "z": xyz[:, 2].tolist(),
+                    }
+                }
+            }
+        }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Dataset(data, mask=mask_img)
@@ -47,8 +56,10 @@ CASES = {"nback_vs_flanker": None, "nback_seed_vs_flanker": (-32.0, 22.0, 2.0)}
 @pytest.fixture(scope="module", params=list(CASES))
 def both(request, demo_input, brain):
     img, mask = brain
-    exps = [build_experiments(read_studyset(demo_input / f"{t}.tsv"), img.affine, mask.shape)
-            for t in ("nback", "flanker")]
+    exps = [
+        build_experiments(read_studyset(demo_input / f"{t}.tsv"), img.affine, mask.shape)
+        for t in ("nback", "flanker")
+    ]
     point = CASES[request.param]
     if point is not None:
         near = np.linalg.norm(exps[0].xyz_mni - point, axis=1) <= 12.0
@@ -57,10 +68,13 @@ def both(request, demo_input, brain):
         assert 15 <= exps[0].n_experiments < 100
     grid = build_grid(mask)
     offsets = sphere_offsets(6.0, img.affine)
-    counts = [active_counts(e.ijk, e.focus_start, np.zeros(e.n_experiments, int), 1, mask,
-                            offsets)[0] for e in exps]
-    ours = mkdachi2(counts[0], counts[1], exps[0].n_experiments, exps[1].n_experiments,
-                    prior=0.5, q=Q)
+    counts = [
+        active_counts(e.ijk, e.focus_start, np.zeros(e.n_experiments, int), 1, mask, offsets)[0]
+        for e in exps
+    ]
+    ours = mkdachi2(
+        counts[0], counts[1], exps[0].n_experiments, exps[1].n_experiments, prior=0.5, q=Q
+    )
     from nimare.correct import FDRCorrector
     from nimare.meta.cbma.mkda import MKDAChi2
 
@@ -117,13 +131,13 @@ def test_maps_match_nimare_where_a_study_is_active(both, nimare_name):
 def test_same_fdr_survivors(both, test):
     _, _, counts, ours, cres, _ = both
     active = (counts[0] + counts[1]) > 0
-    p_fdr = cres.get_map(f"p_desc-{test}_level-voxel_corr-FDR_method-indep",
-                         return_type="array")
+    p_fdr = cres.get_map(f"p_desc-{test}_level-voxel_corr-FDR_method-indep", return_type="array")
     ref = (p_fdr <= Q) & active
     got = ours.maps[f"stat-z_desc-{test}_level-voxel_corr-FDR"] != 0
     if test == "uniformity" or "seed" in both[-1]:
         assert ref.sum() > 0
     assert np.array_equal(got, ref), (got.sum(), ref.sum())
     z_ref = cres.get_map(f"z_desc-{test}", return_type="array")
-    np.testing.assert_allclose(ours.maps[f"stat-z_desc-{test}_level-voxel_corr-FDR"][got],
-                               z_ref[got], rtol=1e-5)
+    np.testing.assert_allclose(
+        ours.maps[f"stat-z_desc-{test}_level-voxel_corr-FDR"][got], z_ref[got], rtol=1e-5
+    )

@@ -64,12 +64,17 @@ def fwe_both(nimare_fit, pain_experiments, brain):
     _, _, result = nimare_fit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cres = FWECorrector(method="montecarlo", n_iters=N_ITERS, voxel_thresh=0.001,
-                            n_cores=2).transform(result)
+        cres = FWECorrector(
+            method="montecarlo", n_iters=N_ITERS, voxel_thresh=0.001, n_cores=2
+        ).transform(result)
     img, mask = brain
-    ours = run_ale(pain_experiments, build_grid(mask), img.affine,
-                   ALEParams(N_ITERS, voxel_thresh=0.001, cluster_alpha=0.05, seed=3),
-                   NullRun(CPUBackend(2)))
+    ours = run_ale(
+        pain_experiments,
+        build_grid(mask),
+        img.affine,
+        ALEParams(N_ITERS, voxel_thresh=0.001, cluster_alpha=0.05, seed=3),
+        NullRun(CPUBackend(2)),
+    )
     return cres, ours
 
 
@@ -83,8 +88,9 @@ def test_voxel_fwe_threshold_within_3_percent(fwe_both):
 
 def test_same_significant_clusters(fwe_both, brain):
     cres, ours = fwe_both
-    logp_ref = cres.get_map("logp_desc-size_level-cluster_corr-FWE_method-montecarlo",
-                            return_type="array")
+    logp_ref = cres.get_map(
+        "logp_desc-size_level-cluster_corr-FWE_method-montecarlo", return_type="array"
+    )
     sig_ref = logp_ref > -np.log10(0.05)
     sig_ours = ours.significant_labels > 0
     assert sig_ref.sum() > 0

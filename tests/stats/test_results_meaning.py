@@ -26,8 +26,16 @@ FACES = ndimage.generate_binary_structure(3, 1)
 #: Enough permutations for --voxel-thresh 0.01 (>= 102) and cluster-alpha 0.05.
 FAST = ["--n-iters", "120", "--voxel-thresh", "0.01", "--nprocs", "2", "--quiet"]
 #: A sphere in left cerebellar lobule VI: small enough that the MACM it seeds stays quick.
-ROI_RUN = ["--roi-coords=-30,-62,-28", "--roi-radius", "12", "--macm-seed", "roi",
-           "--min-experiments", "5", *FAST]
+ROI_RUN = [
+    "--roi-coords=-30,-62,-28",
+    "--roi-radius",
+    "12",
+    "--macm-seed",
+    "roi",
+    "--min-experiments",
+    "5",
+    *FAST,
+]
 
 
 def saved_roi(folder: Path) -> np.ndarray:
@@ -89,8 +97,20 @@ def test_database_equal_to_the_studyset_is_warned_everywhere(tmp_path, pain_json
     inp.mkdir()
     shutil.copy(pain_json, inp / "pain.json")
     out = tmp_path / "out"
-    code = run(inp, out, "group", "--analyses", "csale", "--n-iters", "30", "--voxel-thresh",
-               "0.05", "--min-experiments", "5", "--quiet")
+    code = run(
+        inp,
+        out,
+        "group",
+        "--analyses",
+        "csale",
+        "--n-iters",
+        "30",
+        "--voxel-thresh",
+        "0.05",
+        "--min-experiments",
+        "5",
+        "--quiet",
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert "its own base rate" in err and "--database" in err
@@ -129,8 +149,10 @@ def test_tables_equal_thresholded_maps_inside_the_roi(full_and_split):
         for meta in ("ale", "csale"):
             n_rows += _check_table_equals_map(folder, meta, roi)
         peaks = pd.read_csv(next(folder.glob("*_meta-ale_peaks.tsv")), sep="\t")
-        ijk = np.round(np.c_[peaks[["x", "y", "z"]].to_numpy(), np.ones(len(peaks))]
-                       @ np.linalg.inv(img.affine).T)[:, :3].astype(int)
+        ijk = np.round(
+            np.c_[peaks[["x", "y", "z"]].to_numpy(), np.ones(len(peaks))]
+            @ np.linalg.inv(img.affine).T
+        )[:, :3].astype(int)
         assert roi[tuple(ijk.T)].all()
         for macm in folder.glob("macm-*"):  # whole brain
             for meta in ("ale", "csale"):
@@ -152,10 +174,17 @@ def test_reported_clusters_split_by_the_roi_on_a_synthetic_map():
     roi[3, :, :] = False  # the ROI cuts cluster 1 into two pieces of 2 voxels
     stat = np.zeros(shape, np.float32)
     stat[1:6, 2, 2] = [1, 5, 9, 2, 3]
-    table, labels = reported_clusters(vol[grid.mask], np.array([True, False]), stat[grid.mask],
-                                      grid, np.eye(4), roi[grid.mask],
-                                      {"p_fwe_size": np.array([0.01, 0.5])}, "peak",
-                                      np.array([5, 2]))
+    table, labels = reported_clusters(
+        vol[grid.mask],
+        np.array([True, False]),
+        stat[grid.mask],
+        grid,
+        np.eye(4),
+        roi[grid.mask],
+        {"p_fwe_size": np.array([0.01, 0.5])},
+        "peak",
+        np.array([5, 2]),
+    )
     assert len(table) == 2 and list(table["size_voxels"]) == [2, 2]
     assert list(table["analysis_cluster_size_voxels"]) == [5, 5]
     assert list(table["p_fwe_size"]) == [0.01, 0.01]
@@ -175,8 +204,20 @@ def test_roi_cut_by_the_brain_mask_is_warned(tmp_path, pain_json, capsys):
     inp.mkdir()
     shutil.copy(pain_json, inp / "pain.json")
     nib.save(nib.Nifti1Image(box, img.affine), tmp_path / "box.nii.gz")
-    code = run(inp, tmp_path / "out", "group", "--analyses", "ale", "--roi",
-               tmp_path / "box.nii.gz", "--n-iters", "25", "--min-experiments", "3", "--quiet")
+    code = run(
+        inp,
+        tmp_path / "out",
+        "group",
+        "--analyses",
+        "ale",
+        "--roi",
+        tmp_path / "box.nii.gz",
+        "--n-iters",
+        "25",
+        "--min-experiments",
+        "3",
+        "--quiet",
+    )
     assert code == 0
     n_all, n_out = int(box.sum()), int((box.astype(bool) & ~brain).sum())
     assert n_out > 0
@@ -203,7 +244,7 @@ def _figure_counts(out: Path) -> tuple[int, int]:
 
 
 def _figures_in(out: Path) -> set[str]:
-    return set(re.findall(r'data:image/png;base64,[A-Za-z0-9+/=]+', report_pages.text(out)))
+    return set(re.findall(r"data:image/png;base64,[A-Za-z0-9+/=]+", report_pages.text(out)))
 
 
 def test_reuse_follows_roi_file_content_not_its_path(tmp_path, pain_json, capsys):
@@ -211,8 +252,18 @@ def test_reuse_follows_roi_file_content_not_its_path(tmp_path, pain_json, capsys
     inp.mkdir()
     shutil.copy(pain_json, inp / "pain.json")
     roi, out = tmp_path / "roi.nii.gz", tmp_path / "out"
-    args = ["group", "--analyses", "ale", "--roi", roi, "--n-iters", "25",
-            "--min-experiments", "1", "--quiet"]
+    args = [
+        "group",
+        "--analyses",
+        "ale",
+        "--roi",
+        roi,
+        "--n-iters",
+        "25",
+        "--min-experiments",
+        "1",
+        "--quiet",
+    ]
     _sphere_roi(roi, (45, 60, 45))
     assert run(inp, out, *args) == 0
     first_figures = _figures_in(out)
@@ -239,8 +290,7 @@ def test_adding_roi_to_input_dir_is_not_reused(tmp_path, pain_json, capsys):
     inp.mkdir()
     shutil.copy(pain_json, inp / "pain.json")
     out = tmp_path / "out"
-    args = ["group", "--analyses", "ale", "--n-iters", "25", "--min-experiments", "1",
-            "--quiet"]
+    args = ["group", "--analyses", "ale", "--n-iters", "25", "--min-experiments", "1", "--quiet"]
     assert run(inp, out, *args) == 0
     _sphere_roi(inp / "roi.nii.gz", (45, 60, 45))
     capsys.readouterr()
@@ -257,8 +307,9 @@ def test_every_setting_has_a_role_and_reaches_the_cli_with_its_default(tmp_path)
         if f.metadata["cli"]:
             flag = (f.metadata["flags"] or (f"--{f.name.replace('_', '-')}",))[-1]
             assert flag in flags, f.name
-    assert args_to_settings(parser.parse_args([str(tmp_path), str(tmp_path), "group"])) \
-        == Settings()
+    assert (
+        args_to_settings(parser.parse_args([str(tmp_path), str(tmp_path), "group"])) == Settings()
+    )
 
 
 def test_digest_covers_exactly_the_result_settings():
@@ -266,14 +317,24 @@ def test_digest_covers_exactly_the_result_settings():
     for f in options():
         if f.metadata["role"] != "result":
             continue
-        other = {"analyses": ("ale",), "roi_coords": ((1.0, 2.0, 3.0),),
-                 "merge_contrasts": False, "kernel_fwhm": 9.0, "brain_mask": "gm",
-                 "csale_null": "deterministic", "macm_seed": "roi",
-                 "macm_coverage": 0.5, "term_vocab": "LDA50",
-                 "default_sample_size": 20.0}.get(f.name)
+        other = {
+            "analyses": ("ale",),
+            "roi_coords": ((1.0, 2.0, 3.0),),
+            "merge_contrasts": False,
+            "kernel_fwhm": 9.0,
+            "brain_mask": "gm",
+            "csale_null": "deterministic",
+            "macm_seed": "roi",
+            "macm_coverage": 0.5,
+            "term_vocab": "LDA50",
+            "default_sample_size": 20.0,
+        }.get(f.name)
         if other is None:
-            other = getattr(base, f.name) + 1 if isinstance(getattr(base, f.name), int) \
+            other = (
+                getattr(base, f.name) + 1
+                if isinstance(getattr(base, f.name), int)
                 else getattr(base, f.name) / 2
+            )
         from dataclasses import replace
 
         assert replace(base, **{f.name: other}).digest() != base.digest(), f.name
@@ -283,14 +344,17 @@ def test_digest_covers_exactly_the_result_settings():
 
 
 # ---- 4. p-values and seeds valid by construction -----------------------------------------------
-@pytest.mark.parametrize("args,need", [
-    (["--analyses", "csale", "--n-iters", "500"], "1002"),
-    (["--analyses", "csale", "--n-iters", "1001"], "1002"),
-    (["--analyses", "ale", "--n-iters", "1"], "21"),
-    (["--analyses", "ale", "--n-iters", "20"], "21"),
-    (["--analyses", "macm", "--n-iters", "100", "--voxel-thresh", "0.01"], "102"),
-    (["--analyses", "ale", "--n-iters", "2", "--cluster-alpha", "0.5"], "3"),
-])
+@pytest.mark.parametrize(
+    "args,need",
+    [
+        (["--analyses", "csale", "--n-iters", "500"], "1002"),
+        (["--analyses", "csale", "--n-iters", "1001"], "1002"),
+        (["--analyses", "ale", "--n-iters", "1"], "21"),
+        (["--analyses", "ale", "--n-iters", "20"], "21"),
+        (["--analyses", "macm", "--n-iters", "100", "--voxel-thresh", "0.01"], "102"),
+        (["--analyses", "ale", "--n-iters", "2", "--cluster-alpha", "0.5"], "3"),
+    ],
+)
 def test_too_few_iterations_are_refused_with_the_smallest_count(tmp_path, capsys, args, need):
     assert run(tmp_path, tmp_path / "out", "group", *args) == 64
     lines = stderr_lines(capsys)
@@ -309,16 +373,19 @@ def test_iterations_that_cannot_fit_in_memory_are_refused(tmp_path, pain_json, c
     inp = tmp_path / "in"
     inp.mkdir()
     shutil.copy(pain_json, inp / "pain.json")
-    code = run(inp, tmp_path / "out", "group", "--analyses", "csale", "--n-iters",
-               "2000000000", "--quiet")
+    code = run(
+        inp, tmp_path / "out", "group", "--analyses", "csale", "--n-iters", "2000000000", "--quiet"
+    )
     assert code == 64
     lines = stderr_lines(capsys)
     assert len(lines) == 1 and "GiB" in lines[0] and "--n-iters 2000000000" in lines[0]
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("seed,ok", [("0", True), (str(MAX_SEED), True),
-                                     (str(2**64), False), (str(2**70), False), ("-1", False)])
+@pytest.mark.parametrize(
+    "seed,ok",
+    [("0", True), (str(MAX_SEED), True), (str(2**64), False), (str(2**70), False), ("-1", False)],
+)
 def test_random_seed_range_is_the_rngs(tmp_path, capsys, seed, ok):
     from csale_app.cli.parser import parse_settings
 
@@ -360,19 +427,47 @@ def test_sample_size_below_one_is_65_naming_file_and_row(tmp_path, capsys, size)
         n = size if k == 3 else "12"
         rows += [f"s{k}\tc1\t{10 + k}\t-20\t30\tMNI\t{n}", f"s{k}\tc2\t-30\t{k}\t10\tMNI\t{n}"]
     (inp / "tiny.tsv").write_text("\n".join(rows) + "\n")
-    code = run(inp, tmp_path / "out", "group", "--analyses", "ale", "--n-iters", "25",
-               "--min-experiments", "1", "--quiet")
+    code = run(
+        inp,
+        tmp_path / "out",
+        "group",
+        "--analyses",
+        "ale",
+        "--n-iters",
+        "25",
+        "--min-experiments",
+        "1",
+        "--quiet",
+    )
     assert code == 65
     lines = stderr_lines(capsys)
-    assert len(lines) == 1 and "tiny.tsv:8" in lines[0] and "must be a finite number >= 1" in lines[0]
+    assert (
+        len(lines) == 1 and "tiny.tsv:8" in lines[0] and "must be a finite number >= 1" in lines[0]
+    )
 
 
 def test_macm_over_a_database_that_is_the_studyset_is_warned(tmp_path, pain_json, capsys):
     inp = tmp_path / "in"
     inp.mkdir()
     shutil.copy(pain_json, inp / "pain.json")
-    code = run(inp, tmp_path / "out", "group", "--analyses", "macm", "--macm-seed", "roi",
-               "--roi-coords=38,4,2", "--roi-radius", "20", "--n-iters", "30",
-               "--voxel-thresh", "0.05", "--min-experiments", "3", "--quiet")
+    code = run(
+        inp,
+        tmp_path / "out",
+        "group",
+        "--analyses",
+        "macm",
+        "--macm-seed",
+        "roi",
+        "--roi-coords=38,4,2",
+        "--roi-radius",
+        "20",
+        "--n-iters",
+        "30",
+        "--voxel-thresh",
+        "0.05",
+        "--min-experiments",
+        "3",
+        "--quiet",
+    )
     assert code == 0
     assert "its own base rate" in capsys.readouterr().err

@@ -25,8 +25,17 @@ def _make_experiments(brain, affine, seed=20261121):
     """12 experiments x 3-5 integer-mm foci inside the brain; some reported in Talairach."""
     rng = np.random.default_rng(seed)
     voxels = np.argwhere(brain)
-    names = ["Smith2001", "Jones et al 2005", "Lee2010", "Garcia2012", "Miller 2014",
-             "Chen2016", "Kim2018", "Novak2019", "Okafor2021"]
+    names = [
+        "Smith2001",
+        "Jones et al 2005",
+        "Lee2010",
+        "Garcia2012",
+        "Miller 2014",
+        "Chen2016",
+        "Kim2018",
+        "Novak2019",
+        "Okafor2021",
+    ]
     exps = []
     for s in range(N_STUDIES):
         space = "TAL" if s % 3 == 1 else "MNI"  # whole studies in one space
@@ -37,8 +46,15 @@ def _make_experiments(brain, affine, seed=20261121):
             if space == "TAL":  # report what tal2icbm maps back to (about) these MNI points
                 mni = np.c_[mni, np.ones(n_foci)] @ _ICBM_OTHER.T
             xyz = np.round(mni[:, :3]).astype(int)
-            exps.append((names[s], f"con{c + 1}", int(rng.integers(10, 31)), space,
-                         [tuple(int(v) for v in p) for p in xyz]))
+            exps.append(
+                (
+                    names[s],
+                    f"con{c + 1}",
+                    int(rng.integers(10, 31)),
+                    space,
+                    [tuple(int(v) for v in p) for p in xyz],
+                )
+            )
     assert len(exps) == 12
     return exps
 
@@ -53,8 +69,11 @@ def _sleuth(exps) -> str:
 
 
 def _table(exps, sep: str, rng) -> str:
-    rows = [(study, contrast, x, y, z, "Talairach" if space == "TAL" else "MNI152", n)
-            for study, contrast, n, space, foci in exps for x, y, z in foci]
+    rows = [
+        (study, contrast, x, y, z, "Talairach" if space == "TAL" else "MNI152", n)
+        for study, contrast, n, space, foci in exps
+        for x, y, z in foci
+    ]
     order = rng.permutation(len(rows))  # row order must not matter
     lines = [sep.join(["study_id", "contrast_id", "x", "y", "z", "space", "sample_size"])]
     lines += [sep.join(str(v) for v in rows[i]) for i in order]
@@ -65,13 +84,20 @@ def _nimads(exps) -> str:
     studies: dict = {}
     for study, contrast, n, space, foci in exps:
         studies.setdefault(study, {"id": study, "name": study, "metadata": {}, "analyses": []})
-        studies[study]["analyses"].append({
-            "id": contrast, "name": contrast, "metadata": {"sample_size": n},
-            "points": [{"space": "talairach" if space == "TAL" else "MNI",
-                        "coordinates": list(p)} for p in foci],
-        })
-    return json.dumps({"id": "roundtrip", "name": "roundtrip",
-                       "studies": list(studies.values())}, indent=2)
+        studies[study]["analyses"].append(
+            {
+                "id": contrast,
+                "name": contrast,
+                "metadata": {"sample_size": n},
+                "points": [
+                    {"space": "talairach" if space == "TAL" else "MNI", "coordinates": list(p)}
+                    for p in foci
+                ],
+            }
+        )
+    return json.dumps(
+        {"id": "roundtrip", "name": "roundtrip", "studies": list(studies.values())}, indent=2
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +155,9 @@ def test_same_foci_in_every_format_give_identical_ale_maps(studyset_files, templ
         assert exps.ids == ref_exps.ids, fmt
         np.testing.assert_array_equal(exps.sample_size, ref_exps.sample_size, err_msg=fmt)
         np.testing.assert_array_equal(exps.focus_start, ref_exps.focus_start, err_msg=fmt)
-        np.testing.assert_array_equal(np.sort(exps.xyz_mni, axis=0),
-                                      np.sort(ref_exps.xyz_mni, axis=0), err_msg=fmt)
+        np.testing.assert_array_equal(
+            np.sort(exps.xyz_mni, axis=0), np.sort(ref_exps.xyz_mni, axis=0), err_msg=fmt
+        )
         assert np.array_equal(ale.stat, ref_ale.stat), fmt
         assert np.array_equal(ale.p, ref_ale.p), fmt
         assert np.array_equal(ale.z, ref_ale.z), fmt
@@ -147,5 +174,6 @@ def test_talairach_foci_are_converted(studyset_files, template):
     moved = np.abs(tal[["x_mni", "y_mni", "z_mni"]].to_numpy() - tal[["x", "y", "z"]].to_numpy())
     assert moved.max() > 1.0  # the conversion was applied, not skipped
     mni = foci[foci["space"] == "MNI"]
-    np.testing.assert_array_equal(mni[["x_mni", "y_mni", "z_mni"]].to_numpy(),
-                                  mni[["x", "y", "z"]].to_numpy())
+    np.testing.assert_array_equal(
+        mni[["x_mni", "y_mni", "z_mni"]].to_numpy(), mni[["x", "y", "z"]].to_numpy()
+    )

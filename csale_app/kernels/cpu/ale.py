@@ -99,8 +99,9 @@ def max_foci_per_experiment(exp_focus_start):
 
 
 @njit(cache=True, inline="always", fastmath=True)
-def _scatter(fi, fj, fk, cs, w, cube, row_lookup, row_zlo, row_zhi, row_off, acc, scratch,
-             shared, split):
+def _scatter(
+    fi, fj, fk, cs, w, cube, row_lookup, row_zlo, row_zhi, row_off, acc, scratch, shared, split
+):
     """One focus's kernel into the row hull, row by row: a row flagged in ``shared`` (only
     looked at when ``split``) takes the minimum into ``scratch``, every other row adds
     straight into ``acc``.
@@ -124,8 +125,9 @@ def _scatter(fi, fj, fk, cs, w, cube, row_lookup, row_zlo, row_zhi, row_off, acc
             ok = np.uint64(cs + (a * w + b) * w - (fk - h) + z0)
             if split and shared[a * w + b]:
                 for t in range(n):
-                    scratch[ob + np.uint64(t)] = min(scratch[ob + np.uint64(t)],
-                                                     cube[ok + np.uint64(t)])
+                    scratch[ob + np.uint64(t)] = min(
+                        scratch[ob + np.uint64(t)], cube[ok + np.uint64(t)]
+                    )
             else:
                 for t in range(n):
                     acc[ob + np.uint64(t)] += cube[ok + np.uint64(t)]
@@ -163,9 +165,25 @@ def _mark_shared(shared, w, di, dj):
 
 
 @njit(cache=True)
-def null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width, cube,
-                 cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch, f_ijk,
-                 shared):
+def null_log_sum(
+    perm,
+    key,
+    exp_kernel,
+    exp_focus_start,
+    cube_start,
+    k_width,
+    cube,
+    cand_ijk,
+    cdf,
+    row_lookup,
+    row_zlo,
+    row_zhi,
+    row_off,
+    acc,
+    scratch,
+    f_ijk,
+    shared,
+):
     """acc (row hull) += sum over experiments of min over foci of log(1 - k), permutation perm.
 
     A kernel-box row (i, j) of a focus that no other focus box of its experiment covers
@@ -201,18 +219,43 @@ def null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width, cu
                     for g in (a, b):
                         if f_ijk[g, 3] == 0:
                             f_ijk[g, 3] = 1
-                            shared[g, :w * w] = 0
+                            shared[g, : w * w] = 0
                     _mark_shared(shared[a], w, di, dj)
                     _mark_shared(shared[b], w, -di, -dj)
         for f in range(nf):
-            _scatter(f_ijk[f, 0], f_ijk[f, 1], f_ijk[f, 2], cs, w, cube, row_lookup, row_zlo,
-                     row_zhi, row_off, acc, scratch, shared[f], f_ijk[f, 3] == 1)
+            _scatter(
+                f_ijk[f, 0],
+                f_ijk[f, 1],
+                f_ijk[f, 2],
+                cs,
+                w,
+                cube,
+                row_lookup,
+                row_zlo,
+                row_zhi,
+                row_off,
+                acc,
+                scratch,
+                shared[f],
+                f_ijk[f, 3] == 1,
+            )
         if n_overlap == 0:
             continue
         for f in range(nf):
             if f_ijk[f, 3] == 1:
-                _flush(f_ijk[f, 0], f_ijk[f, 1], f_ijk[f, 2], w, row_lookup, row_zlo,
-                       row_zhi, row_off, scratch, acc, shared[f])
+                _flush(
+                    f_ijk[f, 0],
+                    f_ijk[f, 1],
+                    f_ijk[f, 2],
+                    w,
+                    row_lookup,
+                    row_zlo,
+                    row_zhi,
+                    row_off,
+                    scratch,
+                    acc,
+                    shared[f],
+                )
 
 
 @njit(cache=True)
@@ -258,14 +301,34 @@ def cluster_max(supra, n_supra, ale_of, thresh, fwd, parent, size, mass):
 def focus_buffers(exp_focus_start, n_hull):
     """One thread's buffers for :func:`null_log_sum`: acc, scratch, f_ijk, shared."""
     max_foci = max_foci_per_experiment(exp_focus_start)
-    return (np.zeros(n_hull, dtype=np.float32), np.zeros(n_hull, dtype=np.float32),
-            np.empty((max_foci, 4), dtype=np.int32),
-            np.empty((max_foci, KERNEL_BOX * KERNEL_BOX), dtype=np.uint8))
+    return (
+        np.zeros(n_hull, dtype=np.float32),
+        np.zeros(n_hull, dtype=np.float32),
+        np.empty((max_foci, 4), dtype=np.int32),
+        np.empty((max_foci, KERNEL_BOX * KERNEL_BOX), dtype=np.uint8),
+    )
 
 
-def _pass_body(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
-               k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
-               hull_to_mask, n_mask, extra):
+def _pass_body(
+    perm_start,
+    n_perm,
+    n_threads,
+    key,
+    exp_kernel,
+    exp_focus_start,
+    cube_start,
+    k_width,
+    cube,
+    cand_ijk,
+    cdf,
+    row_lookup,
+    row_zlo,
+    row_zhi,
+    row_off,
+    hull_to_mask,
+    n_mask,
+    extra,
+):
     """The one copy of the parallel loop; :func:`compile_pass` binds ``_workspace`` and
     ``_reduce`` (the names below are placeholders in this module)."""
     per = (n_perm + n_threads - 1) // n_threads
@@ -274,9 +337,25 @@ def _pass_body(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, 
         ws = _workspace(n_mask, extra)
         for i in range(c * per, min(n_perm, (c + 1) * per)):
             perm = perm_start + i
-            null_log_sum(perm, key, exp_kernel, exp_focus_start, cube_start, k_width, cube,
-                         cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch,
-                         f_ijk, shared)
+            null_log_sum(
+                perm,
+                key,
+                exp_kernel,
+                exp_focus_start,
+                cube_start,
+                k_width,
+                cube,
+                cand_ijk,
+                cdf,
+                row_lookup,
+                row_zlo,
+                row_zhi,
+                row_off,
+                acc,
+                scratch,
+                f_ijk,
+                shared,
+            )
             _reduce(acc, hull_to_mask, c, i, perm, ws, extra)
 
 
@@ -310,9 +389,13 @@ def compile_pass(name, workspace, reduce):
 @njit(cache=True)
 def _fwe_workspace(n_mask, extra):
     """supra, ale_of, parent, size, mass: the cluster labelling's buffers."""
-    return (np.empty(n_mask, dtype=np.int32), np.empty(n_mask, dtype=np.float64),
-            np.full(n_mask, -1, dtype=np.int32), np.zeros(n_mask, dtype=np.int64),
-            np.zeros(n_mask, dtype=np.float64))
+    return (
+        np.empty(n_mask, dtype=np.int32),
+        np.empty(n_mask, dtype=np.float64),
+        np.full(n_mask, -1, dtype=np.int32),
+        np.zeros(n_mask, dtype=np.int64),
+        np.zeros(n_mask, dtype=np.float64),
+    )
 
 
 @njit(cache=True)
@@ -330,15 +413,52 @@ def _fwe_reduce(acc, hull_to_mask, c, i, perm, ws, extra):
 _fwe_pass = compile_pass("fwe_pass", _fwe_workspace, _fwe_reduce)
 
 
-def fwe_null_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
-                   k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
-                   hull_to_mask, n_mask, fwd, log_thresh, ale_thresh, out_max, out_size,
-                   out_mass):
+def fwe_null_chunk(
+    perm_start,
+    n_perm,
+    n_threads,
+    key,
+    exp_kernel,
+    exp_focus_start,
+    cube_start,
+    k_width,
+    cube,
+    cand_ijk,
+    cdf,
+    row_lookup,
+    row_zlo,
+    row_zhi,
+    row_off,
+    hull_to_mask,
+    n_mask,
+    fwd,
+    log_thresh,
+    ale_thresh,
+    out_max,
+    out_size,
+    out_mass,
+):
     """ALE Monte Carlo FWE null for permutations [perm_start, perm_start + n_perm)."""
-    _fwe_pass(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
-              k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
-              hull_to_mask, n_mask, (fwd, np.float32(log_thresh), float(ale_thresh), out_max,
-                                     out_size, out_mass))
+    _fwe_pass(
+        perm_start,
+        n_perm,
+        n_threads,
+        key,
+        exp_kernel,
+        exp_focus_start,
+        cube_start,
+        k_width,
+        cube,
+        cand_ijk,
+        cdf,
+        row_lookup,
+        row_zlo,
+        row_zhi,
+        row_off,
+        hull_to_mask,
+        n_mask,
+        (fwd, np.float32(log_thresh), float(ale_thresh), out_max, out_size, out_mass),
+    )
 
 
 def set_threads(n: int | None) -> int:
@@ -362,17 +482,48 @@ def kernel_sum(foci_flat, focus_kernel, k_start, k_offsets, k_values, gridmap, n
 
 
 @njit(cache=True)
-def null_log_maps(perm_start, n_perm, key, exp_kernel, exp_focus_start, cube_start, k_width,
-                  cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, hull_to_mask,
-                  n_mask):
+def null_log_maps(
+    perm_start,
+    n_perm,
+    key,
+    exp_kernel,
+    exp_focus_start,
+    cube_start,
+    k_width,
+    cube,
+    cand_ijk,
+    cdf,
+    row_lookup,
+    row_zlo,
+    row_zhi,
+    row_off,
+    hull_to_mask,
+    n_mask,
+):
     """Full accumulator maps of permutations (n_perm, n_mask): for tests and small problems."""
     out = np.zeros((n_perm, n_mask), dtype=np.float32)
     n_hull = hull_to_mask.shape[0]
     acc, scratch, f_ijk, shared = focus_buffers(exp_focus_start, n_hull)
     for i in range(n_perm):
-        null_log_sum(perm_start + i, key, exp_kernel, exp_focus_start, cube_start, k_width,
-                     cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, acc, scratch,
-                     f_ijk, shared)
+        null_log_sum(
+            perm_start + i,
+            key,
+            exp_kernel,
+            exp_focus_start,
+            cube_start,
+            k_width,
+            cube,
+            cand_ijk,
+            cdf,
+            row_lookup,
+            row_zlo,
+            row_zhi,
+            row_off,
+            acc,
+            scratch,
+            f_ijk,
+            shared,
+        )
         for hx in range(n_hull):
             v = hull_to_mask[hx]
             if v >= 0:

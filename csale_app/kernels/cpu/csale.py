@@ -56,15 +56,53 @@ def _pass1_reduce(acc, hull_to_mask, c, i, perm, ws, extra):
 _pass1 = compile_pass("csale_pass1", _pass1_workspace, _pass1_reduce)
 
 
-def pass1_chunk(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start,
-                k_width, cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off,
-                hull_to_mask, n_mask, obs_log, top, top_id, counts, out_max):
+def pass1_chunk(
+    perm_start,
+    n_perm,
+    n_threads,
+    key,
+    exp_kernel,
+    exp_focus_start,
+    cube_start,
+    k_width,
+    cube,
+    cand_ijk,
+    cdf,
+    row_lookup,
+    row_zlo,
+    row_zhi,
+    row_off,
+    hull_to_mask,
+    n_mask,
+    obs_log,
+    top,
+    top_id,
+    counts,
+    out_max,
+):
     """``top``, ``top_id`` (n_threads, n_mask, K) and ``counts`` (n_threads, n_mask) are per
     thread; a thread's permutations are consecutive, so equal values stay in permutation
     order within and (after :func:`merge_top`) across threads."""
-    _pass1(perm_start, n_perm, n_threads, key, exp_kernel, exp_focus_start, cube_start, k_width,
-           cube, cand_ijk, cdf, row_lookup, row_zlo, row_zhi, row_off, hull_to_mask, n_mask,
-           (obs_log, top, top_id, counts, out_max))
+    _pass1(
+        perm_start,
+        n_perm,
+        n_threads,
+        key,
+        exp_kernel,
+        exp_focus_start,
+        cube_start,
+        k_width,
+        cube,
+        cand_ijk,
+        cdf,
+        row_lookup,
+        row_zlo,
+        row_zhi,
+        row_off,
+        hull_to_mask,
+        n_mask,
+        (obs_log, top, top_id, counts, out_max),
+    )
 
 
 @njit(cache=True)
@@ -102,8 +140,13 @@ def merge_top(values: list, ids: list, K: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"fewer than K={K} values per voxel in the lists to merge")
     for vals, idx in zip(values[1:], ids[1:]):
         k = min(K, top.shape[1] + vals.shape[1])
-        top, top_id = _merge_two(top, top_id, np.ascontiguousarray(vals, np.float32),
-                                 np.ascontiguousarray(idx, np.int32), k)
+        top, top_id = _merge_two(
+            top,
+            top_id,
+            np.ascontiguousarray(vals, np.float32),
+            np.ascontiguousarray(idx, np.int32),
+            k,
+        )
     return top[:, :K], top_id[:, :K]
 
 
@@ -155,21 +198,30 @@ def cluster_sizes(indptr, vox, fwd, n_mask, n_threads, out_size):
         mass = np.zeros(n_mask, dtype=np.float64)
         for j in range(c * per, min(n_perm, (c + 1) * per)):
             n = indptr[j + 1] - indptr[j]
-            supra = vox[indptr[j]:indptr[j + 1]]
+            supra = vox[indptr[j] : indptr[j + 1]]
             ms, _ = cluster_max(supra, n, dummy, 0.0, fwd, parent, size, mass)
             out_size[j] = ms
 
 
-def cluster_null_sizes(top: np.ndarray, top_id: np.ndarray, count_limit: float, n_perm: int,
-                       fwd: np.ndarray, n_threads: int) -> np.ndarray:
+def cluster_null_sizes(
+    top: np.ndarray,
+    top_id: np.ndarray,
+    count_limit: float,
+    n_perm: int,
+    fwd: np.ndarray,
+    n_threads: int,
+) -> np.ndarray:
     """Cluster-FWE null: the max cluster size of every permutation's thresholded p map."""
     n_mask = top.shape[0]
     out = np.zeros(n_perm, dtype=np.int64)
     if n_perm == 0 or n_mask == 0:
         return out
-    indptr, vox = supra_lists(np.ascontiguousarray(top, np.float32),
-                              np.ascontiguousarray(top_id, np.int32), float(count_limit),
-                              int(n_perm))
+    indptr, vox = supra_lists(
+        np.ascontiguousarray(top, np.float32),
+        np.ascontiguousarray(top_id, np.int32),
+        float(count_limit),
+        int(n_perm),
+    )
     n_threads = max(1, min(int(n_threads), numba.get_num_threads()))
     cluster_sizes(indptr, vox, fwd, n_mask, n_threads, out)
     return out

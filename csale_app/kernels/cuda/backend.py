@@ -64,9 +64,15 @@ class _DevicePlan:
         self.cand_ijk = cuda.to_device(np.ascontiguousarray(s.ijk, dtype=np.int32))
         self.cdf = cuda.to_device(np.ascontiguousarray(s.cdf, dtype=np.float64))
         self.key = np.uint64(plan.key)
-        self.device_bytes = int(boxes.nbytes + tile_vox.nbytes + tile_box.nbytes
-                                + g.mask_ijk.nbytes + s.ijk.nbytes + s.cdf.nbytes
-                                + focus_exp.nbytes * 2)
+        self.device_bytes = int(
+            boxes.nbytes
+            + tile_vox.nbytes
+            + tile_box.nbytes
+            + g.mask_ijk.nbytes
+            + s.ijk.nbytes
+            + s.cdf.nbytes
+            + focus_exp.nbytes * 2
+        )
 
 
 class _Reductions:
@@ -97,8 +103,10 @@ class _Reductions:
         n_rows = int(min(counts.max(), self.sidx.shape[0]))
         if n_rows == 0:
             return np.zeros((0, nb), np.int32), np.zeros((0, nb), np.float32)
-        return (self.sidx[:n_rows].copy_to_host()[:, :nb],
-                self.sval[:n_rows].copy_to_host()[:, :nb])
+        return (
+            self.sidx[:n_rows].copy_to_host()[:, :nb],
+            self.sval[:n_rows].copy_to_host()[:, :nb],
+        )
 
 
 class CUDABackend:
@@ -111,8 +119,12 @@ class CUDABackend:
     name = "cuda"
     fallback_reason: str | None = None
 
-    def __init__(self, spec: BackendSpec | None = None, threads_per_block: int | None = None,
-                 supra_cap: int = SUPRA_CAP):
+    def __init__(
+        self,
+        spec: BackendSpec | None = None,
+        threads_per_block: int | None = None,
+        supra_cap: int = SUPRA_CAP,
+    ):
         spec = BackendSpec(device="cuda") if spec is None else spec
         self.spec = spec
         self.simulated = simulator_enabled()
@@ -180,8 +192,9 @@ class CUDABackend:
             yield
             return
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="overflow encountered",
-                                    category=RuntimeWarning)
+            warnings.filterwarnings(
+                "ignore", message="overflow encountered", category=RuntimeWarning
+            )
             yield
 
     def draw_batch(self, plan: NullPlan, start: int, n_perm: int, out=None):
@@ -193,8 +206,9 @@ class CUDABackend:
         if n > 0:
             blocks = (n + self.tpb - 1) // self.tpb
             with self._quiet():
-                draw[blocks, self.tpb](dp.key, np.int64(start), np.int64(n_perm), dp.cand_ijk,
-                                       dp.cdf, fijk)
+                draw[blocks, self.tpb](
+                    dp.key, np.int64(start), np.int64(n_perm), dp.cand_ijk, dp.cdf, fijk
+                )
         return fijk
 
     def draw_foci(self, plan: NullPlan, start: int, count: int) -> np.ndarray:
@@ -212,8 +226,16 @@ class CUDABackend:
             acc = cuda.device_array((n_perm, dp.n_mask), np.float32)
         if dp.n_tiles > 0 and n_perm > 0:
             gather[(dp.n_tiles, n_perm), self.tpb](
-                fijk, dp.focus_exp, dp.focus_kid, dp.k_half, dp.boxes, dp.tile_vox,
-                dp.tile_box, dp.mask_ijk, acc)
+                fijk,
+                dp.focus_exp,
+                dp.focus_kid,
+                dp.k_half,
+                dp.boxes,
+                dp.tile_vox,
+                dp.tile_box,
+                dp.mask_ijk,
+                acc,
+            )
         return acc
 
     def accumulator_batches(self, plan: NullPlan, start: int, count: int):
@@ -264,8 +286,21 @@ class CUDABackend:
         for b0, a_b in batches:
             min_log, counts = red.run(reduce, self.tpb, a_b, log_thresh)
             sidx, sval = red.lists(counts)
-            finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, mass,
-                         out_max, out_size, out_mass, b0)
+            finish_batch(
+                min_log,
+                counts,
+                sidx,
+                sval,
+                ale_thresh,
+                fwd,
+                parent,
+                size,
+                mass,
+                out_max,
+                out_size,
+                out_mass,
+                b0,
+            )
             for p in np.flatnonzero(counts > cap):
                 row = a_b[int(p)].copy_to_host()
                 ms, mm = finish_row(row, log_thresh, ale_thresh, fwd, parent, size, mass)
@@ -273,8 +308,9 @@ class CUDABackend:
                 out_mass[b0 + p] = mm
         return {"max": out_max, "size": out_size, "mass": out_mass}
 
-    def csale_pass1_chunk(self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray,
-                          K: int):
+    def csale_pass1_chunk(
+        self, plan: NullPlan, start: int, count: int, obs_log: np.ndarray, K: int
+    ):
         """Exceedance counts, per-voxel K smallest null log values (ascending, padded with
         0.0) with their permutations (padded with -1) and max null ALE of permutations
         [start, start + count), exactly as ``CPUBackend.csale_pass1_chunk``."""
@@ -285,9 +321,12 @@ class CUDABackend:
         n_mask = plan.grid.n_mask
         out_max = np.zeros(count, dtype=np.float64)
         if count == 0 or n_mask == 0:
-            return {"counts": np.zeros(n_mask, np.int64),
-                    "top": np.zeros((n_mask, K), np.float32),
-                    "top_id": np.full((n_mask, K), -1, np.int32), "max": out_max}
+            return {
+                "counts": np.zeros(n_mask, np.int64),
+                "top": np.zeros((n_mask, K), np.float32),
+                "top_id": np.full((n_mask, K), -1, np.int32),
+                "max": out_max,
+            }
         self._device_plan(plan)
         _, _, reduce = fwe_kernels(self.tpb)
         pass1 = csale_kernels(self.tpb)
@@ -302,11 +341,9 @@ class CUDABackend:
         batch, batches = self.accumulator_batches(plan, start, count)
         red = _Reductions(batch, 1)
         for b0, a_b in batches:
-            pass1[vox_blocks, self.tpb](a_b, obs_d, np.int32(start + b0), top_d, top_id_d,
-                                        counts_d)
+            pass1[vox_blocks, self.tpb](a_b, obs_d, np.int32(start + b0), top_d, top_id_d, counts_d)
             min_log, _ = red.run(reduce, self.tpb, a_b, no_thresh)
             max_ale(min_log, out_max, b0)
         top = np.ascontiguousarray(top_d.copy_to_host().T)
         top_id = np.ascontiguousarray(top_id_d.copy_to_host().T)
-        return {"counts": counts_d.copy_to_host(), "top": top, "top_id": top_id,
-                "max": out_max}
+        return {"counts": counts_d.copy_to_host(), "top": top, "top_id": top_id, "max": out_max}

@@ -15,15 +15,33 @@ from ..plan import NullPlan
 from ..scan import scan_accumulator
 
 #: Threads per block -> (i, j, k) voxel tile shape (one thread per voxel of a tile).
-TILE_SHAPES = {8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8),
-               256: (4, 8, 8)}
+TILE_SHAPES = {
+    8: (2, 2, 2),
+    16: (2, 2, 4),
+    32: (2, 4, 4),
+    64: (4, 4, 4),
+    128: (4, 4, 8),
+    256: (4, 8, 8),
+}
 _NOT_IN_SUPPORT = np.float32(1.0)  # sentinel in the dense log-kernel boxes (logs are <= 0)
 
 
-
 @njit(cache=True)
-def finish_batch(min_log, counts, sidx, sval, ale_thresh, fwd, parent, size, mass,
-                  out_max, out_size, out_mass, o0):
+def finish_batch(
+    min_log,
+    counts,
+    sidx,
+    sval,
+    ale_thresh,
+    fwd,
+    parent,
+    size,
+    mass,
+    out_max,
+    out_size,
+    out_mass,
+    o0,
+):
     """Max ALE, max cluster size and mass of each permutation from the device reductions.
 
     ``sidx``/``sval`` are (rows, n_perm): column p holds permutation p's supra-threshold
@@ -58,8 +76,7 @@ def finish_row(row, log_thresh, ale_thresh, fwd, parent, size, mass):
     n_mask = row.shape[0]
     supra = np.empty(n_mask, dtype=np.int32)
     ale_of = np.empty(n_mask, dtype=np.float64)
-    _, n_supra = scan_accumulator(row, np.arange(n_mask, dtype=np.int32), log_thresh, supra,
-                                  ale_of)
+    _, n_supra = scan_accumulator(row, np.arange(n_mask, dtype=np.int32), log_thresh, supra, ale_of)
     return cpu.cluster_max(supra, n_supra, ale_of, ale_thresh, fwd, parent, size, mass)
 
 

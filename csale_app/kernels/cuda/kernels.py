@@ -76,8 +76,7 @@ def fwe_kernels(tpb: int):
             fijk[p, g, 2] = cand_ijk[c, 2]
 
     @cuda.jit
-    def gather_kernel(fijk, focus_exp, focus_kid, k_half, boxes, tile_vox, tile_box, mask_ijk,
-                      acc):
+    def gather_kernel(fijk, focus_exp, focus_kid, k_half, boxes, tile_vox, tile_box, mask_ijk, acc):
         """acc[p, v] = sum_e min_{f in e} log(1 - k_f(v)), replaying the CPU's float32 ops."""
         tile = cuda.blockIdx.x
         p = cuda.blockIdx.y
@@ -120,8 +119,14 @@ def fwe_kernels(tpb: int):
                 fi = fijk[p, g, 0]
                 fj = fijk[p, g, 1]
                 fk = fijk[p, g, 2]
-                if (fi - h <= hi_i and fi + h >= lo_i and fj - h <= hi_j and fj + h >= lo_j
-                        and fk - h <= hi_k and fk + h >= lo_k):
+                if (
+                    fi - h <= hi_i
+                    and fi + h >= lo_i
+                    and fj - h <= hi_j
+                    and fj + h >= lo_j
+                    and fk - h <= hi_k
+                    and fk + h >= lo_k
+                ):
                     flag = 1
             scan[tid] = flag
             cuda.syncthreads()
