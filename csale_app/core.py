@@ -85,7 +85,7 @@ def note_defaulted(
         )
 
 
-def load_database(
+def reference_database(
     settings: Settings, spec: DatabaseSpec, affine: np.ndarray, shape, warn, style: str = "cli"
 ) -> Database:
     """Read the reference database (an experiment listed in several sources counts once;
@@ -158,7 +158,11 @@ def build_context(
     )
     if problem:
         raise UsageError(problem)
-    db = None if database is None else load_database(s, database, affine, brain.shape, warn, style)
+    db = (
+        None
+        if database is None
+        else reference_database(s, database, affine, brain.shape, warn, style)
+    )
     backend = make_backend(BackendSpec.from_settings(s))
     if backend.name == "cuda":
         s = replace(s, chunk_size=max(s.chunk_size, GPU_CHUNK))

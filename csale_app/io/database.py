@@ -158,14 +158,14 @@ def _fast_table(path: Path) -> pd.DataFrame | None:
     size = sizes.transform("first").to_numpy(dtype=np.float64)
     frame = pd.DataFrame(
         {
-            "study_id": _str_series(study),
-            "contrast_id": _str_series(contrast),
+            "study_id": str_series(study),
+            "contrast_id": str_series(contrast),
             "x": xyz[0],
             "y": xyz[1],
             "z": xyz[2],
-            "space": _str_series(space),
+            "space": str_series(space),
             "sample_size": size,
-            "source_file": _str_series(np.full(1, str(path), object), n),
+            "source_file": str_series(np.full(1, str(path), object), n),
             "source_line": np.arange(2, n + 2, dtype=np.int64),
         },
         columns=COLUMNS,
@@ -175,7 +175,7 @@ def _fast_table(path: Path) -> pd.DataFrame | None:
     return frame
 
 
-def _str_series(values: np.ndarray, n: int | None = None) -> pd.Series:
+def str_series(values: np.ndarray, n: int | None = None) -> pd.Series:
     """A ``dtype=str`` column (as :func:`.read_common.make_frame` makes) built from the
     distinct values (converting 500,000 Python strings one by one takes a second)."""
     if n is not None:

@@ -279,7 +279,7 @@ def read_fileset(fs: FileSet) -> pd.DataFrame:
     coordinates-file order. ``attrs["refuse_outside"]`` makes
     :func:`.experiments.place_foci` refuse a focus outside the template (naming its line)
     instead of dropping it: in a database of 500,000 foci a dropped focus goes unseen."""
-    from .database import _str_series
+    from .database import str_series
 
     meta = read_metadata(fs)
     coords = _read_tsv(
@@ -319,14 +319,14 @@ def read_fileset(fs: FileSet) -> pd.DataFrame:
     space = np.where(unknown, "MNI", space)
     frame = pd.DataFrame(
         {
-            "study_id": _str_series(ids),
-            "contrast_id": _str_series(np.full(1, "1", object), n),
+            "study_id": str_series(ids),
+            "contrast_id": str_series(np.full(1, "1", object), n),
             "x": xyz[:, 0].copy(),
             "y": xyz[:, 1].copy(),
             "z": xyz[:, 2].copy(),
-            "space": _str_series(space.astype(object)),
+            "space": str_series(space.astype(object)),
             "sample_size": np.full(n, np.nan),
-            "source_file": _str_series(np.full(1, str(fs.coordinates), object), n),
+            "source_file": str_series(np.full(1, str(fs.coordinates), object), n),
             "source_line": np.arange(2, n + 2, dtype=np.int64),
         },
         columns=COLUMNS,

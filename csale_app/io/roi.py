@@ -79,7 +79,7 @@ def suit_atlas_path() -> Path:
     )
 
 
-def resample_nearest(img: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarray:
+def resample_to(img: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarray:
     from .templates import resample_nearest as resample  # nilearn's, without nilearn
 
     return resample(np.asanyarray(img.dataobj), img.affine, target.affine, target.shape[:3])
@@ -88,7 +88,7 @@ def resample_nearest(img: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarra
 def builtin_roi(name: str, template: nib.Nifti1Image, brain: np.ndarray) -> ROI:
     if name == "cerebellum":
         atlas = nib.load(str(suit_atlas_path()))
-        labels = resample_nearest(atlas, template)
+        labels = resample_to(atlas, template)
         warnings: list[str] = []
         mask, n_out = cut_to_brain(labels > 0, brain, "built-in ROI 'cerebellum'", warnings)
         return ROI(
@@ -167,7 +167,7 @@ def nifti_roi(path: Path, template: nib.Nifti1Image, brain: np.ndarray) -> ROI:
             f"{path.name}: ROI grid {data.shape} differs from the 2 mm MNI "
             "template; resampled with nearest neighbour"
         )
-        mask = resample_nearest(binary, template) > 0
+        mask = resample_to(binary, template) > 0
     else:
         mask = data != 0
     mask, n_out = cut_to_brain(mask, brain, path.name, warnings)
