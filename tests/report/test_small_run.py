@@ -253,3 +253,33 @@ def test_glass_brain_outlines_parsed_once(monkeypatch):
     img = nib.Nifti1Image(np.zeros((9, 9, 9), np.float32), np.eye(4))
     assert figures.glass_brain_figure.__wrapped__(img, "g").ok
     assert not parsed and glass_brain.json is json
+
+
+def test_viewer_same_page_with_the_template_sprite_kept(monkeypatch):
+    """The viewer's template sprite drawn once (the warm-up) and reused: the same page as
+    drawn from scratch."""
+    import contextlib
+
+    from nilearn.plotting import html_stat_map
+
+    from csale_app.report import viewer
+    from csale_app.report.figures import background_image
+
+    bg = background_image()
+    data = np.zeros(bg.shape[:3], np.float32)
+    data[40:46, 50:58, 40:46] = 4.0
+    img = nib.Nifti1Image(data, bg.affine)
+    viewer._SPRITES.clear()
+    viewer._grey_jpeg.cache_clear()
+    viewer.warm_up()
+    drawn = []
+    original = html_stat_map._save_sprite
+    monkeypatch.setattr(
+        html_stat_map, "_save_sprite", lambda *a, **k: drawn.append(1) or original(*a, **k)
+    )
+    kept = viewer.viewer.__wrapped__(img, "v")
+    assert kept.ok and len(drawn) == 1  # the map's sprite only; the template's was kept
+    monkeypatch.setattr(viewer, "_sprites_kept", contextlib.nullcontext)
+    viewer._grey_jpeg.cache_clear()
+    plain = viewer.viewer.__wrapped__(img, "v")
+    assert len(drawn) == 3 and plain.html == kept.html
