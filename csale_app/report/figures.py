@@ -11,6 +11,7 @@ import base64
 import contextlib
 import functools
 import io
+import json
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -72,14 +73,16 @@ def _outlines_without_limits():
     computes each one's Bezier extents to widen the data limits (most of the time of
     building a glass brain figure's axes); nilearn then sets the view to the outlines'
     bounds from their file, so those limits change no pixel. While a figure is drawn, the
-    outlines are added without them (the same pixels: tests/report/test_small_run.py compares)."""
+    outlines are added without them (the same pixels: tests/report/test_small_run.py compares).
+    Their JSON files (four views, ~15 ms each to parse) are read once per process."""
     try:
+        from nilearn.plotting import glass_brain
         from nilearn.plotting.displays import _axes
     except ImportError:
         yield
         return
     original = getattr(_axes, "plot_brain_schematics", None)
-    if original is None:
+    if original is None or getattr(glass_brain, "json", None) is not json:
         yield
         return
 
@@ -91,10 +94,48 @@ def _outlines_without_limits():
             del ax._update_patch_limits
 
     _axes.plot_brain_schematics = schematics
+    glass_brain.json = _SCHEMATICS_JSON
     try:
         yield
     finally:
         _axes.plot_brain_schematics = original
+        glass_brain.json = json
+
+
+class _SchematicsJson:
+    """Stands for the ``json`` module in nilearn's ``glass_brain`` while a figure is drawn:
+    ``load`` parses each outline file once per process. nilearn only reads the parsed
+    outlines (``Path`` copies the points), so sharing them changes nothing."""
+
+    def __init__(self):
+        self._parsed: dict[str, object] = {}
+
+    def load(self, file, **kwargs):
+        name = getattr(file, "name", None)
+        if not isinstance(name, str) or kwargs:
+            return json.load(file, **kwargs)
+        if name not in self._parsed:
+            self._parsed[name] = json.load(file)
+        return self._parsed[name]
+
+    def __getattr__(self, attr):  # anything else: the json module's own
+        return getattr(json, attr)
+
+
+_SCHEMATICS_JSON = _SchematicsJson()
+
+
+def read_outlines() -> None:
+    """Parse the glass brain outline files now (the report process's warm-up, so the
+    drawing copies it forks start with them parsed)."""
+    try:
+        from nilearn.plotting.glass_brain import _get_json_and_transform
+    except ImportError:
+        return
+    for direction in "xyz":  # l and r share x's file
+        path, _ = _get_json_and_transform(direction)
+        with path.open() as file:
+            _SCHEMATICS_JSON.load(file)
 
 
 def render_figure(title: str, draw, caption: str = "") -> Figure:

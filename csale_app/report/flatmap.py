@@ -78,12 +78,14 @@ def _render_triangles(
         & (vertices[:, 1] <= frame[3])
     )
     face_in = np.any(inside[faces], axis=1)
+    corners = vertices[faces[face_in]][:, :, :2]
     tris = PolyCollection(
-        vertices[faces[face_in]][:, :, :2],
+        corners,
         facecolors=face_color[face_in],
         edgecolors=face_color[face_in],
         linewidths=0.5,
     )
+    tris.get_datalim = functools.partial(_triangle_limits, tris, corners)
     if new_figure:
         plt.figure(figsize=(7, 7))
     ax = plt.gca()
@@ -104,6 +106,21 @@ def _render_triangles(
             linewidth=0,
         )
     return ax
+
+
+def _triangle_limits(collection, corners: np.ndarray, trans_data):
+    """``PolyCollection.get_datalim`` for triangles in data coordinates, from their corners
+    at once: the same box (extents and smallest positive values) as matplotlib's walk over
+    the 56,588 paths one by one (~0.13 s per flatmap). Anything else: matplotlib's own."""
+    from matplotlib.transforms import Bbox
+
+    plain = not np.any(collection.get_offsets()) and not len(collection.get_transforms())
+    if not plain or not (collection.get_transform() - trans_data).is_affine:
+        return type(collection).get_datalim(collection, trans_data)
+    data_trf = (collection.get_transform() - trans_data).get_affine()
+    box = Bbox.null()
+    box.update_from_data_xy(data_trf.transform(corners.reshape(-1, 2)), ignore=True)
+    return box
 
 
 def suitpy_version() -> str:

@@ -143,13 +143,20 @@ def run_parallel(tasks: list[Callable[[], object]], processes: int) -> list:
 
 def _warm_up() -> None:
     """What every report needs before its first figure: the plotting stack, the page
-    templates and the background image (all shared with the drawing copies)."""
-    from . import build, figures
+    templates, the background image, the glass brain outlines, the viewer's template sprite
+    and SUITPy's flatmap module (all shared with the drawing copies)."""
+    from . import build, figures, flatmap, viewer
 
     import nilearn.plotting  # noqa: F401  (figures imports it only when drawing)
 
     build._environment().get_template("report.html.j2")
     figures.background_image()
+    figures.read_outlines()
+    viewer.warm_up()
+    try:
+        flatmap.suit_flatmap()
+    except ImportError:  # no SUITPy: the flatmap section says so when drawn
+        pass
 
 
 class ReportProcess:

@@ -197,3 +197,89 @@ def test_figures_same_pixels_as_before(monkeypatch):
     ]
     for a, b in zip(fast, plain):
         assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_flatmap_same_pixels_as_matplotlibs_limits(monkeypatch):
+    """The flatmap's triangle limits computed from their corners at once: the same box as
+    matplotlib's walk over the paths, so the same pixels."""
+    from matplotlib.collections import PolyCollection
+
+    from csale_app.report import flatmap
+
+    try:
+        flatmap.suit_flatmap()
+    except ImportError as exc:
+        pytest.skip(f"SUITPy not installed: {exc}")
+
+    data = np.zeros((91, 109, 91), np.float32)
+    data[30:40, 20:30, 10:18] = 3.0  # cerebellar cortex, left and right of the vermis
+    data[52:60, 22:30, 12:18] = 5.0
+    affine = np.array([[-2, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1.0]])
+    img = nib.Nifti1Image(data, affine)
+    seen = []
+    original = flatmap._triangle_limits
+
+    def checked(collection, corners, trans_data):
+        fast = original(collection, corners, trans_data)
+        plain = PolyCollection.get_datalim(collection, trans_data)
+        seen.append(fast)
+        assert np.array_equal(fast.get_points(), plain.get_points())
+        assert np.array_equal(fast.minpos, plain.minpos)
+        return fast
+
+    monkeypatch.setattr(flatmap, "_triangle_limits", checked)
+    fast = _pixels(flatmap.flatmap_figure.__wrapped__(img, "f").uri)
+    assert seen, "the flatmap did not use its own limits"
+    monkeypatch.setattr(
+        flatmap, "_triangle_limits", lambda c, corners, t: PolyCollection.get_datalim(c, t)
+    )
+    plain = _pixels(flatmap.flatmap_figure.__wrapped__(img, "f").uri)
+    assert fast.shape == plain.shape and np.array_equal(fast, plain)
+    assert (fast != fast[0, 0]).any(axis=-1).sum() > 1000  # something was drawn
+
+
+def test_glass_brain_outlines_parsed_once(monkeypatch):
+    """The outline files are parsed once per process (the warm-up's read_outlines), and
+    nilearn's ``json`` is its own again after a figure."""
+    import json
+
+    from nilearn.plotting import glass_brain
+
+    from csale_app.report import figures
+
+    figures.read_outlines()
+    parsed = []
+    monkeypatch.setattr(json, "load", lambda *a, **k: parsed.append(a) or {})
+    img = nib.Nifti1Image(np.zeros((9, 9, 9), np.float32), np.eye(4))
+    assert figures.glass_brain_figure.__wrapped__(img, "g").ok
+    assert not parsed and glass_brain.json is json
+
+
+def test_viewer_same_page_with_the_template_sprite_kept(monkeypatch):
+    """The viewer's template sprite drawn once (the warm-up) and reused: the same page as
+    drawn from scratch."""
+    import contextlib
+
+    from nilearn.plotting import html_stat_map
+
+    from csale_app.report import viewer
+    from csale_app.report.figures import background_image
+
+    bg = background_image()
+    data = np.zeros(bg.shape[:3], np.float32)
+    data[40:46, 50:58, 40:46] = 4.0
+    img = nib.Nifti1Image(data, bg.affine)
+    viewer._SPRITES.clear()
+    viewer._grey_jpeg.cache_clear()
+    viewer.warm_up()
+    drawn = []
+    original = html_stat_map._save_sprite
+    monkeypatch.setattr(
+        html_stat_map, "_save_sprite", lambda *a, **k: drawn.append(1) or original(*a, **k)
+    )
+    kept = viewer.viewer.__wrapped__(img, "v")
+    assert kept.ok and len(drawn) == 1  # the map's sprite only; the template's was kept
+    monkeypatch.setattr(viewer, "_sprites_kept", contextlib.nullcontext)
+    viewer._grey_jpeg.cache_clear()
+    plain = viewer.viewer.__wrapped__(img, "v")
+    assert len(drawn) == 3 and plain.html == kept.html
