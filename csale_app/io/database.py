@@ -11,8 +11,8 @@ same result as the general code it stands in for:
 - :func:`deduplicate`: an experiment (study_id, contrast_id) listed in several files with
   the same foci (coordinates rounded to 0.001 mm, in any order) counts once: the first
   listing is kept. Repeated foci within one experiment are kept, as NiMARE keeps them.
-- :func:`build_database_experiments`: :func:`.experiments.build_experiments` with group
-  operations instead of a loop over experiments.
+- indexing: :func:`.experiments.build_experiments`, the one (vectorized) builder that
+  studyset files and in-memory tables use too.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .experiments import Experiments, fill_default_sample_size, mark_defaulted, place_foci
+from .experiments import Experiments, build_experiments
 from .read_common import (
     COLUMNS,
     check_regular_file,
@@ -280,111 +280,6 @@ def deduplicate(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(pieces, ignore_index=True)
 
 
-# ---- indexing -----------------------------------------------------------------------------
-def _join_groups(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    """ "|".join of each group's values (``group`` sorted ascending), as an object array;
-    experiments with one value (nearly all) take it as is, without joining."""
-    out = np.empty(n_groups, dtype=object)
-    counts = np.bincount(group, minlength=n_groups)
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    values = np.asarray([str(v) for v in values], dtype=object) if len(values) else values
-    single = counts == 1
-    out[single] = values[starts[single]]
-    for g in np.flatnonzero(counts > 1):  # merged contrasts only: a few thousand at most
-        out[g] = "|".join(values[starts[g] : starts[g] + counts[g]])
-    return out
-
-
-def build_database_experiments(
-    foci: pd.DataFrame,
-    affine: np.ndarray,
-    shape: tuple[int, int, int],
-    merge_contrasts: bool = True,
-    kernel_fwhm: float | None = None,
-    default_sample_size: float | None = None,
-) -> Experiments:
-    """:func:`.experiments.build_experiments` without a loop over experiments (same
-    validation, same errors, same arrays and tables)."""
-    foci = foci.copy()
-    warnings: list[str] = []
-    defaulted = fill_default_sample_size(foci, default_sample_size, kernel_fwhm)
-    if kernel_fwhm is None:
-        missing = foci["sample_size"].isna() | ~(foci["sample_size"] > 0)
-        tiny = ~(foci["sample_size"] >= 1) | ~np.isfinite(foci["sample_size"])
-        if missing.any() or tiny.any():
-            from .experiments import build_experiments
-
-            return build_experiments(foci, affine, shape, merge_contrasts, kernel_fwhm)
-    inside = place_foci(foci, affine, shape, merge_contrasts, warnings)
-    exp_codes, exp_ids = pd.factorize(foci["experiment_id"], sort=True)
-    n_exp = len(exp_ids)
-    order = np.argsort(exp_codes, kind="stable")
-    counts = np.bincount(exp_codes, minlength=n_exp)
-    first_row = order[np.r_[0, np.cumsum(counts)[:-1]]] if n_exp else np.zeros(0, np.int64)
-    # contrasts of each experiment in order of first appearance, each with its first
-    # non-missing sample size (groupby("contrast_id", sort=False).first())
-    pairs = pd.DataFrame(
-        {
-            "e": exp_codes,
-            "c": foci["contrast_id"].to_numpy(),
-            "n": foci["sample_size"].to_numpy(dtype=np.float64),
-        }
-    )
-    per_contrast = pairs.groupby(["e", "c"], sort=False)["n"].first().reset_index()
-    per_contrast = per_contrast.iloc[np.argsort(per_contrast["e"].to_numpy(), kind="stable")]
-    pc_e = per_contrast["e"].to_numpy()
-    valid = ~np.isnan(per_contrast["n"].to_numpy())
-    sums = np.zeros(n_exp)
-    np.add.at(sums, pc_e[valid], per_contrast["n"].to_numpy()[valid])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sums / np.bincount(pc_e[valid], minlength=n_exp)
-    size = np.round(mean) if merge_contrasts else mean
-    contrast_ids = _join_groups(pc_e, per_contrast["c"].to_numpy(), n_exp)
-    sp = pd.DataFrame({"e": exp_codes, "s": foci["space"].to_numpy()}).drop_duplicates()
-    sp = sp.sort_values(["e", "s"], kind="stable")
-    spaces = _join_groups(sp["e"].to_numpy(), sp["s"].to_numpy(), n_exp)
-    n_kept = np.bincount(exp_codes, weights=inside, minlength=n_exp).astype(np.int64)
-    has = n_kept > 0
-    table = (
-        pd.DataFrame(
-            {
-                "experiment_id": list(exp_ids),
-                "study_id": foci["study_id"].to_numpy()[first_row].astype(str).astype(object),
-                "contrast_ids": contrast_ids,
-                "sample_size": size if kernel_fwhm is None else np.full(n_exp, np.nan),
-                "n_foci": n_kept,
-                "n_foci_dropped": counts - n_kept,
-                "space": spaces,
-                "source_file": foci["source_file"].to_numpy()[first_row].astype(str).astype(object),
-                "status": np.where(has, "kept", "dropped: no foci inside the template").astype(
-                    object
-                ),
-            }
-        )
-        if n_exp
-        else pd.DataFrame()
-    )
-    mark_defaulted(table, foci, defaulted)
-    warnings.extend(
-        f"experiment '{e}' dropped: none of its foci lie in the template"
-        for e in np.asarray(exp_ids)[~has]
-    )
-    rows = order[inside[order]]
-    kept_sizes = table["sample_size"].to_numpy()[has] if n_exp else np.zeros(0)
-    return Experiments(
-        ids=[str(e) for e in np.asarray(exp_ids)[has]],
-        study_ids=list(table["study_id"].to_numpy()[has]) if n_exp else [],
-        contrast_ids=list(table["contrast_ids"].to_numpy()[has]) if n_exp else [],
-        sample_size=np.asarray(kept_sizes, dtype=np.float64),
-        focus_start=np.r_[0, np.cumsum(n_kept[has])].astype(np.int64),
-        ijk=foci[["i", "j", "k"]].to_numpy()[rows].astype(np.int32),
-        xyz_mni=foci[["x_mni", "y_mni", "z_mni"]].to_numpy(dtype=np.float64)[rows],
-        table=table,
-        foci=foci,
-        warnings=warnings,
-    )
-
-
 def load_database(
     files,
     affine: np.ndarray,
@@ -404,7 +299,7 @@ def load_database(
         if len(frames) == 1 and frames[0].attrs.get("refuse_outside")
         else deduplicate(frames)
     )
-    return build_database_experiments(
+    return build_experiments(
         foci,
         affine,
         shape,

@@ -26,6 +26,7 @@ from csale_app.io.readers import read_studyset
 
 distributed = pytest.importorskip("distributed")
 
+from tests.io.former_builder import loop_build_experiments, same_experiments  # noqa: E402
 from tests.dask_procs import (  # noqa: E402
     CHUNK,
     FAST,
@@ -214,16 +215,6 @@ def old_load(files):
     return pd.concat(frames, ignore_index=True)
 
 
-def same_experiments(a, b):
-    assert a.ids == b.ids and a.study_ids == b.study_ids and a.contrast_ids == b.contrast_ids
-    for name in ("sample_size", "focus_start", "ijk", "xyz_mni"):
-        x, y = getattr(a, name), getattr(b, name)
-        assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
-    pd.testing.assert_frame_equal(a.table, b.table)
-    pd.testing.assert_frame_equal(a.foci, b.foci)
-    assert a.warnings == b.warnings
-
-
 @pytest.fixture(scope="module")
 def db_files(demo_input, tmp_path_factory):
     """The demo studysets, a reshuffled copy of n-back (same experiments, foci in another
@@ -271,8 +262,8 @@ def test_database_dedup_and_index_equal_the_former_loop(db_files):
     for merge in (True, False):
         for fwhm in (None, 9.0):
             same_experiments(
-                build_experiments(old, img.affine, shape, merge, fwhm),
-                D.build_database_experiments(new, img.affine, shape, merge, fwhm),
+                loop_build_experiments(old, img.affine, shape, merge, fwhm),
+                build_experiments(new, img.affine, shape, merge, fwhm),
             )
 
 
