@@ -47,14 +47,14 @@ def peak_mb() -> float:
 def database(n_experiments: int):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from synthetic_database import synthetic_foci
-    from csale_app.io.database import build_database_experiments
+    from csale_app.io.experiments import build_experiments
     from csale_app.io.templates import load_brain_mask
 
     img = load_brain_mask()
     brain = np.asanyarray(img.dataobj) > 0
     foci = synthetic_foci(n_experiments)
     foci["source_file"], foci["source_line"] = "synthetic", np.arange(len(foci)) + 2
-    db = build_database_experiments(foci, img.affine, brain.shape, merge_contrasts=False)
+    db = build_experiments(foci, img.affine, brain.shape, merge_contrasts=False)
     return img, brain, db
 
 

@@ -3,197 +3,26 @@
 Three steps, each vectorized (no Python loop over experiments or foci) and each giving the
 same result as the general code it stands in for:
 
-- :func:`read_database_file`: a plain TSV/CSV (no quotes, no blank lines, no CR) is read
-  with pandas' C parser and checked column-wise (each distinct coordinate, space and
-  sample-size token is parsed once by the readers' own functions); anything else, and any
-  file with a problem, goes through :func:`.readers.read_studyset`, which then reports the
-  problem with its line number as usual.
+- reading: :func:`.readers.read_studyset`, as for studysets (plain TSV/CSV tables are read
+  column-wise with pandas' C parser, see :func:`.read_tables.read_table`).
 - :func:`deduplicate`: an experiment (study_id, contrast_id) listed in several files with
   the same foci (coordinates rounded to 0.001 mm, in any order) counts once: the first
   listing is kept. Repeated foci within one experiment are kept, as NiMARE keeps them.
-- :func:`build_database_experiments`: :func:`.experiments.build_experiments` with group
-  operations instead of a loop over experiments.
+- indexing: :func:`.experiments.build_experiments`, the one (vectorized) builder that
+  studyset files and in-memory tables use too.
 """
 
 from __future__ import annotations
 
-import io
-import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from .experiments import Experiments, fill_default_sample_size, mark_defaulted, place_foci
-from .read_common import (
-    COLUMNS,
-    check_regular_file,
-    coordinate,
-    decode_text,
-    read_bytes,
-    sample_size_value,
-    space_or_error,
-)
-from .read_tables import ALIASES, REQUIRED, normalize_column, canonical, read_sidecar
+from .experiments import Experiments, build_experiments
+from .read_tables import pair_codes
 from .readers import read_studyset
 
 KEY = ["study_id", "contrast_id"]
-
-
-# ---- reading ------------------------------------------------------------------------------
-def _token_map(tokens: np.ndarray, parse) -> np.ndarray | None:
-    """``parse`` applied to each distinct token once (None if it raises InputError)."""
-    codes, uniq = pd.factorize(tokens)
-    try:
-        values = [parse(u) for u in uniq]
-    except InputError:
-        return None
-    return np.asarray(values, dtype=object)[codes]
-
-
-def _pair_codes(a, b) -> np.ndarray:
-    """Codes of (a, b) pairs in order of first appearance (as groupby(sort=False))."""
-    ca, ua = pd.factorize(a)
-    cb, _ = pd.factorize(b)
-    return pd.factorize(ca.astype(np.int64) * (int(cb.max()) + 1 if len(cb) else 1) + cb)[0]
-
-
-def _fast_table(path: Path) -> pd.DataFrame | None:
-    """The foci table of a plain TSV/CSV exactly as :func:`.read_tables.read_table` builds
-    it, or None when the file is not plain or has any problem (the careful reader then
-    reads it and names the problem)."""
-    suffix = path.suffix.lower()
-    delimiter = "\t" if suffix == ".tsv" else ","
-    text = decode_text(path, read_bytes(path))
-    if '"' in text or "\r" in text or "\n\n" in text or not text.strip():
-        return None
-    if text.endswith("\n"):
-        text = text[:-1]
-    lines_header = text[: text.find("\n")] if "\n" in text else text
-    header = lines_header.split(delimiter)
-    if not any(h.strip() for h in header):
-        return None
-    columns: dict[str, int] = {}
-    given: dict[str, str] = {}
-    seen: set[str] = set()
-    for idx, name in enumerate(header):
-        key, canon = normalize_column(name), canonical(name)
-        if canon is None:
-            continue
-        if key in seen:
-            return None
-        seen.add(key)
-        rank = ALIASES[canon].index(key)
-        if canon not in columns or rank < ALIASES[canon].index(normalize_column(given[canon])):
-            columns[canon], given[canon] = idx, name.strip()
-    defaults = read_sidecar(path)
-    if any(c not in columns for c in REQUIRED) or (
-        "space" not in columns and "space" not in defaults
-    ):
-        return None
-    try:
-        raw = pd.read_csv(
-            io.StringIO(text),
-            sep=delimiter,
-            header=None,
-            skiprows=1,
-            dtype=object,
-            na_filter=False,
-            keep_default_na=False,
-            quoting=3,
-            skip_blank_lines=False,
-            engine="c",
-            names=range(len(header)),
-        )
-    except (pd.errors.ParserError, ValueError):
-        return None
-    n = len(raw)
-    if n == 0 or raw.isna().to_numpy().any():
-        return None  # no foci rows, or a row with fewer fields than the header
-
-    def stripped(column: int) -> np.ndarray:
-        codes, uniq = pd.factorize(raw[column].to_numpy())
-        return np.array([u.strip() for u in uniq], dtype=object)[codes]
-
-    blank = np.ones(n, dtype=bool)
-    for c in raw.columns:
-        blank &= stripped(c) == ""
-    if blank.any():
-        return None  # a record of empty fields only (skipped by the careful reader)
-
-    def cell(name: str) -> np.ndarray:
-        idx = columns.get(name)
-        return stripped(idx) if idx is not None else np.full(n, "", dtype=object)
-
-    study = cell("study_id")
-    if (study == "").any():
-        return None
-    contrast = cell("contrast_id")
-    contrast[contrast == ""] = defaults.get("contrast_id") or "1"
-    xyz = []
-    for axis in "xyz":
-        values = _token_map(cell(axis), lambda t, a=axis: coordinate(t, path, 0, a))
-        if values is None:
-            return None
-        xyz.append(values.astype(np.float64))
-    space_raw = cell("space")
-    if (space_raw == "").any() and "space" not in defaults:
-        return None
-    space = _token_map(
-        space_raw, lambda t: defaults["space"] if t == "" else space_or_error(t, path, 0)
-    )
-    size = _token_map(cell("sample_size"), lambda t: sample_size_value(t, path, 0))
-    if space is None or size is None:
-        return None
-    size = size.astype(np.float64)
-    size = np.where(np.isnan(size), defaults.get("sample_size", math.nan), size)
-    # one space and one sample size per experiment; the first given size fills the others
-    exp = _pair_codes(study, contrast)
-    if _pair_codes(exp, space).max() != exp.max():
-        return None
-    sizes = pd.Series(size).groupby(exp)
-    if (sizes.nunique() > 1).any():
-        return None
-    size = sizes.transform("first").to_numpy(dtype=np.float64)
-    frame = pd.DataFrame(
-        {
-            "study_id": str_series(study),
-            "contrast_id": str_series(contrast),
-            "x": xyz[0],
-            "y": xyz[1],
-            "z": xyz[2],
-            "space": str_series(space),
-            "sample_size": size,
-            "source_file": str_series(np.full(1, str(path), object), n),
-            "source_line": np.arange(2, n + 2, dtype=np.int64),
-        },
-        columns=COLUMNS,
-    )
-    frame.attrs["warnings"] = []
-    frame.attrs["format"] = "tsv" if suffix == ".tsv" else "csv"
-    return frame
-
-
-def str_series(values: np.ndarray, n: int | None = None) -> pd.Series:
-    """A ``dtype=str`` column (as :func:`.read_common.make_frame` makes) built from the
-    distinct values (converting 500,000 Python strings one by one takes a second)."""
-    if n is not None:
-        return pd.Series(pd.array(list(values), dtype=str).take(np.zeros(n, np.int64)))
-    codes, uniq = pd.factorize(values)
-    return pd.Series(pd.array(list(uniq), dtype=str).take(codes))
-
-
-def read_database_file(path) -> pd.DataFrame:
-    """One reference-database file as :func:`.readers.read_studyset` reads it (fast for
-    plain TSV/CSV tables; every other case is read by ``read_studyset`` itself)."""
-    path = Path(path)
-    if path.suffix.lower() in (".tsv", ".csv") and path.is_file():
-        check_regular_file(path)
-        frame = _fast_table(path)
-        if frame is not None:
-            return frame
-    return read_studyset(path)
 
 
 # ---- de-duplication -----------------------------------------------------------------------
@@ -233,7 +62,7 @@ def deduplicate(frames: list[pd.DataFrame]) -> pd.DataFrame:
     for i, frame in enumerate(frames):
         ok = frame[KEY].notna().all(axis=1).to_numpy()  # groupby drops a missing key
         frame = frame[ok] if not ok.all() else frame
-        codes = _pair_codes(frame["study_id"].to_numpy(), frame["contrast_id"].to_numpy())
+        codes = pair_codes(frame["study_id"].to_numpy(), frame["contrast_id"].to_numpy())
         ok = np.ones(len(frame), dtype=bool)
         parts.append(frame[ok])
         local.append(codes[ok])
@@ -280,111 +109,6 @@ def deduplicate(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(pieces, ignore_index=True)
 
 
-# ---- indexing -----------------------------------------------------------------------------
-def _join_groups(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    """ "|".join of each group's values (``group`` sorted ascending), as an object array;
-    experiments with one value (nearly all) take it as is, without joining."""
-    out = np.empty(n_groups, dtype=object)
-    counts = np.bincount(group, minlength=n_groups)
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    values = np.asarray([str(v) for v in values], dtype=object) if len(values) else values
-    single = counts == 1
-    out[single] = values[starts[single]]
-    for g in np.flatnonzero(counts > 1):  # merged contrasts only: a few thousand at most
-        out[g] = "|".join(values[starts[g] : starts[g] + counts[g]])
-    return out
-
-
-def build_database_experiments(
-    foci: pd.DataFrame,
-    affine: np.ndarray,
-    shape: tuple[int, int, int],
-    merge_contrasts: bool = True,
-    kernel_fwhm: float | None = None,
-    default_sample_size: float | None = None,
-) -> Experiments:
-    """:func:`.experiments.build_experiments` without a loop over experiments (same
-    validation, same errors, same arrays and tables)."""
-    foci = foci.copy()
-    warnings: list[str] = []
-    defaulted = fill_default_sample_size(foci, default_sample_size, kernel_fwhm)
-    if kernel_fwhm is None:
-        missing = foci["sample_size"].isna() | ~(foci["sample_size"] > 0)
-        tiny = ~(foci["sample_size"] >= 1) | ~np.isfinite(foci["sample_size"])
-        if missing.any() or tiny.any():
-            from .experiments import build_experiments
-
-            return build_experiments(foci, affine, shape, merge_contrasts, kernel_fwhm)
-    inside = place_foci(foci, affine, shape, merge_contrasts, warnings)
-    exp_codes, exp_ids = pd.factorize(foci["experiment_id"], sort=True)
-    n_exp = len(exp_ids)
-    order = np.argsort(exp_codes, kind="stable")
-    counts = np.bincount(exp_codes, minlength=n_exp)
-    first_row = order[np.r_[0, np.cumsum(counts)[:-1]]] if n_exp else np.zeros(0, np.int64)
-    # contrasts of each experiment in order of first appearance, each with its first
-    # non-missing sample size (groupby("contrast_id", sort=False).first())
-    pairs = pd.DataFrame(
-        {
-            "e": exp_codes,
-            "c": foci["contrast_id"].to_numpy(),
-            "n": foci["sample_size"].to_numpy(dtype=np.float64),
-        }
-    )
-    per_contrast = pairs.groupby(["e", "c"], sort=False)["n"].first().reset_index()
-    per_contrast = per_contrast.iloc[np.argsort(per_contrast["e"].to_numpy(), kind="stable")]
-    pc_e = per_contrast["e"].to_numpy()
-    valid = ~np.isnan(per_contrast["n"].to_numpy())
-    sums = np.zeros(n_exp)
-    np.add.at(sums, pc_e[valid], per_contrast["n"].to_numpy()[valid])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sums / np.bincount(pc_e[valid], minlength=n_exp)
-    size = np.round(mean) if merge_contrasts else mean
-    contrast_ids = _join_groups(pc_e, per_contrast["c"].to_numpy(), n_exp)
-    sp = pd.DataFrame({"e": exp_codes, "s": foci["space"].to_numpy()}).drop_duplicates()
-    sp = sp.sort_values(["e", "s"], kind="stable")
-    spaces = _join_groups(sp["e"].to_numpy(), sp["s"].to_numpy(), n_exp)
-    n_kept = np.bincount(exp_codes, weights=inside, minlength=n_exp).astype(np.int64)
-    has = n_kept > 0
-    table = (
-        pd.DataFrame(
-            {
-                "experiment_id": list(exp_ids),
-                "study_id": foci["study_id"].to_numpy()[first_row].astype(str).astype(object),
-                "contrast_ids": contrast_ids,
-                "sample_size": size if kernel_fwhm is None else np.full(n_exp, np.nan),
-                "n_foci": n_kept,
-                "n_foci_dropped": counts - n_kept,
-                "space": spaces,
-                "source_file": foci["source_file"].to_numpy()[first_row].astype(str).astype(object),
-                "status": np.where(has, "kept", "dropped: no foci inside the template").astype(
-                    object
-                ),
-            }
-        )
-        if n_exp
-        else pd.DataFrame()
-    )
-    mark_defaulted(table, foci, defaulted)
-    warnings.extend(
-        f"experiment '{e}' dropped: none of its foci lie in the template"
-        for e in np.asarray(exp_ids)[~has]
-    )
-    rows = order[inside[order]]
-    kept_sizes = table["sample_size"].to_numpy()[has] if n_exp else np.zeros(0)
-    return Experiments(
-        ids=[str(e) for e in np.asarray(exp_ids)[has]],
-        study_ids=list(table["study_id"].to_numpy()[has]) if n_exp else [],
-        contrast_ids=list(table["contrast_ids"].to_numpy()[has]) if n_exp else [],
-        sample_size=np.asarray(kept_sizes, dtype=np.float64),
-        focus_start=np.r_[0, np.cumsum(n_kept[has])].astype(np.int64),
-        ijk=foci[["i", "j", "k"]].to_numpy()[rows].astype(np.int32),
-        xyz_mni=foci[["x_mni", "y_mni", "z_mni"]].to_numpy(dtype=np.float64)[rows],
-        table=table,
-        foci=foci,
-        warnings=warnings,
-    )
-
-
 def load_database(
     files,
     affine: np.ndarray,
@@ -398,13 +122,13 @@ def load_database(
     that is already a foci table, an in-memory database, is used as it is). A
     Neurosynth/NeuroQuery file set alone is not de-duplicated: its ids are unique (checked)
     and one study is one experiment."""
-    frames = [f if isinstance(f, pd.DataFrame) else read_database_file(f) for f in files]
+    frames = [f if isinstance(f, pd.DataFrame) else read_studyset(f) for f in files]
     foci = (
         frames[0]
         if len(frames) == 1 and frames[0].attrs.get("refuse_outside")
         else deduplicate(frames)
     )
-    return build_database_experiments(
+    return build_experiments(
         foci,
         affine,
         shape,

@@ -36,6 +36,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .read_common import COLUMNS, check_regular_file, normalize_space, short
+from .read_tables import str_series
 
 LOG = logging.getLogger(__name__)
 
@@ -279,8 +280,6 @@ def read_fileset(fs: FileSet) -> pd.DataFrame:
     coordinates-file order. ``attrs["refuse_outside"]`` makes
     :func:`.experiments.place_foci` refuse a focus outside the template (naming its line)
     instead of dropping it: in a database of 500,000 foci a dropped focus goes unseen."""
-    from .database import str_series
-
     meta = read_metadata(fs)
     coords = _read_tsv(
         fs.coordinates, {"id": str, "x": np.float64, "y": np.float64, "z": np.float64}, strict=True

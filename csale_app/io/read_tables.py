@@ -8,10 +8,12 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from csale_app.errors import InputError
 from csale_app.io.read_common import (
+    COLUMNS,
     add_focus,
     coordinate,
     decode_text,
@@ -119,14 +121,20 @@ def _rows(path: Path, text: str, delimiter: str):
         start = reader.line_num + 1
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a TSV (``.tsv``) or CSV (``.csv``) foci table into the foci table."""
+def read_table(path: Path, *, fast: bool = True) -> pd.DataFrame:
+    """Read a TSV (``.tsv``) or CSV (``.csv``) foci table into the foci table: a plain
+    table column-wise (:func:`plain_table`), anything else, and any table with a
+    problem, row by row (``fast=False``: always row by row; tests compare the two)."""
     path = Path(path)
     suffix = path.suffix.lower()
     delimiter = "\t" if suffix == ".tsv" else ","
     fmt = "tsv" if suffix == ".tsv" else "csv"
     text = decode_text(path, read_bytes(path))
     defaults = read_sidecar(path)
+    if fast:
+        frame = plain_table(path, text, delimiter, fmt, defaults)
+        if frame is not None:
+            return frame
     rows = _rows(path, text, delimiter)
     first = next(rows, None)
     if first is None:
@@ -233,3 +241,146 @@ def read_table(path: Path) -> pd.DataFrame:
         for i in exp["rows"]:
             records["sample_size"][i] = exp["size"]
     return make_frame(records, path, fmt, [])
+
+
+# ---- plain tables, column-wise ----------------------------------------------------------
+def _token_map(tokens: np.ndarray, parse) -> np.ndarray | None:
+    """``parse`` applied to each distinct token once (None if it raises InputError)."""
+    codes, uniq = pd.factorize(tokens)
+    try:
+        values = [parse(u) for u in uniq]
+    except InputError:
+        return None
+    return np.asarray(values, dtype=object)[codes]
+
+
+def pair_codes(a, b) -> np.ndarray:
+    """Codes of (a, b) pairs in order of first appearance (as groupby(sort=False))."""
+    ca, ua = pd.factorize(a)
+    cb, _ = pd.factorize(b)
+    return pd.factorize(ca.astype(np.int64) * (int(cb.max()) + 1 if len(cb) else 1) + cb)[0]
+
+
+def str_series(values: np.ndarray, n: int | None = None) -> pd.Series:
+    """A ``dtype=str`` column (as :func:`.read_common.make_frame` makes) built from the
+    distinct values (converting 500,000 Python strings one by one takes a second)."""
+    if n is not None:
+        return pd.Series(pd.array(list(values), dtype=str).take(np.zeros(n, np.int64)))
+    codes, uniq = pd.factorize(values)
+    return pd.Series(pd.array(list(uniq), dtype=str).take(codes))
+
+
+def plain_table(
+    path: Path, text: str, delimiter: str, fmt: str, defaults: dict
+) -> pd.DataFrame | None:
+    """The foci table of a plain TSV/CSV (no quotes, no blank lines, no CR) exactly as the
+    row-by-row reader builds it, read column-wise with pandas' C parser (each distinct
+    coordinate, space and sample-size token parsed once by the readers' own functions):
+    500,000 foci in about a second. None when the file is not plain or has any problem:
+    the row-by-row reader then reads it and names the problem with its line."""
+    if '"' in text or "\r" in text or "\n\n" in text or not text.strip():
+        return None
+    if text.endswith("\n"):
+        text = text[:-1]
+    lines_header = text[: text.find("\n")] if "\n" in text else text
+    header = lines_header.split(delimiter)
+    if not any(h.strip() for h in header):
+        return None
+    columns: dict[str, int] = {}
+    given: dict[str, str] = {}
+    seen: set[str] = set()
+    for idx, name in enumerate(header):
+        key, canon = normalize_column(name), canonical(name)
+        if canon is None:
+            continue
+        if key in seen:
+            return None
+        seen.add(key)
+        rank = ALIASES[canon].index(key)
+        if canon not in columns or rank < ALIASES[canon].index(normalize_column(given[canon])):
+            columns[canon], given[canon] = idx, name.strip()
+    if any(c not in columns for c in REQUIRED) or (
+        "space" not in columns and "space" not in defaults
+    ):
+        return None
+    try:
+        raw = pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            header=None,
+            skiprows=1,
+            dtype=object,
+            na_filter=False,
+            keep_default_na=False,
+            quoting=3,
+            skip_blank_lines=False,
+            engine="c",
+            names=range(len(header)),
+        )
+    except (pd.errors.ParserError, ValueError):
+        return None
+    n = len(raw)
+    if n == 0 or raw.isna().to_numpy().any():
+        return None  # no foci rows, or a row with fewer fields than the header
+
+    def stripped(column: int) -> np.ndarray:
+        codes, uniq = pd.factorize(raw[column].to_numpy())
+        return np.array([u.strip() for u in uniq], dtype=object)[codes]
+
+    blank = np.ones(n, dtype=bool)
+    for c in raw.columns:
+        blank &= stripped(c) == ""
+    if blank.any():
+        return None  # a record of empty fields only (skipped by the careful reader)
+
+    def cell(name: str) -> np.ndarray:
+        idx = columns.get(name)
+        return stripped(idx) if idx is not None else np.full(n, "", dtype=object)
+
+    study = cell("study_id")
+    if (study == "").any():
+        return None
+    contrast = cell("contrast_id")
+    contrast[contrast == ""] = defaults.get("contrast_id") or "1"
+    xyz = []
+    for axis in "xyz":
+        values = _token_map(cell(axis), lambda t, a=axis: coordinate(t, path, 0, a))
+        if values is None:
+            return None
+        xyz.append(values.astype(np.float64))
+    space_raw = cell("space")
+    if (space_raw == "").any() and "space" not in defaults:
+        return None
+    space = _token_map(
+        space_raw, lambda t: defaults["space"] if t == "" else space_or_error(t, path, 0)
+    )
+    size = _token_map(cell("sample_size"), lambda t: sample_size_value(t, path, 0))
+    if space is None or size is None:
+        return None
+    size = size.astype(np.float64)
+    size = np.where(np.isnan(size), defaults.get("sample_size", math.nan), size)
+    # one space and one sample size per experiment; the first given size fills the others
+    exp = pair_codes(study, contrast)
+    if pair_codes(exp, space).max() != exp.max():
+        return None
+    sizes = pd.Series(size).groupby(exp)
+    if (sizes.nunique() > 1).any():
+        return None
+    size = sizes.transform("first").to_numpy(dtype=np.float64)
+    frame = pd.DataFrame(
+        {
+            "study_id": str_series(study),
+            "contrast_id": str_series(contrast),
+            "x": xyz[0],
+            "y": xyz[1],
+            "z": xyz[2],
+            "space": str_series(space),
+            "sample_size": size,
+            "source_file": str_series(np.full(1, str(path), object), n),
+            "source_line": np.arange(2, n + 2, dtype=np.int64),
+        },
+        columns=COLUMNS,
+    )
+    frame.attrs["warnings"] = []
+    frame.attrs["format"] = fmt
+    return frame

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .database import build_database_experiments
 from .digest import file_digest
 from .experiments import Experiments, build_experiments
 from .read_common import coordinate, make_frame, sample_size_value, short, space_or_error
@@ -42,6 +42,9 @@ class Source:
     description: str  # what sidecars and the report name as the source
     digest: str  # of the file's bytes, or of the in-memory table's content
     path: Path | None  # the file or folder read (None: in memory)
+    #: in memory: how errors name a row's sample size (1-based position -> "row 'a',
+    #: column 'n'"), as the experiment builder reports it instead of file:line
+    name_size: Callable[[int], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,8 @@ def read_source(source) -> Source:
         return _dataset_source(source, "NiMARE Dataset")
     if isinstance(source, pd.DataFrame):
         what = f"pandas DataFrame ({len(source)} rows)"
-        foci = frame_foci(source, what, lambda label: f"row {label!r}")
-        return Source(foci, what, table_digest(foci), None)
+        foci, name_size = frame_foci(source, what, lambda label: f"row {label!r}")
+        return Source(foci, what, table_digest(foci), None, name_size)
     raise TypeError(
         f"cannot read a studyset from {type(source).__name__}; give a path, a "
         "DataFrame of foci or a NiMARE Dataset/Studyset"
@@ -132,8 +135,9 @@ def _blank(value) -> bool:
     )
 
 
-def frame_foci(frame: pd.DataFrame, what: str, row_name) -> pd.DataFrame:
-    """Check a DataFrame of foci and return the readers' foci table.
+def frame_foci(frame: pd.DataFrame, what: str, row_name) -> tuple[pd.DataFrame, Callable]:
+    """Check a DataFrame of foci; return the readers' foci table and how the experiment
+    builder names a row's sample size (1-based position -> row and column).
 
     ``row_name(index label)`` says how a message names a row ("row 4", or a Dataset's
     study and contrast). Errors are :class:`~csale_app.errors.InputError` (a ValueError)
@@ -230,7 +234,12 @@ def frame_foci(frame: pd.DataFrame, what: str, row_name) -> pd.DataFrame:
         "sample_size": first_size,
         "source_line": np.arange(1, len(frame) + 1),
     }  # row position, 1-based
-    return make_frame(records, what, "dataframe", [])
+    size_column = str(cols.get("sample_size", "sample_size"))
+
+    def name_size(line: int) -> str:
+        return f"{row_name(labels[line - 1])}, column {size_column!r}"
+
+    return make_frame(records, what, "dataframe", []), name_size
 
 
 def _dataset_source(dset, kind: str) -> Source:
@@ -269,8 +278,8 @@ def _dataset_source(dset, kind: str) -> Source:
         },
         index=ids.to_numpy(),
     )
-    foci = frame_foci(frame, what, lambda ident: where[ident])
-    return Source(foci, what, table_digest(foci), None)
+    foci, name_size = frame_foci(frame, what, lambda ident: where[ident])
+    return Source(foci, what, table_digest(foci), None, name_size)
 
 
 def _plain(value):
@@ -303,15 +312,14 @@ def load_studyset(
     read = read_source(source)
     foci = read.foci
     warnings = list(foci.attrs.get("warnings", []))
-    # a Neurosynth-size file set: the vectorized builder (same result, no loop)
-    build = build_database_experiments if foci.attrs.get("refuse_outside") else build_experiments
-    exps = build(
+    exps = build_experiments(
         foci,
         affine,
         shape,
         merge_contrasts=merge_contrasts,
         kernel_fwhm=kernel_fwhm,
         default_sample_size=default_sample_size,
+        name_size=read.name_size,
     )
     name = read.path.name if read.path is not None else read.description
     warnings += [f"{name}: {w}" for w in exps.warnings]

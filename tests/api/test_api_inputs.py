@@ -63,6 +63,28 @@ def test_bad_space_and_mixed_sample_sizes_are_named():
         read_source(df)
 
 
+def test_missing_sample_size_names_the_row_label_and_column():
+    """The experiment builder's sample-size checks name the DataFrame's index label and
+    the column it read (an alias here), not a 1-based position in a table."""
+    brain = load_brain_mask()
+    df = foci().rename(columns={"sample_size": "n"}).set_axis([f"r{i}" for i in range(6)])
+    df["n"] = df["n"].astype(float)
+    df.loc[["r4", "r5"], "n"] = np.nan
+    with pytest.raises(ValueError) as err:
+        load_studyset(df, brain.affine, brain.shape)
+    text = str(err.value)
+    assert isinstance(err.value, InputError) and err.value.line is None
+    assert text.startswith("pandas DataFrame (6 rows): row 'r4', column 'n': experiment 's2'")
+    assert "has no positive sample size" in text
+    df.loc[["r4", "r5"], "n"] = 0.5
+    with pytest.raises(ValueError, match=r"\(6 rows\): row 'r4', column 'n': experiment 's2' "):
+        load_studyset(df, brain.affine, brain.shape)
+    # with a default or a fixed kernel the same table is accepted
+    df.loc[["r4", "r5"], "n"] = np.nan
+    got = load_studyset(df, brain.affine, brain.shape, default_sample_size=20)
+    assert got.experiments.sample_size.tolist() == [12.0, 12.0, 20.0]
+
+
 def test_nimare_dataset_error_names_study_and_contrast(pain_json):
     from nimare.dataset import Dataset
 

@@ -22,10 +22,12 @@ import pytest
 from csale_app.cli.run import main
 from csale_app.io import database as D
 from csale_app.io.experiments import build_experiments
+from csale_app.io.read_tables import read_table
 from csale_app.io.readers import read_studyset
 
 distributed = pytest.importorskip("distributed")
 
+from tests.io.former_builder import loop_build_experiments, same_experiments  # noqa: E402
 from tests.dask_procs import (  # noqa: E402
     CHUNK,
     FAST,
@@ -214,16 +216,6 @@ def old_load(files):
     return pd.concat(frames, ignore_index=True)
 
 
-def same_experiments(a, b):
-    assert a.ids == b.ids and a.study_ids == b.study_ids and a.contrast_ids == b.contrast_ids
-    for name in ("sample_size", "focus_start", "ijk", "xyz_mni"):
-        x, y = getattr(a, name), getattr(b, name)
-        assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
-    pd.testing.assert_frame_equal(a.table, b.table)
-    pd.testing.assert_frame_equal(a.foci, b.foci)
-    assert a.warnings == b.warnings
-
-
 @pytest.fixture(scope="module")
 def db_files(demo_input, tmp_path_factory):
     """The demo studysets, a reshuffled copy of n-back (same experiments, foci in another
@@ -254,9 +246,9 @@ def db_files(demo_input, tmp_path_factory):
     ]
 
 
-def test_database_reader_equals_read_studyset(db_files):
+def test_plain_table_reader_equals_the_row_by_row_reader(db_files):
     for f in db_files:
-        pd.testing.assert_frame_equal(D.read_database_file(f), read_studyset(f))
+        pd.testing.assert_frame_equal(read_table(f), read_table(f, fast=False))
 
 
 def test_database_dedup_and_index_equal_the_former_loop(db_files):
@@ -265,14 +257,14 @@ def test_database_dedup_and_index_equal_the_former_loop(db_files):
     img = load_brain_mask()
     shape = img.shape
     old = old_load(db_files)
-    new = D.deduplicate([D.read_database_file(f) for f in db_files])
+    new = D.deduplicate([read_studyset(f) for f in db_files])
     pd.testing.assert_frame_equal(old, new)
     assert len(new) < sum(len(read_studyset(f)) for f in db_files)  # duplicates went
     for merge in (True, False):
         for fwhm in (None, 9.0):
             same_experiments(
-                build_experiments(old, img.affine, shape, merge, fwhm),
-                D.build_database_experiments(new, img.affine, shape, merge, fwhm),
+                loop_build_experiments(old, img.affine, shape, merge, fwhm),
+                build_experiments(new, img.affine, shape, merge, fwhm),
             )
 
 
@@ -283,10 +275,10 @@ def test_database_reader_falls_back_on_problems(tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text("study_id\tx\ty\tz\tspace\ns1\t1\t2\tnope\tMNI\n")
     with pytest.raises(InputError, match=r"bad.tsv:2: z coordinate 'nope' is not a number"):
-        D.read_database_file(bad)
+        read_table(bad)
     quoted = tmp_path / "quoted.csv"
     quoted.write_text('study_id,x,y,z,space\n"s, 1",1,2,3,MNI\n\ns2,4,5,6,TAL\n')
-    pd.testing.assert_frame_equal(D.read_database_file(quoted), read_studyset(quoted))
+    pd.testing.assert_frame_equal(read_table(quoted), read_table(quoted, fast=False))
 
 
 # ---- studysets and MACM seeds as independent units ------------------------------------------
