@@ -215,10 +215,7 @@ def test_flatmap_same_pixels_as_matplotlibs_limits(monkeypatch):
 
     from csale_app.report import flatmap
 
-    try:
-        flatmap.suit_flatmap()
-    except ImportError as exc:
-        pytest.skip(f"SUITPy not installed: {exc}")
+    flatmap.suit_flatmap()  # SUITPy is a dependency (scripts/setup_env.sh): no skip
 
     data = np.zeros((91, 109, 91), np.float32)
     data[30:40, 20:30, 10:18] = 3.0  # cerebellar cortex, left and right of the vermis
